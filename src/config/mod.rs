@@ -1,0 +1,346 @@
+//! Configuration: the YAML file (SPEC §2) read into [`raw::RawConfig`], then
+//! checked and resolved into the validated [`Config`] the rest of the program
+//! uses.
+//!
+//! Loading never stops at the first problem: [`load`] returns every error at
+//! once as [`ConfigErrors`], each naming the file, the key path and, where
+//! known, the line.
+
+pub mod quick;
+pub mod raw;
+pub mod units;
+mod validate;
+
+pub use validate::validate;
+
+use http::HeaderName;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+/// A validated configuration, ready to build pools and a pingora server from.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Process settings (pingora `ServerConf`).
+    pub server: ServerSettings,
+    /// Addresses to listen on.
+    pub listen: Vec<Listener>,
+    /// How a request picks its pool.
+    pub routing: Routing,
+    /// The pools, by name.
+    pub pools: BTreeMap<String, PoolConfig>,
+    /// Access log settings.
+    pub log: LogSettings,
+}
+
+/// `server:` after defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Worker threads per service (default 1).
+    pub threads: usize,
+    /// PID file (default `/tmp/switchyard.pid`).
+    pub pid_file: String,
+    /// Upgrade socket (default `/tmp/switchyard_upgrade.sock`).
+    pub upgrade_sock: String,
+    /// Error log file; `None` is stderr.
+    pub error_log: Option<String>,
+    /// Grace period after SIGQUIT/SIGTERM, seconds (default 5).
+    pub grace_period_seconds: u64,
+    /// Final shutdown timeout, seconds (default 5).
+    pub graceful_shutdown_timeout_seconds: u64,
+    /// User to run as after daemonizing.
+    pub user: Option<String>,
+    /// Group to run as after daemonizing.
+    pub group: Option<String>,
+    /// Upstream keep-alive pool size; `None` is pingora's default.
+    pub upstream_keepalive_pool_size: Option<usize>,
+    /// Tokio work stealing (default true).
+    pub work_stealing: bool,
+}
+
+/// One listening socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listener {
+    /// `host:port` exactly as written (pingora matches inherited sockets by this string).
+    pub addr: String,
+}
+
+/// `routing:` after defaults.
+#[derive(Debug, Clone)]
+pub struct Routing {
+    /// Header naming the pool (default `app-name`).
+    pub header: HeaderName,
+    /// Pool used for a missing or unknown header value; `None` answers 404.
+    pub default_pool: Option<String>,
+}
+
+/// How a pool picks a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Strategy {
+    /// Weighted round robin.
+    RoundRobin,
+    /// Fewest in-flight requests, relative to weight.
+    LeastConn,
+    /// Weighted random.
+    Random,
+    /// Consistent (Ketama) hashing on a request key.
+    Consistent(HashKey),
+}
+
+impl Strategy {
+    /// The name used in the YAML file and the admin API.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Strategy::RoundRobin => "round_robin",
+            Strategy::LeastConn => "least_conn",
+            Strategy::Random => "random",
+            Strategy::Consistent(_) => "consistent",
+        }
+    }
+}
+
+/// What a consistent-hash pool hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// The client's IP address.
+    ClientIp,
+    /// The value of a request header (missing header hashes as empty).
+    Header(HeaderName),
+    /// The request path.
+    Path,
+}
+
+/// A validated pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// The pool's name (its key under `pools:`).
+    pub name: String,
+    /// Backend selection.
+    pub strategy: Strategy,
+    /// Members, in file order.
+    pub backends: Vec<BackendConfig>,
+    /// Active health check.
+    pub health: HealthConfig,
+    /// Upstream timeouts.
+    pub timeouts: Timeouts,
+    /// Pool to use when this one has no usable backend.
+    pub fallback: Option<String>,
+}
+
+/// A validated backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// The URL as written, normalised to `scheme://host:port`.
+    pub url: String,
+    /// Resolved socket address.
+    pub addr: SocketAddr,
+    /// Whether to speak TLS to it (`https://`).
+    pub tls: bool,
+    /// Host name for SNI and certificate checks (`https://` only).
+    pub host: String,
+    /// Relative weight, at least 1.
+    pub weight: usize,
+    /// Whether it takes traffic.
+    pub enabled: bool,
+    /// Display name.
+    pub name: String,
+}
+
+/// Which probe a pool runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthKind {
+    /// A TCP connect.
+    Tcp,
+    /// An HTTP GET of `path`; passes on `expect_status`, or any 2xx when `None`.
+    Http {
+        /// Path to request.
+        path: String,
+        /// The one passing status; `None` is any 2xx.
+        expect_status: Option<u16>,
+    },
+    /// No probe: backends are taken as healthy.
+    None,
+}
+
+/// A pool's active health check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthConfig {
+    /// The probe.
+    pub kind: HealthKind,
+    /// Time between probes (default 2s).
+    pub interval: Duration,
+    /// Connect and read timeout of a probe (default 1s).
+    pub timeout: Duration,
+    /// Consecutive successes to mark healthy (default 2).
+    pub rise: usize,
+    /// Consecutive failures to mark unhealthy (default 3).
+    pub fall: usize,
+}
+
+/// A pool's upstream timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Connect timeout (default 2s).
+    pub connect: Duration,
+    /// Per-read timeout (default 30s).
+    pub read: Duration,
+    /// Whole-request deadline (default 30s).
+    pub request: Duration,
+}
+
+/// Where access log lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLog {
+    /// Not written.
+    Off,
+    /// To standard output.
+    Stdout,
+    /// Appended to a file.
+    File(String),
+}
+
+/// `log:` after defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Destination.
+    pub access: AccessLog,
+    /// `true` for JSON lines, `false` for text.
+    pub json: bool,
+}
+
+/// One problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Key path such as `pools.web.backends[1].url`; empty for file-level errors.
+    pub path: String,
+    /// What is wrong, in lowercase without a trailing period.
+    pub message: String,
+    /// 1-based line in the file, where known.
+    pub line: Option<usize>,
+}
+
+impl ConfigError {
+    /// An error at `path` with no line yet.
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            path: path.into(),
+            message: message.into(),
+            line: None,
+        }
+    }
+}
+
+/// Every problem found in one file.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors {
+    /// The file (or `--backends` for quick mode).
+    pub source: String,
+    /// The problems, in file order where known.
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}", self.source)?;
+            if let Some(line) = e.line {
+                write!(f, ":{line}")?;
+            }
+            if e.path.is_empty() {
+                write!(f, ": {}", e.message)?;
+            } else {
+                write!(f, ": {}: {}", e.path, e.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// Reads, parses and validates the file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let source = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        source: source.clone(),
+        errors: vec![ConfigError::new("", format!("cannot read file: {e}"))],
+    })?;
+    parse(&text, &source)
+}
+
+/// Parses and validates YAML `text`; `source` names it in errors.
+pub fn parse(text: &str, source: &str) -> Result<Config, ConfigErrors> {
+    let fail = |errors| ConfigErrors {
+        source: source.to_string(),
+        errors,
+    };
+    let raw: raw::RawConfig = if text.trim().is_empty() {
+        raw::RawConfig::default()
+    } else {
+        serde_yaml::from_str(text).map_err(|e| fail(vec![yaml_error(&e)]))?
+    };
+    validate(raw).map_err(|mut errors| {
+        for e in &mut errors {
+            e.line = e.line.or_else(|| locate(text, &e.path));
+        }
+        fail(errors)
+    })
+}
+
+/// Turns a serde_yaml error into a [`ConfigError`], splitting off the key
+/// path and the location serde_yaml appends.
+fn yaml_error(e: &serde_yaml::Error) -> ConfigError {
+    let mut message = e.to_string();
+    if let Some(at) = message.find(" at line ") {
+        message.truncate(at);
+    }
+    let (path, message) = match message.split_once(": ") {
+        Some((p, m)) if !p.contains(' ') && !p.is_empty() => (p.to_string(), m.to_string()),
+        _ => (String::new(), message),
+    };
+    ConfigError {
+        path,
+        message,
+        line: e.location().map(|l| l.line()),
+    }
+}
+
+/// Best-effort line of a key path in the file: walks the path's keys in
+/// order, each searched below the previous one's line.
+fn locate(text: &str, path: &str) -> Option<usize> {
+    if path.is_empty() {
+        return None;
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let mut from = 0;
+    let mut found = None;
+    for part in path.split('.') {
+        let (key, index) = match part.split_once('[') {
+            Some((k, rest)) => (k, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let at = (from..lines.len()).find(|&i| {
+            let l = lines[i].trim_start().trim_start_matches("- ");
+            l.starts_with(&format!("{key}:"))
+        })?;
+        from = at;
+        found = Some(at);
+        if let Some(n) = index {
+            // the n-th list item below the key
+            let item = (at + 1..lines.len())
+                .filter(|&i| lines[i].trim_start().starts_with("- "))
+                .nth(n)?;
+            from = item;
+            found = Some(item);
+        }
+    }
+    found.map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,153 @@
+//! The configuration file exactly as written: serde types mirroring the YAML,
+//! with no cross-field checks.
+//!
+//! Every struct denies unknown fields, so a misspelt key is an error with its
+//! key path and line instead of a silently ignored setting. Defaults that do
+//! not depend on other keys live here; everything else is checked in
+//! [`super::validate`].
+
+use super::units::Dur;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Pingora's process settings.
+    #[serde(default)]
+    pub server: RawServer,
+    /// Listening sockets.
+    #[serde(default)]
+    pub listen: Vec<RawListen>,
+    /// How a request picks its pool.
+    #[serde(default)]
+    pub routing: RawRouting,
+    /// Upstream pools by name.
+    #[serde(default)]
+    pub pools: BTreeMap<String, RawPool>,
+    /// Access log settings.
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+/// `server:`: mapped onto pingora's `ServerConf`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Worker threads per service (default 1).
+    pub threads: Option<usize>,
+    /// PID file written at start (default `/tmp/switchyard.pid`).
+    pub pid_file: Option<String>,
+    /// Unix socket over which listeners are handed to a new binary.
+    pub upgrade_sock: Option<String>,
+    /// Error log file; null is stderr.
+    pub error_log: Option<String>,
+    /// Seconds a retiring instance keeps serving after SIGQUIT/SIGTERM (default 5).
+    pub grace_period_seconds: Option<u64>,
+    /// Seconds allowed for the final runtime shutdown (default 5).
+    pub graceful_shutdown_timeout_seconds: Option<u64>,
+    /// Drop privileges to this user after binding (daemon mode).
+    pub user: Option<String>,
+    /// Drop privileges to this group after binding (daemon mode).
+    pub group: Option<String>,
+    /// Upstream keep-alive pool size (default 128 per thread).
+    pub upstream_keepalive_pool_size: Option<usize>,
+    /// Whether tokio work stealing is on (default true).
+    pub work_stealing: Option<bool>,
+}
+
+/// One entry of `listen:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListen {
+    /// `host:port` to bind.
+    pub addr: String,
+}
+
+/// `routing:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    /// Request header naming the pool (default `App-Name`).
+    pub header: Option<String>,
+    /// Pool for a missing header or a value naming no pool; none means 404.
+    pub default_pool: Option<String>,
+}
+
+/// One pool under `pools:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    /// `round_robin` (default), `least_conn`, `random` or `consistent`.
+    pub strategy: Option<String>,
+    /// `consistent` only: `client_ip` (default), `header:NAME` or `path`.
+    pub hash_key: Option<String>,
+    /// The pool's members.
+    #[serde(default)]
+    pub backends: Vec<RawBackend>,
+    /// Active health check; absent means a TCP check with defaults.
+    pub health_check: Option<RawHealthCheck>,
+    /// Upstream timeouts.
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    /// Pool used when this one has no usable backend.
+    pub fallback: Option<String>,
+}
+
+/// One backend of a pool.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackend {
+    /// `http://host:port` or `https://host:port`.
+    pub url: String,
+    /// Relative share of traffic (default 1).
+    pub weight: Option<usize>,
+    /// `false` keeps the backend configured but out of traffic (default true).
+    pub enabled: Option<bool>,
+    /// Display name (default `host:port`).
+    pub name: Option<String>,
+}
+
+/// `health_check:` of a pool.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    /// `tcp` (default), `http` or `none`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// `http` only: path to GET (default `/`).
+    pub path: Option<String>,
+    /// `http` only: the one status that passes (default: any 2xx).
+    pub expect_status: Option<u16>,
+    /// Time between probes (default 2s).
+    pub interval: Option<Dur>,
+    /// Connect and read timeout of one probe (default 1s).
+    pub timeout: Option<Dur>,
+    /// Consecutive successes that mark a backend healthy (default 2).
+    pub rise: Option<usize>,
+    /// Consecutive failures that mark a backend unhealthy (default 3).
+    pub fall: Option<usize>,
+}
+
+/// `timeouts:` of a pool.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    /// TCP (and TLS) connect timeout (default 2s).
+    pub connect: Option<Dur>,
+    /// Timeout of each read of the upstream response (default 30s).
+    pub read: Option<Dur>,
+    /// Whole-request deadline (default 30s).
+    pub request: Option<Dur>,
+}
+
+/// `log:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// `stdout`, `off` or a file path (default `off`).
+    pub access: Option<String>,
+    /// `json` (default) or `text`.
+    pub format: Option<String>,
+}

@@ -1,0 +1,119 @@
+//! Unit tests of configuration parsing and validation.
+
+use super::*;
+
+fn errors(yaml: &str) -> Vec<ConfigError> {
+    parse(yaml, "t.yaml").expect_err("should fail").errors
+}
+
+const GOOD: &str = "
+listen:
+  - addr: 127.0.0.1:8080
+routing:
+  default_pool: web
+pools:
+  web:
+    backends:
+      - url: http://127.0.0.1:8001
+      - url: http://127.0.0.1:8002
+        weight: 3
+        name: web-2
+    health_check: { type: http, path: /health, interval: 500ms }
+  api:
+    strategy: consistent
+    hash_key: header:X-User
+    backends:
+      - url: http://localhost:9001/
+    fallback: web
+";
+
+#[test]
+fn good_file_validates_with_defaults() {
+    let c = parse(GOOD, "t.yaml").expect("valid");
+    assert_eq!(c.routing.header.as_str(), "app-name");
+    assert_eq!(c.server.grace_period_seconds, 5);
+    let web = &c.pools["web"];
+    assert_eq!(web.backends[1].weight, 3);
+    assert_eq!(web.backends[1].name, "web-2");
+    assert_eq!(web.backends[0].name, "127.0.0.1:8001");
+    assert_eq!(web.health.interval, Duration::from_millis(500));
+    assert_eq!(web.health.rise, 2);
+    let api = &c.pools["api"];
+    assert_eq!(api.backends[0].url, "http://localhost:9001");
+    assert!(matches!(&api.strategy, Strategy::Consistent(HashKey::Header(h)) if h == "x-user"));
+}
+
+#[test]
+fn unknown_key_names_path_and_line() {
+    let e = errors("pools:\n  web:\n    backends: []\n    retrys: 3\n");
+    assert_eq!(e.len(), 1);
+    assert!(e[0].message.contains("unknown field `retrys`"), "{e:?}");
+    assert_eq!(e[0].line, Some(4));
+}
+
+#[test]
+fn all_semantic_errors_reported_at_once() {
+    let e = errors(
+        "routing: { default_pool: nope }
+pools:
+  a:
+    hash_key: path
+    fallback: b
+    backends:
+      - url: ftp://x:1
+      - url: http://127.0.0.1:1
+      - url: http://127.0.0.1:1
+  b:
+    fallback: a
+    backends: [ { url: 'http://127.0.0.1:2', weight: 0 } ]
+",
+    );
+    let text: Vec<String> = e.iter().map(|e| format!("{}: {}", e.path, e.message)).collect();
+    let joined = text.join("\n");
+    for want in [
+        "routing.default_pool: unknown pool \"nope\"",
+        "pools.a.hash_key: hash_key needs strategy: consistent",
+        "pools.a.backends[0].url",
+        "pools.a.backends[2].url: duplicate backend",
+        "pools.b.backends[0].weight",
+        "fallback cycle: a -> b -> a",
+    ] {
+        assert!(joined.contains(want), "missing {want:?} in\n{joined}");
+    }
+    let dup = e.iter().find(|e| e.path == "pools.a.backends[2].url").unwrap();
+    assert_eq!(dup.line, Some(9));
+}
+
+#[test]
+fn yaml_syntax_error_has_line() {
+    let e = errors("pools:\n  web:\n    backends: [\n");
+    assert!(e[0].line.is_some(), "{e:?}");
+}
+
+#[test]
+fn urls() {
+    use validate_url as v;
+    fn validate_url(u: &str) -> Result<(String, String, u16, bool), String> {
+        super::validate::parse_url(u)
+    }
+    assert_eq!(v("http://h:81").unwrap(), ("http://h:81".into(), "h".into(), 81, false));
+    assert_eq!(v("https://h").unwrap().2, 443);
+    assert!(v("http://h:81/path").is_err());
+    assert!(v("h:81").is_err());
+    assert!(v("http://h:0").is_err());
+    assert!(v("http://h:99999").is_err());
+}
+
+#[test]
+fn quick_mode_pools() {
+    let c = quick::from_backends(
+        "fms-http://127.0.0.1:8001, lms-http://127.0.0.1:80,http://127.0.0.1:8000",
+        9000,
+    )
+    .expect("valid");
+    assert_eq!(c.routing.default_pool.as_deref(), Some("default"));
+    assert_eq!(c.pools.len(), 3);
+    assert_eq!(c.pools["fms"].backends[0].addr.port(), 8001);
+    assert_eq!(c.listen[0].addr, "0.0.0.0:9000");
+    assert!(quick::from_backends("nonsense", 1).is_err());
+}

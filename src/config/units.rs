@@ -1,0 +1,126 @@
+//! Human-friendly units in the YAML file: durations (`250ms`, `2s`, `1m`,
+//! `1h`) and sizes (`512B`, `64KiB`, `1MiB`).
+//!
+//! Both types deserialize from a string so that serde reports a bad value
+//! with its key path and line, like any other type error.
+
+use serde::Deserialize;
+use std::fmt;
+use std::time::Duration;
+
+/// A duration written with a unit: `ms`, `s`, `m` or `h` (`0` alone is allowed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "UnitText")]
+pub struct Dur(pub Duration);
+
+/// A byte size written with a unit: `B`, `KiB` or `MiB` (a bare number means bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "UnitText")]
+pub struct Size(pub u64);
+
+/// What YAML gives us for a unit-bearing value: a string, or a bare number.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum UnitText {
+    Text(String),
+    Number(u64),
+}
+
+impl TryFrom<UnitText> for Dur {
+    type Error = String;
+    fn try_from(v: UnitText) -> Result<Self, String> {
+        match v {
+            UnitText::Number(0) => Ok(Dur(Duration::ZERO)),
+            UnitText::Number(n) => Err(format!(
+                "duration {n} has no unit: write {n}s or {n}ms (units: ms, s, m, h)"
+            )),
+            UnitText::Text(s) => parse_duration(&s).map(Dur),
+        }
+    }
+}
+
+impl TryFrom<UnitText> for Size {
+    type Error = String;
+    fn try_from(v: UnitText) -> Result<Self, String> {
+        match v {
+            UnitText::Number(n) => Ok(Size(n)),
+            UnitText::Text(s) => parse_size(&s).map(Size),
+        }
+    }
+}
+
+/// Parses `250ms`, `2s`, `1.5s`, `1m`, `1h` or `0`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if t == "0" {
+        return Ok(Duration::ZERO);
+    }
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(|| format!("duration {t:?} has no unit (units: ms, s, m, h)"))?;
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{t:?} is not a duration like 250ms, 2s, 1m, 1h"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        other => return Err(format!("unknown duration unit {other:?} in {t:?} (units: ms, s, m, h)")),
+    };
+    if !secs.is_finite() || secs > 365.0 * 86400.0 {
+        return Err(format!("duration {t:?} is out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Parses `512B`, `64KiB`, `1MiB` or a bare number of bytes.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{t:?} is not a size like 512B, 64KiB, 1MiB"))?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "K" | "KB" => 1024,
+        "MiB" | "M" | "MB" => 1024 * 1024,
+        other => return Err(format!("unknown size unit {other:?} in {t:?} (units: B, KiB, MiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {t:?} is out of range"))
+}
+
+impl fmt::Display for Dur {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}ms", self.0.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2s").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_duration("2").is_err());
+        assert!(parse_duration("2 weeks").is_err());
+        assert!(parse_duration("s").is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("64KiB").unwrap(), 65536);
+        assert_eq!(parse_size("1MiB").unwrap(), 1 << 20);
+        assert_eq!(parse_size("10").unwrap(), 10);
+        assert!(parse_size("1GiB").is_err());
+        assert!(parse_size("KiB").is_err());
+    }
+}

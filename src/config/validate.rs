@@ -1,0 +1,415 @@
+//! Raw → validated configuration: defaults that depend on other keys,
+//! cross-references (`default_pool`, `fallback`) and every per-value check.
+//! All errors are collected; none stops the others from being found.
+
+use super::raw::{RawBackend, RawConfig, RawHealthCheck, RawPool};
+use super::*;
+use std::collections::{BTreeSet, HashSet};
+use std::net::ToSocketAddrs;
+
+/// Checks `raw` and returns the validated [`Config`], or every problem found.
+pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
+    let mut errs = Vec::new();
+
+    let server = server(&raw, &mut errs);
+    let mut listen = Vec::new();
+    let mut seen_listen = HashSet::new();
+    for (i, l) in raw.listen.iter().enumerate() {
+        let path = format!("listen[{i}].addr");
+        if l.addr.to_socket_addrs().map(|mut a| a.next().is_none()).unwrap_or(true) {
+            errs.push(ConfigError::new(path, format!("{:?} is not host:port", l.addr)));
+        } else if !seen_listen.insert(l.addr.clone()) {
+            errs.push(ConfigError::new(path, format!("{:?} is listed twice", l.addr)));
+        } else {
+            listen.push(Listener { addr: l.addr.clone() });
+        }
+    }
+    if raw.listen.is_empty() {
+        listen.push(Listener {
+            addr: "0.0.0.0:8080".into(),
+        });
+    }
+
+    let header_text = raw.routing.header.as_deref().unwrap_or("App-Name");
+    let header = HeaderName::from_bytes(header_text.trim().as_bytes()).unwrap_or_else(|_| {
+        errs.push(ConfigError::new(
+            "routing.header",
+            format!("{header_text:?} is not a valid header name"),
+        ));
+        HeaderName::from_static("app-name")
+    });
+
+    let mut pools = BTreeMap::new();
+    let mut seen_names: HashSet<String> = HashSet::new();
+    for (name, p) in &raw.pools {
+        let path = format!("pools.{name}");
+        if name.trim().is_empty() || name.trim() != name {
+            errs.push(ConfigError::new(&path, "a pool name must be non-empty with no surrounding spaces"));
+        }
+        if !seen_names.insert(name.to_ascii_lowercase()) {
+            errs.push(ConfigError::new(
+                &path,
+                "pool names are matched case-insensitively and this one clashes with another",
+            ));
+        }
+        if let Some(pool) = pool(name, p, &path, &mut errs) {
+            pools.insert(name.clone(), pool);
+        }
+    }
+
+    let default_pool = raw.routing.default_pool.clone();
+    if let Some(d) = &default_pool {
+        if !raw.pools.contains_key(d) {
+            errs.push(ConfigError::new(
+                "routing.default_pool",
+                format!("unknown pool {d:?}{}", known(&raw)),
+            ));
+        }
+    }
+    for (name, p) in &raw.pools {
+        if let Some(f) = &p.fallback {
+            if !raw.pools.contains_key(f) {
+                errs.push(ConfigError::new(
+                    format!("pools.{name}.fallback"),
+                    format!("unknown pool {f:?}{}", known(&raw)),
+                ));
+            }
+        }
+    }
+    fallback_cycles(&raw, &mut errs);
+
+    let log = log(&raw, &mut errs);
+
+    if errs.is_empty() {
+        Ok(Config {
+            server,
+            listen,
+            routing: Routing {
+                header,
+                default_pool,
+            },
+            pools,
+            log,
+        })
+    } else {
+        Err(errs)
+    }
+}
+
+fn known(raw: &RawConfig) -> String {
+    let names: Vec<&str> = raw.pools.keys().map(String::as_str).collect();
+    if names.is_empty() {
+        " (no pools are defined)".into()
+    } else {
+        format!(" (pools: {})", names.join(", "))
+    }
+}
+
+fn server(raw: &RawConfig, errs: &mut Vec<ConfigError>) -> ServerSettings {
+    let s = &raw.server;
+    let threads = s.threads.unwrap_or(1);
+    if threads == 0 {
+        errs.push(ConfigError::new("server.threads", "must be at least 1"));
+    }
+    ServerSettings {
+        threads: threads.max(1),
+        pid_file: s.pid_file.clone().unwrap_or_else(|| "/tmp/switchyard.pid".into()),
+        upgrade_sock: s
+            .upgrade_sock
+            .clone()
+            .unwrap_or_else(|| "/tmp/switchyard_upgrade.sock".into()),
+        error_log: s.error_log.clone(),
+        grace_period_seconds: s.grace_period_seconds.unwrap_or(5),
+        graceful_shutdown_timeout_seconds: s.graceful_shutdown_timeout_seconds.unwrap_or(5),
+        user: s.user.clone(),
+        group: s.group.clone(),
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
+        work_stealing: s.work_stealing.unwrap_or(true),
+    }
+}
+
+fn pool(name: &str, p: &RawPool, path: &str, errs: &mut Vec<ConfigError>) -> Option<PoolConfig> {
+    let before = errs.len();
+    let strategy = match p.strategy.as_deref().unwrap_or("round_robin") {
+        "round_robin" => Strategy::RoundRobin,
+        "least_conn" => Strategy::LeastConn,
+        "random" => Strategy::Random,
+        "consistent" => Strategy::Consistent(hash_key(p.hash_key.as_deref(), path, errs)),
+        other => {
+            errs.push(ConfigError::new(
+                format!("{path}.strategy"),
+                format!("unknown strategy {other:?} (round_robin, least_conn, random, consistent)"),
+            ));
+            Strategy::RoundRobin
+        }
+    };
+    if p.hash_key.is_some() && !matches!(strategy, Strategy::Consistent(_)) {
+        errs.push(ConfigError::new(
+            format!("{path}.hash_key"),
+            "hash_key needs strategy: consistent",
+        ));
+    }
+    if p.backends.is_empty() {
+        errs.push(ConfigError::new(format!("{path}.backends"), "a pool needs at least one backend"));
+    }
+    let mut backends = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (i, b) in p.backends.iter().enumerate() {
+        let bpath = format!("{path}.backends[{i}]");
+        if let Some(b) = backend(b, &bpath, errs) {
+            if !seen.insert(b.addr) {
+                errs.push(ConfigError::new(
+                    format!("{bpath}.url"),
+                    format!("duplicate backend {} in pool {name:?}", b.url),
+                ));
+            } else {
+                backends.push(b);
+            }
+        }
+    }
+    if backends.iter().any(|b| b.tls) && backends.iter().any(|b| !b.tls) {
+        errs.push(ConfigError::new(
+            format!("{path}.backends"),
+            "mixes http:// and https:// backends; use one scheme per pool",
+        ));
+    }
+    let health = health(p.health_check.as_ref(), &format!("{path}.health_check"), errs);
+    let t = &p.timeouts;
+    let timeouts = Timeouts {
+        connect: t.connect.map_or(Duration::from_secs(2), |d| d.0),
+        read: t.read.map_or(Duration::from_secs(30), |d| d.0),
+        request: t.request.map_or(Duration::from_secs(30), |d| d.0),
+    };
+    for (key, d) in [
+        ("connect", timeouts.connect),
+        ("read", timeouts.read),
+        ("request", timeouts.request),
+    ] {
+        if d.is_zero() {
+            errs.push(ConfigError::new(format!("{path}.timeouts.{key}"), "must be greater than 0"));
+        }
+    }
+    (errs.len() == before).then(|| PoolConfig {
+        name: name.to_string(),
+        strategy,
+        backends,
+        health,
+        timeouts,
+        fallback: p.fallback.clone(),
+    })
+}
+
+fn hash_key(key: Option<&str>, path: &str, errs: &mut Vec<ConfigError>) -> HashKey {
+    match key.unwrap_or("client_ip") {
+        "client_ip" => HashKey::ClientIp,
+        "path" => HashKey::Path,
+        other => match other.strip_prefix("header:").map(str::trim) {
+            Some(h) => HeaderName::from_bytes(h.as_bytes())
+                .map(HashKey::Header)
+                .unwrap_or_else(|_| {
+                    errs.push(ConfigError::new(
+                        format!("{path}.hash_key"),
+                        format!("{h:?} is not a valid header name"),
+                    ));
+                    HashKey::ClientIp
+                }),
+            None => {
+                errs.push(ConfigError::new(
+                    format!("{path}.hash_key"),
+                    format!("unknown hash_key {other:?} (client_ip, header:NAME, path)"),
+                ));
+                HashKey::ClientIp
+            }
+        },
+    }
+}
+
+/// Parses a backend URL into (normalised url, host, port, tls).
+pub(crate) fn parse_url(url: &str) -> Result<(String, String, u16, bool), String> {
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| format!("{url:?} is not a URL like http://host:port"))?;
+    let tls = match scheme.to_ascii_lowercase().as_str() {
+        "http" => false,
+        "https" => true,
+        other => return Err(format!("{url:?}: unsupported scheme {other:?} (http, https)")),
+    };
+    let authority = rest.strip_suffix('/').unwrap_or(rest);
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
+        return Err(format!(
+            "{url:?} must be scheme://host:port with no path, query or credentials"
+        ));
+    }
+    let default_port = if tls { 443 } else { 80 };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
+            if h.contains(':') && !h.starts_with('[') {
+                (authority.to_string(), default_port) // bare IPv6
+            } else {
+                let port = p
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|p| *p != 0)
+                    .ok_or_else(|| format!("{url:?}: bad port {p:?}"))?;
+                (h.to_string(), port)
+            }
+        }
+        _ => (authority.to_string(), default_port),
+    };
+    if host.is_empty() {
+        return Err(format!("{url:?} has no host"));
+    }
+    let scheme = if tls { "https" } else { "http" };
+    Ok((format!("{scheme}://{host}:{port}"), host, port, tls))
+}
+
+fn backend(b: &RawBackend, path: &str, errs: &mut Vec<ConfigError>) -> Option<BackendConfig> {
+    let (url, host, port, tls) = match parse_url(b.url.trim()) {
+        Ok(v) => v,
+        Err(m) => {
+            errs.push(ConfigError::new(format!("{path}.url"), m));
+            return None;
+        }
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let addr = match (bare.as_str(), port).to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(a)) => a,
+        _ => {
+            errs.push(ConfigError::new(
+                format!("{path}.url"),
+                format!("cannot resolve host {host:?} of {:?}", b.url),
+            ));
+            return None;
+        }
+    };
+    let weight = b.weight.unwrap_or(1);
+    if weight == 0 || weight > 1000 {
+        errs.push(ConfigError::new(
+            format!("{path}.weight"),
+            format!("weight {weight} is out of range 1..=1000 (use enabled: false to send nothing)"),
+        ));
+        return None;
+    }
+    Some(BackendConfig {
+        url,
+        addr,
+        tls,
+        name: b.name.clone().unwrap_or_else(|| format!("{host}:{port}")),
+        host: bare,
+        weight,
+        enabled: b.enabled.unwrap_or(true),
+    })
+}
+
+fn health(h: Option<&RawHealthCheck>, path: &str, errs: &mut Vec<ConfigError>) -> HealthConfig {
+    let default = RawHealthCheck::default();
+    let h = h.unwrap_or(&default);
+    let kind = match h.kind.as_deref().unwrap_or("tcp") {
+        "tcp" => HealthKind::Tcp,
+        "none" => HealthKind::None,
+        "http" => {
+            let path_ = h.path.clone().unwrap_or_else(|| "/".into());
+            if !path_.starts_with('/') || path_.contains(char::is_whitespace) {
+                errs.push(ConfigError::new(
+                    format!("{path}.path"),
+                    format!("{path_:?} must be an absolute path like /health"),
+                ));
+            }
+            if let Some(s) = h.expect_status {
+                if !(100..=599).contains(&s) {
+                    errs.push(ConfigError::new(
+                        format!("{path}.expect_status"),
+                        format!("{s} is not an HTTP status"),
+                    ));
+                }
+            }
+            HealthKind::Http {
+                path: path_,
+                expect_status: h.expect_status,
+            }
+        }
+        other => {
+            errs.push(ConfigError::new(
+                format!("{path}.type"),
+                format!("unknown health check type {other:?} (http, tcp, none)"),
+            ));
+            HealthKind::Tcp
+        }
+    };
+    if !matches!(kind, HealthKind::Http { .. }) {
+        if h.path.is_some() {
+            errs.push(ConfigError::new(format!("{path}.path"), "path needs type: http"));
+        }
+        if h.expect_status.is_some() {
+            errs.push(ConfigError::new(format!("{path}.expect_status"), "expect_status needs type: http"));
+        }
+    }
+    let cfg = HealthConfig {
+        kind,
+        interval: h.interval.map_or(Duration::from_secs(2), |d| d.0),
+        timeout: h.timeout.map_or(Duration::from_secs(1), |d| d.0),
+        rise: h.rise.unwrap_or(2),
+        fall: h.fall.unwrap_or(3),
+    };
+    if cfg.interval < Duration::from_millis(10) {
+        errs.push(ConfigError::new(format!("{path}.interval"), "must be at least 10ms"));
+    }
+    if cfg.timeout.is_zero() {
+        errs.push(ConfigError::new(format!("{path}.timeout"), "must be greater than 0"));
+    }
+    for (key, v) in [("rise", cfg.rise), ("fall", cfg.fall)] {
+        if v == 0 {
+            errs.push(ConfigError::new(format!("{path}.{key}"), "must be at least 1"));
+        }
+    }
+    cfg
+}
+
+fn fallback_cycles(raw: &RawConfig, errs: &mut Vec<ConfigError>) {
+    let mut reported = HashSet::new();
+    for start in raw.pools.keys() {
+        let mut chain = vec![start.as_str()];
+        let mut cur = start.as_str();
+        while let Some(next) = raw.pools.get(cur).and_then(|p| p.fallback.as_deref()) {
+            if !raw.pools.contains_key(next) {
+                break;
+            }
+            if let Some(pos) = chain.iter().position(|c| *c == next) {
+                let mut cycle: Vec<&str> = chain[pos..].to_vec();
+                let mut key = cycle.clone();
+                key.sort_unstable();
+                if reported.insert(key) {
+                    cycle.push(next);
+                    errs.push(ConfigError::new(
+                        format!("pools.{}.fallback", chain[pos]),
+                        format!("fallback cycle: {}", cycle.join(" -> ")),
+                    ));
+                }
+                break;
+            }
+            chain.push(next);
+            cur = next;
+        }
+    }
+}
+
+fn log(raw: &RawConfig, errs: &mut Vec<ConfigError>) -> LogSettings {
+    let access = match raw.log.access.as_deref() {
+        None | Some("off") => AccessLog::Off,
+        Some("stdout") => AccessLog::Stdout,
+        Some("") => {
+            errs.push(ConfigError::new("log.access", "must be stdout, off or a file path"));
+            AccessLog::Off
+        }
+        Some(p) => AccessLog::File(p.to_string()),
+    };
+    let json = match raw.log.format.as_deref() {
+        None | Some("json") => true,
+        Some("text") => false,
+        Some(other) => {
+            errs.push(ConfigError::new("log.format", format!("unknown format {other:?} (json, text)")));
+            true
+        }
+    };
+    LogSettings { access, json }
+}

@@ -1,0 +1,45 @@
+//! # switchyard
+//!
+//! An HTTP load balancer on Cloudflare's Pingora. Each request is routed by
+//! its `App-Name` header to a pool of backends; inside the pool,
+//! pingora-load-balancing picks the backend and runs the active health
+//! checks.
+//!
+//! ```text
+//! main (src/bin/switchyard.rs)
+//! `-- server::run ---------------- pingora Server (daemon, pid, upgrade, signals)
+//!     |-- proxy::Proxy (ProxyHttp) -- one per listener set
+//!     |   `-- ArcSwap<RouteTable> ---- routing::RouteTable (immutable snapshot)
+//!     |       `-- Arc<Pool> x N ------ pool::Pool
+//!     |           |-- LoadBalancer<S> (RoundRobin | Random | Consistent | LeastConn)
+//!     |           |   `-- Backends + health::GatedCheck (Tcp/HttpHealthCheck)
+//!     |           `-- BackendState per backend (probe gate, in-flight, counters)
+//!     `-- reload::Control (background service: first probes, SIGHUP)
+//! ```
+//!
+//! ## Request flow
+//! 1. `request_filter` loads the current [`routing::RouteTable`] and resolves
+//!    the pool (ASCII-case-insensitive, trimmed; default pool or 404).
+//! 2. `upstream_peer` selects a ready, admitted backend in the pool or its
+//!    fallback chain (503 when none), with the pool's timeouts.
+//! 3. Failures map to 502 / 504 with a JSON body (`proxy::errors`).
+//!
+//! ## Reload flow
+//! 1. SIGHUP: [`config::load`] validates the whole file.
+//! 2. [`reload::build_table`] builds new pools aside, carrying the state of
+//!    unchanged backends, and probes new backends once.
+//! 3. The table is published with one `ArcSwap::store`; in-flight requests
+//!    keep the table they started with.
+
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config;
+pub mod health;
+pub mod pool;
+pub mod proxy;
+pub mod reload;
+pub mod routing;
+pub mod server;

@@ -1,0 +1,41 @@
+//! The per-request state carried through pingora's phases.
+
+use crate::pool::{InflightGuard, Pool};
+use crate::routing::RouteTable;
+use pingora_load_balancing::Backend;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Everything one request remembers between phases.
+#[derive(Default)]
+pub struct RequestCtx {
+    /// The route table the request started with (kept for its whole life,
+    /// so a reload never changes a request mid-flight).
+    pub table: Option<Arc<RouteTable>>,
+    /// The pool the routing header chose.
+    pub pool: Option<Arc<Pool>>,
+    /// The pool of the current attempt: `pool` or one of its fallbacks.
+    pub attempt_pool: Option<Arc<Pool>>,
+    /// The backend of the current attempt.
+    pub backend: Option<Backend>,
+    /// Holds the current backend's in-flight slot; released on drop.
+    pub inflight: Option<InflightGuard>,
+    /// Attempts made so far.
+    pub tries: usize,
+    /// Backends that failed this request; retries avoid them.
+    pub tried: Vec<SocketAddr>,
+    /// When the request started.
+    pub started: Option<Instant>,
+    /// The `timeouts.request` deadline.
+    pub deadline: Option<Instant>,
+    /// Whether the last failure was a timeout (for 504 vs 502).
+    pub last_timeout: bool,
+}
+
+impl RequestCtx {
+    /// The name of the routed pool, or `""` before routing.
+    pub fn pool_name(&self) -> &str {
+        self.pool.as_ref().map_or("", |p| p.name())
+    }
+}

@@ -1,0 +1,63 @@
+//! Responses the proxy itself produces (SPEC §3): a status and one line of
+//! JSON, `{"error": "...", "pool": "..."}`.
+
+use bytes::Bytes;
+use pingora_core::{Error, ErrorSource, ErrorType};
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+
+/// Writes a JSON error response and closes the connection afterwards.
+pub async fn respond(session: &mut Session, status: u16, error: &str, pool: &str) {
+    let body = Bytes::from(format!(
+        "{}\n",
+        serde_json::json!({ "error": error, "pool": pool })
+    ));
+    let Ok(mut resp) = ResponseHeader::build(status, Some(4)) else {
+        return;
+    };
+    let _ = resp.insert_header(http::header::CONTENT_TYPE, "application/json");
+    let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
+    let _ = resp.insert_header(http::header::CACHE_CONTROL, "no-store");
+    if let Err(e) = session.write_error_response(resp, body).await {
+        log::debug!("could not send {status} to client: {e}");
+    }
+}
+
+/// The status a failed request gets: 0 means the client is gone and gets
+/// nothing.
+pub fn status_for(e: &Error, last_was_timeout: bool) -> u16 {
+    use ErrorType::*;
+    match (e.esource(), e.etype()) {
+        (_, HTTPStatus(code)) => *code,
+        (ErrorSource::Downstream, WriteError | ReadError | ConnectionClosed) => 0,
+        (ErrorSource::Downstream, ReadTimedout | WriteTimedout) => 408,
+        (ErrorSource::Downstream, _) => 400,
+        (ErrorSource::Upstream, ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout) => 504,
+        (ErrorSource::Upstream, _) if last_was_timeout => 504,
+        (ErrorSource::Upstream, _) => 502,
+        _ => 500,
+    }
+}
+
+/// Whether `e` is a timeout (connect, read, write or TLS handshake).
+pub fn is_timeout(e: &Error) -> bool {
+    use ErrorType::*;
+    matches!(
+        e.etype(),
+        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout
+    )
+}
+
+/// The error text for a status the proxy produced.
+pub fn message_for(status: u16) -> &'static str {
+    match status {
+        400 => "malformed request",
+        404 => "no pool for this request",
+        408 => "client timed out",
+        429 => "rate limited",
+        502 => "every upstream attempt failed",
+        503 => "no healthy backend",
+        504 => "upstream timed out",
+        _ => "internal error",
+    }
+}

@@ -1,0 +1,92 @@
+//! Process assembly: the validated config mapped onto pingora's
+//! `ServerConf`, the proxy and control services added to a pingora
+//! `Server`, which then owns the lifecycle (daemon, pid file, upgrade
+//! socket, SIGQUIT/SIGTERM/SIGINT).
+
+use crate::cli::{Args, EXIT_START};
+use crate::config::Config;
+use crate::proxy::Proxy;
+use crate::reload::{build_table, Control, Reloader};
+use arc_swap::ArcSwap;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Pingora's `ServerConf` for our `server:` section (one file, not two).
+pub fn server_conf(config: &Config, daemon: bool) -> ServerConf {
+    let s = &config.server;
+    let mut conf = ServerConf {
+        version: 1,
+        daemon,
+        error_log: s.error_log.clone(),
+        pid_file: s.pid_file.clone(),
+        upgrade_sock: s.upgrade_sock.clone(),
+        user: s.user.clone(),
+        group: s.group.clone(),
+        threads: s.threads,
+        work_stealing: s.work_stealing,
+        grace_period_seconds: Some(s.grace_period_seconds),
+        graceful_shutdown_timeout_seconds: Some(s.graceful_shutdown_timeout_seconds),
+        ..ServerConf::default()
+    };
+    if let Some(n) = s.upstream_keepalive_pool_size {
+        conf.upstream_keepalive_pool_size = n;
+    }
+    conf
+}
+
+/// Checks that every listen address can be bound, so a port in use is a
+/// clear error (exit 2) rather than a failure inside pingora's service.
+/// Skipped on upgrade, where the sockets come from the running instance.
+fn preflight(config: &Config) -> Result<(), String> {
+    for l in &config.listen {
+        if let Err(e) = std::net::TcpListener::bind(&l.addr) {
+            return Err(format!("cannot listen on {}: {e}", l.addr));
+        }
+    }
+    Ok(())
+}
+
+/// Builds the pingora server for `config` and runs it until shutdown.
+pub fn run(args: &Args, config: Config, path: Option<PathBuf>) -> ExitCode {
+    if !args.upgrade {
+        if let Err(e) = preflight(&config) {
+            eprintln!("switchyard: {e}");
+            return ExitCode::from(EXIT_START);
+        }
+    }
+    let opt = Opt {
+        upgrade: args.upgrade,
+        daemon: args.daemon,
+        ..Opt::default()
+    };
+    let conf = server_conf(&config, args.daemon);
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+
+    let config = Arc::new(config);
+    let routes = Arc::new(ArcSwap::from_pointee(build_table(config.clone(), None)));
+    let reloader = Arc::new(Reloader::new(path, routes.clone()));
+
+    let control = background_service("switchyard control", Control { reloader });
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Proxy::new(routes),
+        "switchyard proxy",
+    );
+    for l in &config.listen {
+        proxy.add_tcp(&l.addr);
+    }
+    let control = server.add_service(control);
+    let proxy = server.add_service(proxy);
+    proxy.add_dependency(&control);
+    log::info!(
+        "switchyard starting: {} pool(s), listening on {}",
+        config.pools.len(),
+        config.listen.iter().map(|l| l.addr.as_str()).collect::<Vec<_>>().join(", ")
+    );
+    server.run_forever()
+}
