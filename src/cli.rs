@@ -12,7 +12,11 @@ pub const EXIT_START: u8 = 2;
 
 /// `switchyard` command-line flags.
 #[derive(Debug, Parser)]
-#[command(name = "switchyard", version, about = "HTTP load balancer: routes by App-Name to health-checked pools")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "HTTP load balancer: routes by App-Name to health-checked pools"
+)]
 pub struct Args {
     /// The YAML configuration file [default: conf/switchyard.yaml if it
     /// exists, else /etc/switchyard/switchyard.yaml]
@@ -32,7 +36,12 @@ pub struct Args {
     #[arg(long = "backends", env = "SWITCHYARD_BACKENDS", value_name = "LIST")]
     pub backends: Option<String>,
     /// Quick-mode listen port on 0.0.0.0.
-    #[arg(long = "port", env = "SWITCHYARD_PORT", default_value_t = 8080, value_name = "PORT")]
+    #[arg(
+        long = "port",
+        env = "SWITCHYARD_PORT",
+        default_value_t = 8080,
+        value_name = "PORT"
+    )]
     pub port: u16,
 }
 

@@ -30,7 +30,11 @@ impl HealthCheck for GatedCheck {
         if result.is_ok() {
             if let Some(state) = state_of(target) {
                 if !state.admitted() {
-                    log::info!("pool {} backend {} passed its first probe", self.pool, state.name);
+                    log::info!(
+                        "pool {} backend {} passed its first probe",
+                        self.pool,
+                        state.name
+                    );
                     state.set_admitted(true);
                 }
             }

@@ -41,5 +41,6 @@ pub mod health;
 pub mod pool;
 pub mod proxy;
 pub mod reload;
+pub mod retry;
 pub mod routing;
 pub mod server;

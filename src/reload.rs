@@ -114,7 +114,11 @@ pub struct Control {
 
 #[async_trait]
 impl BackgroundService for Control {
-    async fn start_with_ready_notifier(&self, mut shutdown: ShutdownWatch, ready: ServiceReadyNotifier) {
+    async fn start_with_ready_notifier(
+        &self,
+        mut shutdown: ShutdownWatch,
+        ready: ServiceReadyNotifier,
+    ) {
         use tokio::signal::unix::{signal, SignalKind};
         // Register first: SIGHUP's default action would kill the process.
         let mut hup = match signal(SignalKind::hangup()) {
@@ -141,6 +145,7 @@ impl BackgroundService for Control {
 
     async fn start(&self, shutdown: ShutdownWatch) {
         let (tx, _rx) = tokio::sync::watch::channel(false);
-        self.start_with_ready_notifier(shutdown, ServiceReadyNotifier::new(tx)).await
+        self.start_with_ready_notifier(shutdown, ServiceReadyNotifier::new(tx))
+            .await
     }
 }

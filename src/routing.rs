@@ -45,7 +45,11 @@ impl RouteTable {
         value
             .map(|v| v.trim_ascii())
             .filter(|v| !v.is_empty())
-            .and_then(|v| self.pools.iter().find(|p| p.name().as_bytes().eq_ignore_ascii_case(v)))
+            .and_then(|v| {
+                self.pools
+                    .iter()
+                    .find(|p| p.name().as_bytes().eq_ignore_ascii_case(v))
+            })
             .or(self.default_pool.as_ref())
     }
 

@@ -86,7 +86,12 @@ pub fn run(args: &Args, config: Config, path: Option<PathBuf>) -> ExitCode {
     log::info!(
         "switchyard starting: {} pool(s), listening on {}",
         config.pools.len(),
-        config.listen.iter().map(|l| l.addr.as_str()).collect::<Vec<_>>().join(", ")
+        config
+            .listen
+            .iter()
+            .map(|l| l.addr.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     server.run_forever()
 }

@@ -127,6 +127,67 @@ pub struct PoolConfig {
     pub timeouts: Timeouts,
     /// Pool to use when this one has no usable backend.
     pub fallback: Option<String>,
+    /// Retries on another backend.
+    pub retries: RetryPolicy,
+    /// Passive failure marking.
+    pub passive: PassivePolicy,
+}
+
+/// A failure kind that `retries.on` can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RetryOn {
+    /// The TCP/TLS connection could not be made (nothing was sent).
+    ConnectFailure,
+    /// The connection broke after the request was sent.
+    Reset,
+    /// Connect or read timeout.
+    Timeout,
+    /// The backend answered 502.
+    Http502,
+    /// The backend answered 503.
+    Http503,
+    /// The backend answered 504.
+    Http504,
+}
+
+impl RetryOn {
+    /// Every kind with its YAML name.
+    pub const ALL: [(&'static str, RetryOn); 6] = [
+        ("connect_failure", RetryOn::ConnectFailure),
+        ("reset", RetryOn::Reset),
+        ("timeout", RetryOn::Timeout),
+        ("http_502", RetryOn::Http502),
+        ("http_503", RetryOn::Http503),
+        ("http_504", RetryOn::Http504),
+    ];
+}
+
+/// A pool's `retries:` after defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Total tries per request, at least 1 (default 3).
+    pub attempts: usize,
+    /// Failure kinds retried (default connect_failure, reset, timeout).
+    pub on: Vec<RetryOn>,
+    /// Bodies up to this many bytes are replayable (default 64 KiB, the most
+    /// pingora's replay buffer holds).
+    pub max_body: u64,
+}
+
+impl RetryPolicy {
+    /// Whether `kind` is retried.
+    pub fn retries(&self, kind: RetryOn) -> bool {
+        self.on.contains(&kind)
+    }
+}
+
+/// A pool's `passive:` after defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassivePolicy {
+    /// Failures within `fail_timeout` that eject a backend; 0 turns it off.
+    pub max_fails: u32,
+    /// Counting window and ejection time (default 10s).
+    pub fail_timeout: Duration,
 }
 
 /// A validated backend.

@@ -36,6 +36,8 @@ pub fn from_backends(list: &str, port: u16) -> Result<Config, ConfigErrors> {
                 health_check: None,
                 timeouts: Default::default(),
                 fallback: None,
+                retries: None,
+                passive: None,
             })
             .backends
             .push(RawBackend {

@@ -6,7 +6,7 @@
 //! not depend on other keys live here; everything else is checked in
 //! [`super::validate`].
 
-use super::units::Dur;
+use super::units::{Dur, Size};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -93,6 +93,32 @@ pub struct RawPool {
     pub timeouts: RawTimeouts,
     /// Pool used when this one has no usable backend.
     pub fallback: Option<String>,
+    /// Retries on another backend.
+    pub retries: Option<RawRetries>,
+    /// Passive failure marking.
+    pub passive: Option<RawPassive>,
+}
+
+/// `retries:` of a pool.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetries {
+    /// Total tries per request (default 3).
+    pub attempts: Option<usize>,
+    /// Failure kinds that are retried (default connect_failure, reset, timeout).
+    pub on: Option<Vec<String>>,
+    /// Largest request body buffered for replay (default and maximum 64KiB).
+    pub max_body: Option<Size>,
+}
+
+/// `passive:` of a pool.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPassive {
+    /// Failures within `fail_timeout` that eject a backend (default 1; 0 = off).
+    pub max_fails: Option<u32>,
+    /// The counting window and the ejection time (default 10s).
+    pub fail_timeout: Option<Dur>,
 }
 
 /// One backend of a pool.

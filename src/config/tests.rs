@@ -68,7 +68,10 @@ pools:
     backends: [ { url: 'http://127.0.0.1:2', weight: 0 } ]
 ",
     );
-    let text: Vec<String> = e.iter().map(|e| format!("{}: {}", e.path, e.message)).collect();
+    let text: Vec<String> = e
+        .iter()
+        .map(|e| format!("{}: {}", e.path, e.message))
+        .collect();
     let joined = text.join("\n");
     for want in [
         "routing.default_pool: unknown pool \"nope\"",
@@ -80,7 +83,10 @@ pools:
     ] {
         assert!(joined.contains(want), "missing {want:?} in\n{joined}");
     }
-    let dup = e.iter().find(|e| e.path == "pools.a.backends[2].url").unwrap();
+    let dup = e
+        .iter()
+        .find(|e| e.path == "pools.a.backends[2].url")
+        .unwrap();
     assert_eq!(dup.line, Some(9));
 }
 
@@ -96,7 +102,10 @@ fn urls() {
     fn validate_url(u: &str) -> Result<(String, String, u16, bool), String> {
         super::validate::parse_url(u)
     }
-    assert_eq!(v("http://h:81").unwrap(), ("http://h:81".into(), "h".into(), 81, false));
+    assert_eq!(
+        v("http://h:81").unwrap(),
+        ("http://h:81".into(), "h".into(), 81, false)
+    );
     assert_eq!(v("https://h").unwrap().2, 443);
     assert!(v("http://h:81/path").is_err());
     assert!(v("h:81").is_err());

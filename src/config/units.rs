@@ -67,7 +67,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        other => return Err(format!("unknown duration unit {other:?} in {t:?} (units: ms, s, m, h)")),
+        other => {
+            return Err(format!(
+                "unknown duration unit {other:?} in {t:?} (units: ms, s, m, h)"
+            ))
+        }
     };
     if !secs.is_finite() || secs > 365.0 * 86400.0 {
         return Err(format!("duration {t:?} is out of range"));
@@ -87,7 +91,11 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "" | "B" => 1,
         "KiB" | "K" | "KB" => 1024,
         "MiB" | "M" | "MB" => 1024 * 1024,
-        other => return Err(format!("unknown size unit {other:?} in {t:?} (units: B, KiB, MiB)")),
+        other => {
+            return Err(format!(
+                "unknown size unit {other:?} in {t:?} (units: B, KiB, MiB)"
+            ))
+        }
     };
     n.checked_mul(mult)
         .ok_or_else(|| format!("size {t:?} is out of range"))

@@ -16,12 +16,24 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     let mut seen_listen = HashSet::new();
     for (i, l) in raw.listen.iter().enumerate() {
         let path = format!("listen[{i}].addr");
-        if l.addr.to_socket_addrs().map(|mut a| a.next().is_none()).unwrap_or(true) {
-            errs.push(ConfigError::new(path, format!("{:?} is not host:port", l.addr)));
+        if l.addr
+            .to_socket_addrs()
+            .map(|mut a| a.next().is_none())
+            .unwrap_or(true)
+        {
+            errs.push(ConfigError::new(
+                path,
+                format!("{:?} is not host:port", l.addr),
+            ));
         } else if !seen_listen.insert(l.addr.clone()) {
-            errs.push(ConfigError::new(path, format!("{:?} is listed twice", l.addr)));
+            errs.push(ConfigError::new(
+                path,
+                format!("{:?} is listed twice", l.addr),
+            ));
         } else {
-            listen.push(Listener { addr: l.addr.clone() });
+            listen.push(Listener {
+                addr: l.addr.clone(),
+            });
         }
     }
     if raw.listen.is_empty() {
@@ -44,7 +56,10 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     for (name, p) in &raw.pools {
         let path = format!("pools.{name}");
         if name.trim().is_empty() || name.trim() != name {
-            errs.push(ConfigError::new(&path, "a pool name must be non-empty with no surrounding spaces"));
+            errs.push(ConfigError::new(
+                &path,
+                "a pool name must be non-empty with no surrounding spaces",
+            ));
         }
         if !seen_names.insert(name.to_ascii_lowercase()) {
             errs.push(ConfigError::new(
@@ -113,7 +128,10 @@ fn server(raw: &RawConfig, errs: &mut Vec<ConfigError>) -> ServerSettings {
     }
     ServerSettings {
         threads: threads.max(1),
-        pid_file: s.pid_file.clone().unwrap_or_else(|| "/tmp/switchyard.pid".into()),
+        pid_file: s
+            .pid_file
+            .clone()
+            .unwrap_or_else(|| "/tmp/switchyard.pid".into()),
         upgrade_sock: s
             .upgrade_sock
             .clone()
@@ -150,7 +168,10 @@ fn pool(name: &str, p: &RawPool, path: &str, errs: &mut Vec<ConfigError>) -> Opt
         ));
     }
     if p.backends.is_empty() {
-        errs.push(ConfigError::new(format!("{path}.backends"), "a pool needs at least one backend"));
+        errs.push(ConfigError::new(
+            format!("{path}.backends"),
+            "a pool needs at least one backend",
+        ));
     }
     let mut backends = Vec::new();
     let mut seen = BTreeSet::new();
@@ -173,7 +194,11 @@ fn pool(name: &str, p: &RawPool, path: &str, errs: &mut Vec<ConfigError>) -> Opt
             "mixes http:// and https:// backends; use one scheme per pool",
         ));
     }
-    let health = health(p.health_check.as_ref(), &format!("{path}.health_check"), errs);
+    let health = health(
+        p.health_check.as_ref(),
+        &format!("{path}.health_check"),
+        errs,
+    );
     let t = &p.timeouts;
     let timeouts = Timeouts {
         connect: t.connect.map_or(Duration::from_secs(2), |d| d.0),
@@ -186,8 +211,26 @@ fn pool(name: &str, p: &RawPool, path: &str, errs: &mut Vec<ConfigError>) -> Opt
         ("request", timeouts.request),
     ] {
         if d.is_zero() {
-            errs.push(ConfigError::new(format!("{path}.timeouts.{key}"), "must be greater than 0"));
+            errs.push(ConfigError::new(
+                format!("{path}.timeouts.{key}"),
+                "must be greater than 0",
+            ));
         }
+    }
+    let retries = retries(p.retries.as_ref(), &format!("{path}.retries"), errs);
+    let passive = PassivePolicy {
+        max_fails: p.passive.as_ref().and_then(|x| x.max_fails).unwrap_or(1),
+        fail_timeout: p
+            .passive
+            .as_ref()
+            .and_then(|x| x.fail_timeout)
+            .map_or(Duration::from_secs(10), |d| d.0),
+    };
+    if passive.max_fails > 0 && passive.fail_timeout.is_zero() {
+        errs.push(ConfigError::new(
+            format!("{path}.passive.fail_timeout"),
+            "must be greater than 0",
+        ));
     }
     (errs.len() == before).then(|| PoolConfig {
         name: name.to_string(),
@@ -196,7 +239,59 @@ fn pool(name: &str, p: &RawPool, path: &str, errs: &mut Vec<ConfigError>) -> Opt
         health,
         timeouts,
         fallback: p.fallback.clone(),
+        retries,
+        passive,
     })
+}
+
+/// Largest replayable body: pingora's request replay buffer.
+pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
+
+fn retries(
+    r: Option<&super::raw::RawRetries>,
+    path: &str,
+    errs: &mut Vec<ConfigError>,
+) -> RetryPolicy {
+    let default = super::raw::RawRetries::default();
+    let r = r.unwrap_or(&default);
+    let attempts = r.attempts.unwrap_or(3);
+    if attempts == 0 {
+        errs.push(ConfigError::new(
+            format!("{path}.attempts"),
+            "must be at least 1 (1 = no retries)",
+        ));
+    }
+    let on = match &r.on {
+        None => vec![RetryOn::ConnectFailure, RetryOn::Reset, RetryOn::Timeout],
+        Some(list) => {
+            let mut on = Vec::new();
+            for (i, name) in list.iter().enumerate() {
+                match RetryOn::ALL.iter().find(|(n, _)| n == name) {
+                    Some((_, k)) if !on.contains(k) => on.push(*k),
+                    Some(_) => {}
+                    None => errs.push(ConfigError::new(
+                        format!("{path}.on[{i}]"),
+                        format!(
+                            "unknown retry condition {name:?} (connect_failure, reset, timeout, http_502, http_503, http_504)"
+                        ),
+                    )),
+                }
+            }
+            on
+        }
+    };
+    let max_body = r.max_body.map_or(MAX_REPLAY_BODY, |s| s.0);
+    if max_body > MAX_REPLAY_BODY {
+        errs.push(ConfigError::new(
+            format!("{path}.max_body"),
+            format!("at most 64KiB (the size of the replay buffer), got {max_body} bytes"),
+        ));
+    }
+    RetryPolicy {
+        attempts: attempts.max(1),
+        on,
+        max_body,
+    }
 }
 
 fn hash_key(key: Option<&str>, path: &str, errs: &mut Vec<ConfigError>) -> HashKey {
@@ -232,7 +327,11 @@ pub(crate) fn parse_url(url: &str) -> Result<(String, String, u16, bool), String
     let tls = match scheme.to_ascii_lowercase().as_str() {
         "http" => false,
         "https" => true,
-        other => return Err(format!("{url:?}: unsupported scheme {other:?} (http, https)")),
+        other => {
+            return Err(format!(
+                "{url:?}: unsupported scheme {other:?} (http, https)"
+            ))
+        }
     };
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
@@ -271,8 +370,14 @@ fn backend(b: &RawBackend, path: &str, errs: &mut Vec<ConfigError>) -> Option<Ba
             return None;
         }
     };
-    let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
-    let addr = match (bare.as_str(), port).to_socket_addrs().map(|mut a| a.next()) {
+    let bare = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
+    let addr = match (bare.as_str(), port)
+        .to_socket_addrs()
+        .map(|mut a| a.next())
+    {
         Ok(Some(a)) => a,
         _ => {
             errs.push(ConfigError::new(
@@ -286,7 +391,9 @@ fn backend(b: &RawBackend, path: &str, errs: &mut Vec<ConfigError>) -> Option<Ba
     if weight == 0 || weight > 1000 {
         errs.push(ConfigError::new(
             format!("{path}.weight"),
-            format!("weight {weight} is out of range 1..=1000 (use enabled: false to send nothing)"),
+            format!(
+                "weight {weight} is out of range 1..=1000 (use enabled: false to send nothing)"
+            ),
         ));
         return None;
     }
@@ -338,10 +445,16 @@ fn health(h: Option<&RawHealthCheck>, path: &str, errs: &mut Vec<ConfigError>) -
     };
     if !matches!(kind, HealthKind::Http { .. }) {
         if h.path.is_some() {
-            errs.push(ConfigError::new(format!("{path}.path"), "path needs type: http"));
+            errs.push(ConfigError::new(
+                format!("{path}.path"),
+                "path needs type: http",
+            ));
         }
         if h.expect_status.is_some() {
-            errs.push(ConfigError::new(format!("{path}.expect_status"), "expect_status needs type: http"));
+            errs.push(ConfigError::new(
+                format!("{path}.expect_status"),
+                "expect_status needs type: http",
+            ));
         }
     }
     let cfg = HealthConfig {
@@ -352,14 +465,23 @@ fn health(h: Option<&RawHealthCheck>, path: &str, errs: &mut Vec<ConfigError>) -
         fall: h.fall.unwrap_or(3),
     };
     if cfg.interval < Duration::from_millis(10) {
-        errs.push(ConfigError::new(format!("{path}.interval"), "must be at least 10ms"));
+        errs.push(ConfigError::new(
+            format!("{path}.interval"),
+            "must be at least 10ms",
+        ));
     }
     if cfg.timeout.is_zero() {
-        errs.push(ConfigError::new(format!("{path}.timeout"), "must be greater than 0"));
+        errs.push(ConfigError::new(
+            format!("{path}.timeout"),
+            "must be greater than 0",
+        ));
     }
     for (key, v) in [("rise", cfg.rise), ("fall", cfg.fall)] {
         if v == 0 {
-            errs.push(ConfigError::new(format!("{path}.{key}"), "must be at least 1"));
+            errs.push(ConfigError::new(
+                format!("{path}.{key}"),
+                "must be at least 1",
+            ));
         }
     }
     cfg
@@ -398,7 +520,10 @@ fn log(raw: &RawConfig, errs: &mut Vec<ConfigError>) -> LogSettings {
         None | Some("off") => AccessLog::Off,
         Some("stdout") => AccessLog::Stdout,
         Some("") => {
-            errs.push(ConfigError::new("log.access", "must be stdout, off or a file path"));
+            errs.push(ConfigError::new(
+                "log.access",
+                "must be stdout, off or a file path",
+            ));
             AccessLog::Off
         }
         Some(p) => AccessLog::File(p.to_string()),
@@ -407,7 +532,10 @@ fn log(raw: &RawConfig, errs: &mut Vec<ConfigError>) -> LogSettings {
         None | Some("json") => true,
         Some("text") => false,
         Some(other) => {
-            errs.push(ConfigError::new("log.format", format!("unknown format {other:?} (json, text)")));
+            errs.push(ConfigError::new(
+                "log.format",
+                format!("unknown format {other:?} (json, text)"),
+            ));
             true
         }
     };

@@ -6,6 +6,8 @@
 //! checks hand around points at the same counters. Reloads carry the state of
 //! an unchanged backend over to the new pool.
 
+use super::passive::Ejection;
+use crate::config::PassivePolicy;
 use pingora_load_balancing::Backend;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -26,6 +28,8 @@ pub struct BackendState {
     requests: AtomicU64,
     /// Failed attempts (connect error, reset, timeout) since it joined.
     failures: AtomicU64,
+    /// Passive ejection state.
+    pub ejection: Ejection,
 }
 
 impl BackendState {
@@ -38,6 +42,7 @@ impl BackendState {
             inflight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            ejection: Ejection::default(),
         }
     }
 
@@ -66,9 +71,22 @@ impl BackendState {
         self.failures.load(Relaxed)
     }
 
-    /// Counts a failed attempt.
-    pub fn record_failure(&self) {
+    /// Counts a failed attempt; returns true when it ejects the backend.
+    /// With an active probe, an ejected backend must pass a probe again
+    /// before it returns.
+    pub fn record_failure(&self, policy: &PassivePolicy, probed: bool) -> bool {
         self.failures.fetch_add(1, Relaxed);
+        let ejected = self.ejection.record_failure(policy);
+        if ejected && probed {
+            self.set_admitted(false);
+        }
+        ejected
+    }
+
+    /// Whether the backend may take traffic as far as switchyard's own
+    /// checks go: admitted by a probe and not passively ejected.
+    pub fn usable(&self) -> bool {
+        self.admitted() && !self.ejection.is_ejected()
     }
 
     /// Starts an attempt: counts the request and holds an in-flight slot

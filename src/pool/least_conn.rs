@@ -31,7 +31,11 @@ impl BackendSelection for LeastConn {
 
     fn iter(self: &Arc<Self>, _key: &[u8]) -> LeastConnIter {
         let n = self.backends.len();
-        let start = if n == 0 { 0 } else { self.next.fetch_add(1, Relaxed) % n };
+        let start = if n == 0 {
+            0
+        } else {
+            self.next.fetch_add(1, Relaxed) % n
+        };
         let mut order: Vec<(u64, usize, usize)> = self
             .backends
             .iter()
@@ -83,7 +87,9 @@ mod tests {
         let (a, sa) = backend("127.0.0.1:1", 1);
         let (b, _sb) = backend("127.0.0.1:2", 1);
         let (c, sc) = backend("127.0.0.1:3", 4);
-        let sel = Arc::new(LeastConn::build(&[a, b.clone(), c.clone()].into_iter().collect()));
+        let sel = Arc::new(LeastConn::build(
+            &[a, b.clone(), c.clone()].into_iter().collect(),
+        ));
         let _g1 = sa.start_request();
         let _g2 = sc.start_request();
         let _g3 = sc.start_request();

@@ -10,6 +10,7 @@
 
 mod backend;
 mod least_conn;
+mod passive;
 
 pub use backend::{state_of, BackendState, InflightGuard};
 pub use least_conn::LeastConn;
@@ -142,6 +143,21 @@ impl Pool {
         with_lb!(&self.balancer, lb => lb.select_with(key, MAX_SELECT_STEPS, ok))
     }
 
+    /// Counts a failed request on `b`, ejecting it per `passive:`.
+    pub fn record_failure(&self, b: &Backend) {
+        if let Some(s) = state_of(b) {
+            if s.record_failure(&self.config.passive, self.probed) {
+                log::warn!(
+                    "pool {} backend {} ejected for {:?} after {} failure(s)",
+                    self.name(),
+                    s.name,
+                    self.config.passive.fail_timeout,
+                    self.config.passive.max_fails
+                );
+            }
+        }
+    }
+
     /// Whether `b` is enabled, healthy and admitted right now.
     pub fn is_ready(&self, b: &Backend) -> bool {
         with_lb!(&self.balancer, lb => lb.backends().ready(b)) && usable(b)
@@ -170,7 +186,11 @@ impl Pool {
 
     /// The pingora peer for `b`, with this pool's timeouts.
     pub fn peer(&self, b: &Backend, remaining: std::time::Duration) -> HttpPeer {
-        let cfg = self.config.backends.iter().find(|c| c.addr == socket_addr(b));
+        let cfg = self
+            .config
+            .backends
+            .iter()
+            .find(|c| c.addr == socket_addr(b));
         let (tls, sni) = cfg.map_or((false, String::new()), |c| {
             (c.tls, if c.tls { c.host.clone() } else { String::new() })
         });
@@ -192,9 +212,9 @@ impl Drop for Pool {
     }
 }
 
-/// Not ejected by the probe gate.
+/// Admitted by a probe and not passively ejected.
 fn usable(b: &Backend) -> bool {
-    state_of(b).is_none_or(|s| s.admitted())
+    state_of(b).is_none_or(|s| s.usable())
 }
 
 /// The std socket address of a pingora backend.

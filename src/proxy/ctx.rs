@@ -31,6 +31,12 @@ pub struct RequestCtx {
     pub deadline: Option<Instant>,
     /// Whether the last failure was a timeout (for 504 vs 502).
     pub last_timeout: bool,
+    /// Request body bytes read from the client so far.
+    pub body_bytes: u64,
+    /// The body is larger than `retries.max_body`: never replay it.
+    pub body_unreplayable: bool,
+    /// Retries made (attempts after the first).
+    pub retries: usize,
 }
 
 impl RequestCtx {

@@ -6,12 +6,14 @@ use pingora_core::{Error, ErrorSource, ErrorType};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 
-/// Writes a JSON error response and closes the connection afterwards.
-pub async fn respond(session: &mut Session, status: u16, error: &str, pool: &str) {
-    let body = Bytes::from(format!(
-        "{}\n",
-        serde_json::json!({ "error": error, "pool": pool })
-    ));
+/// Writes a JSON error response and closes the connection afterwards;
+/// `attempts` is added when upstream attempts were made.
+pub async fn respond(session: &mut Session, status: u16, error: &str, pool: &str, attempts: Option<usize>) {
+    let mut json = serde_json::json!({ "error": error, "pool": pool });
+    if let Some(n) = attempts {
+        json["attempts"] = n.into();
+    }
+    let body = Bytes::from(format!("{json}\n"));
     let Ok(mut resp) = ResponseHeader::build(status, Some(4)) else {
         return;
     };
@@ -32,7 +34,10 @@ pub fn status_for(e: &Error, last_was_timeout: bool) -> u16 {
         (ErrorSource::Downstream, WriteError | ReadError | ConnectionClosed) => 0,
         (ErrorSource::Downstream, ReadTimedout | WriteTimedout) => 408,
         (ErrorSource::Downstream, _) => 400,
-        (ErrorSource::Upstream, ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout) => 504,
+        (
+            ErrorSource::Upstream,
+            ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout,
+        ) => 504,
         (ErrorSource::Upstream, _) if last_was_timeout => 504,
         (ErrorSource::Upstream, _) => 502,
         _ => 500,

@@ -17,25 +17,23 @@ pub fn add_forwarding_headers(session: &Session, req: &mut RequestHeader) -> Res
         .and_then(|a| a.as_inet())
         .map(|a| a.ip().to_string());
     if let Some(ip) = client_ip {
-        let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        let xff = match req
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
             Some(prev) if !prev.trim().is_empty() => format!("{}, {ip}", prev.trim()),
             _ => ip,
         };
         req.insert_header("x-forwarded-for", xff)?;
     }
-    let tls = session
-        .digest()
-        .is_some_and(|d| d.ssl_digest.is_some());
+    let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
     req.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
-    let host = req
-        .headers
-        .get(http::header::HOST)
-        .cloned()
-        .or_else(|| {
-            req.uri
-                .authority()
-                .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
-        });
+    let host = req.headers.get(http::header::HOST).cloned().or_else(|| {
+        req.uri
+            .authority()
+            .and_then(|a| http::HeaderValue::from_str(a.as_str()).ok())
+    });
     if let Some(host) = host {
         req.insert_header("x-forwarded-host", host)?;
     }

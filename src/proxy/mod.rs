@@ -20,13 +20,14 @@ pub use forward::request_id;
 use crate::config::HashKey;
 use crate::config::Strategy;
 use crate::pool::{socket_addr, state_of, Pool};
+use crate::retry;
 use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
-use pingora_http::RequestHeader;
+use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -81,10 +82,21 @@ impl ProxyHttp for Proxy {
         let table = self.routes.load_full();
         let value = session.req_header().headers.get(table.header());
         let Some(pool) = table.resolve(value.map(|v| v.as_bytes())).cloned() else {
-            let asked = value.and_then(|v| v.to_str().ok()).unwrap_or("").trim().to_string();
-            errors::respond(session, 404, errors::message_for(404), &asked).await;
+            let asked = value
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .trim()
+                .to_string();
+            errors::respond(session, 404, errors::message_for(404), &asked, None).await;
             return Ok(true);
         };
+        let declared = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        ctx.body_unreplayable = declared.is_some_and(|n| n > pool.config.retries.max_body);
         let now = Instant::now();
         ctx.started = Some(now);
         ctx.deadline = Some(now + pool.config.timeouts.request);
@@ -93,32 +105,52 @@ impl ProxyHttp for Proxy {
         Ok(false)
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let (Some(table), Some(pool)) = (ctx.table.clone(), ctx.pool.clone()) else {
-            return Err(Error::explain(ErrorType::InternalError, "request was not routed"));
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "request was not routed",
+            ));
         };
-        let remaining = ctx
-            .deadline
-            .map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
+        let remaining = ctx.deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
         if remaining.is_zero() {
             ctx.last_timeout = true;
-            return Err(Error::explain(ErrorType::HTTPStatus(504), "request deadline passed"));
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(504),
+                "request deadline passed",
+            ));
         }
         let tried = &ctx.tried;
-        let chosen = table.chain(&pool).find_map(|p| {
-            let key = hash_key(p, session);
-            p.select(&key, |b| !tried.contains(&socket_addr(b)))
-                .map(|b| (p.clone(), b))
-        });
+        let pick = |avoid_tried: bool| {
+            table.chain(&pool).find_map(|p| {
+                let key = hash_key(p, session);
+                p.select(&key, |b| !avoid_tried || !tried.contains(&socket_addr(b)))
+                    .map(|b| (p.clone(), b))
+            })
+        };
+        // a backend not tried yet when one exists, else any usable one
+        let chosen = pick(true).or_else(|| if tried.is_empty() { None } else { pick(false) });
         let Some((attempt_pool, backend)) = chosen else {
             let code = match (ctx.tries, ctx.last_timeout) {
                 (0, _) => 503,
                 (_, true) => 504,
                 _ => 502,
             };
-            return Err(Error::explain(ErrorType::HTTPStatus(code), "no usable backend"));
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(code),
+                "no usable backend",
+            ));
         };
         ctx.tries += 1;
+        if ctx.tries > 1 {
+            ctx.retries += 1;
+        }
         ctx.inflight = None; // release the previous attempt's slot first
         ctx.inflight = state_of(&backend).map(|s| s.start_request());
         let peer = attempt_pool.peer(&backend, remaining);
@@ -136,6 +168,62 @@ impl ProxyHttp for Proxy {
         forward::add_forwarding_headers(session, upstream_request)
     }
 
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(b), Some(pool)) = (body.as_ref(), ctx.pool.as_ref()) {
+            ctx.body_bytes += b.len() as u64;
+            if ctx.body_bytes > pool.config.retries.max_body {
+                ctx.body_unreplayable = true;
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let code = upstream_response.status.as_u16();
+        let Some(kind) = retry::status_kind(code) else {
+            return Ok(());
+        };
+        let Some(pool) = ctx.attempt_pool.clone() else {
+            return Ok(());
+        };
+        if !pool.config.retries.retries(kind) {
+            return Ok(());
+        }
+        let failure = retry::Failure::Status(code);
+        let state = self.attempt_state(session, ctx);
+        // Retry only when another backend can take it; otherwise the client
+        // gets this answer as it is.
+        let current = ctx.backend.as_ref().map(socket_addr);
+        let alternative = ctx.table.as_ref().is_some_and(|t| {
+            ctx.pool.as_ref().is_some_and(|routed| {
+                t.chain(routed).any(|p| {
+                    p.select(b"", |b| {
+                        let a = socket_addr(b);
+                        Some(a) != current && !ctx.tried.contains(&a)
+                    })
+                    .is_some()
+                })
+            })
+        });
+        if alternative && retry::should_retry(&pool.config.retries, failure, state) {
+            let mut e = Error::explain(ErrorType::HTTPStatus(code), "backend answered a retryable status");
+            e.set_retry(true);
+            return Err(e.into_up());
+        }
+        Ok(())
+    }
+
     fn upstream_response_body_filter(
         &self,
         _session: &mut Session,
@@ -145,21 +233,27 @@ impl ProxyHttp for Proxy {
     ) -> Result<Option<Duration>> {
         if ctx.deadline.is_some_and(|d| Instant::now() >= d) {
             ctx.last_timeout = true;
-            return Err(Error::explain(ErrorType::ReadTimedout, "request deadline passed").into_up());
+            return Err(
+                Error::explain(ErrorType::ReadTimedout, "request deadline passed").into_up(),
+            );
         }
         Ok(None)
     }
 
     fn fail_to_connect(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         _peer: &HttpPeer,
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
         ctx.last_timeout = errors::is_timeout(&e);
-        self.attempt_failed(ctx);
-        e.set_retry(false);
+        self.attempt_failed(ctx, true);
+        let retry = ctx.attempt_pool.as_ref().is_some_and(|p| {
+            let state = self.attempt_state(session, ctx);
+            retry::should_retry(&p.config.retries, retry::classify_connect(&e), state)
+        });
+        e.set_retry(retry);
         e
     }
 
@@ -172,36 +266,70 @@ impl ProxyHttp for Proxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
-        if e.esource() == &ErrorSource::Upstream {
-            ctx.last_timeout = errors::is_timeout(&e);
-        }
-        // A stale pooled connection is retried once by pingora on the same
-        // backend (nothing reached it); anything else is the backend's fault.
-        if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated() {
-            e.set_retry(false);
-        } else {
+        // Pingora's own rule first: a failure on a reused (pooled)
+        // connection that the backend had closed is retried on the same
+        // backend; it says nothing about the backend's health.
+        let replayable = session.req_header().method.is_idempotent()
+            && !session.as_ref().retry_buffer_truncated()
+            && !ctx.body_unreplayable;
+        let reused_only = matches!(e.retry, pingora_core::RetryType::ReusedOnly);
+        if replayable {
             e.retry.decide_reuse(client_reused);
-        }
-        let stale_reuse = e.retry() && session.response_written().is_none();
-        if !stale_reuse {
+        } else {
             e.set_retry(false);
-            if e.esource() == &ErrorSource::Upstream {
-                self.attempt_failed(ctx);
-            }
         }
+        if reused_only && e.retry() && session.response_written().is_none() {
+            ctx.tries = ctx.tries.saturating_sub(1);
+            return e;
+        }
+        let failure = retry::classify(&e);
+        if e.esource() == &ErrorSource::Upstream {
+            ctx.last_timeout = failure == retry::Failure::Timeout;
+        }
+        let backend_fault = matches!(failure, retry::Failure::Reset | retry::Failure::Timeout)
+            && e.esource() == &ErrorSource::Upstream;
+        self.attempt_failed(ctx, backend_fault);
+        let retry = e.esource() != &ErrorSource::Downstream
+            && ctx.attempt_pool.as_ref().is_some_and(|p| {
+                let state = self.attempt_state(session, ctx);
+                retry::should_retry(&p.config.retries, failure, state)
+            });
+        e.set_retry(retry);
         e
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let code = errors::status_for(e, ctx.last_timeout);
         if code > 0 {
-            let pool = ctx.attempt_pool.as_ref().or(ctx.pool.as_ref()).map_or("", |p| p.name());
-            errors::respond(session, code, errors::message_for(code), pool).await;
+            let pool = ctx
+                .attempt_pool
+                .as_ref()
+                .or(ctx.pool.as_ref())
+                .map_or("", |p| p.name());
+            let attempts = (ctx.tries > 0 && matches!(code, 502 | 504)).then_some(ctx.tries);
+            errors::respond(session, code, errors::message_for(code), pool, attempts).await;
         }
         FailToProxy {
             error_code: code,
             can_reuse_downstream: false,
         }
+    }
+
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &RequestCtx,
+        _error: &Error,
+        _context: pingora_proxy::ProxyWarnLogContext,
+    ) -> bool {
+        // retries are counted per pool and backend; a warning each would
+        // flood the log when a backend dies under load
+        true
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
@@ -212,15 +340,28 @@ impl ProxyHttp for Proxy {
 }
 
 impl Proxy {
-    /// Counts a failed attempt on the current backend and remembers it so a
-    /// retry picks another.
-    fn attempt_failed(&self, ctx: &mut RequestCtx) {
+    /// Ends the current attempt as failed: releases its in-flight slot,
+    /// remembers the backend so a retry picks another, and (for connect
+    /// errors, resets and timeouts) feeds passive ejection.
+    fn attempt_failed(&self, ctx: &mut RequestCtx, backend_fault: bool) {
         ctx.inflight = None;
         if let Some(b) = ctx.backend.take() {
-            if let Some(s) = state_of(&b) {
-                s.record_failure();
+            if backend_fault {
+                if let Some(p) = &ctx.attempt_pool {
+                    p.record_failure(&b);
+                }
             }
             ctx.tried.push(socket_addr(&b));
+        }
+    }
+
+    /// What a retry decision needs to know about the request now.
+    fn attempt_state(&self, session: &Session, ctx: &RequestCtx) -> retry::AttemptState {
+        retry::AttemptState {
+            tries: ctx.tries,
+            idempotent: session.req_header().method.is_idempotent(),
+            replayable: !ctx.body_unreplayable && !session.as_ref().retry_buffer_truncated(),
+            response_started: session.response_written().is_some(),
         }
     }
 }
