@@ -40,6 +40,7 @@ pub mod config;
 pub mod health;
 pub mod pool;
 pub mod proxy;
+pub mod race;
 pub mod reload;
 pub mod retry;
 pub mod routing;

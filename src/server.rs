@@ -74,7 +74,7 @@ pub fn run(args: &Args, config: Config, path: Option<PathBuf>) -> ExitCode {
     let control = background_service("switchyard control", Control { reloader });
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        Proxy::new(routes),
+        Proxy::new(routes, &server.configuration),
         "switchyard proxy",
     );
     for l in &config.listen {

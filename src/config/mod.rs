@@ -131,6 +131,26 @@ pub struct PoolConfig {
     pub retries: RetryPolicy,
     /// Passive failure marking.
     pub passive: PassivePolicy,
+    /// Fan-out racing; `None` is off.
+    pub race: Option<RacePolicy>,
+}
+
+/// A pool's `race:` after defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RacePolicy {
+    /// `terminal[c]` is true when status class `c`xx ends the race (index 1..=5).
+    pub terminal: [bool; 6],
+    /// Zero: ask every backend at once; otherwise one more backend per delay.
+    pub hedge_delay: Duration,
+    /// Largest request body raced, bytes (default 1 MiB).
+    pub max_body: u64,
+}
+
+impl RacePolicy {
+    /// Whether an answer with `status` ends the race.
+    pub fn is_terminal(&self, status: u16) -> bool {
+        self.terminal.get(usize::from(status / 100)).copied().unwrap_or(false)
+    }
 }
 
 /// A failure kind that `retries.on` can name.

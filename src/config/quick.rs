@@ -38,6 +38,7 @@ pub fn from_backends(list: &str, port: u16) -> Result<Config, ConfigErrors> {
                 fallback: None,
                 retries: None,
                 passive: None,
+                race: None,
             })
             .backends
             .push(RawBackend {

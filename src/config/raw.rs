@@ -97,6 +97,20 @@ pub struct RawPool {
     pub retries: Option<RawRetries>,
     /// Passive failure marking.
     pub passive: Option<RawPassive>,
+    /// Fan-out racing; absent means off.
+    pub race: Option<RawRace>,
+}
+
+/// `race:` of a pool.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRace {
+    /// Status classes that end the race (default 1xx, 2xx, 3xx, 4xx).
+    pub terminal: Option<Vec<String>>,
+    /// 0 sends to every backend at once; more adds one backend per delay.
+    pub hedge_delay: Option<Dur>,
+    /// Largest request body raced (default 1MiB); larger ones go to one backend.
+    pub max_body: Option<Size>,
 }
 
 /// `retries:` of a pool.

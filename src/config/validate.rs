@@ -232,6 +232,7 @@ fn pool(name: &str, p: &RawPool, path: &str, errs: &mut Vec<ConfigError>) -> Opt
             "must be greater than 0",
         ));
     }
+    let race = p.race.as_ref().map(|r| race(r, &format!("{path}.race"), errs));
     (errs.len() == before).then(|| PoolConfig {
         name: name.to_string(),
         strategy,
@@ -241,7 +242,29 @@ fn pool(name: &str, p: &RawPool, path: &str, errs: &mut Vec<ConfigError>) -> Opt
         fallback: p.fallback.clone(),
         retries,
         passive,
+        race,
     })
+}
+
+fn race(r: &super::raw::RawRace, path: &str, errs: &mut Vec<ConfigError>) -> RacePolicy {
+    let mut terminal = [false, true, true, true, true, false];
+    if let Some(list) = &r.terminal {
+        terminal = [false; 6];
+        for (i, class) in list.iter().enumerate() {
+            match class.as_bytes() {
+                [d @ b'1'..=b'5', b'x' | b'X', b'x' | b'X'] => terminal[usize::from(d - b'0')] = true,
+                _ => errs.push(ConfigError::new(
+                    format!("{path}.terminal[{i}]"),
+                    format!("{class:?} is not a status class (1xx, 2xx, 3xx, 4xx, 5xx)"),
+                )),
+            }
+        }
+    }
+    RacePolicy {
+        terminal,
+        hedge_delay: r.hedge_delay.map_or(Duration::ZERO, |d| d.0),
+        max_body: r.max_body.map_or(1 << 20, |s| s.0),
+    }
 }
 
 /// Largest replayable body: pingora's request replay buffer.

@@ -28,7 +28,7 @@ use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use tokio::sync::watch;
 
@@ -57,10 +57,30 @@ macro_rules! with_lb {
     };
 }
 
+/// Counters of a pool that outlive reloads (carried to the new pool of the
+/// same name).
+#[derive(Debug, Default)]
+pub struct PoolStats {
+    /// Attempts after the first, over all requests.
+    pub retries: AtomicU64,
+    /// Races started.
+    pub races: AtomicU64,
+    /// Races that ended with a terminal answer.
+    pub race_won: AtomicU64,
+    /// Races answered with a non-terminal answer (none was terminal).
+    pub race_no_terminal: AtomicU64,
+    /// Races nobody answered (502) or that timed out (504).
+    pub race_failed: AtomicU64,
+    /// Upstream requests cancelled because another answer won.
+    pub race_cancelled: AtomicU64,
+}
+
 /// A configured pool, ready to select backends.
 pub struct Pool {
     /// The pool's validated configuration.
     pub config: PoolConfig,
+    /// Counters shared with earlier and later versions of the pool.
+    pub stats: Arc<PoolStats>,
     balancer: Balancer,
     /// Every configured backend, in file order, with its state attached.
     members: Vec<Backend>,
@@ -104,6 +124,7 @@ impl Pool {
         };
         Pool {
             config: config.clone(),
+            stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),
             balancer,
             members,
             probed,

@@ -15,16 +15,21 @@ mod errors;
 mod forward;
 
 pub use ctx::RequestCtx;
-pub use forward::request_id;
+pub use errors::is_timeout;
+pub use forward::{add_forwarding_headers, request_id};
 
 use crate::config::HashKey;
 use crate::config::Strategy;
 use crate::pool::{socket_addr, state_of, Pool};
+use crate::race;
 use crate::retry;
 use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
+use pingora_core::connectors::http::Connector;
+use pingora_core::connectors::ConnectorOptions;
+use pingora_core::server::configuration::ServerConf;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -39,12 +44,18 @@ const CLIENT_KEEPALIVE_SECS: u64 = 75;
 /// The proxy application: routes each request to a pool and a backend.
 pub struct Proxy {
     routes: Arc<ArcSwap<RouteTable>>,
+    /// Upstream connections of raced requests (pingora's proxy pool is private).
+    race_connector: Arc<Connector>,
 }
 
 impl Proxy {
     /// A proxy serving whatever table `routes` holds at each request.
-    pub fn new(routes: Arc<ArcSwap<RouteTable>>) -> Self {
-        Proxy { routes }
+    pub fn new(routes: Arc<ArcSwap<RouteTable>>, conf: &ServerConf) -> Self {
+        let options = ConnectorOptions::from_server_conf(conf);
+        Proxy {
+            routes,
+            race_connector: Arc::new(Connector::new(Some(options))),
+        }
     }
 }
 
@@ -100,8 +111,14 @@ impl ProxyHttp for Proxy {
         let now = Instant::now();
         ctx.started = Some(now);
         ctx.deadline = Some(now + pool.config.timeouts.request);
-        ctx.pool = Some(pool);
         ctx.table = Some(table);
+        ctx.pool = Some(pool.clone());
+        if let Some(race) = &pool.config.race {
+            if race::eligible(session, race) {
+                race::run(session, ctx, &pool, race, &self.race_connector).await?;
+                return Ok(true);
+            }
+        }
         Ok(false)
     }
 
@@ -150,6 +167,7 @@ impl ProxyHttp for Proxy {
         ctx.tries += 1;
         if ctx.tries > 1 {
             ctx.retries += 1;
+            pool.stats.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         ctx.inflight = None; // release the previous attempt's slot first
         ctx.inflight = state_of(&backend).map(|s| s.start_request());

@@ -1,0 +1,297 @@
+//! Fan-out racing and hedged requests (SPEC §4): send one request to
+//! several backends of a pool and stream the first terminal answer.
+//!
+//! Pingora's proxy loop talks to one peer per attempt, so a race runs inside
+//! `request_filter` with its own pingora `Connector`, and the request ends
+//! there (`Ok(true)`). Steps:
+//! 1. buffer the request body (up to `race.max_body`);
+//! 2. start one upstream request per ready backend: all at once
+//!    (`hedge_delay: 0`), or one more each `hedge_delay`, and at once when
+//!    an earlier one failed;
+//! 3. the first answer whose status class is terminal wins: its header and
+//!    body are streamed to the client and its connection goes back to the
+//!    pool; every other upstream request is cancelled (its task aborted and
+//!    its connection closed);
+//! 4. no terminal answer: the last non-terminal answer; nobody answered:
+//!    502; `timeouts.request` passed: 504.
+
+use crate::config::RacePolicy;
+use crate::pool::{socket_addr, Pool};
+use crate::proxy::RequestCtx;
+use bytes::{Bytes, BytesMut};
+use pingora_core::connectors::http::Connector;
+use pingora_core::protocols::http::client::HttpSession as ClientSession;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_load_balancing::Backend;
+use pingora_proxy::Session;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::task::JoinSet;
+
+/// Request headers never copied to a raced upstream request: hop-by-hop
+/// ones, and `Expect` (the race answers `100 Continue` itself).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "expect",
+    "content-length",
+];
+
+/// Whether this request may be raced: not an upgrade, and no declared body
+/// larger than `race.max_body` (those take the normal single-backend path).
+pub fn eligible(session: &Session, policy: &RacePolicy) -> bool {
+    let h = &session.req_header().headers;
+    if h.contains_key(http::header::UPGRADE) {
+        return false;
+    }
+    let declared = h
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    declared.is_none_or(|n| n <= policy.max_body)
+}
+
+/// One finished upstream request: the backend and its outcome.
+type Outcome = (Backend, HttpPeer, Result<(ClientSession, Box<ResponseHeader>)>);
+
+/// Runs the race for the request in `session` over `pool`; the response
+/// has been written when this returns `Ok`.
+pub async fn run(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    pool: &Arc<Pool>,
+    policy: &RacePolicy,
+    connector: &Arc<Connector>,
+) -> Result<()> {
+    let body = read_body(session, policy.max_body).await?;
+    let req = upstream_request(session, &body)?;
+    let mut pending = candidates(pool).into_iter();
+    if pending.len() == 0 {
+        return Err(Error::explain(ErrorType::HTTPStatus(503), "no ready backend to race"));
+    }
+    pool.stats.races.fetch_add(1, Relaxed);
+    let deadline = ctx.deadline.unwrap_or_else(|| Instant::now() + pool.config.timeouts.request);
+
+    let mut set: JoinSet<Outcome> = JoinSet::new();
+    let start_one = |set: &mut JoinSet<Outcome>, b: Backend, ctx: &mut RequestCtx| {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let peer = pool.peer(&b, remaining);
+        let (c, req, body) = (connector.clone(), Box::new(req.clone()), body.clone());
+        ctx.tries += 1;
+        set.spawn(async move {
+            let r = ask(&c, &peer, req, body).await;
+            (b, peer, r)
+        });
+    };
+    let hedged = !policy.hedge_delay.is_zero();
+    for b in pending.by_ref() {
+        start_one(&mut set, b, ctx);
+        if hedged {
+            break;
+        }
+    }
+
+    let sleep = tokio::time::sleep_until(deadline.into());
+    tokio::pin!(sleep);
+    let hedge = tokio::time::sleep(policy.hedge_delay);
+    tokio::pin!(hedge);
+    let mut fallback: Option<(Backend, HttpPeer, ClientSession, Box<ResponseHeader>)> = None;
+    let mut last_err = None;
+    let mut timed_out = false;
+    let winner = loop {
+        tokio::select! {
+            _ = &mut sleep => { timed_out = true; break None; }
+            _ = &mut hedge, if hedged && pending.len() > 0 => {
+                if let Some(b) = pending.next() { start_one(&mut set, b, ctx); }
+                hedge.as_mut().reset((Instant::now() + policy.hedge_delay).into());
+            }
+            next = set.join_next() => match next {
+                None => match pending.next() {
+                    Some(b) => start_one(&mut set, b, ctx),
+                    None => break None,
+                },
+                Some(Ok((b, peer, Ok((up, resp))))) => {
+                    if policy.is_terminal(resp.status.as_u16()) {
+                        break Some((b, peer, up, resp));
+                    }
+                    fallback = Some((b, peer, up, resp));
+                    if hedged { if let Some(b) = pending.next() { start_one(&mut set, b, ctx); } }
+                }
+                Some(Ok((b, _, Err(e)))) => {
+                    pool.record_failure(&b);
+                    ctx.tried.push(socket_addr(&b));
+                    ctx.last_timeout = crate::proxy::is_timeout(&e);
+                    last_err = Some(e);
+                    if hedged { if let Some(b) = pending.next() { start_one(&mut set, b, ctx); } }
+                }
+                Some(Err(join)) => log::warn!("race task failed: {join}"),
+            }
+        }
+    };
+    // Losers are cancelled: their tasks abort and their connections close.
+    let cancelled = set.len() as u64;
+    set.abort_all();
+    drop(set);
+    pool.stats.race_cancelled.fetch_add(cancelled, Relaxed);
+
+    let (outcome, chosen) = match (winner, fallback) {
+        (Some(w), _) => ("won", w),
+        (None, Some(f)) if !timed_out => ("no_terminal", f),
+        (None, _) => {
+            pool.stats.race_failed.fetch_add(1, Relaxed);
+            return Err(match (timed_out, last_err) {
+                (true, _) => {
+                    ctx.last_timeout = true;
+                    Error::explain(ErrorType::HTTPStatus(504), "race deadline passed")
+                }
+                (false, Some(_)) | (false, None) => {
+                    Error::explain(ErrorType::HTTPStatus(502), "no backend answered the race")
+                }
+            });
+        }
+    };
+    match outcome {
+        "won" => pool.stats.race_won.fetch_add(1, Relaxed),
+        _ => pool.stats.race_no_terminal.fetch_add(1, Relaxed),
+    };
+    let (backend, peer, up, resp) = chosen;
+    ctx.attempt_pool = Some(pool.clone());
+    ctx.inflight = crate::pool::state_of(&backend).map(|s| s.start_request());
+    ctx.backend = Some(backend);
+    relay(session, connector, &peer, up, resp, deadline).await
+}
+
+/// Ready backends, starting with the pool's own pick (so its strategy
+/// spreads the first, and with hedging often only, request), then the
+/// rest in configured order.
+fn candidates(pool: &Pool) -> Vec<Backend> {
+    let mut ready: Vec<Backend> = pool.members().iter().filter(|b| pool.is_ready(b)).cloned().collect();
+    if let Some(first) = pool.select(b"", |_| true) {
+        if let Some(i) = ready.iter().position(|b| b.addr == first.addr) {
+            ready[..=i].rotate_right(1);
+        }
+    }
+    ready
+}
+
+/// Reads the whole request body, up to `max` bytes (413 beyond: an
+/// unframed body cannot be sent on the normal path once read).
+async fn read_body(session: &mut Session, max: u64) -> Result<Bytes> {
+    if session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    {
+        session.write_continue_response().await?;
+    }
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = session.read_request_body().await? {
+        if (buf.len() + chunk.len()) as u64 > max {
+            return Err(Error::explain(ErrorType::HTTPStatus(413), "request body too large to race"));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// The request sent to every backend: the client's, minus hop-by-hop
+/// headers, plus the forwarding headers, with an exact Content-Length.
+fn upstream_request(session: &Session, body: &Bytes) -> Result<RequestHeader> {
+    let mut req = session.req_header().clone();
+    let nominated: Vec<String> = req
+        .headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty() && t != "host")
+        .collect();
+    for h in HOP_BY_HOP.iter().copied().map(String::from).chain(nominated) {
+        req.remove_header(&h);
+    }
+    if !req.headers.contains_key(http::header::HOST) {
+        if let Some(a) = req.uri.authority().map(|a| a.to_string()) {
+            req.insert_header(http::header::HOST, a)?;
+        }
+    }
+    req.set_version(http::Version::HTTP_11);
+    let method_has_body = !matches!(req.method, http::Method::GET | http::Method::HEAD);
+    if !body.is_empty() || method_has_body {
+        req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    }
+    crate::proxy::add_forwarding_headers(session, &mut req)?;
+    Ok(req)
+}
+
+/// Sends the request to one backend and reads its final response header.
+async fn ask(
+    c: &Connector,
+    peer: &HttpPeer,
+    req: Box<RequestHeader>,
+    body: Bytes,
+) -> Result<(ClientSession, Box<ResponseHeader>)> {
+    let (mut up, _reused) = c.get_http_session(peer).await?;
+    up.set_write_timeout(peer.options.write_timeout);
+    up.set_read_timeout(peer.options.read_timeout);
+    up.write_request_header(req).await?;
+    if !body.is_empty() {
+        up.write_request_body(body, true).await?;
+    }
+    up.finish_request_body().await?;
+    loop {
+        up.read_response_header().await?;
+        let resp = match up.response_header() {
+            Some(r) if r.status.is_informational() => continue,
+            Some(r) => Box::new(r.clone()),
+            None => return Err(Error::explain(ErrorType::InvalidHTTPHeader, "no response header")),
+        };
+        return Ok((up, resp));
+    }
+}
+
+/// Streams the chosen answer to the client, then returns its connection to
+/// the pool.
+async fn relay(
+    session: &mut Session,
+    connector: &Connector,
+    peer: &HttpPeer,
+    mut up: ClientSession,
+    mut resp: Box<ResponseHeader>,
+    deadline: Instant,
+) -> Result<()> {
+    let no_body = session.req_header().method == http::Method::HEAD
+        || matches!(resp.status.as_u16(), 204 | 304);
+    if !no_body
+        && !resp.headers.contains_key(http::header::CONTENT_LENGTH)
+        && !resp.headers.contains_key(http::header::TRANSFER_ENCODING)
+    {
+        resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    }
+    let eos = no_body || up.response_done();
+    session.write_response_header(resp, eos).await?;
+    if !eos {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let chunk = tokio::time::timeout(left.max(Duration::from_millis(1)), up.read_response_body())
+                .await
+                .map_err(|_| Error::explain(ErrorType::ReadTimedout, "race deadline passed").into_up())??;
+            match chunk {
+                Some(c) => session.write_response_body(Some(c), false).await?,
+                None => break,
+            }
+        }
+        session.write_response_body(None, true).await?;
+    }
+    connector.release_http_session(up, peer, peer.options.idle_timeout).await;
+    Ok(())
+}
