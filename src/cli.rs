@@ -35,6 +35,11 @@ pub struct Args {
     /// prefix form pool `default`, the default pool.
     #[arg(long = "backends", env = "SWITCHYARD_BACKENDS", value_name = "LIST")]
     pub backends: Option<String>,
+    /// Print one effective setting of the configuration and exit
+    /// (`pid_file`, `upgrade_sock`, `listen`); for scripts such as the
+    /// upgrade script.
+    #[arg(long = "show", value_name = "KEY")]
+    pub show: Option<String>,
     /// Quick-mode listen port on 0.0.0.0.
     #[arg(
         long = "port",
@@ -69,6 +74,23 @@ impl Args {
             (None, Some(list)) => config::quick::from_backends(list, self.port),
             (None, None) => unreachable_config(),
         }
+    }
+}
+
+/// The value `--show KEY` prints, or an error naming the known keys.
+pub fn show(config: &Config, key: &str) -> Result<String, String> {
+    match key {
+        "pid_file" => Ok(config.server.pid_file.clone()),
+        "upgrade_sock" => Ok(config.server.upgrade_sock.clone()),
+        "listen" => Ok(config
+            .listen
+            .iter()
+            .map(|l| l.addr.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")),
+        other => Err(format!(
+            "--show: unknown key {other:?} (pid_file, upgrade_sock, listen)"
+        )),
     }
 }
 

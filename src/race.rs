@@ -60,7 +60,11 @@ pub fn eligible(session: &Session, policy: &RacePolicy) -> bool {
 }
 
 /// One finished upstream request: the backend and its outcome.
-type Outcome = (Backend, HttpPeer, Result<(ClientSession, Box<ResponseHeader>)>);
+type Outcome = (
+    Backend,
+    HttpPeer,
+    Result<(ClientSession, Box<ResponseHeader>)>,
+);
 
 /// Runs the race for the request in `session` over `pool`; the response
 /// has been written when this returns `Ok`.
@@ -75,10 +79,15 @@ pub async fn run(
     let req = upstream_request(session, &body)?;
     let mut pending = candidates(pool).into_iter();
     if pending.len() == 0 {
-        return Err(Error::explain(ErrorType::HTTPStatus(503), "no ready backend to race"));
+        return Err(Error::explain(
+            ErrorType::HTTPStatus(503),
+            "no ready backend to race",
+        ));
     }
     pool.stats.races.fetch_add(1, Relaxed);
-    let deadline = ctx.deadline.unwrap_or_else(|| Instant::now() + pool.config.timeouts.request);
+    let deadline = ctx
+        .deadline
+        .unwrap_or_else(|| Instant::now() + pool.config.timeouts.request);
 
     let mut set: JoinSet<Outcome> = JoinSet::new();
     let start_one = |set: &mut JoinSet<Outcome>, b: Backend, ctx: &mut RequestCtx| {
@@ -173,7 +182,12 @@ pub async fn run(
 /// spreads the first, and with hedging often only, request), then the
 /// rest in configured order.
 fn candidates(pool: &Pool) -> Vec<Backend> {
-    let mut ready: Vec<Backend> = pool.members().iter().filter(|b| pool.is_ready(b)).cloned().collect();
+    let mut ready: Vec<Backend> = pool
+        .members()
+        .iter()
+        .filter(|b| pool.is_ready(b))
+        .cloned()
+        .collect();
     if let Some(first) = pool.select(b"", |_| true) {
         if let Some(i) = ready.iter().position(|b| b.addr == first.addr) {
             ready[..=i].rotate_right(1);
@@ -196,7 +210,10 @@ async fn read_body(session: &mut Session, max: u64) -> Result<Bytes> {
     let mut buf = BytesMut::new();
     while let Some(chunk) = session.read_request_body().await? {
         if (buf.len() + chunk.len()) as u64 > max {
-            return Err(Error::explain(ErrorType::HTTPStatus(413), "request body too large to race"));
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(413),
+                "request body too large to race",
+            ));
         }
         buf.extend_from_slice(&chunk);
     }
@@ -216,7 +233,12 @@ fn upstream_request(session: &Session, body: &Bytes) -> Result<RequestHeader> {
         .map(|t| t.trim().to_ascii_lowercase())
         .filter(|t| !t.is_empty() && t != "host")
         .collect();
-    for h in HOP_BY_HOP.iter().copied().map(String::from).chain(nominated) {
+    for h in HOP_BY_HOP
+        .iter()
+        .copied()
+        .map(String::from)
+        .chain(nominated)
+    {
         req.remove_header(&h);
     }
     if !req.headers.contains_key(http::header::HOST) {
@@ -253,7 +275,12 @@ async fn ask(
         let resp = match up.response_header() {
             Some(r) if r.status.is_informational() => continue,
             Some(r) => Box::new(r.clone()),
-            None => return Err(Error::explain(ErrorType::InvalidHTTPHeader, "no response header")),
+            None => {
+                return Err(Error::explain(
+                    ErrorType::InvalidHTTPHeader,
+                    "no response header",
+                ))
+            }
         };
         return Ok((up, resp));
     }
@@ -282,9 +309,12 @@ async fn relay(
     if !eos {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let chunk = tokio::time::timeout(left.max(Duration::from_millis(1)), up.read_response_body())
-                .await
-                .map_err(|_| Error::explain(ErrorType::ReadTimedout, "race deadline passed").into_up())??;
+            let chunk =
+                tokio::time::timeout(left.max(Duration::from_millis(1)), up.read_response_body())
+                    .await
+                    .map_err(|_| {
+                        Error::explain(ErrorType::ReadTimedout, "race deadline passed").into_up()
+                    })??;
             match chunk {
                 Some(c) => session.write_response_body(Some(c), false).await?,
                 None => break,
@@ -292,6 +322,8 @@ async fn relay(
         }
         session.write_response_body(None, true).await?;
     }
-    connector.release_http_session(up, peer, peer.options.idle_timeout).await;
+    connector
+        .release_http_session(up, peer, peer.options.idle_timeout)
+        .await;
     Ok(())
 }

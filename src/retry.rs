@@ -83,7 +83,9 @@ pub fn should_retry(policy: &RetryPolicy, failure: Failure, at: AttemptState) ->
         }
         Failure::Reset => sent_safely && policy.retries(RetryOn::Reset),
         Failure::Timeout => sent_safely && policy.retries(RetryOn::Timeout),
-        Failure::Status(code) => sent_safely && status_kind(code).is_some_and(|k| policy.retries(k)),
+        Failure::Status(code) => {
+            sent_safely && status_kind(code).is_some_and(|k| policy.retries(k))
+        }
     }
 }
 
@@ -132,7 +134,11 @@ mod tests {
 
     #[test]
     fn status_retries_are_opt_in() {
-        assert!(!should_retry(&policy(&[RetryOn::Reset]), Failure::Status(503), at(1, true)));
+        assert!(!should_retry(
+            &policy(&[RetryOn::Reset]),
+            Failure::Status(503),
+            at(1, true)
+        ));
         let p = policy(&[RetryOn::Http503]);
         assert!(should_retry(&p, Failure::Status(503), at(1, true)));
         assert!(!should_retry(&p, Failure::Status(502), at(1, true)));

@@ -30,6 +30,18 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    if let Some(key) = &args.show {
+        return match switchyard::cli::show(&config, key) {
+            Ok(v) => {
+                println!("{v}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        };
+    }
     if args.test {
         println!("configuration ok");
         return ExitCode::SUCCESS;

@@ -149,7 +149,10 @@ pub struct RacePolicy {
 impl RacePolicy {
     /// Whether an answer with `status` ends the race.
     pub fn is_terminal(&self, status: u16) -> bool {
-        self.terminal.get(usize::from(status / 100)).copied().unwrap_or(false)
+        self.terminal
+            .get(usize::from(status / 100))
+            .copied()
+            .unwrap_or(false)
     }
 }
 

@@ -232,7 +232,10 @@ fn pool(name: &str, p: &RawPool, path: &str, errs: &mut Vec<ConfigError>) -> Opt
             "must be greater than 0",
         ));
     }
-    let race = p.race.as_ref().map(|r| race(r, &format!("{path}.race"), errs));
+    let race = p
+        .race
+        .as_ref()
+        .map(|r| race(r, &format!("{path}.race"), errs));
     (errs.len() == before).then(|| PoolConfig {
         name: name.to_string(),
         strategy,
@@ -252,7 +255,9 @@ fn race(r: &super::raw::RawRace, path: &str, errs: &mut Vec<ConfigError>) -> Rac
         terminal = [false; 6];
         for (i, class) in list.iter().enumerate() {
             match class.as_bytes() {
-                [d @ b'1'..=b'5', b'x' | b'X', b'x' | b'X'] => terminal[usize::from(d - b'0')] = true,
+                [d @ b'1'..=b'5', b'x' | b'X', b'x' | b'X'] => {
+                    terminal[usize::from(d - b'0')] = true
+                }
                 _ => errs.push(ConfigError::new(
                     format!("{path}.terminal[{i}]"),
                     format!("{class:?} is not a status class (1xx, 2xx, 3xx, 4xx, 5xx)"),

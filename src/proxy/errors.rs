@@ -8,7 +8,13 @@ use pingora_proxy::Session;
 
 /// Writes a JSON error response and closes the connection afterwards;
 /// `attempts` is added when upstream attempts were made.
-pub async fn respond(session: &mut Session, status: u16, error: &str, pool: &str, attempts: Option<usize>) {
+pub async fn respond(
+    session: &mut Session,
+    status: u16,
+    error: &str,
+    pool: &str,
+    attempts: Option<usize>,
+) {
     let mut json = serde_json::json!({ "error": error, "pool": pool });
     if let Some(n) = attempts {
         json["attempts"] = n.into();

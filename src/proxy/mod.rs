@@ -167,7 +167,9 @@ impl ProxyHttp for Proxy {
         ctx.tries += 1;
         if ctx.tries > 1 {
             ctx.retries += 1;
-            pool.stats.retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            pool.stats
+                .retries
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         ctx.inflight = None; // release the previous attempt's slot first
         ctx.inflight = state_of(&backend).map(|s| s.start_request());
@@ -235,7 +237,10 @@ impl ProxyHttp for Proxy {
             })
         });
         if alternative && retry::should_retry(&pool.config.retries, failure, state) {
-            let mut e = Error::explain(ErrorType::HTTPStatus(code), "backend answered a retryable status");
+            let mut e = Error::explain(
+                ErrorType::HTTPStatus(code),
+                "backend answered a retryable status",
+            );
             e.set_retry(true);
             return Err(e.into_up());
         }
