@@ -372,6 +372,7 @@ pub fn parse(text: &str, source: &str) -> Result<Config, ConfigErrors> {
         for e in &mut errors {
             e.line = e.line.or_else(|| locate(text, &e.path));
         }
+        errors.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
         fail(errors)
     })
 }
@@ -382,6 +383,13 @@ fn yaml_error(e: &serde_yaml::Error) -> ConfigError {
     let mut message = e.to_string();
     if let Some(at) = message.find(" at line ") {
         message.truncate(at);
+    }
+    // serde names our internal types; say what the file needs instead
+    while let Some(at) = message.find("struct Raw") {
+        let end = message[at + 7..]
+            .find(|c: char| !c.is_alphanumeric())
+            .map_or(message.len(), |i| at + 7 + i);
+        message.replace_range(at..end, "a mapping of keys");
     }
     let (path, message) = match message.split_once(": ") {
         Some((p, m)) if !p.contains(' ') && !p.is_empty() => (p.to_string(), m.to_string()),
@@ -395,35 +403,44 @@ fn yaml_error(e: &serde_yaml::Error) -> ConfigError {
 }
 
 /// Best-effort line of a key path in the file: walks the path's keys in
-/// order, each searched below the previous one's line.
+/// order, each searched from the previous one's line on (block or flow
+/// style).
 fn locate(text: &str, path: &str) -> Option<usize> {
     if path.is_empty() {
         return None;
     }
     let lines: Vec<&str> = text.lines().collect();
+    let has_key = |line: &str, key: &str| {
+        let l = line.trim_start().trim_start_matches("- ");
+        l.starts_with(&format!("{key}:"))
+            || [
+                format!("{{{key}:"),
+                format!("{{ {key}:"),
+                format!(", {key}:"),
+                format!(",{key}:"),
+            ]
+            .iter()
+            .any(|p| line.contains(p.as_str()))
+    };
     let mut from = 0;
-    let mut found = None;
     for part in path.split('.') {
         let (key, index) = match part.split_once('[') {
             Some((k, rest)) => (k, rest.trim_end_matches(']').parse::<usize>().ok()),
             None => (part, None),
         };
-        let at = (from..lines.len()).find(|&i| {
-            let l = lines[i].trim_start().trim_start_matches("- ");
-            l.starts_with(&format!("{key}:"))
-        })?;
+        let at = (from..lines.len()).find(|&i| has_key(lines[i], key))?;
         from = at;
-        found = Some(at);
         if let Some(n) = index {
-            // the n-th list item below the key
-            let item = (at + 1..lines.len())
+            // the n-th list item below the key (block style only)
+            if let Some(item) = (at + 1..lines.len())
                 .filter(|&i| lines[i].trim_start().starts_with("- "))
-                .nth(n)?;
-            from = item;
-            found = Some(item);
+                .nth(n)
+            {
+                from = item;
+            }
         }
     }
-    found.map(|i| i + 1)
+    Some(from + 1)
 }
 
 #[cfg(test)]
