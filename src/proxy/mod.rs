@@ -290,8 +290,10 @@ impl ProxyHttp for Proxy {
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
         // Pingora's own rule first: a failure on a reused (pooled)
-        // connection that the backend had closed is retried on the same
-        // backend; it says nothing about the backend's health.
+        // connection gets a free retry (it may be a keep-alive close racing
+        // our request), which does not count against `attempts`. As nginx
+        // does, it still counts as a passive failure: pingora drops idle
+        // connections the backend closed, so this is rarely benign.
         let replayable = session.req_header().method.is_idempotent()
             && !session.as_ref().retry_buffer_truncated()
             && !ctx.body_unreplayable;
@@ -303,6 +305,10 @@ impl ProxyHttp for Proxy {
         }
         if reused_only && e.retry() && session.response_written().is_none() {
             ctx.tries = ctx.tries.saturating_sub(1);
+            ctx.inflight = None;
+            if let (Some(p), Some(b)) = (&ctx.attempt_pool, ctx.backend.take()) {
+                p.record_failure(&b);
+            }
             return e;
         }
         let failure = retry::classify(&e);

@@ -1,0 +1,628 @@
+//! Retries on another backend and passive ejection (SPEC §2 `retries`,
+//! `passive`; §3).
+//!
+//! Every test runs its own switchyard with `health_check: {type: none}`
+//! (unless it needs probes), so that the only thing that keeps a broken
+//! backend out of the rotation is the retry and passive-ejection logic.
+
+mod common;
+use common::*;
+
+use std::time::{Duration, Instant};
+
+/// A config with one pool `web` (the default pool) of `urls`; `extra` holds
+/// more pool keys, one per line, without indentation. No shutdown grace
+/// period, so that each test's proxy exits at once on drop.
+fn config(urls: &[String], extra: &str) -> String {
+    let mut y = String::from(
+        "server: {pid_file: \"{pid_file}\", upgrade_sock: \"{upgrade_sock}\", \
+         grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1}\n\
+         listen: [{addr: \"{listen}\"}]\n\
+         routing: {default_pool: web}\n\
+         pools:\n  web:\n    backends:\n",
+    );
+    for u in urls {
+        y.push_str(&format!("      - url: \"{u}\"\n"));
+    }
+    let mut has_health = false;
+    for line in extra.lines().filter(|l| !l.trim().is_empty()) {
+        has_health |= line.trim_start().starts_with("health_check:");
+        y.push_str(&format!("    {}\n", line.trim()));
+    }
+    if !has_health {
+        y.push_str("    health_check: {type: none}\n");
+    }
+    y
+}
+
+/// `n` bytes that differ from one request to the next (`seed`), so a body
+/// that arrives truncated, shifted or mixed up with another is noticed.
+fn body(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) as u8
+        })
+        .collect()
+}
+
+/// The answer is switchyard's own JSON error with `status`; returns the JSON.
+fn proxy_error(r: &Response, status: u16, logs: &str) -> serde_json::Value {
+    assert_eq!(r.status, status, "body {:?}\n{logs}", r.text());
+    assert_eq!(
+        r.header("x-backend"),
+        None,
+        "expected the proxy's own {status}, got a backend's answer\n{logs}"
+    );
+    r.json()
+}
+
+/// App-request counts of `backends`, to diff before/after one request.
+fn counts(backends: &[&TestBackend]) -> Vec<usize> {
+    backends.iter().map(|b| b.app_count()).collect()
+}
+
+fn delta(before: &[usize], after: &[usize]) -> Vec<usize> {
+    after.iter().zip(before).map(|(a, b)| a - b).collect()
+}
+
+// ---------------------------------------------------------------------------
+// Dead backends nobody has noticed yet
+// ---------------------------------------------------------------------------
+
+/// Sends 100 GETs (keep-alive) and 20 POSTs with distinct bodies (fresh
+/// connections); every one must get a 200 from a live backend, and every
+/// POST body must arrive intact exactly once.
+fn hammer_and_check(sy: &Switchyard, live: &[&TestBackend]) {
+    let names: Vec<&str> = live.iter().map(|b| b.name()).collect();
+    let mut client = Client::connect(sy.addr()).unwrap();
+    for i in 0..100 {
+        let r = client
+            .get(&format!("/get/{i}"), &[])
+            .unwrap_or_else(|e| panic!("GET #{i} failed: {e}\n{}", sy.logs()));
+        assert_eq!(r.status, 200, "GET #{i}: {:?}\n{}", r.text(), sy.logs());
+        let from = r.header("x-backend").unwrap_or("");
+        assert!(names.contains(&from), "GET #{i} answered by {from:?}");
+    }
+    let mut sent = Vec::new();
+    for i in 0..20u64 {
+        let b = body(i, 1000 + 97 * i as usize);
+        let r = try_request(sy.addr(), "POST", &format!("/post/{i}"), &[], &b)
+            .unwrap_or_else(|e| panic!("POST #{i} failed: {e}\n{}", sy.logs()));
+        assert_eq!(r.status, 200, "POST #{i}: {:?}\n{}", r.text(), sy.logs());
+        sent.push((format!("/post/{i}"), b));
+    }
+    // Each request was served exactly once (connect failures are retried,
+    // nothing is sent twice).
+    let served: usize = live.iter().map(|b| b.app_count()).sum();
+    assert_eq!(
+        served,
+        120,
+        "requests served by live backends\n{}",
+        sy.logs()
+    );
+    let mut got: Vec<(String, Vec<u8>)> = live
+        .iter()
+        .flat_map(|b| b.app_requests())
+        .filter(|r| r.method == "POST")
+        .map(|r| (r.target, r.body))
+        .collect();
+    got.sort();
+    sent.sort();
+    assert_eq!(got.len(), sent.len());
+    for ((gp, gb), (sp, sb)) in got.iter().zip(&sent) {
+        assert_eq!(gp, sp);
+        assert!(
+            gb == sb,
+            "{gp}: body of {} bytes arrived as {} bytes (or altered)",
+            sb.len(),
+            gb.len()
+        );
+    }
+}
+
+#[test]
+fn dead_backend_without_health_check_causes_no_client_errors() {
+    // Passive ejection off: the dead backend stays in the rotation, so every
+    // third request or so must be retried after a refused connection.
+    let a = TestBackend::start("a");
+    let b = TestBackend::start("b");
+    let sy = Switchyard::start(&config(
+        &[a.url(), dead_url(), b.url()],
+        "passive: {max_fails: 0}",
+    ));
+    hammer_and_check(&sy, &[&a, &b]);
+    // The retries spread over both live backends; neither took everything.
+    assert!(
+        a.app_count() > 20 && b.app_count() > 20,
+        "a {} b {}",
+        a.app_count(),
+        b.app_count()
+    );
+}
+
+#[test]
+fn backend_dying_between_health_probes_causes_no_client_errors() {
+    // Admitted by a TCP probe, then it dies; the next probe is an hour away.
+    let a = TestBackend::start("a");
+    let b = TestBackend::start("b");
+    let doomed = TestBackend::start("doomed");
+    let sy = Switchyard::start(&config(
+        &[a.url(), doomed.url(), b.url()],
+        "health_check: {type: tcp, interval: 1h}",
+    ));
+    // It takes traffic while alive (keeps pooled connections to it too).
+    assert!(
+        poll_until(Duration::from_secs(5), || {
+            get(sy.addr(), "/warm", &[]);
+            doomed.app_count() > 0
+        }),
+        "{}",
+        sy.logs()
+    );
+    for x in [&a, &b] {
+        x.reset_counters();
+    }
+    doomed.stop();
+    hammer_and_check(&sy, &[&a, &b]);
+}
+
+// ---------------------------------------------------------------------------
+// Every attempt fails
+// ---------------------------------------------------------------------------
+
+#[test]
+fn every_backend_refusing_gives_502_with_attempts() {
+    let sy = Switchyard::start(&config(
+        &[dead_url(), dead_url(), dead_url()],
+        "retries: {attempts: 3}\npassive: {max_fails: 0}",
+    ));
+    for method in ["GET", "POST"] {
+        let r = request(sy.addr(), method, "/x", &[], b"payload");
+        let v = proxy_error(&r, 502, &sy.logs());
+        assert_eq!(v["error"], "every upstream attempt failed", "{v}");
+        assert_eq!(v["pool"], "web", "{v}");
+        assert_eq!(v["attempts"], 3, "{method}: {v}\n{}", sy.logs());
+        assert_eq!(r.header("content-type"), Some("application/json"));
+    }
+
+    // More backends than attempts: still only `attempts` tries.
+    let dead: Vec<String> = (0..5).map(|_| dead_url()).collect();
+    let sy = Switchyard::start(&config(
+        &dead,
+        "retries: {attempts: 3}\npassive: {max_fails: 0}",
+    ));
+    let r = get(sy.addr(), "/x", &[]);
+    assert_eq!(
+        proxy_error(&r, 502, &sy.logs())["attempts"],
+        3,
+        "{}",
+        sy.logs()
+    );
+}
+
+#[test]
+fn failed_request_makes_exactly_attempts_tries_on_distinct_backends() {
+    // Five backends that read the request and close without answering.
+    let bs: Vec<TestBackend> = (0..5)
+        .map(|i| {
+            let b = TestBackend::start(&format!("c{i}"));
+            b.set_mode(Mode::Close);
+            b
+        })
+        .collect();
+    let urls: Vec<String> = bs.iter().map(|b| b.url()).collect();
+    let sy = Switchyard::start(&config(
+        &urls,
+        "retries: {attempts: 3}\npassive: {max_fails: 0}",
+    ));
+    let refs: Vec<&TestBackend> = bs.iter().collect();
+    for i in 0..3 {
+        let before = counts(&refs);
+        let r = get(sy.addr(), &format!("/try/{i}"), &[]);
+        let v = proxy_error(&r, 502, &sy.logs());
+        assert_eq!(v["attempts"], 3, "{v}");
+        let d = delta(&before, &counts(&refs));
+        assert_eq!(
+            d.iter().sum::<usize>(),
+            3,
+            "tries per backend {d:?}\n{}",
+            sy.logs()
+        );
+        assert!(
+            d.iter().all(|n| *n <= 1),
+            "a backend was tried twice: {d:?}"
+        );
+    }
+
+    // attempts: 1 means no retry at all.
+    let sy = Switchyard::start(&config(
+        &urls,
+        "retries: {attempts: 1}\npassive: {max_fails: 0}",
+    ));
+    let before = counts(&refs);
+    let r = get(sy.addr(), "/once", &[]);
+    assert_eq!(proxy_error(&r, 502, &sy.logs())["attempts"], 1);
+    assert_eq!(delta(&before, &counts(&refs)).iter().sum::<usize>(), 1);
+}
+
+// ---------------------------------------------------------------------------
+// What may be retried once the request was sent
+// ---------------------------------------------------------------------------
+
+/// Sends `method path body` until one lands on `first` first (round robin
+/// alternates the first pick); returns that response and the per-backend
+/// deltas of that request. Checks the other requests with `other_ok`.
+fn until_first_hits(
+    sy: &Switchyard,
+    first: &TestBackend,
+    all: &[&TestBackend],
+    method: &str,
+    payload: &[u8],
+    mut other_ok: impl FnMut(&Response, &[usize]),
+) -> (Response, Vec<usize>) {
+    let idx = all.iter().position(|b| b.addr() == first.addr()).unwrap();
+    for i in 0..8 {
+        let before = counts(all);
+        let r = request(sy.addr(), method, &format!("/{method}/{i}"), &[], payload);
+        let d = delta(&before, &counts(all));
+        if d[idx] > 0 {
+            return (r, d);
+        }
+        other_ok(&r, &d);
+    }
+    panic!(
+        "{method}: backend {} never picked in 8 requests\n{}",
+        first.name(),
+        sy.logs()
+    );
+}
+
+#[test]
+fn post_reset_after_send_is_not_retried_but_get_is() {
+    let a = TestBackend::start("a");
+    a.set_mode(Mode::Reset);
+    let b = TestBackend::start("b");
+    let sy = Switchyard::start(&config(&[a.url(), b.url()], "passive: {max_fails: 0}"));
+    let all = [&a, &b];
+    let payload = body(7, 3000);
+
+    let (r, d) = until_first_hits(&sy, &a, &all, "POST", &payload, |r, d| {
+        assert_eq!((r.status, d), (200, &[0, 1][..]));
+    });
+    assert_eq!(d, [1, 0], "the POST was retried on b\n{}", sy.logs());
+    let v = proxy_error(&r, 502, &sy.logs());
+    assert_eq!(v["attempts"], 1, "{v}");
+    assert_eq!(a.last_app_request().unwrap().body, payload);
+
+    let (r, d) = until_first_hits(&sy, &a, &all, "GET", b"", |r, d| {
+        assert_eq!((r.status, d), (200, &[0, 1][..]));
+    });
+    assert_eq!(d, [1, 1], "{}", sy.logs());
+    assert_eq!(r.status, 200, "{:?}\n{}", r.text(), sy.logs());
+    assert_eq!(r.header("x-backend"), Some("b"));
+}
+
+#[test]
+fn large_put_reset_is_not_retried_small_put_is_replayed_intact() {
+    let a = TestBackend::start("a");
+    a.set_mode(Mode::Reset);
+    let b = TestBackend::start("b");
+    let sy = Switchyard::start(&config(&[a.url(), b.url()], "passive: {max_fails: 0}"));
+    let all = [&a, &b];
+
+    // 100 KiB is above retries.max_body (64 KiB): it cannot be replayed.
+    let big = body(1, 100 * 1024);
+    let (r, d) = until_first_hits(&sy, &a, &all, "PUT", &big, |r, d| {
+        assert_eq!((r.status, d), (200, &[0, 1][..]));
+    });
+    assert_eq!(d, [1, 0], "the 100 KiB PUT was retried\n{}", sy.logs());
+    proxy_error(&r, 502, &sy.logs());
+    assert!(
+        a.last_app_request().unwrap().body == big,
+        "a got the whole body"
+    );
+
+    // 10 KiB is buffered: the retry on b carries the same bytes.
+    let small = body(2, 10 * 1024);
+    let (r, d) = until_first_hits(&sy, &a, &all, "PUT", &small, |r, d| {
+        assert_eq!((r.status, d), (200, &[0, 1][..]));
+    });
+    assert_eq!(d, [1, 1], "{}", sy.logs());
+    assert_eq!(r.status, 200, "{:?}\n{}", r.text(), sy.logs());
+    assert_eq!(r.header("x-backend"), Some("b"));
+    let replayed = b.last_app_request().unwrap();
+    assert_eq!(replayed.method, "PUT");
+    assert_eq!(replayed.body.len(), small.len());
+    assert!(replayed.body == small, "the replayed body differs");
+}
+
+#[test]
+fn get_is_retried_after_read_timeout_post_is_not() {
+    let slow = TestBackend::start("slow");
+    slow.set_delay(Duration::from_secs(3));
+    let b = TestBackend::start("b");
+    let sy = Switchyard::start(&config(
+        &[slow.url(), b.url()],
+        "timeouts: {read: 300ms}\npassive: {max_fails: 0}",
+    ));
+    let all = [&slow, &b];
+    let (r, d) = until_first_hits(&sy, &slow, &all, "GET", b"", |r, d| {
+        assert_eq!((r.status, d), (200, &[0, 1][..]));
+    });
+    assert_eq!(d, [1, 1]);
+    assert_eq!(
+        (r.status, r.header("x-backend")),
+        (200, Some("b")),
+        "{}",
+        sy.logs()
+    );
+
+    let (r, d) = until_first_hits(&sy, &slow, &all, "POST", b"x", |r, d| {
+        assert_eq!((r.status, d), (200, &[0, 1][..]));
+    });
+    assert_eq!(d, [1, 0], "{}", sy.logs());
+    proxy_error(&r, 504, &sy.logs());
+}
+
+// ---------------------------------------------------------------------------
+// Status-based retries (opt-in)
+// ---------------------------------------------------------------------------
+
+#[test]
+fn http_503_retry_is_opt_in_and_idempotent_only() {
+    let a = TestBackend::start("a");
+    a.set_status(503);
+    a.set_body("a is busy");
+    let b = TestBackend::start("b");
+    let all = [&a, &b];
+    let sy = Switchyard::start(&config(
+        &[a.url(), b.url()],
+        "retries: {on: [connect_failure, reset, timeout, http_503]}",
+    ));
+
+    // GET: a's 503 is retried on b; every GET ends with b's 200.
+    let (r, d) = until_first_hits(&sy, &a, &all, "GET", b"", |r, d| {
+        assert_eq!((r.status, d), (200, &[0, 1][..]));
+    });
+    assert_eq!(d, [1, 1], "{}", sy.logs());
+    assert_eq!(
+        (r.status, r.header("x-backend")),
+        (200, Some("b")),
+        "{}",
+        sy.logs()
+    );
+
+    // POST: a's 503 goes to the client as it is.
+    let (r, d) = until_first_hits(&sy, &a, &all, "POST", b"data", |r, d| {
+        assert_eq!((r.status, d), (200, &[0, 1][..]));
+    });
+    assert_eq!(d, [1, 0], "the POST was retried\n{}", sy.logs());
+    assert_eq!((r.status, r.header("x-backend")), (503, Some("a")));
+    assert_eq!(r.text(), "a is busy");
+    drop(sy);
+
+    // Without http_503 in `on`, a GET gets a's 503 too.
+    let sy = Switchyard::start(&config(&[a.url(), b.url()], ""));
+    let (r, d) = until_first_hits(&sy, &a, &all, "GET", b"", |r, d| {
+        assert_eq!((r.status, d), (200, &[0, 1][..]));
+    });
+    assert_eq!(d, [1, 0], "503 retried without http_503\n{}", sy.logs());
+    assert_eq!((r.status, r.header("x-backend")), (503, Some("a")));
+    assert_eq!(r.text(), "a is busy");
+}
+
+#[test]
+fn last_try_answering_503_is_passed_through() {
+    let bs: Vec<TestBackend> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            let b = TestBackend::start(n);
+            b.set_status(503);
+            b.set_body(format!("{n} says 503"));
+            b
+        })
+        .collect();
+    let refs: Vec<&TestBackend> = bs.iter().collect();
+    let urls: Vec<String> = bs.iter().map(|b| b.url()).collect();
+
+    // attempts 3 over 3 backends: each is tried once, the last answer wins.
+    let sy = Switchyard::start(&config(
+        &urls,
+        "retries: {attempts: 3, on: [connect_failure, http_503]}",
+    ));
+    for i in 0..2 {
+        let before = counts(&refs);
+        let r = get(sy.addr(), &format!("/all-busy/{i}"), &[]);
+        assert_eq!(r.status, 503, "{:?}\n{}", r.text(), sy.logs());
+        let from = r
+            .header("x-backend")
+            .expect("a backend's 503, not the proxy's");
+        assert_eq!(r.text(), format!("{from} says 503"));
+        assert_eq!(delta(&before, &counts(&refs)), [1, 1, 1], "{}", sy.logs());
+    }
+    drop(sy);
+
+    // attempts 2: the second answer is final.
+    let sy = Switchyard::start(&config(
+        &urls,
+        "retries: {attempts: 2, on: [connect_failure, http_503]}",
+    ));
+    let before = counts(&refs);
+    let r = get(sy.addr(), "/two", &[]);
+    assert_eq!(r.status, 503);
+    let from = r.header("x-backend").expect("a backend's 503").to_string();
+    assert_eq!(r.text(), format!("{from} says 503"));
+    assert_eq!(
+        delta(&before, &counts(&refs)).iter().sum::<usize>(),
+        2,
+        "{}",
+        sy.logs()
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Passive ejection
+// ---------------------------------------------------------------------------
+
+/// GETs until `a` (in a failing mode) has taken one request; every GET
+/// must still succeed (retried on another backend). Returns when it failed.
+fn fail_once(sy: &Switchyard, a: &TestBackend) -> Instant {
+    for i in 0..8 {
+        let t = Instant::now();
+        let r = get(sy.addr(), &format!("/fail/{i}"), &[]);
+        assert_eq!(r.status, 200, "{:?}\n{}", r.text(), sy.logs());
+        if a.app_count() > 0 {
+            return t;
+        }
+    }
+    panic!("{} never picked\n{}", a.name(), sy.logs());
+}
+
+#[test]
+fn passive_ejection_keeps_failed_backend_out_for_fail_timeout() {
+    let a = TestBackend::start("a");
+    a.set_mode(Mode::Reset);
+    let b = TestBackend::start("b");
+    let c = TestBackend::start("c");
+    let sy = Switchyard::start(&config(
+        &[a.url(), b.url(), c.url()],
+        "passive: {max_fails: 1, fail_timeout: 2s}",
+    ));
+    let failed_at = fail_once(&sy, &a);
+    assert_eq!(a.app_count(), 1);
+    // Healthy again at once, but ejected: no request while fail_timeout runs.
+    a.set_mode(Mode::Respond);
+    let mut client = Client::connect(sy.addr()).unwrap();
+    for i in 0..12 {
+        let r = client.get(&format!("/ejected/{i}"), &[]).unwrap();
+        assert_eq!(r.status, 200);
+    }
+    let window = failed_at.elapsed();
+    assert!(
+        window < Duration::from_millis(1800),
+        "too slow to test the window: {window:?}"
+    );
+    assert_eq!(
+        a.app_count(),
+        1,
+        "ejected backend got traffic within fail_timeout\n{}",
+        sy.logs()
+    );
+    assert!(
+        b.app_count() >= 5 && c.app_count() >= 5,
+        "b {} c {}",
+        b.app_count(),
+        c.app_count()
+    );
+
+    // After fail_timeout it takes traffic again (type: none: no probe needed).
+    assert!(
+        poll_until(Duration::from_secs(5), || {
+            client.get("/back", &[]).unwrap().status == 200 && a.app_count() > 1
+        }),
+        "{}",
+        sy.logs()
+    );
+    assert!(
+        failed_at.elapsed() >= Duration::from_millis(1900),
+        "back too early: {:?}",
+        failed_at.elapsed()
+    );
+}
+
+#[test]
+fn passive_ejection_needs_max_fails_failures_within_fail_timeout() {
+    // `a` closes after every answer, so every attempt on it is a fresh
+    // connection (see reset_on_reused_connection_counts_as_passive_failure
+    // for pooled ones).
+    let a = TestBackend::start("a");
+    a.set_reply(Reply {
+        close: true,
+        ..Reply::new(200, "a")
+    });
+    a.set_mode(Mode::Reset);
+    let b = TestBackend::start("b");
+    let sy = Switchyard::start(&config(
+        &[a.url(), b.url()],
+        "passive: {max_fails: 2, fail_timeout: 10s}",
+    ));
+    fail_once(&sy, &a);
+    // One failure of two: still in the rotation.
+    a.set_mode(Mode::Respond);
+    assert!(
+        poll_until(Duration::from_secs(3), || {
+            get(sy.addr(), "/still-in", &[]).status == 200 && a.app_count() > 1
+        }),
+        "backend ejected after 1 of max_fails 2\n{}",
+        sy.logs()
+    );
+    // A second failure within fail_timeout: out for 10 s.
+    a.set_mode(Mode::Reset);
+    let n = a.app_count();
+    assert!(poll_until(Duration::from_secs(3), || {
+        get(sy.addr(), "/fail2", &[]).status == 200 && a.app_count() > n
+    }));
+    a.set_mode(Mode::Respond);
+    for i in 0..10 {
+        assert_eq!(get(sy.addr(), &format!("/out/{i}"), &[]).status, 200);
+    }
+    assert_eq!(
+        a.app_count(),
+        n + 1,
+        "not ejected after 2 failures\n{}",
+        sy.logs()
+    );
+}
+
+#[test]
+fn reset_on_reused_connection_counts_as_passive_failure() {
+    // nginx semantics (SPEC §3): a reset is a failure, also on a keep-alive
+    // connection the backend had already served on. Here the backend reads
+    // the whole request and then resets, so it is not a stale idle close.
+    let a = TestBackend::start("a");
+    let b = TestBackend::start("b");
+    let sy = Switchyard::start(&config(
+        &[a.url(), b.url()],
+        "passive: {max_fails: 1, fail_timeout: 10s}",
+    ));
+    let mut client = Client::connect(sy.addr()).unwrap();
+    // A pooled upstream connection to `a`.
+    assert!(poll_until(Duration::from_secs(3), || {
+        client.get("/warm", &[]).unwrap().status == 200 && a.app_count() > 0
+    }));
+    assert_eq!(a.open_connections(), 1);
+    a.set_mode(Mode::Reset);
+    let n = a.app_count();
+    assert!(poll_until(Duration::from_secs(3), || {
+        let r = client.get("/fail", &[]).unwrap();
+        assert_eq!(r.status, 200, "{:?}\n{}", r.text(), sy.logs());
+        a.app_count() > n
+    }));
+    let failed = a.last_app_request().unwrap();
+    assert_eq!(
+        failed.conn_id, 1,
+        "the failure was on the reused connection"
+    );
+    a.set_mode(Mode::Respond);
+    for i in 0..10 {
+        assert_eq!(client.get(&format!("/out/{i}"), &[]).unwrap().status, 200);
+    }
+    let after: Vec<(String, u64)> = a
+        .app_requests()
+        .iter()
+        .map(|r| (r.target.clone(), r.conn_id))
+        .collect();
+    assert_eq!(
+        a.app_count(),
+        n + 1,
+        "a reset after the request was read on a reused connection did not \
+         eject the backend (max_fails 1); a's requests (target, conn): {after:?}\n{}",
+        sy.logs()
+    );
+}

@@ -1,0 +1,388 @@
+//! Fan-out racing and hedged requests (SPEC §2 `race`, §4).
+
+mod common;
+use common::*;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::{Duration, Instant};
+
+/// A config with one pool `web` (the default pool) of `urls`; `extra` holds
+/// more pool keys, one per line, without indentation. No shutdown grace
+/// period, so that each test's proxy exits at once on drop.
+fn config(urls: &[String], extra: &str) -> String {
+    let mut y = String::from(
+        "server: {pid_file: \"{pid_file}\", upgrade_sock: \"{upgrade_sock}\", \
+         grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1}\n\
+         listen: [{addr: \"{listen}\"}]\n\
+         routing: {default_pool: web}\n\
+         pools:\n  web:\n    health_check: {type: none}\n    backends:\n",
+    );
+    for u in urls {
+        y.push_str(&format!("      - url: \"{u}\"\n"));
+    }
+    for line in extra.lines().filter(|l| !l.trim().is_empty()) {
+        y.push_str(&format!("    {}\n", line.trim()));
+    }
+    y
+}
+
+fn urls(bs: &[&TestBackend]) -> Vec<String> {
+    bs.iter().map(|b| b.url()).collect()
+}
+
+fn body(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    (0..n)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (x >> 33) as u8
+        })
+        .collect()
+}
+
+/// A backend answering `status` with body `NAME STATUS` after `delay`.
+fn backend(name: &str, status: u16, delay_ms: u64) -> TestBackend {
+    let b = TestBackend::start(name);
+    b.set_status(status);
+    b.set_body(format!("{name} {status}"));
+    b.set_delay(Duration::from_millis(delay_ms));
+    b
+}
+
+/// TCP state (`/proc/net/tcp` `st` field, 1 = ESTABLISHED, 8 = CLOSE_WAIT)
+/// of the IPv4 socket `local` → `remote` in this network namespace; None
+/// when there is no such socket (closed, or reset away).
+fn tcp_state(local: SocketAddr, remote: SocketAddr) -> Option<u8> {
+    let parse = |s: &str| -> Option<SocketAddr> {
+        let (ip, port) = s.split_once(':')?;
+        let ip = u32::from_str_radix(ip, 16).ok()?;
+        let port = u16::from_str_radix(port, 16).ok()?;
+        // The kernel prints the address in host byte order of a network-order u32.
+        Some(SocketAddr::from((Ipv4Addr::from(ip.to_le_bytes()), port)))
+    };
+    let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+    table.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        (f.len() > 3 && parse(f[1]) == Some(local) && parse(f[2]) == Some(remote))
+            .then(|| u8::from_str_radix(f[3], 16).ok())
+            .flatten()
+    })
+}
+
+const ESTABLISHED: u8 = 1;
+
+// ---------------------------------------------------------------------------
+// Who wins
+// ---------------------------------------------------------------------------
+
+#[test]
+fn first_terminal_answer_wins_and_every_backend_is_asked() {
+    let a = backend("a", 500, 0);
+    let b = backend("b", 200, 300);
+    let c = backend("c", 200, 1200);
+    let sy = Switchyard::start(&config(&urls(&[&a, &b, &c]), "race: {}"));
+    let start = Instant::now();
+    let r = get(sy.addr(), "/race", &[("X-Probe", "1")]);
+    let took = start.elapsed();
+    assert_eq!(r.status, 200, "{:?}\n{}", r.text(), sy.logs());
+    assert_eq!(r.header("x-backend"), Some("b"), "{}", sy.logs());
+    assert_eq!(r.text(), "b 200");
+    assert!(took >= Duration::from_millis(280), "{took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    // Every backend saw the same request.
+    assert!(
+        poll_until(Duration::from_secs(2), || a.app_count() == 1
+            && b.app_count() == 1
+            && c.app_count() == 1),
+        "a {} b {} c {}\n{}",
+        a.app_count(),
+        b.app_count(),
+        c.app_count(),
+        sy.logs()
+    );
+    for x in [&a, &b, &c] {
+        let req = x.last_app_request().unwrap();
+        assert_eq!((req.method.as_str(), req.target.as_str()), ("GET", "/race"));
+        assert_eq!(req.header("x-probe"), Some("1"));
+    }
+    // One request id for all three copies.
+    let id = a
+        .last_app_request()
+        .unwrap()
+        .header("x-request-id")
+        .map(String::from);
+    assert!(id.is_some());
+    assert_eq!(
+        b.last_app_request().unwrap().header("x-request-id"),
+        id.as_deref()
+    );
+    assert_eq!(
+        c.last_app_request().unwrap().header("x-request-id"),
+        id.as_deref()
+    );
+}
+
+#[test]
+fn no_terminal_answer_gives_the_last_5xx_from_a_backend() {
+    let a = backend("a", 500, 0);
+    let b = backend("b", 502, 150);
+    let c = backend("c", 503, 400);
+    let sy = Switchyard::start(&config(&urls(&[&a, &b, &c]), "race: {}"));
+    for _ in 0..2 {
+        let r = get(sy.addr(), "/bad", &[]);
+        assert_eq!(r.status, 503, "{:?}\n{}", r.text(), sy.logs());
+        assert_eq!(
+            r.header("x-backend"),
+            Some("c"),
+            "not the backend's own answer"
+        );
+        assert_eq!(r.text(), "c 503");
+    }
+    // 4xx is terminal by default: it wins over a later 200.
+    let d = backend("d", 404, 0);
+    let e = backend("e", 200, 300);
+    let sy = Switchyard::start(&config(&urls(&[&d, &e]), "race: {}"));
+    let r = get(sy.addr(), "/missing", &[]);
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (404, "d 404"),
+        "{}",
+        sy.logs()
+    );
+    // ...unless `terminal` says otherwise.
+    let sy = Switchyard::start(&config(&urls(&[&d, &e]), "race: {terminal: [2xx]}"));
+    let r = get(sy.addr(), "/missing", &[]);
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "e 200"),
+        "{}",
+        sy.logs()
+    );
+}
+
+#[test]
+fn dead_backend_in_race_pool_does_not_hurt() {
+    let a = backend("a", 200, 0);
+    let b = backend("b", 200, 0);
+    // Passive ejection off, so the dead backend is asked every time.
+    let sy = Switchyard::start(&config(
+        &[dead_url(), a.url(), b.url()],
+        "race: {}\npassive: {max_fails: 0}",
+    ));
+    let mut client = Client::connect(sy.addr()).unwrap();
+    for i in 0..20 {
+        let r = client.get(&format!("/x/{i}"), &[]).unwrap();
+        assert_eq!(r.status, 200, "#{i}: {:?}\n{}", r.text(), sy.logs());
+    }
+    let r = client.request("POST", "/p", &[], b"payload").unwrap();
+    assert_eq!(r.status, 200, "{:?}\n{}", r.text(), sy.logs());
+}
+
+#[test]
+fn race_post_body_arrives_byte_identical_at_every_backend() {
+    // Small delays so that every copy is read completely before a winner
+    // is chosen and the others are cancelled.
+    let a = backend("a", 200, 100);
+    let b = backend("b", 200, 200);
+    let c = backend("c", 200, 300);
+    let sy = Switchyard::start(&config(&urls(&[&a, &b, &c]), "race: {}"));
+    let payload = body(42, 20_000);
+    let r = request(sy.addr(), "POST", "/upload", &[], &payload);
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "a 200"),
+        "{}",
+        sy.logs()
+    );
+    // Chunked from the client: replayed with an exact Content-Length.
+    let chunked = body(43, 20_000);
+    let r = request(
+        sy.addr(),
+        "POST",
+        "/chunked",
+        &[("Transfer-Encoding", "chunked")],
+        &chunked,
+    );
+    assert_eq!(r.status, 200, "{:?}\n{}", r.text(), sy.logs());
+    assert!(
+        poll_until(Duration::from_secs(3), || [&a, &b, &c]
+            .iter()
+            .all(|x| x.app_count() == 2)),
+        "{}",
+        sy.logs()
+    );
+    for x in [&a, &b, &c] {
+        let reqs = x.app_requests();
+        for (req, sent) in reqs.iter().zip([&payload, &chunked]) {
+            assert_eq!(req.method, "POST");
+            assert_eq!(req.body.len(), sent.len(), "{} {}", x.name(), req.target);
+            assert!(
+                &req.body == sent,
+                "{} {}: body differs",
+                x.name(),
+                req.target
+            );
+            assert_eq!(req.header("content-length"), Some("20000"));
+        }
+    }
+}
+
+#[test]
+fn bodies_above_race_max_body_go_to_one_backend() {
+    let bs: Vec<TestBackend> = ["a", "b", "c"].iter().map(|n| backend(n, 200, 0)).collect();
+    let refs: Vec<&TestBackend> = bs.iter().collect();
+    let sy = Switchyard::start(&config(&urls(&refs), "race: {max_body: 1KiB}"));
+    let big = body(1, 4096);
+    let r = request(sy.addr(), "POST", "/big", &[], &big);
+    assert_eq!(r.status, 200, "{:?}\n{}", r.text(), sy.logs());
+    // A small one is raced, for contrast.
+    let r = request(sy.addr(), "POST", "/small", &[], b"tiny");
+    assert_eq!(r.status, 200);
+    assert!(poll_until(Duration::from_secs(2), || refs
+        .iter()
+        .map(|b| b.path_count("/small"))
+        .sum::<usize>()
+        == 3));
+    let big_seen: usize = refs.iter().map(|b| b.path_count("/big")).sum();
+    assert_eq!(big_seen, 1, "{}", sy.logs());
+    let got = refs
+        .iter()
+        .flat_map(|b| b.app_requests())
+        .find(|r| r.target == "/big")
+        .unwrap();
+    assert!(got.body == big);
+}
+
+// ---------------------------------------------------------------------------
+// Hedging
+// ---------------------------------------------------------------------------
+
+#[test]
+fn hedged_requests_to_fast_backends_ask_only_one() {
+    let bs: Vec<TestBackend> = ["a", "b", "c"].iter().map(|n| backend(n, 200, 0)).collect();
+    let refs: Vec<&TestBackend> = bs.iter().collect();
+    let sy = Switchyard::start(&config(&urls(&refs), "race: {hedge_delay: 300ms}"));
+    let mut client = Client::connect(sy.addr()).unwrap();
+    for i in 0..9 {
+        let r = client.get(&format!("/h/{i}"), &[]).unwrap();
+        assert_eq!(r.status, 200, "{:?}\n{}", r.text(), sy.logs());
+    }
+    // Give a stray hedge a chance to show up before counting.
+    std::thread::sleep(Duration::from_millis(400));
+    let seen: Vec<usize> = refs.iter().map(|b| b.app_count()).collect();
+    assert_eq!(
+        seen.iter().sum::<usize>(),
+        9,
+        "per backend {seen:?}\n{}",
+        sy.logs()
+    );
+    // The first pick rotates (round robin).
+    assert!(seen.iter().all(|n| *n >= 1), "per backend {seen:?}");
+}
+
+#[test]
+fn hedge_asks_the_next_backend_after_hedge_delay() {
+    let s = backend("s", 200, 1500);
+    let f = backend("f", 200, 0);
+    let sy = Switchyard::start(&config(&urls(&[&s, &f]), "race: {hedge_delay: 300ms}"));
+    let mut s_first = 0;
+    for i in 0..4 {
+        let (s0, f0) = (s.app_count(), f.app_count());
+        let start = Instant::now();
+        let r = get(sy.addr(), &format!("/h/{i}"), &[]);
+        let took = start.elapsed();
+        assert_eq!(r.status, 200, "{:?}\n{}", r.text(), sy.logs());
+        assert_eq!(r.header("x-backend"), Some("f"), "#{i} took {took:?}");
+        assert!(took < Duration::from_secs(1), "#{i} took {took:?}");
+        assert_eq!(f.app_count(), f0 + 1);
+        if s.app_count() > s0 {
+            // s was asked first; f only after the hedge delay.
+            s_first += 1;
+            assert!(took >= Duration::from_millis(250), "#{i} took {took:?}");
+        }
+    }
+    assert!(
+        s_first >= 1,
+        "the first pick never rotated to s\n{}",
+        sy.logs()
+    );
+    assert!(s.app_count() <= 2, "s saw {} of 4", s.app_count());
+}
+
+// ---------------------------------------------------------------------------
+// Losers and failures
+// ---------------------------------------------------------------------------
+
+#[test]
+fn cancelled_losers_connections_are_closed_not_drained() {
+    let a = backend("a", 500, 0);
+    let b = backend("b", 200, 300);
+    let c = backend("c", 200, 1200);
+    let sy = Switchyard::start(&config(&urls(&[&a, &b, &c]), "race: {}"));
+    let addr = sy.addr();
+    let t = std::thread::spawn(move || {
+        let start = Instant::now();
+        (get(addr, "/race", &[]), Instant::now(), start.elapsed())
+    });
+    // While the race runs, c holds the request on an open connection.
+    assert!(poll_until(Duration::from_secs(2), || c.app_count() == 1));
+    let peer = c.last_app_request().unwrap().peer;
+    assert_eq!(tcp_state(c.addr(), peer), Some(ESTABLISHED));
+    let (r, answered_at, took) = t.join().unwrap();
+    assert_eq!(r.header("x-backend"), Some("b"), "{}", sy.logs());
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    // Well before c would answer (1.2 s after it got the request), the proxy
+    // has closed its end of c's connection.
+    assert!(
+        poll_until(Duration::from_millis(500), || tcp_state(c.addr(), peer)
+            != Some(ESTABLISHED)),
+        "c's connection is still open {:?} after the answer (state {:?})\n{}",
+        answered_at.elapsed(),
+        tcp_state(c.addr(), peer),
+        sy.logs()
+    );
+    // Once c gives up its (discarded) answer, nothing of it stays open.
+    assert!(
+        poll_until(Duration::from_secs(3), || c.open_connections() == 0),
+        "{}",
+        sy.logs()
+    );
+    // The winner's connection is kept alive for reuse.
+    assert_eq!(b.open_connections(), 1, "{}", sy.logs());
+}
+
+#[test]
+fn race_with_every_backend_dead_gives_502() {
+    let dead: Vec<String> = (0..3).map(|_| dead_url()).collect();
+    let sy = Switchyard::start(&config(&dead, "race: {}"));
+    let r = get(sy.addr(), "/x", &[]);
+    assert_eq!(r.status, 502, "{:?}\n{}", r.text(), sy.logs());
+    assert_eq!(r.header("x-backend"), None);
+    let v = r.json();
+    assert_eq!(v["error"], "every upstream attempt failed", "{v}");
+    assert_eq!(v["pool"], "web", "{v}");
+    assert_eq!(v["attempts"], 3, "{v}");
+}
+
+#[test]
+fn race_deadline_gives_504() {
+    let bs: Vec<TestBackend> = ["a", "b"].iter().map(|n| backend(n, 200, 3000)).collect();
+    let refs: Vec<&TestBackend> = bs.iter().collect();
+    let sy = Switchyard::start(&config(
+        &urls(&refs),
+        "race: {}\ntimeouts: {request: 500ms}",
+    ));
+    let start = Instant::now();
+    let r = get(sy.addr(), "/slow", &[]);
+    let took = start.elapsed();
+    assert_eq!(r.status, 504, "{:?}\n{}", r.text(), sy.logs());
+    assert_eq!(r.header("x-backend"), None);
+    assert_eq!(r.json()["error"], "upstream timed out");
+    assert!(took >= Duration::from_millis(450), "{took:?}");
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+    assert_eq!(refs.iter().map(|b| b.app_count()).sum::<usize>(), 2);
+}
