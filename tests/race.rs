@@ -233,7 +233,12 @@ fn race_post_body_arrives_byte_identical_at_every_backend() {
 
 #[test]
 fn bodies_above_race_max_body_go_to_one_backend() {
-    let bs: Vec<TestBackend> = ["a", "b", "c"].iter().map(|n| backend(n, 200, 0)).collect();
+    // Answers take 200 ms so that every raced request reaches its backend
+    // before the winner's answer cancels the others.
+    let bs: Vec<TestBackend> = ["a", "b", "c"]
+        .iter()
+        .map(|n| backend(n, 200, 200))
+        .collect();
     let refs: Vec<&TestBackend> = bs.iter().collect();
     let sy = Switchyard::start(&config(&urls(&refs), "race: {max_body: 1KiB}"));
     let big = body(1, 4096);

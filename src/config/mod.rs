@@ -38,7 +38,7 @@ pub struct Config {
 /// `server:` after defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSettings {
-    /// Worker threads per service (default 1).
+    /// Worker threads of the proxy (default: one per CPU).
     pub threads: usize,
     /// PID file (default `/tmp/switchyard.pid`).
     pub pid_file: String,

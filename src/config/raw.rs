@@ -35,7 +35,7 @@ pub struct RawConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
-    /// Worker threads per service (default 1).
+    /// Worker threads of the proxy (default: one per CPU).
     pub threads: Option<usize>,
     /// PID file written at start (default `/tmp/switchyard.pid`).
     pub pid_file: Option<String>,

@@ -122,7 +122,10 @@ fn known(raw: &RawConfig) -> String {
 
 fn server(raw: &RawConfig, errs: &mut Vec<ConfigError>) -> ServerSettings {
     let s = &raw.server;
-    let threads = s.threads.unwrap_or(1);
+    // like nginx's `worker_processes auto` and HAProxy's nbthread default
+    let threads = s
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     if threads == 0 {
         errs.push(ConfigError::new("server.threads", "must be at least 1"));
     }

@@ -91,22 +91,35 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Ports handed out in this test binary, by [`free_port`] or bound by a
+/// [`TestBackend`]; none is handed out twice.
+fn handed_out() -> &'static Mutex<HashSet<u16>> {
+    static HANDED_OUT: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    HANDED_OUT.get_or_init(|| Mutex::new(HashSet::new()))
+}
+
+/// Binds `127.0.0.1:0` to a port never handed out before in this test
+/// binary (so a port released by [`free_port`] for another test's proxy or
+/// dead backend is never reused here), and records it.
+fn bind_fresh() -> TcpListener {
+    let mut parked = Vec::new(); // keep stale ports bound so the OS picks others
+    for _ in 0..100 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = l.local_addr().expect("local addr").port();
+        if lock(handed_out()).insert(port) {
+            return l;
+        }
+        parked.push(l);
+    }
+    panic!("bind_fresh: no fresh port after 100 tries");
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago (bind `:0`, read the
 /// port, drop the listener). Never returns the same port twice in one test
-/// binary, so parallel tests do not collide.
+/// binary, and never one a [`TestBackend`] holds, so parallel tests do not
+/// collide.
 pub fn free_port() -> u16 {
-    static HANDED_OUT: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
-    let set = HANDED_OUT.get_or_init(|| Mutex::new(HashSet::new()));
-    for _ in 0..100 {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("bind 127.0.0.1:0")
-            .port();
-        if lock(set).insert(port) {
-            return port;
-        }
-    }
-    panic!("free_port: no fresh port after 100 tries");
+    bind_fresh().local_addr().expect("local addr").port()
 }
 
 /// An address on 127.0.0.1 that refuses connections (a port that was just
@@ -901,7 +914,7 @@ pub struct TestBackend {
 impl TestBackend {
     /// Starts a backend named `name` on `127.0.0.1:0`.
     pub fn start(name: &str) -> TestBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind test backend");
+        let listener = bind_fresh();
         let addr = listener.local_addr().expect("local_addr");
         let inner = Arc::new(Inner {
             name: name.to_string(),
@@ -1488,7 +1501,10 @@ impl SwitchyardBuilder {
 /// section with private pid/socket paths when the YAML has none.
 pub fn expand_config(yaml: &str, dir: &Path, port: u16, admin_port: u16) -> String {
     let d = dir.display().to_string();
-    let server = format!("server: {{ pid_file: \"{d}/sy.pid\", upgrade_sock: \"{d}/sy.sock\" }}");
+    // no grace period: tests stop switchyard with SIGTERM and should not wait 5 s
+    let server = format!(
+        "server: {{ pid_file: \"{d}/sy.pid\", upgrade_sock: \"{d}/sy.sock\", grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }}"
+    );
     let mut text = yaml
         .replace("{listen}", &format!("127.0.0.1:{port}"))
         .replace("{port}", &port.to_string())

@@ -1,0 +1,359 @@
+//! Integration tests of the `switchyard` command line (SPEC §1–§2): `-t` on
+//! good and bad files, quick mode (`--backends`, `SWITCHYARD_BACKENDS`) and
+//! the exit codes for bad flags and a listen port in use.
+
+mod common;
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use common::*;
+
+/// Runs `switchyard -t -c DIR/NAME` on `yaml` written verbatim (no
+/// placeholder expansion, so line numbers are exactly those of `yaml`).
+/// Returns the output and the path as passed on the command line.
+fn check(name: &str, yaml: &str) -> (Output, String) {
+    let dir = TempDir::new();
+    let path = dir.join(name);
+    std::fs::write(&path, yaml).expect("write config");
+    let out = check_config_file(&path);
+    assert!(
+        !out.stderr.contains("panicked") && !out.stderr.contains("RUST_BACKTRACE"),
+        "panic on {name}: {out:?}"
+    );
+    (out, path.display().to_string())
+}
+
+/// Asserts a rejected config: exit 1, nothing claiming success, and every
+/// one of `needles` in stderr.
+fn assert_rejected(out: &Output, needles: &[&str]) {
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(!out.stdout.contains("configuration ok"), "{out:?}");
+    for n in needles {
+        assert!(
+            out.stderr.contains(n),
+            "stderr lacks {n:?}:\n{}",
+            out.stderr
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// -t
+// ---------------------------------------------------------------------------
+
+#[test]
+fn check_accepts_a_good_file() {
+    // -t starts nothing: a listen port in use does not matter.
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap();
+    let (out, _) = check(
+        "good.yaml",
+        &format!(
+            "listen: [{{addr: \"{addr}\"}}]\n\
+             routing: {{header: X-Pool, default_pool: web}}\n\
+             pools:\n  \
+             web:\n    strategy: least_conn\n    fallback: legacy\n    \
+             backends:\n      - url: http://127.0.0.1:8001\n        weight: 3\n      \
+             - url: http://127.0.0.1:8002\n        enabled: false\n        name: web-2\n    \
+             health_check: {{type: http, path: /health, interval: 100ms, timeout: 1s, rise: 1, fall: 2}}\n    \
+             timeouts: {{connect: 2s, read: 30s, request: 1m}}\n    \
+             retries: {{attempts: 2, on: [connect_failure, http_502], max_body: 16KiB}}\n  \
+             legacy:\n    strategy: consistent\n    hash_key: \"header:X-User\"\n    \
+             backends: [{{url: \"http://127.0.0.1:8003\"}}]\n"
+        ),
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.trim(), "configuration ok", "{out:?}");
+}
+
+#[test]
+fn check_unknown_key_names_key_path_and_line() {
+    let yaml = "listen: [{addr: \"127.0.0.1:18080\"}]\n\
+                routing: {default_pool: web}\n\
+                pools:\n  \
+                web:\n    \
+                backends:\n      \
+                - url: http://127.0.0.1:8001\n        \
+                wieght: 3\n";
+    let (out, path) = check("typo.yaml", yaml);
+    assert_rejected(
+        &out,
+        &[&format!("{path}:7:"), "pools.web.backends[0]", "wieght"],
+    );
+
+    // A top-level typo too.
+    let (out, path) = check(
+        "top.yaml",
+        "listen: [{addr: \"127.0.0.1:18080\"}]\nrouteing: {default_pool: web}\n\
+         pools:\n  web: {backends: [{url: \"http://127.0.0.1:8001\"}]}\n",
+    );
+    assert_rejected(&out, &[&format!("{path}:2:"), "routeing"]);
+}
+
+#[test]
+fn check_bad_url() {
+    let (out, path) = check(
+        "url.yaml",
+        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
+         pools:\n  \
+         web:\n    \
+         backends:\n      \
+         - url: http://127.0.0.1:8001\n      \
+         - url: \"127.0.0.1 port 8002\"\n",
+    );
+    assert_rejected(
+        &out,
+        &[
+            &format!("{path}:6:"),
+            "pools.web.backends[1].url",
+            "127.0.0.1 port 8002",
+        ],
+    );
+}
+
+#[test]
+fn check_unknown_default_pool() {
+    let (out, path) = check(
+        "default.yaml",
+        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
+         routing: {default_pool: wbe}\n\
+         pools:\n  web: {backends: [{url: \"http://127.0.0.1:8001\"}]}\n",
+    );
+    assert_rejected(&out, &[&path, "routing.default_pool", "wbe"]);
+}
+
+#[test]
+fn check_yaml_syntax_error_with_line() {
+    let (out, path) = check(
+        "syntax.yaml",
+        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
+         routing: {default_pool: web}\n\
+         pools:\n  \
+         web:\n    \
+         backends: [{url: \"http://127.0.0.1:8001\"}\n  \
+         other: x\n",
+    );
+    // The unclosed `[` is on line 5; the parser notices on line 5 or 6.
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("{path}:5:")) || out.stderr.contains(&format!("{path}:6:")),
+        "no line for the syntax error:\n{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn check_fallback_cycle() {
+    let (out, path) = check(
+        "cycle.yaml",
+        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
+         pools:\n  \
+         a: {fallback: b, backends: [{url: \"http://127.0.0.1:8001\"}]}\n  \
+         b: {fallback: c, backends: [{url: \"http://127.0.0.1:8002\"}]}\n  \
+         c: {fallback: a, backends: [{url: \"http://127.0.0.1:8003\"}]}\n",
+    );
+    assert_rejected(&out, &[&path, "fallback", "cycle"]);
+    // An unknown fallback pool is an error too.
+    let (out, path) = check(
+        "fb.yaml",
+        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
+         pools:\n  a: {fallback: nowhere, backends: [{url: \"http://127.0.0.1:8001\"}]}\n",
+    );
+    assert_rejected(&out, &[&path, "pools.a.fallback", "nowhere"]);
+}
+
+#[test]
+fn check_duplicate_backend() {
+    let (out, path) = check(
+        "dup.yaml",
+        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
+         pools:\n  \
+         web:\n    \
+         backends:\n      \
+         - url: http://127.0.0.1:8001\n      \
+         - url: http://127.0.0.1:8001\n",
+    );
+    assert_rejected(
+        &out,
+        &[&format!("{path}:6:"), "pools.web.backends[1]", "duplicate"],
+    );
+}
+
+#[test]
+fn check_reports_every_error_at_once() {
+    let (out, path) = check(
+        "many.yaml",
+        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
+         routing: {default_pool: nope}\n\
+         pools:\n  \
+         web:\n    \
+         fallback: legacy\n    \
+         backends:\n      \
+         - url: http://127.0.0.1:8001\n      \
+         - url: http://127.0.0.1:8001\n      \
+         - url: \"ftp//bad\"\n  \
+         legacy:\n    \
+         fallback: web\n    \
+         hash_key: client_ip\n    \
+         retries: {attempts: 0}\n    \
+         backends: [{url: \"http://127.0.0.1:8002\"}]\n",
+    );
+    assert_rejected(
+        &out,
+        &[
+            &format!("{path}:8:"),
+            "duplicate",
+            &format!("{path}:9:"),
+            "ftp//bad",
+            "routing.default_pool",
+            "cycle",
+            "hash_key",
+            "attempts",
+        ],
+    );
+    let error_lines = out.stderr.lines().filter(|l| l.starts_with(&path)).count();
+    assert!(
+        error_lines >= 6,
+        "{error_lines} error lines:\n{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn check_missing_file_names_it() {
+    let dir = TempDir::new();
+    let path = dir.join("absent.yaml");
+    let out = check_config_file(&path);
+    assert_rejected(&out, &[&path.display().to_string()]);
+    assert!(!out.stderr.contains("panicked"), "{out:?}");
+}
+
+#[test]
+fn invalid_config_at_start_exits_1() {
+    let dir = TempDir::new();
+    let path = dir.join("bad.yaml");
+    std::fs::write(
+        &path,
+        "listen: [{addr: \"127.0.0.1:18080\"}]\npools:\n  web: {backends: [{url: \"nope\"}]}\n",
+    )
+    .unwrap();
+    let out = run_switchyard(&["-c", &path.display().to_string()], &[]);
+    assert_rejected(
+        &out,
+        &[&path.display().to_string(), "pools.web.backends[0].url"],
+    );
+    assert!(!out.stderr.contains("panicked"), "{out:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Quick mode
+// ---------------------------------------------------------------------------
+
+fn assert_quick_mode_routes(sy: &mut Switchyard, api: &TestBackend, web: &TestBackend) {
+    let r = get(sy.addr(), "/q", &[("App-Name", "api")]);
+    assert_eq!(r.status, 200, "{}", sy.logs());
+    assert_eq!(r.header("x-backend"), Some("api"));
+    let r = get(sy.addr(), "/q", &[("App-Name", " API ")]);
+    assert_eq!(r.header("x-backend"), Some("api"));
+    let r = get(sy.addr(), "/q", &[]);
+    assert_eq!(r.status, 200, "{}", sy.logs());
+    assert_eq!(
+        r.header("x-backend"),
+        Some("web"),
+        "no header -> default pool"
+    );
+    let r = get(sy.addr(), "/q", &[("App-Name", "unknown")]);
+    assert_eq!(
+        r.header("x-backend"),
+        Some("web"),
+        "unknown -> default pool"
+    );
+    assert_eq!(api.app_count(), 2);
+    assert_eq!(web.app_count(), 2);
+    // Quick mode has no server settings: shut down without the 5 s grace.
+    sy.kill(Duration::from_millis(200));
+}
+
+#[test]
+fn quick_mode_backends_flag() {
+    let api = TestBackend::start("api");
+    let web = TestBackend::start("web");
+    let mut sy = Switchyard::builder()
+        .backends(&format!("api-{},{}", api.url(), web.url()))
+        .start();
+    assert_quick_mode_routes(&mut sy, &api, &web);
+}
+
+#[test]
+fn quick_mode_backends_env() {
+    let api = TestBackend::start("api");
+    let web = TestBackend::start("web");
+    let mut sy = Switchyard::builder()
+        .env(
+            "SWITCHYARD_BACKENDS",
+            &format!("{}, api-{}", web.url(), api.url()),
+        )
+        .start();
+    assert_quick_mode_routes(&mut sy, &api, &web);
+}
+
+#[test]
+fn quick_mode_bad_list_exits_1() {
+    let out = run_switchyard(&["--backends", "api-127.0.0.1:80", "--port", "0"], &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("127.0.0.1:80"), "{out:?}");
+    assert!(!out.stderr.contains("panicked"), "{out:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Exit codes
+// ---------------------------------------------------------------------------
+
+#[test]
+fn port_in_use_exits_2() {
+    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = holder.local_addr().unwrap().to_string();
+    let b = TestBackend::start("b");
+    let mut sy = Switchyard::builder()
+        .config(&format!(
+            "listen: [{{addr: \"{addr}\"}}]\nrouting: {{default_pool: web}}\n\
+             pools:\n  web: {{backends: [{{url: \"{}\"}}], health_check: {{type: none}}}}\n",
+            b.url()
+        ))
+        .ready(Ready::NoWait)
+        .start();
+    assert_eq!(
+        sy.wait_exit(Duration::from_secs(15)),
+        Some(2),
+        "{}",
+        sy.logs()
+    );
+    let err = sy.stderr();
+    assert!(err.contains(&addr), "message does not name {addr}:\n{err}");
+    assert!(err.to_ascii_lowercase().contains("in use"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    // Quick mode on a port in use (0.0.0.0:PORT).
+    let holder = TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = holder.local_addr().unwrap().port().to_string();
+    let out = run_switchyard(&["--backends", &b.url(), "--port", &port], &[]);
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.stderr.contains(&port), "{out:?}");
+    assert!(!out.stderr.contains("panicked"), "{out:?}");
+}
+
+#[test]
+fn bad_flag_exits_1() {
+    for args in [
+        &["--bogus"][..],
+        &["--port", "not-a-port"],
+        &["-c"],
+        &["-t", "--config"],
+    ] {
+        let out = run_switchyard(args, &[]);
+        assert_eq!(out.code, 1, "{args:?}: {out:?}");
+        assert!(!out.stderr.trim().is_empty(), "{args:?}: no message");
+        assert!(!out.stderr.contains("panicked"), "{args:?}: {out:?}");
+    }
+}
