@@ -43,6 +43,9 @@ impl HealthCheck for GatedCheck {
     }
 
     async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        if let Some(state) = state_of(target) {
+            state.set_healthy(healthy);
+        }
         self.inner.health_status_change(target, healthy).await
     }
 

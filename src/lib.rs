@@ -35,9 +35,11 @@
 #![deny(rust_2018_idioms)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod health;
+pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod race;

@@ -174,6 +174,7 @@ pub async fn run(
     let (backend, peer, up, resp) = chosen;
     ctx.attempt_pool = Some(pool.clone());
     ctx.inflight = crate::pool::state_of(&backend).map(|s| s.start_request());
+    ctx.served = crate::pool::state_of(&backend).cloned();
     ctx.backend = Some(backend);
     relay(session, connector, &peer, up, resp, deadline).await
 }

@@ -7,7 +7,9 @@
 //! chosen, and only then is the table published. Requests in flight keep the
 //! table they started with.
 
+use crate::admin::AdminState;
 use crate::config::{self, Config, ConfigErrors};
+use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
@@ -16,7 +18,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use pingora_core::services::ServiceReadyNotifier;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 /// Builds the table for `config`, reusing backend state from `previous`.
@@ -42,26 +44,57 @@ pub async fn activate(table: &RouteTable) {
     }
 }
 
-/// Reloads the configuration file into the live route table.
+/// Why a reload or an admin change was not applied.
+#[derive(Debug)]
+pub enum ReloadError {
+    /// The file is invalid (every error).
+    Config(ConfigErrors),
+    /// The admin change was refused (status, message).
+    Refused(u16, String),
+    /// The admin state could not be saved.
+    State(String),
+}
+
+impl std::fmt::Display for ReloadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ReloadError::Config(e) => write!(f, "{e}"),
+            ReloadError::Refused(_, m) | ReloadError::State(m) => f.write_str(m),
+        }
+    }
+}
+
+/// What the live table is built from: the file as last loaded, plus the
+/// admin changes on top.
+struct Sources {
+    file: Arc<Config>,
+    state: AdminState,
+}
+
+/// Applies configuration changes to the live route table: file reloads
+/// (SIGHUP, `POST /reload`) and admin API changes, one at a time.
 pub struct Reloader {
     path: Option<PathBuf>,
     routes: Arc<ArcSwap<RouteTable>>,
-    lock: tokio::sync::Mutex<()>,
-    /// Successful reloads.
-    pub ok: AtomicU64,
-    /// Rejected reloads (invalid file).
-    pub errors: AtomicU64,
+    metrics: Arc<Metrics>,
+    sources: tokio::sync::Mutex<Sources>,
 }
 
 impl Reloader {
-    /// A reloader of `path` (`None` in quick mode: nothing to reload).
-    pub fn new(path: Option<PathBuf>, routes: Arc<ArcSwap<RouteTable>>) -> Self {
+    /// A reloader of `path` (`None` in quick mode: nothing to reload) whose
+    /// live table was built from `file` with `state` applied.
+    pub fn new(
+        path: Option<PathBuf>,
+        routes: Arc<ArcSwap<RouteTable>>,
+        metrics: Arc<Metrics>,
+        file: Arc<Config>,
+        state: AdminState,
+    ) -> Self {
         Reloader {
             path,
             routes,
-            lock: tokio::sync::Mutex::new(()),
-            ok: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
+            metrics,
+            sources: tokio::sync::Mutex::new(Sources { file, state }),
         }
     }
 
@@ -71,37 +104,74 @@ impl Reloader {
     }
 
     /// Re-reads the file; if valid, builds, probes and publishes the new
-    /// table. On error the old table stays and the errors are returned.
-    pub async fn reload(&self) -> Result<(), ConfigErrors> {
-        let _serial = self.lock.lock().await;
+    /// table (admin changes applied). On error the old table stays.
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        let mut sources = self.sources.lock().await;
         let Some(path) = &self.path else {
-            return Err(ConfigErrors {
-                source: "--backends".into(),
-                errors: vec![config::ConfigError::new(
-                    "",
-                    "quick mode has no configuration file to reload",
-                )],
-            });
+            return Err(ReloadError::Refused(
+                400,
+                "quick mode has no configuration file to reload".into(),
+            ));
         };
-        let config = match config::load(path) {
-            Ok(c) => c,
+        let file = match config::load(path) {
+            Ok(c) => Arc::new(c),
             Err(e) => {
-                self.errors.fetch_add(1, Relaxed);
-                return Err(e);
+                self.metrics.reloads_error.fetch_add(1, Relaxed);
+                return Err(ReloadError::Config(e));
             }
         };
         let old = self.routes.load_full();
-        if config.listen != old.config.listen || config.server != old.config.server {
+        if file.listen != old.config.listen
+            || file.server != old.config.server
+            || file.admin.as_ref().map(|a| &a.listen)
+                != old.config.admin.as_ref().map(|a| &a.listen)
+        {
             log::warn!(
-                "reload: changes to `listen` or `server` take effect only after a binary upgrade (systemctl reload)"
+                "reload: changes to `listen`, `server` or `admin.listen` take effect only after a binary upgrade (systemctl reload)"
             );
         }
-        let table = build_table(Arc::new(config), Some(&old));
-        activate(&table).await;
-        self.routes.store(Arc::new(table));
-        self.ok.fetch_add(1, Relaxed);
+        self.publish(&file, &sources.state, &old).await;
+        sources.file = file;
+        self.metrics.reloads_ok.fetch_add(1, Relaxed);
         log::info!("configuration reloaded from {}", path.display());
         Ok(())
+    }
+
+    /// Applies an admin change: `change` edits a copy of the admin state
+    /// (seeing the live configuration) or refuses; the new state is saved to
+    /// `admin.state_file`, then the table is rebuilt and published.
+    pub async fn change(
+        &self,
+        change: impl FnOnce(&mut AdminState, &Config) -> Result<(), ReloadError>,
+    ) -> Result<(), ReloadError> {
+        let mut sources = self.sources.lock().await;
+        let old = self.routes.load_full();
+        let mut state = sources.state.clone();
+        change(&mut state, &old.config)?;
+        if let Some(path) = old
+            .config
+            .admin
+            .as_ref()
+            .and_then(|a| a.state_file.as_ref())
+        {
+            state
+                .save(std::path::Path::new(path))
+                .map_err(ReloadError::State)?;
+        }
+        self.publish(&sources.file, &state, &old).await;
+        sources.state = state;
+        self.metrics.reloads_ok.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    async fn publish(&self, file: &Config, state: &AdminState, old: &RouteTable) {
+        let (effective, warnings) = state.apply(file);
+        for w in warnings {
+            log::warn!("{w}");
+        }
+        let table = build_table(Arc::new(effective), Some(old));
+        activate(&table).await;
+        self.routes.store(Arc::new(table));
     }
 }
 

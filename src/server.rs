@@ -3,14 +3,17 @@
 //! `Server`, which then owns the lifecycle (daemon, pid file, upgrade
 //! socket, SIGQUIT/SIGTERM/SIGINT).
 
+use crate::admin::{AdminApi, AdminState};
 use crate::cli::{Args, EXIT_START};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::{build_table, Control, Reloader};
 use arc_swap::ArcSwap;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -42,9 +45,10 @@ pub fn server_conf(config: &Config, daemon: bool) -> ServerConf {
 /// clear error (exit 2) rather than a failure inside pingora's service.
 /// Skipped on upgrade, where the sockets come from the running instance.
 fn preflight(config: &Config) -> Result<(), String> {
-    for l in &config.listen {
-        if let Err(e) = std::net::TcpListener::bind(&l.addr) {
-            return Err(format!("cannot listen on {}: {e}", l.addr));
+    let admin = config.admin.as_ref().map(|a| a.listen.as_str());
+    for addr in config.listen.iter().map(|l| l.addr.as_str()).chain(admin) {
+        if let Err(e) = std::net::TcpListener::bind(addr) {
+            return Err(format!("cannot listen on {addr}: {e}"));
         }
     }
     Ok(())
@@ -67,14 +71,41 @@ pub fn run(args: &Args, config: Config, path: Option<PathBuf>) -> ExitCode {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let config = Arc::new(config);
+    let file = Arc::new(config);
+    let state = match file.admin.as_ref().and_then(|a| a.state_file.as_ref()) {
+        Some(p) => match AdminState::load(std::path::Path::new(p)) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("switchyard: {e}");
+                return ExitCode::from(crate::cli::EXIT_CONFIG);
+            }
+        },
+        None => AdminState::default(),
+    };
+    let (effective, warnings) = state.apply(&file);
+    for w in warnings {
+        log::warn!("{w}");
+    }
+    let config = Arc::new(effective);
+    let metrics = Arc::new(Metrics::default());
     let routes = Arc::new(ArcSwap::from_pointee(build_table(config.clone(), None)));
-    let reloader = Arc::new(Reloader::new(path, routes.clone()));
+    let reloader = Arc::new(Reloader::new(
+        path,
+        routes.clone(),
+        metrics.clone(),
+        file,
+        state,
+    ));
 
-    let control = background_service("switchyard control", Control { reloader });
+    let control = background_service(
+        "switchyard control",
+        Control {
+            reloader: reloader.clone(),
+        },
+    );
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        Proxy::new(routes, &server.configuration),
+        Proxy::new(routes, &server.configuration, metrics.clone()),
         "switchyard proxy",
     );
     for l in &config.listen {
@@ -83,6 +114,14 @@ pub fn run(args: &Args, config: Config, path: Option<PathBuf>) -> ExitCode {
     let control = server.add_service(control);
     let proxy = server.add_service(proxy);
     proxy.add_dependency(&control);
+    if let Some(a) = &config.admin {
+        let mut admin = Service::new(
+            "switchyard admin".to_string(),
+            AdminApi::new(reloader, metrics, a.token.clone()),
+        );
+        admin.add_tcp(&a.listen);
+        server.add_service(admin).add_dependency(&control);
+    }
     log::info!(
         "switchyard starting: {} pool(s), listening on {}",
         config.pools.len(),

@@ -11,7 +11,7 @@ pub mod raw;
 pub mod units;
 mod validate;
 
-pub use validate::validate;
+pub use validate::{backend_from_url, validate};
 
 use http::HeaderName;
 use std::collections::BTreeMap;
@@ -33,6 +33,30 @@ pub struct Config {
     pub pools: BTreeMap<String, PoolConfig>,
     /// Access log settings.
     pub log: LogSettings,
+    /// Admin API; `None` means no admin listener.
+    pub admin: Option<AdminSettings>,
+}
+
+/// `admin:` after checks.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    /// `host:port` of the admin listener.
+    pub listen: String,
+    /// The bearer token every endpoint but `/healthz` requires; `None` is
+    /// no auth (the listener is then loopback-only).
+    pub token: Option<String>,
+    /// File keeping admin changes; `None` keeps them in memory only.
+    pub state_file: Option<String>,
+}
+
+impl fmt::Debug for AdminSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdminSettings")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("state_file", &self.state_file)
+            .finish()
+    }
 }
 
 /// `server:` after defaults.

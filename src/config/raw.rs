@@ -29,6 +29,22 @@ pub struct RawConfig {
     /// Access log settings.
     #[serde(default)]
     pub log: RawLog,
+    /// Admin API; absent means no admin listener.
+    pub admin: Option<RawAdmin>,
+}
+
+/// `admin:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// `host:port` of the admin listener.
+    pub listen: String,
+    /// Environment variable holding the bearer token.
+    pub token_env: Option<String>,
+    /// File holding the bearer token.
+    pub token_file: Option<String>,
+    /// Where admin changes are kept across reloads, restarts and upgrades.
+    pub state_file: Option<String>,
 }
 
 /// `server:`: mapped onto pingora's `ServerConf`.

@@ -94,6 +94,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     fallback_cycles(&raw, &mut errs);
 
     let log = log(&raw, &mut errs);
+    let admin = raw.admin.as_ref().map(|a| admin(a, &mut errs));
 
     if errs.is_empty() {
         Ok(Config {
@@ -105,9 +106,70 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
             },
             pools,
             log,
+            admin,
         })
     } else {
         Err(errs)
+    }
+}
+
+fn admin(a: &super::raw::RawAdmin, errs: &mut Vec<ConfigError>) -> AdminSettings {
+    let addr = a.listen.to_socket_addrs().ok().and_then(|mut x| x.next());
+    if addr.is_none() {
+        errs.push(ConfigError::new(
+            "admin.listen",
+            format!("{:?} is not host:port", a.listen),
+        ));
+    }
+    let token = match (&a.token_env, &a.token_file) {
+        (Some(_), Some(_)) => {
+            errs.push(ConfigError::new(
+                "admin",
+                "set token_env or token_file, not both",
+            ));
+            None
+        }
+        (Some(var), None) => match std::env::var(var) {
+            Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+            _ => {
+                errs.push(ConfigError::new(
+                    "admin.token_env",
+                    format!("environment variable {var} is unset or empty"),
+                ));
+                None
+            }
+        },
+        (None, Some(path)) => match std::fs::read_to_string(path) {
+            Ok(t) if !t.trim().is_empty() => Some(t.trim().to_string()),
+            Ok(_) => {
+                errs.push(ConfigError::new(
+                    "admin.token_file",
+                    format!("{path} is empty"),
+                ));
+                None
+            }
+            Err(e) => {
+                errs.push(ConfigError::new(
+                    "admin.token_file",
+                    format!("cannot read {path}: {e}"),
+                ));
+                None
+            }
+        },
+        (None, None) => {
+            if addr.is_some_and(|a| !a.ip().is_loopback()) {
+                errs.push(ConfigError::new(
+                    "admin.listen",
+                    "without token_env or token_file the admin API must listen on a loopback address",
+                ));
+            }
+            None
+        }
+    };
+    AdminSettings {
+        listen: a.listen.clone(),
+        token,
+        state_file: a.state_file.clone(),
     }
 }
 
@@ -391,6 +453,23 @@ pub(crate) fn parse_url(url: &str) -> Result<(String, String, u16, bool), String
     }
     let scheme = if tls { "https" } else { "http" };
     Ok((format!("{scheme}://{host}:{port}"), host, port, tls))
+}
+
+/// A validated backend from a URL and weight (the admin API's `POST /backends`).
+pub fn backend_from_url(url: &str, weight: Option<usize>) -> Result<BackendConfig, String> {
+    let raw = RawBackend {
+        url: url.to_string(),
+        weight,
+        enabled: None,
+        name: None,
+    };
+    let mut errs = Vec::new();
+    backend(&raw, "", &mut errs).ok_or_else(|| {
+        errs.into_iter()
+            .map(|e| e.message)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
 }
 
 fn backend(b: &RawBackend, path: &str, errs: &mut Vec<ConfigError>) -> Option<BackendConfig> {

@@ -8,6 +8,7 @@
 
 use super::passive::Ejection;
 use crate::config::PassivePolicy;
+use crate::metrics::{AttemptResult, StatusCounts};
 use pingora_load_balancing::Backend;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -30,6 +31,13 @@ pub struct BackendState {
     failures: AtomicU64,
     /// Passive ejection state.
     pub ejection: Ejection,
+    /// Whether pingora's active check calls it healthy (mirrored from the
+    /// check's status-change callback).
+    healthy: AtomicBool,
+    /// Responses of requests it served, by status.
+    pub codes: StatusCounts,
+    /// Attempts by result (indexed as [`AttemptResult::ALL`]).
+    attempts: [AtomicU64; 5],
 }
 
 impl BackendState {
@@ -43,6 +51,9 @@ impl BackendState {
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             ejection: Ejection::default(),
+            healthy: AtomicBool::new(true),
+            codes: StatusCounts::default(),
+            attempts: Default::default(),
         }
     }
 
@@ -54,6 +65,28 @@ impl BackendState {
     /// Records a probe result: the first pass admits the backend.
     pub fn set_admitted(&self, admitted: bool) {
         self.admitted.store(admitted, Relaxed);
+    }
+
+    /// Whether the active health check calls it healthy.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Relaxed)
+    }
+
+    /// Mirrors a health flip of the active check.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Relaxed);
+    }
+
+    /// Counts an attempt's result.
+    pub fn record_attempt(&self, result: AttemptResult) {
+        if let Some(i) = AttemptResult::ALL.iter().position(|(r, _)| *r == result) {
+            self.attempts[i].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Attempts with the result at `index` of [`AttemptResult::ALL`].
+    pub fn attempt_count(&self, index: usize) -> u64 {
+        self.attempts.get(index).map_or(0, |c| c.load(Relaxed))
     }
 
     /// Requests in flight now.

@@ -73,6 +73,10 @@ pub struct PoolStats {
     pub race_failed: AtomicU64,
     /// Upstream requests cancelled because another answer won.
     pub race_cancelled: AtomicU64,
+    /// Responses to requests of this pool that no backend served (503, ...).
+    pub unserved: crate::metrics::StatusCounts,
+    /// Request durations.
+    pub duration: crate::metrics::Histogram,
 }
 
 /// A configured pool, ready to select backends.
@@ -182,6 +186,12 @@ impl Pool {
     /// Whether `b` is enabled, healthy and admitted right now.
     pub fn is_ready(&self, b: &Backend) -> bool {
         with_lb!(&self.balancer, lb => lb.backends().ready(b)) && usable(b)
+    }
+
+    /// Whether `b` passes its health checks and may take traffic as far as
+    /// health goes (admitted, not ejected), whether or not it is enabled.
+    pub fn is_healthy(&self, b: &Backend) -> bool {
+        state_of(b).is_none_or(|s| s.healthy() && s.usable())
     }
 
     /// Whether `b` is enabled (configured `enabled` or admin-set).

@@ -1,6 +1,6 @@
 //! The per-request state carried through pingora's phases.
 
-use crate::pool::{InflightGuard, Pool};
+use crate::pool::{BackendState, InflightGuard, Pool};
 use crate::routing::RouteTable;
 use pingora_load_balancing::Backend;
 use std::net::SocketAddr;
@@ -37,6 +37,8 @@ pub struct RequestCtx {
     pub body_unreplayable: bool,
     /// Retries made (attempts after the first).
     pub retries: usize,
+    /// The backend whose answer went to the client.
+    pub served: Option<Arc<BackendState>>,
 }
 
 impl RequestCtx {

@@ -20,6 +20,7 @@ pub use forward::{add_forwarding_headers, request_id};
 
 use crate::config::HashKey;
 use crate::config::Strategy;
+use crate::metrics::{AttemptResult, Metrics};
 use crate::pool::{socket_addr, state_of, Pool};
 use crate::race;
 use crate::retry;
@@ -46,15 +47,17 @@ pub struct Proxy {
     routes: Arc<ArcSwap<RouteTable>>,
     /// Upstream connections of raced requests (pingora's proxy pool is private).
     race_connector: Arc<Connector>,
+    metrics: Arc<Metrics>,
 }
 
 impl Proxy {
     /// A proxy serving whatever table `routes` holds at each request.
-    pub fn new(routes: Arc<ArcSwap<RouteTable>>, conf: &ServerConf) -> Self {
+    pub fn new(routes: Arc<ArcSwap<RouteTable>>, conf: &ServerConf, metrics: Arc<Metrics>) -> Self {
         let options = ConnectorOptions::from_server_conf(conf);
         Proxy {
             routes,
             race_connector: Arc::new(Connector::new(Some(options))),
+            metrics,
         }
     }
 }
@@ -211,15 +214,15 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let code = upstream_response.status.as_u16();
-        let Some(kind) = retry::status_kind(code) else {
-            return Ok(());
-        };
-        let Some(pool) = ctx.attempt_pool.clone() else {
-            return Ok(());
-        };
-        if !pool.config.retries.retries(kind) {
+        if upstream_response.status.is_informational() {
             return Ok(());
         }
+        let retryable = retry::status_kind(code).zip(ctx.attempt_pool.clone());
+        let Some((kind, pool)) = retryable.filter(|(k, p)| p.config.retries.retries(*k)) else {
+            self.answered(ctx);
+            return Ok(());
+        };
+        let _ = kind;
         let failure = retry::Failure::Status(code);
         let state = self.attempt_state(session, ctx);
         // Retry only when another backend can take it; otherwise the client
@@ -237,6 +240,7 @@ impl ProxyHttp for Proxy {
             })
         });
         if alternative && retry::should_retry(&pool.config.retries, failure, state) {
+            record(ctx, AttemptResult::RetriedStatus);
             let mut e = Error::explain(
                 ErrorType::HTTPStatus(code),
                 "backend answered a retryable status",
@@ -244,6 +248,7 @@ impl ProxyHttp for Proxy {
             e.set_retry(true);
             return Err(e.into_up());
         }
+        self.answered(ctx);
         Ok(())
     }
 
@@ -271,6 +276,12 @@ impl ProxyHttp for Proxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         ctx.last_timeout = errors::is_timeout(&e);
+        let result = if ctx.last_timeout {
+            AttemptResult::Timeout
+        } else {
+            AttemptResult::ConnectFailure
+        };
+        record(ctx, result);
         self.attempt_failed(ctx, true);
         let retry = ctx.attempt_pool.as_ref().is_some_and(|p| {
             let state = self.attempt_state(session, ctx);
@@ -304,6 +315,7 @@ impl ProxyHttp for Proxy {
             e.set_retry(false);
         }
         if reused_only && e.retry() && session.response_written().is_none() {
+            record(ctx, AttemptResult::Reset);
             ctx.tries = ctx.tries.saturating_sub(1);
             ctx.inflight = None;
             if let (Some(p), Some(b)) = (&ctx.attempt_pool, ctx.backend.take()) {
@@ -317,6 +329,13 @@ impl ProxyHttp for Proxy {
         }
         let backend_fault = matches!(failure, retry::Failure::Reset | retry::Failure::Timeout)
             && e.esource() == &ErrorSource::Upstream;
+        if backend_fault {
+            let result = match failure {
+                retry::Failure::Timeout => AttemptResult::Timeout,
+                _ => AttemptResult::Reset,
+            };
+            record(ctx, result);
+        }
         self.attempt_failed(ctx, backend_fault);
         let retry = e.esource() != &ErrorSource::Downstream
             && ctx.attempt_pool.as_ref().is_some_and(|p| {
@@ -346,6 +365,21 @@ impl ProxyHttp for Proxy {
         FailToProxy {
             error_code: code,
             can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        let code = session.response_written().map_or(0, |r| r.status.as_u16());
+        let Some(pool) = &ctx.pool else {
+            self.metrics.unrouted.add(code);
+            return;
+        };
+        if let Some(started) = ctx.started {
+            pool.stats.duration.observe(started.elapsed());
+        }
+        match &ctx.served {
+            Some(s) => s.codes.add(code),
+            None => pool.stats.unserved.add(code),
         }
     }
 
@@ -384,6 +418,12 @@ impl Proxy {
         }
     }
 
+    /// The current backend's answer is the one going to the client.
+    fn answered(&self, ctx: &mut RequestCtx) {
+        record(ctx, AttemptResult::Ok);
+        ctx.served = ctx.backend.as_ref().and_then(|b| state_of(b).cloned());
+    }
+
     /// What a retry decision needs to know about the request now.
     fn attempt_state(&self, session: &Session, ctx: &RequestCtx) -> retry::AttemptState {
         retry::AttemptState {
@@ -392,5 +432,12 @@ impl Proxy {
             replayable: !ctx.body_unreplayable && !session.as_ref().retry_buffer_truncated(),
             response_started: session.response_written().is_some(),
         }
+    }
+}
+
+/// Counts the current attempt's result on its backend.
+fn record(ctx: &RequestCtx, result: AttemptResult) {
+    if let Some(s) = ctx.backend.as_ref().and_then(state_of) {
+        s.record_attempt(result);
     }
 }

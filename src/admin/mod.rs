@@ -1,0 +1,339 @@
+//! The admin API (SPEC §6): JSON over HTTP on `admin.listen`, a pingora
+//! `ServeHttp` service beside the proxy.
+//!
+//! | request | answer |
+//! |---|---|
+//! | `GET /healthz` | 200 `ok` (never needs the token) |
+//! | `GET /status` | pools, their backends and counters |
+//! | `POST /backends` `{"pool", "url", "weight"?}` | 201; 400 bad URL; 404 unknown pool; 409 already there |
+//! | `DELETE /backends` `{"pool", "url"}` | 200; 404 unknown |
+//! | `PATCH /backends` `{"pool", "url", "enabled"}` | 200: drain or re-enable |
+//! | `POST /reload` | as SIGHUP; 200, or 400 with the errors |
+//! | `GET /metrics` | Prometheus text format |
+//!
+//! With a token configured every endpoint but `/healthz` needs
+//! `Authorization: Bearer TOKEN` (401 otherwise). Backend changes go through
+//! [`Reloader::change`], which saves them to `admin.state_file` and rebuilds
+//! the live table; requests in flight finish on the table they started with.
+
+mod state;
+
+pub use state::{AddedBackend, AdminState, PoolChanges};
+
+use crate::config::{backend_from_url, Config};
+use crate::metrics::{self, Metrics};
+use crate::pool::state_of;
+use crate::reload::{ReloadError, Reloader};
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// Largest admin request body read.
+const MAX_BODY: usize = 64 * 1024;
+
+/// The admin API application.
+pub struct AdminApi {
+    reloader: Arc<Reloader>,
+    metrics: Arc<Metrics>,
+    token: Option<String>,
+}
+
+impl AdminApi {
+    /// An admin API over `reloader`'s live table; `token` guards it.
+    pub fn new(reloader: Arc<Reloader>, metrics: Arc<Metrics>, token: Option<String>) -> Self {
+        AdminApi {
+            reloader,
+            metrics,
+            token,
+        }
+    }
+
+    fn authorized(&self, session: &ServerSession) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let given = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .unwrap_or("");
+        constant_time_eq(given.as_bytes(), token.as_bytes())
+    }
+
+    fn status(&self) -> Value {
+        let table = self.reloader.routes().load_full();
+        let mut pools = serde_json::Map::new();
+        for p in table.pools() {
+            let backends: Vec<Value> = p
+                .members()
+                .iter()
+                .filter_map(|b| {
+                    let s = state_of(b)?;
+                    Some(json!({
+                        "url": s.url,
+                        "name": s.name,
+                        "healthy": p.is_healthy(b),
+                        "enabled": p.is_enabled(b),
+                        "weight": b.weight,
+                        "active_connections": s.inflight(),
+                        "requests": s.requests(),
+                        "failures": s.failures(),
+                    }))
+                })
+                .collect();
+            pools.insert(
+                p.name().to_string(),
+                json!({
+                    "strategy": p.config.strategy.name(),
+                    "healthy": p.ready_count(),
+                    "backends": backends,
+                }),
+            );
+        }
+        json!({ "pools": pools })
+    }
+
+    async fn backends(&self, method: &Method, body: &[u8]) -> (StatusCode, Value) {
+        let req: BackendRequest = match serde_json::from_slice(body) {
+            Ok(r) => r,
+            Err(e) => return bad_request(format!("invalid JSON body: {e}")),
+        };
+        let outcome = match *method {
+            Method::POST => {
+                let added = match backend_from_url(&req.url, req.weight) {
+                    Ok(b) => b,
+                    Err(e) => return bad_request(e),
+                };
+                self.reloader
+                    .change(|state, live| {
+                        let pool = pool_name(live, req.pool.as_deref())?;
+                        let p = &live.pools[&pool];
+                        if p.backends
+                            .iter()
+                            .any(|b| b.url == added.url || b.addr == added.addr)
+                        {
+                            return Err(ReloadError::Refused(
+                                409,
+                                format!("pool {pool} already has {}", added.url),
+                            ));
+                        }
+                        let ch = state.pools.entry(pool).or_default();
+                        ch.removed.retain(|u| *u != added.url);
+                        ch.enabled.remove(&added.url);
+                        ch.added.push(AddedBackend {
+                            url: added.url.clone(),
+                            weight: req.weight,
+                        });
+                        Ok(())
+                    })
+                    .await
+                    .map(|()| StatusCode::CREATED)
+            }
+            Method::DELETE => {
+                let url = normalise(&req.url);
+                self.reloader
+                    .change(|state, live| {
+                        let pool = pool_name(live, req.pool.as_deref())?;
+                        known_backend(live, &pool, &url)?;
+                        let ch = state.pools.entry(pool).or_default();
+                        let before = ch.added.len();
+                        ch.added.retain(|a| a.url != url);
+                        if ch.added.len() == before {
+                            ch.removed.push(url.clone());
+                        }
+                        ch.enabled.remove(&url);
+                        Ok(())
+                    })
+                    .await
+                    .map(|()| StatusCode::OK)
+            }
+            _ => {
+                let Some(enabled) = req.enabled else {
+                    return bad_request("PATCH /backends needs \"enabled\": true or false".into());
+                };
+                let url = normalise(&req.url);
+                self.reloader
+                    .change(|state, live| {
+                        let pool = pool_name(live, req.pool.as_deref())?;
+                        known_backend(live, &pool, &url)?;
+                        state
+                            .pools
+                            .entry(pool)
+                            .or_default()
+                            .enabled
+                            .insert(url.clone(), enabled);
+                        Ok(())
+                    })
+                    .await
+                    .map(|()| StatusCode::OK)
+            }
+        };
+        match outcome {
+            Ok(code) => (code, json!({ "result": "ok" })),
+            Err(ReloadError::Refused(code, msg)) => (
+                StatusCode::from_u16(code).unwrap_or(StatusCode::BAD_REQUEST),
+                json!({ "error": msg }),
+            ),
+            Err(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                json!({ "error": e.to_string() }),
+            ),
+        }
+    }
+}
+
+/// Body of the `/backends` requests.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackendRequest {
+    pool: Option<String>,
+    url: String,
+    weight: Option<usize>,
+    enabled: Option<bool>,
+}
+
+/// The pool a request names, or the default pool; 404 when unknown.
+fn pool_name(live: &Config, asked: Option<&str>) -> Result<String, ReloadError> {
+    let name =
+        match asked {
+            Some(n) => n.to_string(),
+            None => live.routing.default_pool.clone().ok_or_else(|| {
+                ReloadError::Refused(404, "no pool given and no default_pool".into())
+            })?,
+        };
+    if live.pools.contains_key(&name) {
+        Ok(name)
+    } else {
+        Err(ReloadError::Refused(404, format!("unknown pool {name:?}")))
+    }
+}
+
+fn known_backend(live: &Config, pool: &str, url: &str) -> Result<(), ReloadError> {
+    if live.pools[pool].backends.iter().any(|b| b.url == url) {
+        Ok(())
+    } else {
+        Err(ReloadError::Refused(
+            404,
+            format!("pool {pool} has no backend {url}"),
+        ))
+    }
+}
+
+/// The URL as the configuration stores it (`scheme://host:port`).
+fn normalise(url: &str) -> String {
+    backend_from_url(url, None).map_or_else(|_| url.trim().to_string(), |b| b.url)
+}
+
+fn bad_request(msg: String) -> (StatusCode, Value) {
+    (StatusCode::BAD_REQUEST, json!({ "error": msg }))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn respond(code: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut r = Response::new(body);
+    *r.status_mut() = code;
+    let len = r.body().len();
+    let h = r.headers_mut();
+    if let Ok(v) = content_type.parse() {
+        h.insert(http::header::CONTENT_TYPE, v);
+    }
+    h.insert(http::header::CONTENT_LENGTH, len.into());
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    r
+}
+
+fn json_response(code: StatusCode, v: &Value) -> Response<Vec<u8>> {
+    respond(code, "application/json", format!("{v}\n").into_bytes())
+}
+
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, (StatusCode, Value)> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err((
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        json!({ "error": "body too large" }),
+                    ));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(bad_request(format!("cannot read body: {e}"))),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApi {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        if path == "/healthz" {
+            return respond(StatusCode::OK, "text/plain", b"ok\n".to_vec());
+        }
+        if !self.authorized(session) {
+            let mut r = json_response(
+                StatusCode::UNAUTHORIZED,
+                &json!({ "error": "unauthorized" }),
+            );
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+        match (method.as_str(), path.as_str()) {
+            ("GET", "/status") => json_response(StatusCode::OK, &self.status()),
+            ("GET", "/metrics") => {
+                let table = self.reloader.routes().load_full();
+                respond(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    metrics::render(&table, &self.metrics).into_bytes(),
+                )
+            }
+            ("POST", "/reload") => match self.reloader.reload().await {
+                Ok(()) => json_response(StatusCode::OK, &json!({ "result": "ok" })),
+                Err(ReloadError::Config(e)) => {
+                    let errors: Vec<String> = e.to_string().lines().map(String::from).collect();
+                    json_response(StatusCode::BAD_REQUEST, &json!({ "errors": errors }))
+                }
+                Err(e) => json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({ "errors": [e.to_string()] }),
+                ),
+            },
+            ("POST" | "DELETE" | "PATCH", "/backends") => {
+                let body = match read_body(session).await {
+                    Ok(b) => b,
+                    Err((code, v)) => return json_response(code, &v),
+                };
+                let (code, v) = self.backends(&method, &body).await;
+                json_response(code, &v)
+            }
+            (_, "/status" | "/metrics" | "/reload" | "/backends") => json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({ "error": format!("{method} is not allowed on {path}") }),
+            ),
+            _ => json_response(
+                StatusCode::NOT_FOUND,
+                &json!({ "error": format!("no endpoint {path}") }),
+            ),
+        }
+    }
+}
