@@ -16,6 +16,7 @@
 //!    502; `timeouts.request` passed: 504.
 
 use crate::config::RacePolicy;
+use crate::metrics::AttemptResult;
 use crate::pool::{socket_addr, Pool};
 use crate::proxy::RequestCtx;
 use bytes::{Bytes, BytesMut};
@@ -128,6 +129,9 @@ pub async fn run(
                     None => break None,
                 },
                 Some(Ok((b, peer, Ok((up, resp))))) => {
+                    if let Some(st) = crate::pool::state_of(&b) {
+                        st.record_attempt(AttemptResult::Ok);
+                    }
                     if policy.is_terminal(resp.status.as_u16()) {
                         break Some((b, peer, up, resp));
                     }
@@ -135,6 +139,9 @@ pub async fn run(
                     if hedged { if let Some(b) = pending.next() { start_one(&mut set, b, ctx); } }
                 }
                 Some(Ok((b, _, Err(e)))) => {
+                    if let Some(st) = crate::pool::state_of(&b) {
+                        st.record_attempt(attempt_result(&e));
+                    }
                     pool.record_failure(&b);
                     ctx.tried.push(socket_addr(&b));
                     ctx.last_timeout = crate::proxy::is_timeout(&e);
@@ -177,6 +184,19 @@ pub async fn run(
     ctx.served = crate::pool::state_of(&backend).cloned();
     ctx.backend = Some(backend);
     relay(session, connector, &peer, up, resp, deadline).await
+}
+
+/// The metrics label of a failed raced request.
+fn attempt_result(e: &Error) -> AttemptResult {
+    match e.etype() {
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+            AttemptResult::Timeout
+        }
+        ErrorType::ConnectRefused | ErrorType::ConnectError | ErrorType::ConnectNoRoute => {
+            AttemptResult::ConnectFailure
+        }
+        _ => AttemptResult::Reset,
+    }
 }
 
 /// Ready backends, starting with the pool's own pick (so its strategy

@@ -4,6 +4,7 @@
 //! its pools. Requests hold the table they started with; a reload publishes
 //! a new one (see [`crate::reload`]).
 
+use crate::access_log::AccessLogger;
 use crate::config::Config;
 use crate::pool::Pool;
 use http::HeaderName;
@@ -16,6 +17,8 @@ pub struct RouteTable {
     header: HeaderName,
     pools: Vec<Arc<Pool>>,
     default_pool: Option<Arc<Pool>>,
+    /// The access log, opened for this table (`None` when off).
+    pub access_log: Option<Arc<AccessLogger>>,
 }
 
 impl RouteTable {
@@ -26,11 +29,19 @@ impl RouteTable {
             .default_pool
             .as_deref()
             .and_then(|d| pools.iter().find(|p| p.name() == d).cloned());
+        let access_log = match AccessLogger::open(&config.log) {
+            Ok(l) => l.map(Arc::new),
+            Err(e) => {
+                log::error!("cannot open the access log, not writing it: {e}");
+                None
+            }
+        };
         RouteTable {
             header: config.routing.header.clone(),
             config,
             pools,
             default_pool,
+            access_log,
         }
     }
 

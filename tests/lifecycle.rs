@@ -279,3 +279,52 @@ fn graceful_upgrade_under_load_drops_no_request() {
     );
     assert!(new.is_running(), "{}", new.logs());
 }
+
+#[test]
+fn access_log_lines_and_rotation_on_reload() {
+    let web = TestBackend::start("web");
+    let yaml = format!(
+        "listen: [ {{ addr: \"{{listen}}\" }} ]\npools:\n{}log: {{ access: \"{{dir}}/access.log\", format: json }}\n",
+        one_pool("web", &[web.url()], "{ type: none }")
+    );
+    let sy = Switchyard::start(&yaml);
+    let log = sy.dir().join("access.log");
+    assert_eq!(get(sy.addr(), "/a?x=1", &[("App-Name", "web")]).status, 200);
+    assert_eq!(get(sy.addr(), "/b", &[("App-Name", "nope")]).status, 404);
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_str(l).expect("json line"))
+            .collect()
+    };
+    assert!(
+        poll_until(Duration::from_secs(5), || lines().len() >= 2),
+        "{}",
+        sy.logs()
+    );
+    let l = lines();
+    assert_eq!(l[0]["status"], 200);
+    assert_eq!(l[0]["uri"], "/a?x=1");
+    assert_eq!(l[0]["pool"], "web");
+    assert_eq!(l[0]["backend"], format!("{}", web.addr()));
+    assert_eq!(l[0]["client"], "127.0.0.1");
+    assert_eq!(l[0]["attempts"], 1);
+    assert!(l[0]["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert_eq!(l[1]["status"], 404);
+    assert_eq!(l[1]["pool"], "");
+
+    // rotate: rename, reload, the next line goes to a new file
+    let rotated = sy.dir().join("access.log.1");
+    std::fs::rename(&log, &rotated).expect("rename");
+    sy.signal(libc::SIGHUP);
+    assert!(
+        poll_until(Duration::from_secs(10), || {
+            let _ = try_get(sy.addr(), "/c", &[("App-Name", "web")]);
+            lines().iter().any(|l| l["uri"] == "/c")
+        }),
+        "{}",
+        sy.logs()
+    );
+}

@@ -18,6 +18,7 @@ pub use ctx::RequestCtx;
 pub use errors::is_timeout;
 pub use forward::{add_forwarding_headers, request_id};
 
+use crate::access_log::{AccessLogger, Entry};
 use crate::config::HashKey;
 use crate::config::Strategy;
 use crate::metrics::{AttemptResult, Metrics};
@@ -95,12 +96,15 @@ impl ProxyHttp for Proxy {
         }
         let table = self.routes.load_full();
         let value = session.req_header().headers.get(table.header());
-        let Some(pool) = table.resolve(value.map(|v| v.as_bytes())).cloned() else {
+        let resolved = table.resolve(value.map(|v| v.as_bytes())).cloned();
+        ctx.started = Some(Instant::now());
+        let Some(pool) = resolved else {
             let asked = value
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .trim()
                 .to_string();
+            ctx.table = Some(table);
             errors::respond(session, 404, errors::message_for(404), &asked, None).await;
             return Ok(true);
         };
@@ -111,8 +115,7 @@ impl ProxyHttp for Proxy {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         ctx.body_unreplayable = declared.is_some_and(|n| n > pool.config.retries.max_body);
-        let now = Instant::now();
-        ctx.started = Some(now);
+        let now = ctx.started.unwrap_or_else(Instant::now);
         ctx.deadline = Some(now + pool.config.timeouts.request);
         ctx.table = Some(table);
         ctx.pool = Some(pool.clone());
@@ -370,6 +373,9 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let code = session.response_written().map_or(0, |r| r.status.as_u16());
+        if let Some(log) = ctx.table.as_ref().and_then(|t| t.access_log.as_ref()) {
+            write_access_log(log, session, ctx, code);
+        }
         let Some(pool) = &ctx.pool else {
             self.metrics.unrouted.add(code);
             return;
@@ -396,9 +402,15 @@ impl ProxyHttp for Proxy {
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
-        // "no usable backend" and friends are answered with their status;
-        // logging each at error level would flood the log during an outage.
+        // Answered with their status: "no usable backend" and friends, and
+        // clients that went away mid-request. Logging each at error level
+        // would flood the log during an outage or at every load-test end.
         matches!(error.etype(), ErrorType::HTTPStatus(_))
+            || (error.esource() == &ErrorSource::Downstream
+                && matches!(
+                    error.etype(),
+                    ErrorType::ConnectionClosed | ErrorType::WriteError | ErrorType::ReadError
+                ))
     }
 }
 
@@ -440,4 +452,25 @@ fn record(ctx: &RequestCtx, result: AttemptResult) {
     if let Some(s) = ctx.backend.as_ref().and_then(state_of) {
         s.record_attempt(result);
     }
+}
+
+/// Writes the request's access log line.
+fn write_access_log(log: &AccessLogger, session: &Session, ctx: &RequestCtx, status: u16) {
+    let client = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let req = session.req_header();
+    let uri = req.uri.to_string();
+    log.write(&Entry {
+        client: &client,
+        method: req.method.as_str(),
+        uri: &uri,
+        status,
+        pool: ctx.pool_name(),
+        backend: ctx.served.as_ref().map_or("", |s| s.name.as_str()),
+        attempts: ctx.tries,
+        duration: ctx.started.map_or(Duration::ZERO, |s| s.elapsed()),
+    });
 }
