@@ -143,9 +143,9 @@ impl AdminApi {
                         let pool = pool_name(live, req.pool.as_deref())?;
                         known_backend(live, &pool, &url)?;
                         let ch = state.pools.entry(pool).or_default();
-                        let before = ch.added.len();
                         ch.added.retain(|a| a.url != url);
-                        if ch.added.len() == before {
+                        // also when it was admin-added: the file may list it too
+                        if !ch.removed.contains(&url) {
                             ch.removed.push(url.clone());
                         }
                         ch.enabled.remove(&url);
