@@ -6,6 +6,7 @@
 //! backend out of the rotation is the retry and passive-ejection logic.
 
 mod common;
+use common::test_body as body;
 use common::*;
 
 use std::time::{Duration, Instant};
@@ -33,22 +34,6 @@ fn config(urls: &[String], extra: &str) -> String {
         y.push_str("    health_check: {type: none}\n");
     }
     y
-}
-
-/// `n` bytes that differ from one request to the next (`seed`), so a body
-/// that arrives truncated, shifted or mixed up with another is noticed.
-fn body(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (x >> 33) as u8
-        })
-        .collect()
 }
 
 /// The answer is switchyard's own JSON error with `status`; returns the JSON.

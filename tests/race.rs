@@ -1,6 +1,7 @@
 //! Fan-out racing and hedged requests (SPEC §2 `race`, §4).
 
 mod common;
+use common::test_body as body;
 use common::*;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -28,20 +29,6 @@ fn config(urls: &[String], extra: &str) -> String {
 
 fn urls(bs: &[&TestBackend]) -> Vec<String> {
     bs.iter().map(|b| b.url()).collect()
-}
-
-fn body(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    (0..n)
-        .map(|_| {
-            x = x
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (x >> 33) as u8
-        })
-        .collect()
 }
 
 /// A backend answering `status` with body `NAME STATUS` after `delay`.

@@ -122,6 +122,22 @@ pub fn free_port() -> u16 {
     bind_fresh().local_addr().expect("local addr").port()
 }
 
+/// `n` pseudo-random bytes that differ from one `seed` to the next, so a
+/// body that arrives truncated, shifted or mixed up with another is noticed.
+pub fn test_body(seed: u64, n: usize) -> Vec<u8> {
+    let step = |x: u64| {
+        x.wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407)
+    };
+    let mut x = step(seed);
+    (0..n)
+        .map(|_| {
+            x = step(x);
+            (x >> 33) as u8
+        })
+        .collect()
+}
+
 /// An address on 127.0.0.1 that refuses connections (a port that was just
 /// bound and released). Use it as a dead backend.
 pub fn dead_addr() -> SocketAddr {
