@@ -1,4 +1,4 @@
-//! Command line (SPEC §1): flags, the config file search, quick mode, and
+//! Command line: flags, the config file search, quick mode, and
 //! the exit codes.
 
 use crate::config::{self, Config, ConfigErrors};

@@ -1,4 +1,4 @@
-//! Prometheus metrics (SPEC §7), rendered on the admin API's `GET /metrics`.
+//! Prometheus metrics, rendered on the admin API's `GET /metrics`.
 //!
 //! The counters live where the events happen, as plain atomics: per backend
 //! in [`BackendState`](crate::pool::BackendState), per pool in

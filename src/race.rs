@@ -1,4 +1,4 @@
-//! Fan-out racing and hedged requests (SPEC §4): send one request to
+//! Fan-out racing and hedged requests: send one request to
 //! several backends of a pool and stream the first terminal answer.
 //!
 //! Pingora's proxy loop talks to one peer per attempt, so a race runs inside

@@ -2,8 +2,8 @@
 //!
 //! Pingora's proxy loop calls `upstream_peer` again whenever an error is
 //! marked retryable; the phases in [`crate::proxy`] classify each failure
-//! into a [`Failure`] and ask [`should_retry`]. The rules (SPEC §2
-//! `retries`):
+//! into a [`Failure`] and ask [`should_retry`]. The rules
+//! (`retries:` in the configuration):
 //! - a connect failure is always safe to retry: nothing was sent;
 //! - once the request was sent (reset, timeout, an HTTP 502/503/504 answer)
 //!   only idempotent methods are retried, only if the request body was fully

@@ -1,4 +1,4 @@
-//! The admin API (SPEC §6) and the Prometheus metrics it serves (SPEC §7):
+//! The admin API and the Prometheus metrics it serves:
 //! bearer-token guard, `/status`, adding / removing / draining backends at
 //! run time, changes that outlive reloads and restarts, `POST /reload`,
 //! `/metrics`, and the `admin:` config checks.

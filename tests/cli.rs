@@ -1,4 +1,4 @@
-//! Integration tests of the `switchyard` command line (SPEC §1–§2): `-t` on
+//! Integration tests of the `switchyard` command line: `-t` on
 //! good and bad files, quick mode (`--backends`, `SWITCHYARD_BACKENDS`) and
 //! the exit codes for bad flags and a listen port in use.
 

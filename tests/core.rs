@@ -1,4 +1,4 @@
-//! Integration tests of the core proxy (SPEC §2–§3): routing by header,
+//! Integration tests of the core proxy: routing by header,
 //! the balancing strategies, active health checks, the statuses the proxy
 //! produces itself (404/502/503/504), fallback pools, forwarded headers,
 //! upstream keep-alive and malformed requests. Real sockets, real process.

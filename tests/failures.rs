@@ -1,5 +1,5 @@
-//! Retries on another backend and passive ejection (SPEC §2 `retries`,
-//! `passive`; §3).
+//! Retries on another backend and passive ejection (`retries`,
+//! `passive`).
 //!
 //! Every test runs its own switchyard with `health_check: {type: none}`
 //! (unless it needs probes), so that the only thing that keeps a broken
@@ -567,7 +567,7 @@ fn passive_ejection_needs_max_fails_failures_within_fail_timeout() {
 
 #[test]
 fn reset_on_reused_connection_counts_as_passive_failure() {
-    // nginx semantics (SPEC §3): a reset is a failure, also on a keep-alive
+    // nginx semantics: a reset is a failure, also on a keep-alive
     // connection the backend had already served on. Here the backend reads
     // the whole request and then resets, so it is not a stale idle close.
     let a = TestBackend::start("a");

@@ -1,4 +1,4 @@
-//! Lifecycle: SIGHUP reload (SPEC §5), graceful shutdown on SIGTERM and the
+//! Lifecycle: SIGHUP reload, graceful shutdown on SIGTERM and the
 //! graceful binary upgrade (`-u` + SIGQUIT) under load.
 
 mod common;

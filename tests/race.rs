@@ -1,4 +1,4 @@
-//! Fan-out racing and hedged requests (SPEC §2 `race`, §4).
+//! Fan-out racing and hedged requests (`race:`).
 
 mod common;
 use common::test_body as body;

@@ -1,4 +1,4 @@
-//! The admin API (SPEC §6): JSON over HTTP on `admin.listen`, a pingora
+//! The admin API: JSON over HTTP on `admin.listen`, a pingora
 //! `ServeHttp` service beside the proxy.
 //!
 //! | request | answer |

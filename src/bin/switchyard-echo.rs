@@ -1,5 +1,5 @@
 //! `switchyard-echo`: the sample HTTP/1.1 backend used by `make run`, the
-//! benchmarks and the integration tests (SPEC §1).
+//! benchmarks and the integration tests.
 //!
 //! ```text
 //! switchyard-echo [--listen ADDR] [--name NAME] [--error-rate F] [--max-delay DUR]

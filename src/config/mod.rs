@@ -1,4 +1,4 @@
-//! Configuration: the YAML file (SPEC §2) read into [`raw::RawConfig`], then
+//! Configuration: the YAML file read into [`raw::RawConfig`], then
 //! checked and resolved into the validated [`Config`] the rest of the program
 //! uses.
 //!

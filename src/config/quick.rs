@@ -1,4 +1,4 @@
-//! Quick mode (`--backends LIST`, SPEC §1): a configuration built from a
+//! Quick mode (`--backends LIST`): a configuration built from a
 //! comma-separated list of URLs instead of a YAML file.
 //!
 //! `fms-http://h:8001` puts the URL in pool `fms`; a URL without a `KEY-`

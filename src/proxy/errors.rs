@@ -1,4 +1,4 @@
-//! Responses the proxy itself produces (SPEC §3): a status and one line of
+//! Responses the proxy itself produces: a status and one line of
 //! JSON, `{"error": "...", "pool": "..."}`.
 
 use bytes::Bytes;
