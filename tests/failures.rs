@@ -7,34 +7,10 @@
 
 mod common;
 use common::test_body as body;
+use common::web_pool_config as config;
 use common::*;
 
 use std::time::{Duration, Instant};
-
-/// A config with one pool `web` (the default pool) of `urls`; `extra` holds
-/// more pool keys, one per line, without indentation. No shutdown grace
-/// period, so that each test's proxy exits at once on drop.
-fn config(urls: &[String], extra: &str) -> String {
-    let mut y = String::from(
-        "server: {pid_file: \"{pid_file}\", upgrade_sock: \"{upgrade_sock}\", \
-         grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1}\n\
-         listen: [{addr: \"{listen}\"}]\n\
-         routing: {default_pool: web}\n\
-         pools:\n  web:\n    backends:\n",
-    );
-    for u in urls {
-        y.push_str(&format!("      - url: \"{u}\"\n"));
-    }
-    let mut has_health = false;
-    for line in extra.lines().filter(|l| !l.trim().is_empty()) {
-        has_health |= line.trim_start().starts_with("health_check:");
-        y.push_str(&format!("    {}\n", line.trim()));
-    }
-    if !has_health {
-        y.push_str("    health_check: {type: none}\n");
-    }
-    y
-}
 
 /// The answer is switchyard's own JSON error with `status`; returns the JSON.
 fn proxy_error(r: &Response, status: u16, logs: &str) -> serde_json::Value {

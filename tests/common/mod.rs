@@ -138,6 +138,32 @@ pub fn test_body(seed: u64, n: usize) -> Vec<u8> {
         .collect()
 }
 
+/// A config with one pool `web` (the default pool) of `urls`; `extra` holds
+/// more pool keys, one per line, without indentation (`health_check:
+/// {type: none}` unless `extra` sets one). No shutdown grace period, so that
+/// each test's proxy exits at once on drop.
+pub fn web_pool_config(urls: &[String], extra: &str) -> String {
+    let mut y = String::from(
+        "server: {pid_file: \"{pid_file}\", upgrade_sock: \"{upgrade_sock}\", \
+         grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1}\n\
+         listen: [{addr: \"{listen}\"}]\n\
+         routing: {default_pool: web}\n\
+         pools:\n  web:\n    backends:\n",
+    );
+    for u in urls {
+        y.push_str(&format!("      - url: \"{u}\"\n"));
+    }
+    let mut has_health = false;
+    for line in extra.lines().filter(|l| !l.trim().is_empty()) {
+        has_health |= line.trim_start().starts_with("health_check:");
+        y.push_str(&format!("    {}\n", line.trim()));
+    }
+    if !has_health {
+        y.push_str("    health_check: {type: none}\n");
+    }
+    y
+}
+
 /// An address on 127.0.0.1 that refuses connections (a port that was just
 /// bound and released). Use it as a dead backend.
 pub fn dead_addr() -> SocketAddr {
