@@ -14,7 +14,9 @@
 //!     |           |-- LoadBalancer<S> (RoundRobin | Random | Consistent | LeastConn)
 //!     |           |   `-- Backends + health::GatedCheck (Tcp/HttpHealthCheck)
 //!     |           `-- BackendState per backend (probe gate, in-flight, counters)
-//!     `-- reload::Control (background service: first probes, SIGHUP)
+//!     |-- reload::Control (background service: first probes, SIGHUP)
+//!     `-- admin::AdminApi (ServeHttp on admin.listen: status, backends, reload, metrics)
+//!         `-- reload::Reloader (file + admin::AdminState -> new RouteTable)
 //! ```
 //!
 //! ## Request flow

@@ -244,59 +244,27 @@ pub fn render(table: &RouteTable, m: &Metrics) -> String {
         }
     }
 
-    help(
+    per_backend(
         &mut out,
-        "switchyard_backend_healthy",
-        "gauge",
+        pools,
+        ("switchyard_backend_healthy", "gauge"),
         "1 when the backend takes traffic (healthy, admitted, not ejected).",
+        |p, b, _| u64::from(p.is_healthy(b)),
     );
-    for p in pools {
-        let pool = esc(p.name());
-        for b in p.members() {
-            if let Some(s) = state_of(b) {
-                let _ = writeln!(
-                    out,
-                    "switchyard_backend_healthy{{pool=\"{pool}\",backend=\"{}\"}} {}",
-                    esc(&s.name),
-                    u8::from(p.is_healthy(b))
-                );
-            }
-        }
-    }
-
-    help(
+    per_backend(
         &mut out,
-        "switchyard_backend_active_connections",
-        "gauge",
+        pools,
+        ("switchyard_backend_active_connections", "gauge"),
         "Requests in flight to the backend.",
+        |_, _, s| s.inflight() as u64,
     );
-    for p in pools {
-        let pool = esc(p.name());
-        for_backends(p, |name, s| {
-            let _ = writeln!(
-                out,
-                "switchyard_backend_active_connections{{pool=\"{pool}\",backend=\"{name}\"}} {}",
-                s.inflight()
-            );
-        });
-    }
-
-    help(
+    per_backend(
         &mut out,
-        "switchyard_backend_ejections_total",
-        "counter",
+        pools,
+        ("switchyard_backend_ejections_total", "counter"),
         "Passive ejections of the backend.",
+        |_, _, s| s.ejection.ejections(),
     );
-    for p in pools {
-        let pool = esc(p.name());
-        for_backends(p, |name, s| {
-            let _ = writeln!(
-                out,
-                "switchyard_backend_ejections_total{{pool=\"{pool}\",backend=\"{name}\"}} {}",
-                s.ejection.ejections()
-            );
-        });
-    }
 
     help(
         &mut out,
@@ -329,6 +297,30 @@ pub fn render(table: &RouteTable, m: &Metrics) -> String {
         m.reloads_error.load(Relaxed)
     );
     out
+}
+
+/// One metric with a `{pool, backend}` sample per backend of every pool.
+fn per_backend(
+    out: &mut String,
+    pools: &[std::sync::Arc<Pool>],
+    (name, kind): (&str, &str),
+    text: &str,
+    value: impl Fn(&Pool, &pingora_load_balancing::Backend, &crate::pool::BackendState) -> u64,
+) {
+    help(out, name, kind, text);
+    for p in pools {
+        let pool = esc(p.name());
+        for b in p.members() {
+            if let Some(s) = state_of(b) {
+                let _ = writeln!(
+                    out,
+                    "{name}{{pool=\"{pool}\",backend=\"{}\"}} {}",
+                    esc(&s.name),
+                    value(p, b, s)
+                );
+            }
+        }
+    }
 }
 
 fn for_backends(p: &Pool, mut f: impl FnMut(&str, &crate::pool::BackendState)) {

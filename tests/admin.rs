@@ -162,6 +162,17 @@ fn status_urls(st: &serde_json::Value, name: &str) -> Vec<String> {
     v
 }
 
+/// `METHOD /backends` with the JSON body of [`body_json`].
+fn backends_call(
+    sy: &Switchyard,
+    method: &str,
+    pool: Option<&str>,
+    url: &str,
+    extra: &str,
+) -> Response {
+    admin(sy, method, "/backends", &body_json(pool, url, extra))
+}
+
 fn body_json(pool: Option<&str>, url: &str, extra: &str) -> String {
     match pool {
         Some(p) => format!("{{\"pool\": \"{p}\", \"url\": \"{url}\"{extra}}}"),
@@ -519,12 +530,7 @@ fn post_backend_adds_a_backend_that_takes_traffic() {
     let b1 = TestBackend::start("b1");
     let b2 = TestBackend::start("b2");
     let sy = start(&config(&[pool("web", &[be(&b1.url(), "")], &[])]));
-    let r = admin(
-        &sy,
-        "POST",
-        "/backends",
-        &body_json(Some("web"), &b2.url(), ", \"weight\": 2"),
-    );
+    let r = backends_call(&sy, "POST", Some("web"), &b2.url(), ", \"weight\": 2");
     assert_eq!(r.status, 201, "{}\n{}", r.text(), sy.logs());
     assert!(
         poll_until(Duration::from_secs(5), || served_by(&sy, None).as_deref()
@@ -603,19 +609,9 @@ fn post_backend_rejects_bad_url_unknown_pool_duplicate_and_bad_json() {
         assert_eq!(b.as_deref(), Some("b1"), "{}", sy.logs());
     }
     // and a good request after all this still works
-    let r = admin(
-        &sy,
-        "POST",
-        "/backends",
-        &body_json(Some("web"), &b2.url(), ""),
-    );
+    let r = backends_call(&sy, "POST", Some("web"), &b2.url(), "");
     assert_eq!(r.status, 201, "{}", r.text());
-    let r = admin(
-        &sy,
-        "POST",
-        "/backends",
-        &body_json(Some("web"), &b2.url(), ""),
-    );
+    let r = backends_call(&sy, "POST", Some("web"), &b2.url(), "");
     assert_eq!(
         r.status,
         409,
@@ -637,7 +633,7 @@ fn post_backend_without_pool_uses_the_default_pool() {
             pool("web", &[be(&b1.url(), "")], &[]),
         ],
     ));
-    let r = admin(&sy, "POST", "/backends", &body_json(None, &extra.url(), ""));
+    let r = backends_call(&sy, "POST", None, &extra.url(), "");
     assert_eq!(r.status, 201, "{}\n{}", r.text(), sy.logs());
     let st = status(&sy);
     let mut want = vec![b1.url(), extra.url()];
@@ -655,19 +651,9 @@ fn post_backend_without_pool_uses_the_default_pool() {
         assert_eq!(served_by(&sy, Some("api")).as_deref(), Some("api"));
     }
     // PATCH and DELETE without pool also mean the default pool
-    let r = admin(
-        &sy,
-        "PATCH",
-        "/backends",
-        &body_json(None, &extra.url(), ", \"enabled\": false"),
-    );
+    let r = backends_call(&sy, "PATCH", None, &extra.url(), ", \"enabled\": false");
     assert_eq!(r.status, 200, "{}", r.text());
-    let r = admin(
-        &sy,
-        "DELETE",
-        "/backends",
-        &body_json(None, &extra.url(), ""),
-    );
+    let r = backends_call(&sy, "DELETE", None, &extra.url(), "");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(status_urls(&status(&sy), "web"), [b1.url()]);
 }
@@ -684,12 +670,7 @@ fn delete_backend_stops_its_traffic() {
     let got = serve_n(&sy, 6);
     assert!(got.iter().any(|b| b.as_deref() == Some("b2")), "{got:?}");
 
-    let r = admin(
-        &sy,
-        "DELETE",
-        "/backends",
-        &body_json(Some("web"), &b2.url(), ""),
-    );
+    let r = backends_call(&sy, "DELETE", Some("web"), &b2.url(), "");
     assert_eq!(r.status, 200, "{}\n{}", r.text(), sy.logs());
     let before = b2.app_count();
     for b in serve_n(&sy, 20) {
@@ -699,26 +680,11 @@ fn delete_backend_stops_its_traffic() {
     assert_eq!(status_urls(&status(&sy), "web"), [b1.url()]);
 
     // unknown backend / pool: 404
-    let r = admin(
-        &sy,
-        "DELETE",
-        "/backends",
-        &body_json(Some("web"), &b2.url(), ""),
-    );
+    let r = backends_call(&sy, "DELETE", Some("web"), &b2.url(), "");
     assert_eq!(r.status, 404, "second delete: {}", r.text());
-    let r = admin(
-        &sy,
-        "DELETE",
-        "/backends",
-        &body_json(Some("web"), &dead_url(), ""),
-    );
+    let r = backends_call(&sy, "DELETE", Some("web"), &dead_url(), "");
     assert_eq!(r.status, 404, "never-known backend: {}", r.text());
-    let r = admin(
-        &sy,
-        "DELETE",
-        "/backends",
-        &body_json(Some("nope"), &b1.url(), ""),
-    );
+    let r = backends_call(&sy, "DELETE", Some("nope"), &b1.url(), "");
     assert_eq!(r.status, 404, "unknown pool: {}", r.text());
     let r = admin(&sy, "DELETE", "/backends", "{\"pool\": ");
     assert_eq!(r.status, 400, "bad JSON: {}", r.text());
@@ -771,11 +737,12 @@ fn delete_backend_lets_in_flight_requests_finish() {
         &[],
     )]));
     // only `slow` takes new requests for now
-    let r = admin(
+    let r = backends_call(
         &sy,
         "PATCH",
-        "/backends",
-        &body_json(Some("web"), &fast.url(), ", \"enabled\": false"),
+        Some("web"),
+        &fast.url(),
+        ", \"enabled\": false",
     );
     assert_eq!(r.status, 200, "{}", r.text());
 
@@ -793,12 +760,7 @@ fn delete_backend_lets_in_flight_requests_finish() {
         sy.logs()
     );
     let t = Instant::now();
-    let r = admin(
-        &sy,
-        "DELETE",
-        "/backends",
-        &body_json(Some("web"), &slow.url(), ""),
-    );
+    let r = backends_call(&sy, "DELETE", Some("web"), &slow.url(), "");
     assert_eq!(r.status, 200, "{}\n{}", r.text(), sy.logs());
     assert!(
         !done.load(Ordering::SeqCst),
@@ -814,11 +776,12 @@ fn delete_backend_lets_in_flight_requests_finish() {
     assert_eq!(got.text(), "slow");
 
     // new requests never go to the deleted backend
-    let r = admin(
+    let r = backends_call(
         &sy,
         "PATCH",
-        "/backends",
-        &body_json(Some("web"), &fast.url(), ", \"enabled\": true"),
+        Some("web"),
+        &fast.url(),
+        ", \"enabled\": true",
     );
     assert_eq!(r.status, 200, "{}", r.text());
     for b in serve_n(&sy, 6) {
@@ -836,12 +799,7 @@ fn patch_backend_drains_and_re_enables() {
         &[be(&b1.url(), ""), be(&b2.url(), "")],
         &[],
     )]));
-    let r = admin(
-        &sy,
-        "PATCH",
-        "/backends",
-        &body_json(Some("web"), &b2.url(), ", \"enabled\": false"),
-    );
+    let r = backends_call(&sy, "PATCH", Some("web"), &b2.url(), ", \"enabled\": false");
     assert_eq!(r.status, 200, "{}\n{}", r.text(), sy.logs());
     let st = status(&sy);
     assert_eq!(
@@ -855,12 +813,7 @@ fn patch_backend_drains_and_re_enables() {
     }
     assert_eq!(b2.app_count(), before, "a drained backend got traffic");
 
-    let r = admin(
-        &sy,
-        "PATCH",
-        "/backends",
-        &body_json(Some("web"), &b2.url(), ", \"enabled\": true"),
-    );
+    let r = backends_call(&sy, "PATCH", Some("web"), &b2.url(), ", \"enabled\": true");
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
         poll_until(Duration::from_secs(5), || served_by(&sy, None).as_deref()
@@ -875,25 +828,22 @@ fn patch_backend_drains_and_re_enables() {
     );
 
     // errors
-    let r = admin(
-        &sy,
-        "PATCH",
-        "/backends",
-        &body_json(Some("web"), &b2.url(), ""),
-    );
+    let r = backends_call(&sy, "PATCH", Some("web"), &b2.url(), "");
     assert_eq!(r.status, 400, "PATCH without enabled: {}", r.text());
-    let r = admin(
+    let r = backends_call(
         &sy,
         "PATCH",
-        "/backends",
-        &body_json(Some("web"), &dead_url(), ", \"enabled\": false"),
+        Some("web"),
+        &dead_url(),
+        ", \"enabled\": false",
     );
     assert_eq!(r.status, 404, "unknown backend: {}", r.text());
-    let r = admin(
+    let r = backends_call(
         &sy,
         "PATCH",
-        "/backends",
-        &body_json(Some("nope"), &b1.url(), ", \"enabled\": false"),
+        Some("nope"),
+        &b1.url(),
+        ", \"enabled\": false",
     );
     assert_eq!(r.status, 404, "unknown pool: {}", r.text());
 }
@@ -1046,11 +996,12 @@ fn admin_changes_survive_a_restart_with_the_same_state_file() {
     let second = start(&yaml);
     t.assert_changed(&second, "after a restart");
     // the restarted process keeps recording changes in the same file
-    let r = admin(
+    let r = backends_call(
         &second,
         "PATCH",
-        "/backends",
-        &body_json(Some("web"), &t.b1.url(), ", \"enabled\": true"),
+        Some("web"),
+        &t.b1.url(),
+        ", \"enabled\": true",
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
