@@ -80,7 +80,9 @@ pub struct ServerSettings {
     pub group: Option<String>,
     /// Upstream keep-alive pool size; `None` is pingora's default.
     pub upstream_keepalive_pool_size: Option<usize>,
-    /// Tokio work stealing (default true).
+    /// Tokio work stealing between worker threads (default: on with several
+    /// threads, off with one, where a single current-thread runtime is
+    /// cheaper per request; README "Performance").
     pub work_stealing: bool,
 }
 

@@ -69,7 +69,7 @@ pub struct RawServer {
     pub group: Option<String>,
     /// Upstream keep-alive pool size (default 128 per thread).
     pub upstream_keepalive_pool_size: Option<usize>,
-    /// Whether tokio work stealing is on (default true).
+    /// Whether tokio work stealing is on (default: on unless `threads: 1`).
     pub work_stealing: Option<bool>,
 }
 

@@ -126,3 +126,15 @@ fn quick_mode_pools() {
     assert_eq!(c.listen[0].addr, "0.0.0.0:9000");
     assert!(quick::from_backends("nonsense", 1).is_err());
 }
+
+#[test]
+fn work_stealing_defaults_off_for_one_thread_only() {
+    let with = |server: &str| {
+        let yaml = format!("server: {{ {server} }}\npools: {{ web: {{ backends: [ {{ url: 'http://127.0.0.1:1' }} ] }} }}");
+        parse(&yaml, "t.yaml").expect("valid").server.work_stealing
+    };
+    assert!(!with("threads: 1"));
+    assert!(with("threads: 2"));
+    assert!(with("threads: 1, work_stealing: true"));
+    assert!(!with("threads: 4, work_stealing: false"));
+}

@@ -207,7 +207,12 @@ fn server(raw: &RawConfig, errs: &mut Vec<ConfigError>) -> ServerSettings {
         user: s.user.clone(),
         group: s.group.clone(),
         upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
-        work_stealing: s.work_stealing.unwrap_or(true),
+        // One thread: a single current-thread runtime is cheaper per request
+        // (README "Performance"). Several: pingora's no-steal runtime lets a
+        // pooled upstream connection idle on one thread while a request on
+        // another wants it, and the hand-over often fails ("failed to acquire
+        // reusable stream"), opening a new connection; stealing avoids that.
+        work_stealing: s.work_stealing.unwrap_or(threads > 1),
     }
 }
 

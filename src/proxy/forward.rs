@@ -45,5 +45,25 @@ pub fn add_forwarding_headers(session: &Session, req: &mut RequestHeader) -> Res
 
 /// A random 128-bit request id as 32 lowercase hex digits.
 pub fn request_id() -> String {
-    format!("{:032x}", rand::random::<u128>())
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let n = rand::random::<u128>();
+    let digits = (0..32)
+        .rev()
+        .map(|i| HEX[((n >> (i * 4)) & 0xf) as usize] as char);
+    digits.collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::request_id;
+
+    #[test]
+    fn request_ids_are_32_lowercase_hex_digits_and_differ() {
+        let a = request_id();
+        assert_eq!(a.len(), 32);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
+        assert_ne!(a, request_id());
+    }
 }
