@@ -148,9 +148,12 @@ TARGET_LABEL = {
     "direct": "direct to backend",
     "nginx": "nginx (1 worker, keepalive 64)",
     "haproxy": "HAProxy (nbthread 1, http-reuse always)",
+    "pingora": "pingora floor (examples/pingora_floor.rs, 1 thread)",
     "switchyard": "switchyard (threads: 1)",
 }
-TARGET_ORDER = ["direct", "nginx", "haproxy", "switchyard"]
+TARGET_ORDER = ["direct", "nginx", "haproxy", "pingora", "switchyard"]
+# how the ratio lines name the targets switchyard is compared with
+RATIO_NAME = {"haproxy": "HAProxy", "nginx": "nginx", "pingora": "pingora-floor"}
 SCEN_TITLE = {
     "rr": "rr — round robin over 3 backends, 3-byte body (headline)",
     "least_conn": "least_conn — least connections over 3 backends, 3-byte body",
@@ -242,6 +245,8 @@ def report(args):
     md.append(f"- machine: {meta['nproc']} CPUs, {meta['cpu_model']}, kernel {meta['kernel']}")
     md.append(f"- command: `{meta['command']}`")
     md.append(f"- switchyard: {meta['switchyard_rev']}; {meta['versions']}")
+    if meta.get("pingora_floor"):
+        md.append(f"- pingora floor: {meta['pingora_floor']}")
     md.append(f"- method: proxy pinned to core 0, wrk and the 3 nginx backends on core 1; "
               f"`wrk -t1 -c64 -d{meta['duration']}s --latency` after a {meta['warmup']} s warm-up; "
               f"{meta['rounds']} round(s), target order rotated each round, medians shown; "
@@ -275,7 +280,7 @@ def report(args):
         tg = out["scenarios"][sc]["targets"]
         lines = []
         if "switchyard" in tg:
-            for other in ("haproxy", "nginx"):
+            for other in ("haproxy", "nginx", "pingora"):
                 if other not in tg:
                     continue
                 for key, label in (("cpu_us_per_req", "CPU µs/req"), ("rps", "req/s")):
@@ -287,8 +292,7 @@ def report(args):
                     rng = ""
                     if len(per) > 1:
                         rng = f" (per round {min(per):.2f}–{max(per):.2f})"
-                    lines.append(f"switchyard/{'HAProxy' if other == 'haproxy' else 'nginx'} "
-                                 f"{label}: **{fmt(ratio)}×**{rng}")
+                    lines.append(f"switchyard/{RATIO_NAME[other]} {label}: **{fmt(ratio)}×**{rng}")
         if lines:
             md.append("Ratios: " + "; ".join(lines) + ".")
             md.append("")

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# switchyard benchmark: switchyard vs nginx vs HAProxy vs a backend directly.
+# switchyard benchmark: switchyard vs nginx vs HAProxy vs the pingora floor
+# (examples/pingora_floor.rs) vs a backend directly.
 #
 #   make bench                 # runs: bash tests/bench/run.sh
 #   bash tests/bench/run.sh    # the same
@@ -12,10 +13,14 @@
 #   WARMUP [2]       seconds of wrk warm-up before each measured run
 #   SCENARIOS ["rr least_conn 1k 64k race idle"]
 #   IDLE_CONNS [10000], IDLE_HOLD [5]   idle scenario: connections held open, seconds held
-#   SKIP_BUILD [0]   1 = use the existing target/release/switchyard as is
+#   SKIP_BUILD [0]   1 = use the existing target/release/switchyard and
+#                    target/release/examples/pingora_floor as they are
 #   SWITCHYARD_BIN   benchmark this binary instead (implies no build)
+#   PINGORA_FLOOR_BIN  use this pingora_floor binary for target pingora
+#                    [target/release/examples/pingora_floor]; missing = target skipped with a note
 #   RESULTS_NAME [latest]  results file name under tests/bench/results/
-#   TARGETS          only these targets (direct nginx haproxy switchyard), e.g. for an A/B
+#   TARGETS          only these targets (direct nginx haproxy pingora switchyard), e.g. for an A/B
+#                    (pingora = the pingora floor: rr, 1k, 64k and idle only)
 #   KEEP_TMP [0]     1 = keep the temp dir (configs, logs, raw wrk output)
 #   NOISE_MAX [10]   a run during which the proxy's core was more than this many
 #   NOISE_RETRIES [2]  % busy with other work is redone, up to NOISE_RETRIES times
@@ -34,7 +39,7 @@ RESULTS="$HERE/results"
 
 # the exact command, with the variables the caller set
 CMD="bash tests/bench/run.sh"
-for v in TARGETS QUIET_WAIT NOISE_RETRIES NOISE_MAX SWITCHYARD_BIN SKIP_BUILD KEEP_TMP IDLE_HOLD IDLE_CONNS WARMUP SCENARIOS DURATION ROUNDS; do
+for v in PINGORA_FLOOR_BIN TARGETS QUIET_WAIT NOISE_RETRIES NOISE_MAX SWITCHYARD_BIN SKIP_BUILD KEEP_TMP IDLE_HOLD IDLE_CONNS WARMUP SCENARIOS DURATION ROUNDS; do
     if [ -n "${!v+x}" ]; then CMD="$v=$(printf '%q' "${!v}") $CMD"; fi
 done
 ROUNDS=${ROUNDS:-3}
@@ -62,6 +67,9 @@ done
 for s in $SCENARIOS; do
     case $s in rr|least_conn|1k|64k|race|idle) ;; *) die "unknown scenario '$s' (rr least_conn 1k 64k race idle)";; esac
 done
+for t in ${TARGETS:-}; do
+    case $t in direct|nginx|haproxy|pingora|switchyard) ;; *) die "unknown target '$t' (direct nginx haproxy pingora switchyard)";; esac
+done
 
 # ------------------------------------------------------------------ tools
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -88,14 +96,18 @@ fi
 # ------------------------------------------------------------------ build
 SY_BIN=${SWITCHYARD_BIN:-"$ROOT/target/release/switchyard"}
 SY_BIN=$(realpath "$SY_BIN" 2>/dev/null || echo "$SY_BIN")
+# the pingora floor (target pingora): the smallest pingora load balancer
+PF_BIN=${PINGORA_FLOOR_BIN:-"$ROOT/target/release/examples/pingora_floor"}
+PF_BIN=$(realpath "$PF_BIN" 2>/dev/null || echo "$PF_BIN")
 if [ "$SKIP_BUILD" != 1 ] && [ -z "${SWITCHYARD_BIN:-}" ]; then
-    log "cargo build --release --bins"
-    (cd "$ROOT" && cargo build --release --bins) || die "cargo build failed"
+    log "cargo build --release --bins --example pingora_floor"
+    (cd "$ROOT" && cargo build --release --bins --example pingora_floor) || die "cargo build failed"
 fi
 [ -x "$SY_BIN" ] || die "$SY_BIN not found (build failed or SKIP_BUILD=1 without a build)"
+PF_OK=1; [ -x "$PF_BIN" ] || PF_OK=0   # missing: target pingora skipped with a note (below)
 # the source the binary was built from (others may commit while this runs)
 SY_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "$(git -C "$ROOT" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]; then SY_REV="$SY_REV + uncommitted changes"; fi
+if [ -n "$(git -C "$ROOT" status --porcelain -- src examples Cargo.toml Cargo.lock 2>/dev/null)" ]; then SY_REV="$SY_REV + uncommitted changes"; fi
 [ -n "${SWITCHYARD_BIN:-}" ] && SY_REV="$SY_BIN"
 [ "$SKIP_BUILD" = 1 ] && SY_REV="existing build (SKIP_BUILD=1; tree at $SY_REV)"
 
@@ -160,13 +172,20 @@ RAW="$WORK/runs.jsonl"; : >"$RAW"
 IDLE_RAW="$WORK/idle.jsonl"; : >"$IDLE_RAW"
 mkdir -p "$WORK/wrk" "$WORK/www"
 
+# the pingora floor is missing: say so once, if a scenario would have run it
+if [ "$PF_OK" = 0 ] && { [ -z "${TARGETS:-}" ] || [[ " $TARGETS " == *" pingora "* ]]; } \
+        && [[ " $SCENARIOS " =~ \ (rr|1k|64k|idle)\  ]]; then
+    note "pingora: skipped, $PF_BIN not found (build it with: cargo build --release --example pingora_floor, or set PINGORA_FLOOR_BIN)"
+fi
+
 # ------------------------------------------------------------------ ports
-read -r -a PORTS <<<"$(python3 "$BENCH_PY" freeports 6 19001)"
+read -r -a PORTS <<<"$(python3 "$BENCH_PY" freeports 7 19001)"
 BE_PORTS=("${PORTS[0]}" "${PORTS[1]}" "${PORTS[2]}")
 NGINX_PORT=${PORTS[3]}
 HAPROXY_PORT=${PORTS[4]}
 SY_PORT=${PORTS[5]}
-log "ports: backends ${BE_PORTS[*]}, nginx $NGINX_PORT, haproxy $HAPROXY_PORT, switchyard $SY_PORT"
+PF_PORT=${PORTS[6]}
+log "ports: backends ${BE_PORTS[*]}, nginx $NGINX_PORT, haproxy $HAPROXY_PORT, switchyard $SY_PORT, pingora floor $PF_PORT"
 
 # wait_http URL [curl args...]: until the URL answers 200 (at most 15 s)
 wait_http() {
@@ -370,6 +389,13 @@ start_proxy() {
             PROXY_PORT=$SY_PORT; PROXY_LOG="$WORK/switchyard/stderr.log"; : >>"$PROXY_LOG"
             taskset -c "$PROXY_CPU" "$SY_BIN" -c "$f" >>"$PROXY_LOG" 2>&1 &
             ;;
+        pingora)   # the pingora floor: round robin only, no config file
+            [ "$strat" = rr ] || die "target pingora only does round robin (asked: $strat)"
+            mkdir -p "$WORK/pingora"
+            PROXY_PORT=$PF_PORT; PROXY_LOG="$WORK/pingora/stderr.log"; : >>"$PROXY_LOG"
+            taskset -c "$PROXY_CPU" "$PF_BIN" "127.0.0.1:$PF_PORT" \
+                "127.0.0.1:${BE_PORTS[0]}" "127.0.0.1:${BE_PORTS[1]}" "127.0.0.1:${BE_PORTS[2]}" >>"$PROXY_LOG" 2>&1 &
+            ;;
         *) die "unknown target $t" ;;
     esac
     PROXY_PID=$!; PIDS+=("$PROXY_PID")
@@ -378,7 +404,7 @@ start_proxy() {
 stop_proxy() {
     local t=$1 pid=$2
     case $t in
-        switchyard) stop_pid "$pid" INT ;;   # fast shutdown (SIGTERM waits for the grace period)
+        switchyard|pingora) stop_pid "$pid" INT ;;   # pingora fast shutdown (SIGTERM waits for the grace period)
         *) stop_pid "$pid" TERM ;;
     esac
 }
@@ -511,8 +537,9 @@ run_idle() {
         note "idle: skipped, ulimit -n is $NOFILE, need $((IDLE_CONNS + 1000))"
         return 0
     fi
-    for t in nginx haproxy switchyard; do
+    for t in nginx haproxy pingora switchyard; do
         [ -n "${TARGETS:-}" ] && [[ " $TARGETS " != *" $t "* ]] && continue
+        [ "$t" = pingora ] && [ "$PF_OK" = 0 ] && continue
         wait_quiet "idle/$t"
         log "idle: $t, $IDLE_CONNS connections held ${IDLE_HOLD}s"
         start_proxy "$t" rr
@@ -536,7 +563,9 @@ log "machine busy before start: ${busy}% of all CPUs"
 
 for sc in $SCENARIOS; do
     case $sc in
-        rr|1k|64k) targets=(direct nginx haproxy switchyard) ;;
+        rr|1k|64k)
+            targets=(direct nginx haproxy pingora switchyard)
+            [ "$PF_OK" = 0 ] && targets=(direct nginx haproxy switchyard) ;;
         least_conn) targets=(nginx haproxy switchyard) ;;
         race)
             f=$(write_switchyard rr race)
@@ -566,7 +595,9 @@ done
 
 # ------------------------------------------------------------------ report
 versions="$(wrk -v 2>&1 | head -n 1 | awk '{print $1, $2}'), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v 2>&1 | head -n 1 | awk '{print "HAProxy", $3}')"
+PF_DESC="not found ($PF_BIN)"; [ "$PF_OK" = 1 ] && PF_DESC="$PF_BIN"
 BENCH_DATE=$(date -u '+%Y-%m-%d %H:%M:%S UTC') BENCH_CMD="$CMD" BENCH_REV="$SY_REV" BENCH_VERSIONS="$versions" \
+BENCH_PF="$PF_DESC" \
 BENCH_ROUNDS="$ROUNDS" BENCH_DURATION="$DURATION" BENCH_WARMUP="$WARMUP" BENCH_SCENARIOS="$SCENARIOS" \
 python3 - "$WORK/meta.json" <<'EOF'
 import json, os, platform, re, sys
@@ -579,7 +610,7 @@ e = os.environ
 json.dump({
     "date": e["BENCH_DATE"], "nproc": os.cpu_count(), "cpu_model": cpu,
     "kernel": platform.release(), "command": e["BENCH_CMD"],
-    "switchyard_rev": e["BENCH_REV"], "versions": e["BENCH_VERSIONS"],
+    "switchyard_rev": e["BENCH_REV"], "pingora_floor": e["BENCH_PF"], "versions": e["BENCH_VERSIONS"],
     "rounds": int(e["BENCH_ROUNDS"]), "duration": int(e["BENCH_DURATION"]),
     "warmup": int(e["BENCH_WARMUP"]), "scenarios": e["BENCH_SCENARIOS"].split(),
     "connections": 64, "clk_tck": os.sysconf("SC_CLK_TCK"),
