@@ -3,9 +3,9 @@
 //!
 //! One `ProxyHttp` that only picks a backend with pingora's round robin; no
 //! routing, no added headers, no counters, no health checks. Built with the
-//! same allocator, release profile, worker count and client read buffer as
-//! `switchyard`, so the difference between the two is what switchyard's own
-//! per-request work costs.
+//! same allocator, release profile, worker count, runtime (no work stealing)
+//! and client read buffer as `switchyard`, so the difference between the two
+//! is what switchyard's own per-request work costs.
 //!
 //! ```text
 //! cargo run --release --example pingora_floor -- LISTEN BACKEND [BACKEND ...]
@@ -59,6 +59,8 @@ fn main() {
     };
     let conf = ServerConf {
         threads: 1,
+        // as switchyard's default for one thread: a current-thread runtime
+        work_stealing: false,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
