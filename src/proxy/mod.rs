@@ -97,7 +97,8 @@ impl ProxyHttp for Proxy {
         let table = self.routes.load_full();
         let value = session.req_header().headers.get(table.header());
         let resolved = table.resolve(value.map(|v| v.as_bytes())).cloned();
-        ctx.started = Some(Instant::now());
+        let now = Instant::now();
+        ctx.started = Some(now);
         let Some(pool) = resolved else {
             let asked = value
                 .and_then(|v| v.to_str().ok())
@@ -115,7 +116,6 @@ impl ProxyHttp for Proxy {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         ctx.body_unreplayable = declared.is_some_and(|n| n > pool.config.retries.max_body);
-        let now = ctx.started.unwrap_or_else(Instant::now);
         ctx.deadline = Some(now + pool.config.timeouts.request);
         ctx.table = Some(table);
         ctx.pool = Some(pool.clone());
@@ -220,12 +220,18 @@ impl ProxyHttp for Proxy {
         if upstream_response.status.is_informational() {
             return Ok(());
         }
-        let retryable = retry::status_kind(code).zip(ctx.attempt_pool.clone());
-        let Some((kind, pool)) = retryable.filter(|(k, p)| p.config.retries.retries(*k)) else {
+        // only a retryable status (502/503/504) of a pool that retries it
+        // goes further; every other answer ends here
+        let pool = retry::status_kind(code).and_then(|kind| {
+            ctx.attempt_pool
+                .as_ref()
+                .filter(|p| p.config.retries.retries(kind))
+                .cloned()
+        });
+        let Some(pool) = pool else {
             self.answered(ctx);
             return Ok(());
         };
-        let _ = kind;
         let failure = retry::Failure::Status(code);
         let state = self.attempt_state(session, ctx);
         // Retry only when another backend can take it; otherwise the client

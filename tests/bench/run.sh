@@ -199,13 +199,12 @@ wait_http() {
     return 1
 }
 
-# ------------------------------------------------------------------ backends
-head -c 1024 /dev/zero | tr '\0' 'a' >"$WORK/www/1k"
-head -c 65536 /dev/zero | tr '\0' 'b' >"$WORK/www/64k"
-BE_PIDS=()
-for i in 0 1 2; do
-    d="$WORK/backend$i"; mkdir -p "$d"
-    cat >"$d/nginx.conf" <<EOF
+# nginx_head DIR: the start of an nginx.conf shared by the backends and the
+# nginx proxy (one worker, files under DIR, long keep-alive); the caller
+# writes the rest of the http block and closes it
+nginx_head() {
+    local d=$1
+    cat <<EOF
 daemon off;
 master_process on;
 worker_processes 1;
@@ -215,8 +214,6 @@ error_log $d/error.log warn;
 events { worker_connections $NGX_CONNS; }
 http {
     access_log off;
-    default_type application/octet-stream;
-    sendfile on;
     keepalive_timeout 75s;
     keepalive_requests 1000000;
     client_body_temp_path $d/client_body;
@@ -224,6 +221,18 @@ http {
     fastcgi_temp_path $d/fastcgi;
     uwsgi_temp_path $d/uwsgi;
     scgi_temp_path $d/scgi;
+EOF
+}
+
+# ------------------------------------------------------------------ backends
+head -c 1024 /dev/zero | tr '\0' 'a' >"$WORK/www/1k"
+head -c 65536 /dev/zero | tr '\0' 'b' >"$WORK/www/64k"
+BE_PIDS=()
+for i in 0 1 2; do
+    d="$WORK/backend$i"; mkdir -p "$d"
+    { nginx_head "$d"; cat <<EOF
+    default_type application/octet-stream;
+    sendfile on;
     server {
         listen 127.0.0.1:${BE_PORTS[$i]};
         location / { return 200 "ok\n"; }
@@ -233,6 +242,7 @@ http {
     }
 }
 EOF
+    } >"$d/nginx.conf"
     taskset -c "$LOAD_CPU" nginx -p "$d" -e "$d/error.log" -c "$d/nginx.conf" >"$d/stdout.log" 2>&1 &
     BE_PIDS+=($!); PIDS+=($!)
 done
@@ -258,23 +268,7 @@ backend_counts() {
 write_nginx() {
     local d="$WORK/nginx"; mkdir -p "$d"
     local lc=""; [ "$1" = least_conn ] && lc="least_conn;"
-    cat >"$d/nginx.conf" <<EOF
-daemon off;
-master_process on;
-worker_processes 1;
-worker_rlimit_nofile $NOFILE;
-pid $d/nginx.pid;
-error_log $d/error.log warn;
-events { worker_connections $NGX_CONNS; }
-http {
-    access_log off;
-    keepalive_timeout 75s;
-    keepalive_requests 1000000;
-    client_body_temp_path $d/client_body;
-    proxy_temp_path $d/proxy;
-    fastcgi_temp_path $d/fastcgi;
-    uwsgi_temp_path $d/uwsgi;
-    scgi_temp_path $d/scgi;
+    { nginx_head "$d"; cat <<EOF
     upstream web {
         $lc
         server 127.0.0.1:${BE_PORTS[0]};
@@ -293,6 +287,7 @@ http {
     }
 }
 EOF
+    } >"$d/nginx.conf"
 }
 
 write_haproxy() {
