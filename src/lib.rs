@@ -50,3 +50,4 @@ pub mod reload;
 pub mod retry;
 pub mod routing;
 pub mod server;
+pub mod state;

@@ -103,10 +103,39 @@ impl AttemptResult {
 pub struct Metrics {
     /// Requests no pool took (404), by status.
     pub unrouted: StatusCounts,
-    /// Successful configuration reloads (SIGHUP, `POST /reload`, admin changes).
+    /// Successful configuration reloads (SIGHUP, `POST /reload`).
     pub reloads_ok: AtomicU64,
     /// Rejected reloads.
     pub reloads_error: AtomicU64,
+    /// Admin API changes applied.
+    pub admin_changes_ok: AtomicU64,
+    /// Admin API changes refused or not saved.
+    pub admin_changes_error: AtomicU64,
+    /// Upstream attempts that failed for a resource of the proxy itself
+    /// (out of file descriptors, buffers, memory or local ports).
+    pub local_errors: AtomicU64,
+    /// Second (since process start) of the last local-error log line.
+    local_error_logged: AtomicU64,
+}
+
+impl Metrics {
+    /// Counts a local resource error; returns true when it should be logged
+    /// (at most once per second, so exhaustion cannot flood the log).
+    pub fn local_error(&self) -> bool {
+        self.local_errors.fetch_add(1, Relaxed);
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let now = START
+            .get_or_init(std::time::Instant::now)
+            .elapsed()
+            .as_secs()
+            + 1;
+        let last = self.local_error_logged.load(Relaxed);
+        now > last
+            && self
+                .local_error_logged
+                .compare_exchange(last, now, Relaxed, Relaxed)
+                .is_ok()
+    }
 }
 
 fn esc(v: &str) -> String {
@@ -262,7 +291,7 @@ pub fn render(table: &RouteTable, m: &Metrics) -> String {
         &mut out,
         pools,
         ("switchyard_backend_ejections_total", "counter"),
-        "Passive ejections of the backend.",
+        "Passive ejections of the backend (max_fails failures within fail_timeout).",
         |_, _, s| s.ejection.ejections(),
     );
 
@@ -284,7 +313,7 @@ pub fn render(table: &RouteTable, m: &Metrics) -> String {
         &mut out,
         "switchyard_config_reloads_total",
         "counter",
-        "Configuration reloads by result.",
+        "Configuration reloads (SIGHUP, POST /reload) by result.",
     );
     let _ = writeln!(
         out,
@@ -295,6 +324,33 @@ pub fn render(table: &RouteTable, m: &Metrics) -> String {
         out,
         "switchyard_config_reloads_total{{result=\"error\"}} {}",
         m.reloads_error.load(Relaxed)
+    );
+    help(
+        &mut out,
+        "switchyard_admin_changes_total",
+        "counter",
+        "Admin API changes (POST, PATCH, DELETE /backends) by result.",
+    );
+    for (result, c) in [
+        ("ok", &m.admin_changes_ok),
+        ("error", &m.admin_changes_error),
+    ] {
+        let _ = writeln!(
+            out,
+            "switchyard_admin_changes_total{{result=\"{result}\"}} {}",
+            c.load(Relaxed)
+        );
+    }
+    help(
+        &mut out,
+        "switchyard_local_errors_total",
+        "counter",
+        "Upstream attempts that failed for lack of a local resource (file descriptors, buffers, memory, ports); never counted against a backend.",
+    );
+    let _ = writeln!(
+        out,
+        "switchyard_local_errors_total {}",
+        m.local_errors.load(Relaxed)
     );
     out
 }
@@ -315,7 +371,7 @@ fn per_backend(
                 let _ = writeln!(
                     out,
                     "{name}{{pool=\"{pool}\",backend=\"{}\"}} {}",
-                    esc(&s.name),
+                    esc(&s.name()),
                     value(p, b, s)
                 );
             }
@@ -326,7 +382,7 @@ fn per_backend(
 fn for_backends(p: &Pool, mut f: impl FnMut(&str, &crate::pool::BackendState)) {
     for b in p.members() {
         if let Some(s) = state_of(b) {
-            f(&esc(&s.name), s);
+            f(&esc(&s.name()), s);
         }
     }
 }

@@ -2,9 +2,9 @@
 //! activating its pools, and swapping it in atomically on SIGHUP.
 //!
 //! A reload validates the whole file first; an invalid file changes nothing.
-//! New pools are built aside (backends that are unchanged keep their state),
-//! every pool is probed once so new backends are admitted before they can be
-//! chosen, and only then is the table published. Requests in flight keep the
+//! New pools are built aside (backends that stay keep their state: see
+//! [`crate::state`]), new backends are probed once so that they are admitted
+//! before they can be chosen, and only then is the table published. Requests in flight keep the
 //! table they started with.
 
 use crate::admin::AdminState;
@@ -24,21 +24,24 @@ use std::sync::Arc;
 /// Builds the table for `config`, reusing backend state from `previous`.
 /// Pools are not probed or started yet: see [`activate`].
 pub fn build_table(config: Arc<Config>, previous: Option<&RouteTable>) -> RouteTable {
+    let registry = previous.map(|t| t.registry.clone()).unwrap_or_default();
     let pools = config
         .pools
         .values()
         .map(|p| {
             let old = previous.and_then(|t| t.pool(&p.name)).map(|p| p.as_ref());
-            Arc::new(Pool::build(p, old))
+            Arc::new(Pool::build(p, old, &registry))
         })
         .collect();
-    RouteTable::new(config, pools)
+    RouteTable::new(config, pools, registry)
 }
 
-/// Probes every pool of `table` once (admitting backends that pass), then
-/// starts each pool's periodic health checks on the current runtime.
+/// Probes once every backend of `table` that has not passed a probe yet
+/// (new ones: admitting those that pass), then starts the periodic probes
+/// on the current runtime. Backends the previous table had keep their state
+/// and are not probed again.
 pub async fn activate(table: &RouteTable) {
-    futures::future::join_all(table.pools().iter().map(|p| p.probe_now())).await;
+    futures::future::join_all(table.pools().iter().map(|p| p.probe_new())).await;
     for p in table.pools() {
         p.start();
     }
@@ -147,20 +150,27 @@ impl Reloader {
         let mut sources = self.sources.lock().await;
         let old = self.routes.load_full();
         let mut state = sources.state.clone();
-        change(&mut state, &old.config)?;
-        if let Some(path) = old
-            .config
-            .admin
-            .as_ref()
-            .and_then(|a| a.state_file.as_ref())
-        {
-            state
-                .save(std::path::Path::new(path))
-                .map_err(ReloadError::State)?;
-        }
+        let applied = change(&mut state, &old.config).and_then(|()| {
+            match old
+                .config
+                .admin
+                .as_ref()
+                .and_then(|a| a.state_file.as_ref())
+            {
+                Some(path) => state
+                    .save(std::path::Path::new(path))
+                    .map_err(ReloadError::State),
+                None => Ok(()),
+            }
+        });
+        let counter = match applied {
+            Ok(()) => &self.metrics.admin_changes_ok,
+            Err(_) => &self.metrics.admin_changes_error,
+        };
+        counter.fetch_add(1, Relaxed);
+        applied?;
         self.publish(&sources.file, &state, &old).await;
         sources.state = state;
-        self.metrics.reloads_ok.fetch_add(1, Relaxed);
         Ok(())
     }
 

@@ -7,6 +7,7 @@
 use crate::access_log::AccessLogger;
 use crate::config::Config;
 use crate::pool::Pool;
+use crate::state::Registry;
 use http::HeaderName;
 use std::sync::Arc;
 
@@ -19,11 +20,13 @@ pub struct RouteTable {
     default_pool: Option<Arc<Pool>>,
     /// The access log, opened for this table (`None` when off).
     pub access_log: Option<Arc<AccessLogger>>,
+    /// Where the pools' backend state lives (shared with later tables).
+    pub registry: Arc<Registry>,
 }
 
 impl RouteTable {
     /// Assembles a table from `config` and its built `pools`.
-    pub fn new(config: Arc<Config>, pools: Vec<Arc<Pool>>) -> Self {
+    pub fn new(config: Arc<Config>, pools: Vec<Arc<Pool>>, registry: Arc<Registry>) -> Self {
         let default_pool = config
             .routing
             .default_pool
@@ -42,6 +45,7 @@ impl RouteTable {
             pools,
             default_pool,
             access_log,
+            registry,
         }
     }
 
@@ -106,12 +110,13 @@ pools:
             "t",
         )
         .unwrap();
+        let registry = Arc::new(Registry::default());
         let pools = config
             .pools
             .values()
-            .map(|p| Arc::new(Pool::build(p, None)))
+            .map(|p| Arc::new(Pool::build(p, None, &registry)))
             .collect();
-        RouteTable::new(Arc::new(config), pools)
+        RouteTable::new(Arc::new(config), pools, registry)
     }
 
     #[test]

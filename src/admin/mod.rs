@@ -77,8 +77,8 @@ impl AdminApi {
                 .filter_map(|b| {
                     let s = state_of(b)?;
                     Some(json!({
-                        "url": s.url,
-                        "name": s.name,
+                        "url": &*s.url(),
+                        "name": &*s.name(),
                         "healthy": p.is_healthy(b),
                         "enabled": p.is_enabled(b),
                         "weight": b.weight,

@@ -237,6 +237,17 @@ pub struct PassivePolicy {
     pub max_fails: u32,
     /// Counting window and ejection time (default 10s).
     pub fail_timeout: Duration,
+    /// At most this share of the pool's backends, in percent, is ejected
+    /// passively at once; the count is rounded down, so a one-backend pool
+    /// is never ejected (default 50, Envoy's `max_ejection_percent`).
+    pub max_ejected_percent: u32,
+}
+
+impl PassivePolicy {
+    /// How many of `members` backends may be ejected at once.
+    pub fn max_ejected(&self, members: usize) -> usize {
+        members.saturating_mul(self.max_ejected_percent.min(100) as usize) / 100
+    }
 }
 
 /// A validated backend.
@@ -296,8 +307,12 @@ pub struct Timeouts {
     pub connect: Duration,
     /// Per-read timeout (default 30s).
     pub read: Duration,
-    /// Whole-request deadline (default 30s).
+    /// Deadline for the response head, all attempts included (default
+    /// 30s); a body streaming after its head is bounded by `read` only.
     pub request: Duration,
+    /// An upgraded (WebSocket) connection closes after this long without
+    /// traffic in either direction (default 1h).
+    pub idle: Duration,
 }
 
 /// Where access log lines go.

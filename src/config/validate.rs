@@ -274,11 +274,13 @@ fn pool(name: &str, p: &RawPool, path: &str, errs: &mut Vec<ConfigError>) -> Opt
         connect: t.connect.map_or(Duration::from_secs(2), |d| d.0),
         read: t.read.map_or(Duration::from_secs(30), |d| d.0),
         request: t.request.map_or(Duration::from_secs(30), |d| d.0),
+        idle: t.idle.map_or(Duration::from_secs(3600), |d| d.0),
     };
     for (key, d) in [
         ("connect", timeouts.connect),
         ("read", timeouts.read),
         ("request", timeouts.request),
+        ("idle", timeouts.idle),
     ] {
         if d.is_zero() {
             errs.push(ConfigError::new(
@@ -295,7 +297,21 @@ fn pool(name: &str, p: &RawPool, path: &str, errs: &mut Vec<ConfigError>) -> Opt
             .as_ref()
             .and_then(|x| x.fail_timeout)
             .map_or(Duration::from_secs(10), |d| d.0),
+        max_ejected_percent: p
+            .passive
+            .as_ref()
+            .and_then(|x| x.max_ejected_percent)
+            .unwrap_or(50),
     };
+    if passive.max_ejected_percent > 100 {
+        errs.push(ConfigError::new(
+            format!("{path}.passive.max_ejected_percent"),
+            format!(
+                "{} is not a percentage (0 to 100)",
+                passive.max_ejected_percent
+            ),
+        ));
+    }
     if passive.max_fails > 0 && passive.fail_timeout.is_zero() {
         errs.push(ConfigError::new(
             format!("{path}.passive.fail_timeout"),

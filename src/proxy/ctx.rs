@@ -37,6 +37,11 @@ pub struct RequestCtx {
     pub body_unreplayable: bool,
     /// Retries made (attempts after the first).
     pub retries: usize,
+    /// The current attempt's response head arrived (failures after it
+    /// never count against the backend).
+    pub head_received: bool,
+    /// The last attempt failed for lack of a local resource (answered 503).
+    pub local_error: bool,
     /// The backend whose answer went to the client.
     pub served: Option<Arc<BackendState>>,
 }
