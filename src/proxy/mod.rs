@@ -371,11 +371,13 @@ impl ProxyHttp for Proxy {
         true
     }
 
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
         // Answered with their status: "no usable backend" and friends, and
         // clients that went away mid-request. Logging each at error level
         // would flood the log during an outage or at every load-test end.
-        matches!(error.etype(), ErrorType::HTTPStatus(_))
+        // Local resource errors are logged once per second where counted.
+        ctx.local_error
+            || matches!(error.etype(), ErrorType::HTTPStatus(_))
             || (error.esource() == &ErrorSource::Downstream
                 && matches!(
                     error.etype(),
