@@ -379,7 +379,7 @@ fn passive_ejection_survives_an_unrelated_sighup() {
         "    health_check: { type: none }\n    passive: { max_fails: 1, fail_timeout: 20s }\n",
     );
     let other = pool_yaml("other", &[good.url()], "    health_check: { type: none }\n");
-    let sy = Switchyard::start(&config("web", &[web.clone()], false));
+    let sy = Switchyard::start(&config("web", std::slice::from_ref(&web), false));
     assert!(
         poll_until(Duration::from_secs(5), || {
             let _ = served_by(&sy, "web");
@@ -416,7 +416,7 @@ fn rise_progress_survives_a_reload() {
         &[steady.url()],
         "    health_check: { type: none }\n",
     );
-    let sy = Switchyard::start(&config("web", &[web.clone()], false));
+    let sy = Switchyard::start(&config("web", std::slice::from_ref(&web), false));
     rec.set_healthy(false);
     let failed = rec.path_count("/health");
     assert!(poll_until(Duration::from_secs(5), || rec
@@ -467,7 +467,7 @@ fn in_flight_count_of_a_draining_backend_survives_a_reload() {
     slow.set_delay(Duration::from_secs(6));
     let web = pool_yaml("web", &[slow.url()], "    health_check: { type: none }\n");
     let other = pool_yaml("other", &[slow.url()], "    health_check: { type: none }\n");
-    let sy = Switchyard::start(&config("web", &[web.clone()], true));
+    let sy = Switchyard::start(&config("web", std::slice::from_ref(&web), true));
     let addr = sy.addr();
     let clients: Vec<_> = (0..3)
         .map(|_| thread::spawn(move || try_get(addr, "/slow", &[]).map(|r| r.status)))
