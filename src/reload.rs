@@ -181,7 +181,12 @@ impl Reloader {
         }
         let table = build_table(Arc::new(effective), Some(old));
         activate(&table).await;
-        self.routes.store(Arc::new(table));
+        let table = Arc::new(table);
+        self.routes.store(table.clone());
+        // probe loops only the old table used stop now, even while its
+        // in-flight requests keep it alive
+        let live = table.pools().iter().filter_map(|p| p.probes());
+        table.registry.retire_unused(live);
     }
 }
 

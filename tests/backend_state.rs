@@ -620,3 +620,47 @@ fn raced_request_whose_client_leaves_leaves_no_upstream_connection() {
         sy.logs()
     );
 }
+
+#[test]
+fn changed_health_settings_stop_the_old_probe_while_a_request_holds_the_old_table() {
+    let b = TestBackend::start("b");
+    let slow = TestBackend::start("slow");
+    slow.set_delay(Duration::from_secs(4));
+    let hc = |path: &str| {
+        format!(
+            "    health_check: {{ type: http, path: {path}, interval: 200ms, timeout: 200ms }}\n"
+        )
+    };
+    let slow_pool = pool_yaml("slow", &[slow.url()], "    health_check: { type: none }\n");
+    let sy = Switchyard::start(&config(
+        "web",
+        &[pool_yaml("web", &[b.url()], &hc("/old")), slow_pool.clone()],
+        false,
+    ));
+    // an in-flight request keeps the first table alive across the reload
+    let addr = sy.addr();
+    let held = thread::spawn(move || try_get(addr, "/slow", &[("App-Name", "slow")]));
+    assert!(poll_until(Duration::from_secs(5), || slow.app_count() == 1));
+    sy.write_config(&config(
+        "web",
+        &[pool_yaml("web", &[b.url()], &hc("/new")), slow_pool],
+        false,
+    ));
+    reload(&sy, 1);
+    assert!(poll_until(Duration::from_secs(2), || b.path_count("/new") >= 2));
+    let old = b.path_count("/old");
+    let new = b.path_count("/new");
+    // four intervals later, still in flight: only the new probe ran
+    assert!(!poll_until(Duration::from_millis(800), || false));
+    assert!(slow.app_count() == 1 && !held.is_finished());
+    assert!(
+        b.path_count("/old") <= old + 1,
+        "old probe still runs\n{}",
+        sy.logs()
+    );
+    assert!(b.path_count("/new") >= new + 2, "{}", sy.logs());
+    assert_eq!(
+        held.join().expect("client").map(|r| r.status).ok(),
+        Some(200)
+    );
+}

@@ -151,11 +151,16 @@ impl Pool {
     }
 
     /// Starts the periodic probe of the pool's health setting (idempotent;
-    /// it runs until the last pool with that setting is dropped).
+    /// it runs while a published table uses that setting).
     pub fn start(&self) {
         if let Some(g) = &self.probes {
             g.start();
         }
+    }
+
+    /// The pool's probe group (`None` for `type: none`).
+    pub fn probes(&self) -> Option<&ProbeGroup> {
+        self.probes.as_deref()
     }
 
     /// Picks a backend for `key` that is enabled, healthy, admitted and

@@ -13,7 +13,9 @@
 //! by several views (two pools, or the old and new generation during a
 //! reload) is probed once per interval, and its rise/fall progress is kept
 //! while any view lists it. The group's probe loop (pingora's
-//! `HealthCheckService`) stops when the last pool using the group is dropped.
+//! `HealthCheckService`) stops when the published route table no longer
+//! uses the group ([`Registry::retire_unused`]), or when the last pool
+//! using it is dropped.
 
 mod backend;
 mod passive;
@@ -26,7 +28,7 @@ use pingora_load_balancing::health_check::HealthCheck;
 use pingora_load_balancing::{Backend, HealthCheckService, HealthRegistry};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use tokio::sync::watch;
 
@@ -140,11 +142,24 @@ impl Registry {
             registry,
             check,
             interval: cfg.interval,
-            stop: watch::channel(false).0,
-            started: AtomicBool::new(false),
+            stop: Mutex::new(None),
         });
         probes.insert(key, Arc::downgrade(&g));
         g
+    }
+
+    /// Stops the probe loops of every group that no pool in `live` uses
+    /// (groups kept alive only by tables that in-flight requests still
+    /// hold): the published table alone decides what is probed, and how.
+    pub fn retire_unused<'a>(&self, live: impl IntoIterator<Item = &'a ProbeGroup>) {
+        let live: std::collections::HashSet<u64> = live.into_iter().map(|g| g.id).collect();
+        let groups: Vec<Arc<ProbeGroup>> = lock(&self.probes)
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for g in groups.iter().filter(|g| !live.contains(&g.id)) {
+            g.stop();
+        }
     }
 }
 
@@ -156,21 +171,35 @@ pub struct ProbeGroup {
     pub registry: Arc<HealthRegistry>,
     check: Arc<dyn HealthCheck + Send + Sync>,
     interval: std::time::Duration,
-    stop: watch::Sender<bool>,
-    started: AtomicBool,
+    /// Stops the running probe loop, if any.
+    stop: Mutex<Option<watch::Sender<bool>>>,
 }
 
 impl ProbeGroup {
     /// Starts the periodic probe loop on the current runtime (idempotent).
     pub fn start(&self) {
-        if self.started.swap(true, Relaxed) {
+        let mut stop = lock(&self.stop);
+        if stop.is_some() {
             return;
         }
         let mut svc = HealthCheckService::new(self.registry.clone());
         svc.health_check_frequency = Some(self.interval);
         svc.parallel_health_check = true;
-        let stop = self.stop.subscribe();
-        tokio::spawn(async move { svc.run(stop, None).await });
+        let (tx, rx) = watch::channel(false);
+        *stop = Some(tx);
+        tokio::spawn(async move { svc.run(rx, None).await });
+    }
+
+    /// Stops the probe loop (a later [`start`](Self::start) restarts it).
+    pub fn stop(&self) {
+        if let Some(tx) = lock(&self.stop).take() {
+            let _ = tx.send(true);
+        }
+    }
+
+    /// Whether the probe loop runs.
+    pub fn running(&self) -> bool {
+        lock(&self.stop).is_some()
     }
 
     /// Probes `b` once now; a pass admits it (see the check's wrapper).
@@ -181,7 +210,7 @@ impl ProbeGroup {
 
 impl Drop for ProbeGroup {
     fn drop(&mut self) {
-        let _ = self.stop.send(true);
+        self.stop();
     }
 }
 
