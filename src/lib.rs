@@ -16,7 +16,7 @@
 //!     |           `-- BackendState per backend (probe gate, in-flight, counters)
 //!     |-- reload::Control (background service: first probes, SIGHUP)
 //!     `-- admin::AdminApi (ServeHttp on admin.listen: status, backends, reload, metrics)
-//!         `-- reload::Reloader (file + admin::AdminState -> new RouteTable)
+//!         `-- reload::Reloader (file + config::AdminState -> new RouteTable)
 //! ```
 //!
 //! ## Request flow
@@ -41,12 +41,14 @@ pub mod access_log;
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod counters;
+pub mod failure;
 pub mod health;
-pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod race;
 pub mod reload;
+pub mod request;
 pub mod retry;
 pub mod routing;
 pub mod server;

@@ -22,9 +22,10 @@
 //! [`crate::proxy`]).
 
 use crate::config::RacePolicy;
-use crate::metrics::AttemptResult;
+use crate::counters::AttemptResult;
+use crate::failure;
 use crate::pool::{socket_addr, state_of, InflightGuard, Pool};
-use crate::proxy::{failure, RequestCtx};
+use crate::request::RequestCtx;
 use bytes::{Bytes, BytesMut};
 use pingora_core::connectors::http::Connector;
 use pingora_core::protocols::http::client::HttpSession as ClientSession;
@@ -229,7 +230,7 @@ fn attempt_failed(pool: &Pool, ctx: &mut RequestCtx, b: &Backend, e: &Error) {
         st.record_attempt(attempt_result(e));
     }
     pool.record_failure(b);
-    ctx.last_timeout = crate::proxy::is_timeout(e);
+    ctx.last_timeout = failure::is_timeout(e);
 }
 
 /// The metrics label of a failed raced request.
@@ -318,7 +319,7 @@ fn upstream_request(session: &Session, body: &Bytes) -> Result<RequestHeader> {
     if !body.is_empty() || method_has_body {
         req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     }
-    crate::proxy::add_forwarding_headers(session, &mut req)?;
+    crate::request::add_forwarding_headers(session, &mut req)?;
     Ok(req)
 }
 

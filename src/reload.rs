@@ -7,9 +7,9 @@
 //! before they can be chosen, and only then is the table published. Requests in flight keep the
 //! table they started with.
 
-use crate::admin::AdminState;
-use crate::config::{self, Config, ConfigErrors};
-use crate::metrics::Metrics;
+use crate::access_log::AccessLogger;
+use crate::config::{self, AdminState, Config, ConfigErrors};
+use crate::counters::Metrics;
 use crate::pool::Pool;
 use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
@@ -33,7 +33,14 @@ pub fn build_table(config: Arc<Config>, previous: Option<&RouteTable>) -> RouteT
             Arc::new(Pool::build(p, old, &registry))
         })
         .collect();
-    RouteTable::new(config, pools, registry)
+    let access_log = match AccessLogger::open(&config.log) {
+        Ok(l) => l.map(Arc::new),
+        Err(e) => {
+            log::error!("cannot open the access log, not writing it: {e}");
+            None
+        }
+    };
+    RouteTable::new(config, pools, registry, access_log)
 }
 
 /// Probes once every backend of `table` that has not passed a probe yet

@@ -1,7 +1,7 @@
 //! Routing: from the `App-Name` header (or the configured header) to a pool.
 //!
 //! A [`RouteTable`] is the live, immutable snapshot of the configuration and
-//! its pools. Requests hold the table they started with; a reload publishes
+//! its pools; building one does no I/O. Requests hold the table they started with; a reload publishes
 //! a new one (see [`crate::reload`]).
 
 use crate::access_log::AccessLogger;
@@ -25,20 +25,19 @@ pub struct RouteTable {
 }
 
 impl RouteTable {
-    /// Assembles a table from `config` and its built `pools`.
-    pub fn new(config: Arc<Config>, pools: Vec<Arc<Pool>>, registry: Arc<Registry>) -> Self {
+    /// Assembles a table from `config`, its built `pools`, the registry
+    /// their backend state lives in and the opened access log.
+    pub fn new(
+        config: Arc<Config>,
+        pools: Vec<Arc<Pool>>,
+        registry: Arc<Registry>,
+        access_log: Option<Arc<AccessLogger>>,
+    ) -> Self {
         let default_pool = config
             .routing
             .default_pool
             .as_deref()
             .and_then(|d| pools.iter().find(|p| p.name() == d).cloned());
-        let access_log = match AccessLogger::open(&config.log) {
-            Ok(l) => l.map(Arc::new),
-            Err(e) => {
-                log::error!("cannot open the access log, not writing it: {e}");
-                None
-            }
-        };
         RouteTable {
             header: config.routing.header.clone(),
             config,
@@ -116,7 +115,7 @@ pools:
             .values()
             .map(|p| Arc::new(Pool::build(p, None, &registry)))
             .collect();
-        RouteTable::new(Arc::new(config), pools, registry)
+        RouteTable::new(Arc::new(config), pools, registry, None)
     }
 
     #[test]

@@ -74,9 +74,9 @@ pub struct PoolStats {
     /// Upstream requests cancelled because another answer won.
     pub race_cancelled: AtomicU64,
     /// Responses to requests of this pool that no backend served (503, ...).
-    pub unserved: crate::metrics::StatusCounts,
+    pub unserved: crate::counters::StatusCounts,
     /// Request durations.
-    pub duration: crate::metrics::Histogram,
+    pub duration: crate::counters::Histogram,
 }
 
 /// A configured pool, ready to select backends.

@@ -1,12 +1,12 @@
 //! One upstream attempt's bookkeeping: failure accounting (through
-//! [`super::failure`]), in-flight slots, the answered backend, the retry
+//! [`crate::failure`]), in-flight slots, the answered backend, the retry
 //! state, the consistent-hash key and the access log line.
 
-use super::failure;
 use super::{Proxy, RequestCtx};
 use crate::access_log::{AccessLogger, Entry};
 use crate::config::{HashKey, Strategy};
-use crate::metrics::AttemptResult;
+use crate::counters::AttemptResult;
+use crate::failure;
 use crate::pool::{socket_addr, state_of, Pool};
 use crate::retry;
 use pingora_core::upstreams::peer::HttpPeer;

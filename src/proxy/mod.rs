@@ -11,16 +11,14 @@
 //!    failure; `fail_to_proxy` answers 502/503/504 with a JSON body.
 
 mod attempt;
-mod ctx;
 mod errors;
-pub mod failure;
-mod forward;
 
-pub use ctx::RequestCtx;
-pub use errors::is_timeout;
-pub use forward::{add_forwarding_headers, request_id};
+pub use crate::request::RequestCtx;
 
-use crate::metrics::{AttemptResult, Metrics};
+use crate::failure;
+use crate::request::forward;
+
+use crate::counters::{AttemptResult, Metrics};
 use crate::pool::{socket_addr, state_of};
 use crate::race;
 use crate::retry;

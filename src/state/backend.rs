@@ -9,7 +9,7 @@
 
 use super::passive::Ejection;
 use crate::config::PassivePolicy;
-use crate::metrics::{AttemptResult, StatusCounts};
+use crate::counters::{AttemptResult, StatusCounts};
 use pingora_load_balancing::Backend;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};

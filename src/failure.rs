@@ -20,7 +20,7 @@
 //!   backend did answer, and the request cannot be retried anyway.
 
 use crate::config::RetryPolicy;
-use crate::metrics::AttemptResult;
+use crate::counters::AttemptResult;
 use crate::retry::{self, AttemptState, Failure};
 use pingora_core::{Error, ErrorSource, ErrorType, RetryType};
 
@@ -185,6 +185,15 @@ pub fn proxy_cause(e: &Error) -> Cause {
 /// read before `RetryType::decide_reuse` resolves it.
 pub fn is_reused_only(e: &Error) -> bool {
     matches!(e.retry, RetryType::ReusedOnly)
+}
+
+/// Whether `e` is a timeout (connect, read, write or TLS handshake).
+pub fn is_timeout(e: &Error) -> bool {
+    use ErrorType::*;
+    matches!(
+        e.etype(),
+        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout
+    )
 }
 
 #[cfg(test)]

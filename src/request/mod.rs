@@ -1,4 +1,10 @@
-//! The per-request state carried through pingora's phases.
+//! The per-request state carried through pingora's phases ([`RequestCtx`])
+//! and the forwarding headers of the upstream request ([`forward`]), shared
+//! by the proxy phases and racing.
+
+pub mod forward;
+
+pub use forward::{add_forwarding_headers, request_id};
 
 use crate::pool::{BackendState, InflightGuard, Pool};
 use crate::routing::RouteTable;
