@@ -10,8 +10,9 @@
 //!   connection refused or timed out, a reset, a timeout or an invalid answer;
 //! - a pooled keep-alive connection that fails before any answer byte
 //!   (pingora's `ReusedOnly`) was most likely closed by the backend's idle
-//!   timeout while we reused it: retried on a fresh connection without
-//!   counting and without using up one of `retries.attempts`;
+//!   timeout while we reused it: retried on the same backend over another
+//!   connection without counting and without using up one of
+//!   `retries.attempts` (a failure on that fresh connection then counts);
 //! - the proxy's own resource errors (out of file descriptors, buffers or
 //!   memory, no local port) never count and are not retried: another backend
 //!   would fail the same way;

@@ -61,10 +61,11 @@ impl Proxy {
             ctx.last_timeout = d.result == Some(AttemptResult::Timeout);
         }
         if d.free {
-            // pingora's free retry on a fresh connection, same backend allowed
+            // the same backend again, on a fresh connection (or another
+            // pooled one): a stale connection says nothing about the backend
             ctx.tries = ctx.tries.saturating_sub(1);
             ctx.inflight = None;
-            ctx.backend = None;
+            ctx.stale_retry = ctx.attempt_pool.clone().zip(ctx.backend.take());
         } else if cause != failure::Cause::Client {
             self.attempt_failed(ctx, d.count_against_backend);
         }

@@ -145,8 +145,13 @@ impl ProxyHttp for Proxy {
                     .map(|b| (p.clone(), b))
             })
         };
-        // a backend not tried yet when one exists, else any usable one
-        let chosen = pick(true).or_else(|| if tried.is_empty() { None } else { pick(false) });
+        // after a stale pooled connection the same backend; else a backend
+        // not tried yet when one exists, else any usable one
+        let stale = ctx.stale_retry.take().filter(|(p, b)| p.is_ready(b));
+        let chosen =
+            stale
+                .or_else(|| pick(true))
+                .or_else(|| if tried.is_empty() { None } else { pick(false) });
         let Some((attempt_pool, backend)) = chosen else {
             let code = match (ctx.tries, ctx.last_timeout) {
                 (0, _) => 503,

@@ -25,6 +25,9 @@ pub struct RequestCtx {
     pub attempt_pool: Option<Arc<Pool>>,
     /// The backend of the current attempt.
     pub backend: Option<Backend>,
+    /// A backend whose pooled connection turned out stale: the next attempt
+    /// goes to it again (still usable), on another connection.
+    pub stale_retry: Option<(Arc<Pool>, Backend)>,
     /// Holds the current backend's in-flight slot; released on drop.
     pub inflight: Option<InflightGuard>,
     /// Attempts made so far.

@@ -20,8 +20,9 @@ pub struct BackendState {
     /// Display name (`name:` or `host:port`) and normalised URL
     /// (`scheme://host:port`), as the latest configuration says.
     labels: Mutex<(Arc<str>, Arc<str>)>,
-    /// Id of the probe group that last listed it (0: none).
-    probe_group: AtomicU64,
+    /// Ids of the probe groups that have listed it, latest last (a backend
+    /// in pools with different health settings has several).
+    probe_groups: Mutex<Vec<u64>>,
     /// Whether a probe has passed since the backend joined the pool; until
     /// then it takes no traffic. Always true for `health_check.type: none`.
     admitted: AtomicBool,
@@ -47,7 +48,7 @@ impl BackendState {
     pub fn new(name: String, url: String, admitted: bool) -> Self {
         BackendState {
             labels: Mutex::new((name.into(), url.into())),
-            probe_group: AtomicU64::new(0),
+            probe_groups: Mutex::new(Vec::new()),
             admitted: AtomicBool::new(admitted),
             inflight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
@@ -84,9 +85,21 @@ impl BackendState {
         }
     }
 
-    /// Records the probe group now listing the backend; returns the last one.
-    pub(super) fn swap_probe_group(&self, id: u64) -> u64 {
-        self.probe_group.swap(id, Relaxed)
+    /// Records that probe group `id` lists the backend; returns whether it
+    /// is new to it (and the backend was listed by another one before).
+    pub(super) fn joined_probe_group(&self, id: u64) -> bool {
+        /// Groups remembered; older ones belong to replaced settings.
+        const KEEP: usize = 8;
+        let mut groups = self.probe_groups.lock().unwrap_or_else(|p| p.into_inner());
+        if groups.contains(&id) {
+            return false;
+        }
+        let moved = !groups.is_empty();
+        if groups.len() == KEEP {
+            groups.remove(0);
+        }
+        groups.push(id);
+        moved
     }
 
     /// Whether the backend passed its first probe.

@@ -89,11 +89,13 @@ impl Registry {
         let key = BackendKey::of(c);
         let mut states = lock(&self.states);
         states.retain(|_, w| w.strong_count() > 0);
+        // 0 stands for "no probe": a backend moving to a probed pool must
+        // pass a probe of it
         let group_id = group.map_or(0, |g| g.id);
         if let Some(s) = states.get(&key).and_then(Weak::upgrade) {
             s.set_labels(&c.name, &c.url);
-            let previous = s.swap_probe_group(group_id);
-            if group_id != 0 && previous != group_id && !(s.healthy() && s.admitted()) {
+            let new_setting = s.joined_probe_group(group_id);
+            if group_id != 0 && new_setting && !(s.healthy() && s.admitted()) {
                 s.set_healthy(true);
                 s.set_admitted(false);
             }
@@ -104,7 +106,7 @@ impl Registry {
             c.url.clone(),
             group.is_none(),
         ));
-        s.swap_probe_group(group_id);
+        s.joined_probe_group(group_id);
         states.insert(key, Arc::downgrade(&s));
         s
     }
@@ -233,5 +235,97 @@ impl HealthCheck for SharedCheck {
 
     fn health_threshold(&self, success: bool) -> usize {
         self.0.health_threshold(success)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HealthKind;
+    use pingora_load_balancing::health_check::TcpHealthCheck;
+    use std::time::Duration;
+
+    fn backend(url: &str, host: &str) -> BackendConfig {
+        crate::config::backend_from_url(url, None)
+            .map(|mut b| {
+                b.host = host.to_string();
+                b
+            })
+            .expect("url")
+    }
+
+    fn health(interval_ms: u64) -> HealthConfig {
+        HealthConfig {
+            kind: HealthKind::Tcp,
+            interval: Duration::from_millis(interval_ms),
+            timeout: Duration::from_secs(1),
+            rise: 2,
+            fall: 3,
+        }
+    }
+
+    fn group(r: &Registry, interval_ms: u64, b: &BackendConfig) -> Arc<ProbeGroup> {
+        r.probe_group(&health(interval_ms), std::slice::from_ref(b), || {
+            TcpHealthCheck::new() as Box<dyn HealthCheck + Send + Sync>
+        })
+    }
+
+    #[test]
+    fn one_state_per_identity_while_referenced() {
+        let r = Registry::default();
+        let a = backend("http://127.0.0.1:9001", "127.0.0.1");
+        let s1 = r.state(&a, None);
+        let s2 = r.state(&a, None);
+        assert!(Arc::ptr_eq(&s1, &s2));
+        let tls = backend("https://127.0.0.1:9001", "a.example");
+        let tls_other_name = backend("https://127.0.0.1:9001", "b.example");
+        assert!(!Arc::ptr_eq(&s1, &r.state(&tls, None)));
+        assert!(!Arc::ptr_eq(
+            &r.state(&tls, None),
+            &r.state(&tls_other_name, None)
+        ));
+        s1.start_request();
+        drop((s1, s2));
+        // nothing references it any more: a later listing starts afresh
+        assert_eq!(r.state(&a, None).requests(), 0);
+    }
+
+    #[test]
+    fn probe_groups_are_shared_by_setting() {
+        let r = Registry::default();
+        let a = backend("http://127.0.0.1:9001", "127.0.0.1");
+        let g1 = group(&r, 1000, &a);
+        assert!(Arc::ptr_eq(&g1, &group(&r, 1000, &a)));
+        assert!(!Arc::ptr_eq(&g1, &group(&r, 2000, &a)));
+    }
+
+    #[test]
+    fn new_backends_of_probed_pools_wait_for_a_probe() {
+        let r = Registry::default();
+        let a = backend("http://127.0.0.1:9001", "127.0.0.1");
+        let g = group(&r, 1000, &a);
+        assert!(!r.state(&a, Some(&g)).admitted());
+        let b = backend("http://127.0.0.1:9002", "127.0.0.1");
+        assert!(r.state(&b, None).admitted());
+    }
+
+    #[test]
+    fn an_unhealthy_backend_in_two_probe_groups_keeps_its_state() {
+        let r = Registry::default();
+        let a = backend("http://127.0.0.1:9001", "127.0.0.1");
+        let (g1, g2) = (group(&r, 1000, &a), group(&r, 2000, &a));
+        let s = r.state(&a, Some(&g1));
+        s.set_admitted(true);
+        s.set_healthy(false);
+        // first listing by the second setting: must pass a probe of it
+        r.state(&a, Some(&g2));
+        assert!(!s.admitted() && s.healthy());
+        // alternating builds of the two pools change nothing more
+        s.set_admitted(true);
+        s.set_healthy(false);
+        for g in [&g1, &g2, &g1] {
+            r.state(&a, Some(g));
+        }
+        assert!(s.admitted() && !s.healthy());
     }
 }
