@@ -664,3 +664,32 @@ fn changed_health_settings_stop_the_old_probe_while_a_request_holds_the_old_tabl
         Some(200)
     );
 }
+
+#[test]
+fn a_one_backend_pool_is_never_ejected_passively() {
+    let only = TestBackend::start("only");
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    // the first request is reset (a failure of the backend's own)
+    only.set_handler(move |_| (n2.fetch_add(1, Ordering::SeqCst) == 0).then(Reply::reset));
+    // default passive settings: max_fails 1, max_ejected_percent 50
+    let pool = pool_yaml("web", &[only.url()], "    health_check: { type: none }\n");
+    let sy = Switchyard::start(&config("web", &[pool], true));
+    // retried on the same backend, which is still in
+    let first = get(sy.addr(), "/x", &[]);
+    assert_eq!(first.status, 200, "{}", sy.logs());
+    for _ in 0..5 {
+        assert_eq!(
+            served_by(&sy, "web").as_deref(),
+            Some("only"),
+            "{}",
+            sy.logs()
+        );
+    }
+    let st = backend_status(&sy, "web", &only.url());
+    assert_eq!(st["failures"], 1, "{st}");
+    assert_eq!(
+        metric(&sy, "switchyard_backend_ejections_total{pool=\"web\""),
+        0.0
+    );
+}
