@@ -2,7 +2,7 @@
 //! `LoadBalancer`, with its strategy, probe, timeouts and live backend state.
 //!
 //! Selection, membership, enablement and active health are pingora's; this
-//! module adds what pingora lacks: least-connections ([`least_conn`]) and,
+//! module adds what pingora lacks: least-connections (`least_conn`) and,
 //! through [`crate::state`], the probe gate for new backends, passive
 //! ejection and per-backend counters.
 //!
