@@ -150,3 +150,16 @@ impl Metrics {
                 .is_ok()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_errors_are_all_counted_and_logged_once_per_second() {
+        let m = Metrics::default();
+        let logged = (0..100).filter(|_| m.local_error()).count();
+        assert_eq!(logged, 1);
+        assert_eq!(m.local_errors.load(Relaxed), 100);
+    }
+}
