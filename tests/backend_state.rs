@@ -693,3 +693,26 @@ fn a_one_backend_pool_is_never_ejected_passively() {
         0.0
     );
 }
+
+#[test]
+fn admin_changes_are_counted_apart_from_reloads() {
+    let a = TestBackend::start("a");
+    let b = TestBackend::start("b");
+    let web = pool_yaml("web", &[a.url()], "    health_check: { type: none }\n");
+    let sy = Switchyard::start(&config("web", std::slice::from_ref(&web), true));
+    let body = format!("{{\"pool\": \"web\", \"url\": \"{}\"}}", b.url());
+    assert_eq!(admin(&sy, "POST", "/backends", &body).status, 201);
+    assert_eq!(admin(&sy, "POST", "/backends", &body).status, 409);
+    let ok = "switchyard_config_reloads_total{result=\"ok\"}";
+    assert_eq!(metric(&sy, ok), 0.0, "an admin change counted as a reload");
+    assert_eq!(
+        metric(&sy, "switchyard_admin_changes_total{result=\"ok\"}"),
+        1.0
+    );
+    assert_eq!(
+        metric(&sy, "switchyard_admin_changes_total{result=\"error\"}"),
+        1.0
+    );
+    reload(&sy, 1);
+    assert_eq!(metric(&sy, ok), 1.0);
+}
