@@ -136,8 +136,8 @@ fn backend_added_by_reload_gets_no_request_before_its_probe_passes() {
 fn reload_keeps_the_health_of_unchanged_backends() {
     let up = TestBackend::start("up");
     let down = TestBackend::start("down");
-    // rise 3 at 1 s: a backend that recovers needs about 3 s to come back
-    let slow_hc = "{ type: http, path: /health, interval: 1s, timeout: 300ms, rise: 3, fall: 1 }";
+    // rise 3 at 2 s: a backend that recovers needs 4 s or more to come back
+    let slow_hc = "{ type: http, path: /health, interval: 2s, timeout: 300ms, rise: 3, fall: 1 }";
     let pools = |extra: bool| {
         let mut p = vec![one_pool("web", &[up.url(), down.url()], slow_hc)];
         if extra {
@@ -174,7 +174,7 @@ fn reload_keeps_the_health_of_unchanged_backends() {
     }
     // 3 passing probes take more than 2 intervals
     assert!(
-        recovered.elapsed() < Duration::from_millis(1900),
+        recovered.elapsed() < Duration::from_millis(3900),
         "test too slow"
     );
     assert_eq!(
