@@ -39,6 +39,9 @@ pub struct Entry<'a> {
     pub attempts: usize,
     /// Time from request to end of response.
     pub duration: Duration,
+    /// Cache status (`hit`, `miss`, ...) in a caching pool; "" elsewhere,
+    /// and then left out of the line.
+    pub cache: &'a str,
 }
 
 impl AccessLogger {
@@ -66,15 +69,23 @@ impl AccessLogger {
         let ts = rfc3339(SystemTime::now());
         let ms = e.duration.as_secs_f64() * 1000.0;
         let line = if self.json {
-            let v = serde_json::json!({
+            let mut v = serde_json::json!({
                 "time": ts, "client": e.client, "method": e.method, "uri": e.uri,
                 "status": e.status, "pool": e.pool, "backend": e.backend,
                 "attempts": e.attempts, "duration_ms": (ms * 1000.0).round() / 1000.0,
             });
+            if !e.cache.is_empty() {
+                v["cache"] = e.cache.into();
+            }
             format!("{v}\n")
         } else {
+            let cache = if e.cache.is_empty() {
+                String::new()
+            } else {
+                format!(" cache={}", e.cache)
+            };
             format!(
-                "{ts} {} \"{} {}\" {} pool={} backend={} attempts={} {:.3}ms\n",
+                "{ts} {} \"{} {}\" {} pool={} backend={} attempts={} {:.3}ms{cache}\n",
                 e.client, e.method, e.uri, e.status, e.pool, e.backend, e.attempts, ms
             )
         };

@@ -41,6 +41,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub mod counters;

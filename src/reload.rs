@@ -25,6 +25,7 @@ use std::sync::Arc;
 /// Pools are not probed or started yet: see [`activate`].
 pub fn build_table(config: Arc<Config>, previous: Option<&RouteTable>) -> RouteTable {
     let registry = previous.map(|t| t.registry.clone()).unwrap_or_default();
+    crate::cache::install(config.cache);
     let pools = config
         .pools
         .values()

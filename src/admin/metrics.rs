@@ -222,6 +222,7 @@ pub fn render(table: &RouteTable, m: &Metrics) -> String {
         "switchyard_local_errors_total {}",
         m.local_errors.load(Relaxed)
     );
+    super::cache::render(&mut out, table);
     out
 }
 

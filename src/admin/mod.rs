@@ -16,6 +16,7 @@
 //! [`Reloader::change`], which saves them to `admin.state_file` and rebuilds
 //! the live table; requests in flight finish on the table they started with.
 
+pub mod cache;
 pub mod metrics;
 
 use crate::config::{backend_from_url, AddedBackend, Config};
@@ -86,14 +87,15 @@ impl AdminApi {
                     }))
                 })
                 .collect();
-            pools.insert(
-                p.name().to_string(),
-                json!({
-                    "strategy": p.config.strategy.name(),
-                    "healthy": p.ready_count(),
-                    "backends": backends,
-                }),
-            );
+            let mut entry = json!({
+                "strategy": p.config.strategy.name(),
+                "healthy": p.ready_count(),
+                "backends": backends,
+            });
+            if let Some(c) = cache::status(p) {
+                entry["cache"] = c;
+            }
+            pools.insert(p.name().to_string(), entry);
         }
         json!({ "pools": pools })
     }
@@ -316,6 +318,15 @@ impl ServeHttp for AdminApi {
                     &json!({ "errors": [e.to_string()] }),
                 ),
             },
+            ("POST", "/cache/purge") => {
+                let body = match read_body(session).await {
+                    Ok(b) => b,
+                    Err((code, v)) => return json_response(code, &v),
+                };
+                let table = self.reloader.routes().load_full();
+                let (code, v) = cache::purge(&table, &body);
+                json_response(code, &v)
+            }
             ("POST" | "DELETE" | "PATCH", "/backends") => {
                 let body = match read_body(session).await {
                     Ok(b) => b,
@@ -324,7 +335,7 @@ impl ServeHttp for AdminApi {
                 let (code, v) = self.backends(&method, &body).await;
                 json_response(code, &v)
             }
-            (_, "/status" | "/metrics" | "/reload" | "/backends") => json_response(
+            (_, "/status" | "/metrics" | "/reload" | "/backends" | "/cache/purge") => json_response(
                 StatusCode::METHOD_NOT_ALLOWED,
                 &json!({ "error": format!("{method} is not allowed on {path}") }),
             ),

@@ -7,6 +7,7 @@
 //! known, the line.
 
 mod admin_state;
+pub mod cache;
 mod pool;
 pub mod quick;
 pub mod raw;
@@ -16,6 +17,7 @@ mod validate_backend;
 mod validate_pool;
 
 pub use admin_state::{AddedBackend, AdminState, PoolChanges};
+pub use cache::{CachePolicy, CacheStoreSettings};
 pub use pool::*;
 pub use validate::validate;
 pub use validate_backend::backend_from_url;
@@ -41,6 +43,8 @@ pub struct Config {
     pub log: LogSettings,
     /// Admin API; `None` means no admin listener.
     pub admin: Option<AdminSettings>,
+    /// The shared response store; `None` means no pool caches.
+    pub cache: Option<CacheStoreSettings>,
 }
 
 /// `admin:` after checks.

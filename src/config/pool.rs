@@ -62,6 +62,8 @@ pub struct PoolConfig {
     pub passive: PassivePolicy,
     /// Fan-out racing; `None` is off.
     pub race: Option<RacePolicy>,
+    /// Response caching; `None` is off.
+    pub cache: Option<super::CachePolicy>,
 }
 
 /// A pool's `race:` after defaults.

@@ -31,6 +31,8 @@ pub struct RawConfig {
     pub log: RawLog,
     /// Admin API; absent means no admin listener.
     pub admin: Option<RawAdmin>,
+    /// The shared response store; absent means no caching.
+    pub cache: Option<super::cache::RawCacheStore>,
 }
 
 /// `admin:`.
@@ -115,6 +117,8 @@ pub struct RawPool {
     pub passive: Option<RawPassive>,
     /// Fan-out racing; absent means off.
     pub race: Option<RawRace>,
+    /// RFC 9111 response caching; absent means off.
+    pub cache: Option<super::cache::RawPoolCache>,
 }
 
 /// `race:` of a pool.

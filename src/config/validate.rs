@@ -96,6 +96,20 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
 
     let log = log(&raw, &mut errs);
     let admin = raw.admin.as_ref().map(|a| admin(a, &mut errs));
+    let cache = raw
+        .cache
+        .as_ref()
+        .map(|c| super::cache::store(c, &mut errs));
+    if cache.is_none() {
+        for (name, p) in &raw.pools {
+            if p.cache.is_some() {
+                errs.push(ConfigError::new(
+                    format!("pools.{name}.cache"),
+                    "needs the top-level cache block (the response store)",
+                ));
+            }
+        }
+    }
 
     if errs.is_empty() {
         Ok(Config {
@@ -108,6 +122,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
             pools,
             log,
             admin,
+            cache,
         })
     } else {
         Err(errs)

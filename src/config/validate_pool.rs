@@ -118,6 +118,10 @@ pub(super) fn pool(
         .race
         .as_ref()
         .map(|r| race(r, &format!("{path}.race"), errs));
+    let cache = p
+        .cache
+        .as_ref()
+        .map(|c| super::cache::pool_cache(c, &format!("{path}.cache"), errs));
     (errs.len() == before).then(|| PoolConfig {
         name: name.to_string(),
         strategy,
@@ -128,6 +132,7 @@ pub(super) fn pool(
         retries,
         passive,
         race,
+        cache,
     })
 }
 

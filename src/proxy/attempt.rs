@@ -136,5 +136,6 @@ pub(super) fn write_access_log(
         backend: backend.as_deref().unwrap_or(""),
         attempts: ctx.tries,
         duration: ctx.started.map_or(Duration::ZERO, |s| s.elapsed()),
+        cache: ctx.cache.as_ref().map_or("", |c| c.status_name()),
     });
 }

@@ -53,6 +53,8 @@ pub struct RequestCtx {
     pub local_error: bool,
     /// The backend whose answer went to the client.
     pub served: Option<Arc<BackendState>>,
+    /// The cache's state for a request of a caching pool.
+    pub cache: Option<Box<crate::cache::http::CacheCtx>>,
 }
 
 impl RequestCtx {

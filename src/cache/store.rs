@@ -1,0 +1,464 @@
+//! The bounded in-memory response store behind pingora-cache's [`Storage`]
+//! trait.
+//!
+//! - A response is written as a stream of body chunks: readers that arrive
+//!   while it is being written (a lock waiter, a second writer's client)
+//!   follow the write as it grows, so the first client is never held back.
+//! - A finished write moves its chunks into the table without copying;
+//!   readers of a finished entry share them (`Arc`).
+//! - The weight of an entry is its serialized header plus its body, so
+//!   `cache.memory` bounds both. The bound itself is kept by pingora-cache's
+//!   LRU eviction manager: every finished write is admitted with that weight
+//!   and whatever the manager evicts is purged here.
+//! - A write dropped before its end (a body over `max_object`, an upstream
+//!   error, a client gone) removes its partial entry; nothing half-written is
+//!   ever served as complete.
+
+use bytes::Bytes;
+use parking_lot::RwLock;
+use pingora_cache::key::{CacheHashKey, CompactCacheKey, HashBinary};
+use pingora_cache::storage::{
+    HandleHit, HandleMiss, MissFinishType, PurgeOutcome, PurgeTarget, Storage,
+};
+use pingora_cache::trace::SpanHandle;
+use pingora_cache::{CacheKey, CacheMeta, HitHandler, MissHandler, PurgeType};
+use pingora_core::{Error, ErrorType, Result};
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// What a cache key was made of, attached to the [`CacheKey`] as an
+/// extension so that the store can index entries for purges and `/status`.
+#[derive(Debug, Clone)]
+pub struct KeyParts {
+    /// The pool the entry belongs to.
+    pub pool: Arc<str>,
+    /// The request's `Host` (as sent, lowercased).
+    pub host: String,
+    /// Path and query, byte-exact.
+    pub path: String,
+}
+
+/// Entries and bytes of one pool.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Stored responses (each `Vary` variant counts).
+    pub entries: u64,
+    /// Bytes of their headers and bodies.
+    pub bytes: u64,
+}
+
+struct Entry {
+    meta: (Vec<u8>, Vec<u8>),
+    body: Arc<[Bytes]>,
+    weight: u64,
+    parts: KeyParts,
+    primary: HashBinary,
+    compact: CompactCacheKey,
+}
+
+#[derive(Default)]
+struct Table {
+    entries: HashMap<String, Entry>,
+    usage: HashMap<Arc<str>, Usage>,
+    variants: HashMap<HashBinary, usize>,
+}
+
+impl Table {
+    fn remove(&mut self, combined: &str) -> Option<Entry> {
+        let e = self.entries.remove(combined)?;
+        if let Some(u) = self.usage.get_mut(&e.parts.pool) {
+            u.entries -= 1;
+            u.bytes -= e.weight;
+        }
+        if let Some(n) = self.variants.get_mut(&e.primary) {
+            *n -= 1;
+            if *n == 0 {
+                self.variants.remove(&e.primary);
+            }
+        }
+        Some(e)
+    }
+
+    fn insert(&mut self, combined: String, e: Entry) {
+        self.remove(&combined);
+        let u = self.usage.entry(e.parts.pool.clone()).or_default();
+        u.entries += 1;
+        u.bytes += e.weight;
+        *self.variants.entry(e.primary).or_default() += 1;
+        self.entries.insert(combined, e);
+    }
+}
+
+/// A body being written: its chunks so far and how many there are.
+struct Partial {
+    meta: (Vec<u8>, Vec<u8>),
+    chunks: RwLock<Vec<Bytes>>,
+    /// (chunks written, finished)
+    progress: watch::Sender<(usize, bool)>,
+}
+
+/// The shared response store (see the module docs).
+pub struct MemStore {
+    table: RwLock<Table>,
+    writing: RwLock<HashMap<String, HashMap<u64, Arc<Partial>>>>,
+    bytes: AtomicU64,
+    next_write: AtomicU64,
+}
+
+impl Default for MemStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        MemStore {
+            table: RwLock::new(Table::default()),
+            writing: RwLock::new(HashMap::new()),
+            bytes: AtomicU64::new(0),
+            next_write: AtomicU64::new(0),
+        }
+    }
+
+    /// Bytes of all finished entries (headers and bodies).
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Entries and bytes of `pool`.
+    pub fn usage(&self, pool: &str) -> Usage {
+        self.table.read().usage.get(pool).copied().unwrap_or_default()
+    }
+
+    /// Stored variants of the primary key `primary`.
+    pub fn variants(&self, primary: &HashBinary) -> usize {
+        self.table.read().variants.get(primary).copied().unwrap_or(0)
+    }
+
+    /// Removes every entry of `pool` whose target matches (`path` `*` is
+    /// every target; `host` `None` is any host). Returns the removed keys.
+    pub fn purge_matching(
+        &self,
+        pool: &str,
+        host: Option<&str>,
+        path: &str,
+    ) -> Vec<CompactCacheKey> {
+        let mut table = self.table.write();
+        let hit: Vec<String> = table
+            .entries
+            .iter()
+            .filter(|(_, e)| {
+                &*e.parts.pool == pool
+                    && (path == "*" || e.parts.path == path)
+                    && host.is_none_or(|h| e.parts.host.eq_ignore_ascii_case(h))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut removed = Vec::with_capacity(hit.len());
+        for k in &hit {
+            if let Some(e) = table.remove(k) {
+                self.bytes.fetch_sub(e.weight, Ordering::Relaxed);
+                removed.push(e.compact);
+            }
+        }
+        removed
+    }
+
+    fn remove(&self, combined: &str) -> bool {
+        let removed = self.table.write().remove(combined);
+        if let Some(e) = &removed {
+            self.bytes.fetch_sub(e.weight, Ordering::Relaxed);
+        }
+        removed.is_some()
+    }
+}
+
+fn meta_of(meta: &(Vec<u8>, Vec<u8>)) -> Result<CacheMeta> {
+    CacheMeta::deserialize(&meta.0, &meta.1)
+}
+
+/// Reads a finished entry (`Complete`) or follows a write (`Following`).
+enum Reader {
+    Complete {
+        body: Arc<[Bytes]>,
+        next: usize,
+    },
+    Following {
+        partial: Arc<Partial>,
+        progress: watch::Receiver<(usize, bool)>,
+        next: usize,
+    },
+}
+
+#[async_trait::async_trait]
+impl HandleHit for Reader {
+    async fn read_body(&mut self) -> Result<Option<Bytes>> {
+        match self {
+            Reader::Complete { body, next } => {
+                let chunk = body.get(*next).cloned();
+                *next += 1;
+                Ok(chunk)
+            }
+            Reader::Following {
+                partial,
+                progress,
+                next,
+            } => loop {
+                let (written, done) = *progress.borrow_and_update();
+                if *next < written {
+                    let chunk = partial.chunks.read().get(*next).cloned();
+                    *next += 1;
+                    return Ok(chunk);
+                }
+                if done {
+                    return Ok(None);
+                }
+                if progress.changed().await.is_err() {
+                    // the writer went away before the end: the body is cut
+                    return Error::e_explain(
+                        ErrorType::ReadError,
+                        "cached response being written was abandoned",
+                    );
+                }
+            },
+        }
+    }
+
+    async fn finish(
+        self: Box<Self>,
+        _storage: &'static (dyn Storage + Sync),
+        _key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    fn should_count_access(&self) -> bool {
+        matches!(self, Reader::Complete { .. })
+    }
+
+    fn get_eviction_weight(&self) -> usize {
+        match self {
+            Reader::Complete { body, .. } => body.iter().map(Bytes::len).sum(),
+            Reader::Following { .. } => 0,
+        }
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync) {
+        self
+    }
+
+    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
+        self
+    }
+}
+
+/// Writes one response; dropping it before `finish` drops the partial entry.
+struct Writer {
+    store: &'static MemStore,
+    partial: Arc<Partial>,
+    combined: String,
+    id: u64,
+    tag: [u8; 8],
+    parts: KeyParts,
+    primary: HashBinary,
+    compact: CompactCacheKey,
+}
+
+#[async_trait::async_trait]
+impl HandleMiss for Writer {
+    async fn write_body(&mut self, data: Bytes, eof: bool) -> Result<()> {
+        let written = {
+            let mut chunks = self.partial.chunks.write();
+            if !data.is_empty() {
+                chunks.push(data);
+            }
+            chunks.len()
+        };
+        self.partial.progress.send_replace((written, eof));
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
+        let body: Arc<[Bytes]> = self.partial.chunks.read().clone().into();
+        let body_len: usize = body.iter().map(Bytes::len).sum();
+        let weight = (self.partial.meta.0.len() + self.partial.meta.1.len() + body_len) as u64;
+        let entry = Entry {
+            meta: self.partial.meta.clone(),
+            body: body.clone(),
+            weight,
+            parts: self.parts.clone(),
+            primary: self.primary,
+            compact: self.compact.clone(),
+        };
+        {
+            let mut table = self.store.table.write();
+            if let Some(old) = table.entries.get(&self.combined) {
+                self.store.bytes.fetch_sub(old.weight, Ordering::Relaxed);
+            }
+            table.insert(self.combined.clone(), entry);
+            self.store.bytes.fetch_add(weight, Ordering::Relaxed);
+        }
+        self.partial.progress.send_replace((body.len(), true));
+        Ok(MissFinishType::Created(weight as usize))
+    }
+
+    fn streaming_write_tag(&self) -> Option<&[u8]> {
+        Some(&self.tag)
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        let mut writing = self.store.writing.write();
+        if let Some(m) = writing.get_mut(&self.combined) {
+            m.remove(&self.id);
+            if m.is_empty() {
+                writing.remove(&self.combined);
+            }
+        }
+    }
+}
+
+fn follow(partial: &Arc<Partial>) -> Result<Option<(CacheMeta, HitHandler)>> {
+    let meta = meta_of(&partial.meta)?;
+    let reader = Reader::Following {
+        partial: partial.clone(),
+        progress: partial.progress.subscribe(),
+        next: 0,
+    };
+    Ok(Some((meta, Box::new(reader))))
+}
+
+#[async_trait::async_trait]
+impl Storage for MemStore {
+    async fn lookup(
+        &'static self,
+        key: &CacheKey,
+        _trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let combined = key.combined();
+        // a write in progress is newer than a stored (expired) copy
+        let partial = self
+            .writing
+            .read()
+            .get(&combined)
+            .and_then(|m| m.values().next().cloned());
+        if let Some(p) = partial {
+            return follow(&p);
+        }
+        let table = self.table.read();
+        let Some(e) = table.entries.get(&combined) else {
+            return Ok(None);
+        };
+        let meta = meta_of(&e.meta)?;
+        let reader = Reader::Complete {
+            body: e.body.clone(),
+            next: 0,
+        };
+        Ok(Some((meta, Box::new(reader))))
+    }
+
+    async fn lookup_streaming_write(
+        &'static self,
+        key: &CacheKey,
+        tag: Option<&[u8]>,
+        trace: &SpanHandle,
+    ) -> Result<Option<(CacheMeta, HitHandler)>> {
+        let id = tag
+            .and_then(|t| <[u8; 8]>::try_from(t).ok())
+            .map(u64::from_be_bytes);
+        let partial = id.and_then(|id| {
+            self.writing
+                .read()
+                .get(&key.combined())
+                .and_then(|m| m.get(&id).cloned())
+        });
+        match partial {
+            Some(p) => follow(&p),
+            None => self.lookup(key, trace).await,
+        }
+    }
+
+    async fn get_miss_handler(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<MissHandler> {
+        let Some(parts) = key.extensions.get::<KeyParts>().cloned() else {
+            return Error::e_explain(ErrorType::InternalError, "cache key without its parts");
+        };
+        let combined = key.combined();
+        let (progress, _) = watch::channel((0, false));
+        let partial = Arc::new(Partial {
+            meta: meta.serialize()?,
+            chunks: RwLock::new(Vec::new()),
+            progress,
+        });
+        let id = self.next_write.fetch_add(1, Ordering::Relaxed);
+        self.writing
+            .write()
+            .entry(combined.clone())
+            .or_default()
+            .insert(id, partial.clone());
+        Ok(Box::new(Writer {
+            store: self,
+            partial,
+            combined,
+            id,
+            tag: id.to_be_bytes(),
+            parts,
+            primary: key.primary_bin(),
+            compact: key.to_compact(),
+        }))
+    }
+
+    async fn purge(
+        &'static self,
+        target: PurgeTarget<'_>,
+        purge_type: PurgeType,
+        _trace: &SpanHandle,
+    ) -> Result<PurgeOutcome> {
+        let combined = target.key().combined();
+        if !matches!(purge_type, PurgeType::Eviction) {
+            // an invalidation also ends any write in progress being served
+            self.writing.write().remove(&combined);
+        }
+        Ok(if self.remove(&combined) {
+            PurgeOutcome::Purged(None)
+        } else {
+            PurgeOutcome::NotFound
+        })
+    }
+
+    async fn update_meta(
+        &'static self,
+        key: &CacheKey,
+        meta: &CacheMeta,
+        _trace: &SpanHandle,
+    ) -> Result<bool> {
+        let meta = meta.serialize()?;
+        let mut table = self.table.write();
+        Ok(match table.entries.get_mut(&key.combined()) {
+            Some(e) => {
+                e.meta = meta;
+                true
+            }
+            None => false,
+        })
+    }
+
+    fn support_streaming_partial_write(&self) -> bool {
+        true
+    }
+
+    fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
+        self
+    }
+}

@@ -1,0 +1,100 @@
+//! The cache settings: a pool's `cache:` block (its RFC 9111 policy) and the
+//! top-level `cache:` block (the shared response store), raw and validated.
+
+use super::units::{Dur, Size};
+use super::ConfigError;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// A pool's `cache:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPoolCache {
+    /// Freshness when the response states none (default 0s = none).
+    pub default_ttl: Option<Dur>,
+    /// Serve a stale copy this long when every backend fails (default 0s).
+    pub stale_if_error: Option<Dur>,
+    /// How long concurrent misses wait for the first fetch (default 2s).
+    pub lock_timeout: Option<Dur>,
+    /// Stored variants per key at most (default 16).
+    pub vary_limit: Option<usize>,
+}
+
+/// The top-level `cache:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCacheStore {
+    /// Bytes of cached responses, headers and bodies (default 256MiB).
+    pub memory: Option<Size>,
+    /// Largest response stored, bytes (default 8MiB).
+    pub max_object: Option<Size>,
+}
+
+/// A pool's cache policy after defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachePolicy {
+    /// Freshness given to a cacheable response that states none; zero
+    /// stores only what `Cache-Control` / `Expires` allow.
+    pub default_ttl: Duration,
+    /// How long past freshness a stored response may answer when every
+    /// backend fails, unless the response's own `stale-if-error` says more.
+    pub stale_if_error: Duration,
+    /// How long a request waits for a concurrent fetch of the same key
+    /// before going upstream itself.
+    pub lock_timeout: Duration,
+    /// Stored variants (`Vary`) per key at most; further ones are not stored.
+    pub vary_limit: usize,
+}
+
+/// The shared response store after defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStoreSettings {
+    /// Bytes of stored responses (headers and bodies), all pools together.
+    pub memory: u64,
+    /// A response with a larger body is passed through, not stored.
+    pub max_object: u64,
+}
+
+/// Validates a pool's `cache:`.
+pub fn pool_cache(r: &RawPoolCache, path: &str, errs: &mut Vec<ConfigError>) -> CachePolicy {
+    let policy = CachePolicy {
+        default_ttl: r.default_ttl.map_or(Duration::ZERO, |d| d.0),
+        stale_if_error: r.stale_if_error.map_or(Duration::ZERO, |d| d.0),
+        lock_timeout: r.lock_timeout.map_or(Duration::from_secs(2), |d| d.0),
+        vary_limit: r.vary_limit.unwrap_or(16),
+    };
+    if policy.vary_limit == 0 {
+        errs.push(ConfigError::new(
+            format!("{path}.vary_limit"),
+            "must be at least 1",
+        ));
+    }
+    if policy.lock_timeout.is_zero() {
+        errs.push(ConfigError::new(
+            format!("{path}.lock_timeout"),
+            "must be greater than 0",
+        ));
+    }
+    policy
+}
+
+/// Validates the top-level `cache:`.
+pub fn store(r: &RawCacheStore, errs: &mut Vec<ConfigError>) -> CacheStoreSettings {
+    let s = CacheStoreSettings {
+        memory: r.memory.map_or(256 << 20, |s| s.0),
+        max_object: r.max_object.map_or(8 << 20, |s| s.0),
+    };
+    if s.memory == 0 {
+        errs.push(ConfigError::new("cache.memory", "must be greater than 0"));
+    }
+    if s.max_object == 0 || s.max_object > s.memory {
+        errs.push(ConfigError::new(
+            "cache.max_object",
+            format!(
+                "{} is not between 1 and cache.memory ({})",
+                s.max_object, s.memory
+            ),
+        ));
+    }
+    s
+}
