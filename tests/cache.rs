@@ -1,0 +1,347 @@
+//! Response caching (`pools.NAME.cache`, top-level `cache`): RFC 9111
+//! storage and reuse rules, coalescing, purge and the memory bound, each
+//! against real backends through the real binary.
+
+mod common;
+use common::web_pool_config as config;
+use common::*;
+
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A proxy with one caching pool `web` over `b`; `pool_cache` is the flow
+/// mapping body of the pool's `cache:`, `store` the top-level one's.
+fn proxy(b: &TestBackend, pool_cache: &str, store: &str) -> Switchyard {
+    let mut y = config(&[b.url()], &format!("cache: {{{pool_cache}}}"));
+    y.push_str(&format!("cache: {{{store}}}\n"));
+    y.push_str("admin: {listen: \"{admin}\"}\n");
+    let sy = Switchyard::start(&y);
+    assert!(
+        poll_until(Duration::from_secs(10), || {
+            try_get(sy.admin_addr(), "/healthz", &[]).is_ok_and(|r| r.status == 200)
+        }),
+        "admin API never came up\n{}",
+        sy.logs()
+    );
+    sy
+}
+
+const STORE: &str = "memory: 1MiB, max_object: 64KiB";
+
+/// Answers every request for `path` with 200, body `v{n}` (n counts the
+/// requests for that path from 1) and the given headers.
+fn serve(b: &TestBackend, path: &'static str, headers: &'static [(&'static str, &'static str)]) {
+    let n = Arc::new(AtomicUsize::new(0));
+    b.set_handler(move |req| {
+        if req.path() != path {
+            return None;
+        }
+        let v = n.fetch_add(1, SeqCst) + 1;
+        let mut r = Reply::new(200, format!("v{v}"));
+        for (k, val) in headers {
+            r = r.with_header(k, val);
+        }
+        Some(r)
+    });
+}
+
+fn status_of(r: &Response) -> String {
+    r.header("cache-status").unwrap_or("").to_string()
+}
+
+#[test]
+fn fresh_response_is_served_from_cache_with_age_then_expires() {
+    let b = TestBackend::start("a");
+    serve(&b, "/a", &[("cache-control", "max-age=1")]);
+    let sy = proxy(&b, "", STORE);
+    let first = get(sy.addr(), "/a", &[]);
+    assert_eq!(first.text(), "v1");
+    assert_eq!(status_of(&first), "switchyard; fwd=miss; stored");
+    let second = get(sy.addr(), "/a", &[]);
+    assert_eq!(second.text(), "v1");
+    assert!(status_of(&second).starts_with("switchyard; hit"), "{}", status_of(&second));
+    assert!(second.header("age").is_some(), "a hit carries Age");
+    assert_eq!(b.path_count("/a"), 1);
+    // past max-age the next request goes upstream again
+    assert!(poll_until(Duration::from_secs(5), || {
+        get(sy.addr(), "/a", &[]).text() == "v2"
+    }));
+    assert_eq!(b.path_count("/a"), 2);
+}
+
+#[test]
+fn a_pool_without_cache_never_caches() {
+    let b = TestBackend::start("a");
+    serve(&b, "/a", &[("cache-control", "max-age=60")]);
+    let mut y = config(&[b.url()], "");
+    y.push_str(&format!("cache: {{{STORE}}}\n"));
+    let sy = Switchyard::start(&y);
+    for _ in 0..2 {
+        let r = get(sy.addr(), "/a", &[]);
+        assert!(r.header("cache-status").is_none());
+    }
+    assert_eq!(b.path_count("/a"), 2);
+}
+
+#[test]
+fn no_cache_response_is_revalidated_with_a_304_merged() {
+    let b = TestBackend::start("a");
+    let n = Arc::new(AtomicUsize::new(0));
+    let seen = n.clone();
+    b.set_handler(move |req| {
+        if req.path() != "/r" {
+            return None;
+        }
+        seen.fetch_add(1, SeqCst);
+        if req.header("if-none-match") == Some("\"e1\"") {
+            return Some(
+                Reply::new(304, "")
+                    .with_header("etag", "\"e1\"")
+                    .with_header("x-refreshed", "yes"),
+            );
+        }
+        Some(
+            Reply::new(200, "body")
+                .with_header("etag", "\"e1\"")
+                .with_header("cache-control", "no-cache"),
+        )
+    });
+    let sy = proxy(&b, "", STORE);
+    assert_eq!(get(sy.addr(), "/r", &[]).text(), "body");
+    let again = get(sy.addr(), "/r", &[]);
+    assert_eq!(again.status, 200);
+    assert_eq!(again.text(), "body");
+    assert_eq!(
+        status_of(&again),
+        "switchyard; fwd=stale; fwd-status=304",
+        "no-cache: every reuse is revalidated"
+    );
+    assert_eq!(again.header("x-refreshed"), Some("yes"), "304 headers merged");
+    assert_eq!(n.load(SeqCst), 2);
+}
+
+#[test]
+fn vary_keeps_one_variant_per_field_value() {
+    let b = TestBackend::start("a");
+    b.set_handler(|req| {
+        (req.path() == "/v").then(|| {
+            let lang = req.header("accept-language").unwrap_or("none").to_string();
+            Reply::new(200, lang)
+                .with_header("cache-control", "max-age=60")
+                .with_header("vary", "Accept-Language")
+        })
+    });
+    let sy = proxy(&b, "", STORE);
+    let en = [("Accept-Language", "en")];
+    let fr = [("Accept-Language", "fr")];
+    assert_eq!(get(sy.addr(), "/v", &en).text(), "en");
+    assert_eq!(get(sy.addr(), "/v", &fr).text(), "fr");
+    assert_eq!(b.path_count("/v"), 2, "a new Accept-Language is a new variant");
+    let r = get(sy.addr(), "/v", &en);
+    assert_eq!(r.text(), "en");
+    assert!(status_of(&r).contains("hit"));
+    assert_eq!(get(sy.addr(), "/v", &fr).text(), "fr");
+    assert_eq!(b.path_count("/v"), 2);
+}
+
+/// Two GETs of `path` with `req` headers: how many reached the backend.
+fn upstream_for(sy: &Switchyard, b: &TestBackend, path: &str, req: &[(&str, &str)]) -> usize {
+    get(sy.addr(), path, req);
+    get(sy.addr(), path, req);
+    b.path_count(path)
+}
+
+#[test]
+fn no_store_private_authorization_and_set_cookie_are_not_shared() {
+    let b = TestBackend::start("a");
+    b.set_handler(|req| {
+        let cc = match req.path() {
+            "/no-store" => "max-age=60, no-store",
+            "/private" => "max-age=60, private",
+            "/auth" | "/cookie" => "max-age=60",
+            "/auth-public" => "s-maxage=60",
+            "/cookie-public" => "public, max-age=60",
+            _ => return None,
+        };
+        let mut r = Reply::new(200, "x").with_header("cache-control", cc);
+        if req.path().starts_with("/cookie") {
+            r = r.with_header("set-cookie", "session=alice");
+        }
+        Some(r)
+    });
+    let sy = proxy(&b, "", STORE);
+    let auth = [("Authorization", "Bearer alice")];
+    assert_eq!(upstream_for(&sy, &b, "/no-store", &[]), 2, "no-store");
+    assert_eq!(upstream_for(&sy, &b, "/private", &[]), 2, "private");
+    assert_eq!(upstream_for(&sy, &b, "/auth", &auth), 2, "Authorization");
+    assert_eq!(upstream_for(&sy, &b, "/cookie", &[]), 2, "Set-Cookie");
+    // what the response explicitly allows is stored
+    assert_eq!(upstream_for(&sy, &b, "/auth-public", &auth), 1, "s-maxage");
+    assert_eq!(upstream_for(&sy, &b, "/cookie-public", &[]), 1, "public");
+}
+
+#[test]
+fn stale_while_revalidate_answers_stale_and_refreshes_in_background() {
+    let b = TestBackend::start("a");
+    serve(
+        &b,
+        "/s",
+        &[("cache-control", "max-age=1, stale-while-revalidate=60")],
+    );
+    let sy = proxy(&b, "", STORE);
+    assert_eq!(get(sy.addr(), "/s", &[]).text(), "v1");
+    std::thread::sleep(Duration::from_millis(2100));
+    let stale = get(sy.addr(), "/s", &[]);
+    assert_eq!(stale.text(), "v1", "the stale copy answers at once");
+    assert!(status_of(&stale).contains("ttl=-"), "{}", status_of(&stale));
+    assert!(
+        poll_until(Duration::from_secs(5), || b.path_count("/s") == 2),
+        "background refresh"
+    );
+    assert!(poll_until(Duration::from_secs(5), || {
+        get(sy.addr(), "/s", &[]).text() == "v2"
+    }));
+}
+
+#[test]
+fn stale_if_error_serves_the_stored_copy_when_the_backend_is_down() {
+    let b = TestBackend::start("a");
+    serve(&b, "/e", &[("cache-control", "max-age=1")]);
+    let sy = proxy(&b, "stale_if_error: 60s", STORE);
+    assert_eq!(get(sy.addr(), "/e", &[]).text(), "v1");
+    std::thread::sleep(Duration::from_millis(2100));
+    b.stop();
+    let r = get(sy.addr(), "/e", &[]);
+    assert_eq!(r.status, 200, "{}", sy.logs());
+    assert_eq!(r.text(), "v1");
+    assert!(status_of(&r).contains("hit; ttl=-"), "{}", status_of(&r));
+}
+
+#[test]
+fn post_invalidates_the_stored_response() {
+    let b = TestBackend::start("a");
+    serve(&b, "/p", &[("cache-control", "max-age=60")]);
+    let sy = proxy(&b, "", STORE);
+    assert_eq!(get(sy.addr(), "/p", &[]).text(), "v1");
+    assert_eq!(get(sy.addr(), "/p", &[]).text(), "v1");
+    let post = request(sy.addr(), "POST", "/p", &[], b"x");
+    assert_eq!(post.status, 200);
+    assert_eq!(status_of(&post), "switchyard; fwd=method");
+    assert_eq!(get(sy.addr(), "/p", &[]).text(), "v3", "POST invalidated /p");
+}
+
+#[test]
+fn admin_purge_removes_a_target_or_the_whole_pool() {
+    let b = TestBackend::start("a");
+    b.set_handler(|req| {
+        Some(Reply::new(200, req.target.clone()).with_header("cache-control", "max-age=60"))
+    });
+    let sy = proxy(&b, "", STORE);
+    for p in ["/x", "/y", "/z"] {
+        get(sy.addr(), p, &[]);
+    }
+    let purge = |body: &str| request(sy.admin_addr(), "POST", "/cache/purge", &[], body.as_bytes());
+    let r = purge(r#"{"path": "/x"}"#);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["purged"], 1);
+    get(sy.addr(), "/x", &[]);
+    get(sy.addr(), "/y", &[]);
+    assert_eq!(b.path_count("/x"), 2, "purged target fetched again");
+    assert_eq!(b.path_count("/y"), 1);
+    let status = get(sy.admin_addr(), "/status", &[]).json();
+    assert_eq!(status["pools"]["web"]["cache"]["entries"], 3);
+    assert_eq!(purge(r#"{"path": "*"}"#).json()["purged"], 3);
+    assert_eq!(purge(r#"{"pool": "nope", "path": "*"}"#).status, 404);
+    assert_eq!(purge(r#"{"path": "relative"}"#).status, 400);
+    assert_eq!(purge("not json").status, 400);
+    let metrics = get(sy.admin_addr(), "/metrics", &[]).text();
+    assert!(
+        metrics.contains("switchyard_cache_requests_total{pool=\"web\",status=\"hit\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("switchyard_cache_bytes 0"), "{metrics}");
+}
+
+#[test]
+fn head_is_served_from_a_stored_get() {
+    let b = TestBackend::start("a");
+    serve(&b, "/h", &[("cache-control", "max-age=60")]);
+    let sy = proxy(&b, "", STORE);
+    assert_eq!(get(sy.addr(), "/h", &[]).text(), "v1");
+    let head = request(sy.addr(), "HEAD", "/h", &[], b"");
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty());
+    assert!(status_of(&head).contains("hit"), "{}", status_of(&head));
+    assert_eq!(b.path_count("/h"), 1);
+}
+
+#[test]
+fn a_body_larger_than_max_object_passes_through_unstored() {
+    let b = TestBackend::start("a");
+    let big = test_body(7, 100 * 1024);
+    let body = big.clone();
+    b.set_handler(move |req| {
+        (req.path() == "/big")
+            .then(|| Reply::new(200, body.clone()).with_header("cache-control", "max-age=60"))
+    });
+    let sy = proxy(&b, "", STORE);
+    for _ in 0..2 {
+        let r = get(sy.addr(), "/big", &[]);
+        assert_eq!(r.body, big, "passed through intact");
+    }
+    assert_eq!(b.path_count("/big"), 2, "over max_object: never stored");
+}
+
+#[test]
+fn concurrent_misses_on_one_key_send_one_request_upstream() {
+    let b = TestBackend::start("a");
+    b.set_handler(|req| {
+        (req.path() == "/c").then(|| {
+            Reply::new(200, "shared")
+                .with_header("cache-control", "max-age=60")
+                .with_delay(Duration::from_millis(500))
+        })
+    });
+    let sy = proxy(&b, "lock_timeout: 5s", STORE);
+    let addr = sy.addr();
+    let clients: Vec<_> = (0..100)
+        .map(|_| std::thread::spawn(move || try_get(addr, "/c", &[]).map(|r| r.text())))
+        .collect();
+    for c in clients {
+        assert_eq!(c.join().unwrap().unwrap(), "shared");
+    }
+    assert_eq!(b.path_count("/c"), 1, "one fetch for 100 concurrent misses");
+}
+
+#[test]
+fn memory_bound_holds_with_ten_times_its_size_requested() {
+    let b = TestBackend::start("a");
+    let body = test_body(3, 20 * 1024);
+    b.set_handler(move |_req| {
+        Some(Reply::new(200, body.clone()).with_header("cache-control", "max-age=600"))
+    });
+    let sy = proxy(&b, "", "memory: 1MiB, max_object: 64KiB");
+    // 520 distinct objects of 20 KiB: 10 MiB, ten times the store
+    let mut c = Client::connect(sy.addr()).unwrap();
+    for i in 0..520 {
+        let r = c.get(&format!("/obj/{i}"), &[]).unwrap();
+        assert_eq!(r.status, 200);
+    }
+    let bytes = || -> u64 {
+        let m = get(sy.admin_addr(), "/metrics", &[]).text();
+        m.lines()
+            .find_map(|l| l.strip_prefix("switchyard_cache_bytes "))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(u64::MAX)
+    };
+    assert!(
+        poll_until(Duration::from_secs(5), || bytes() <= 1 << 20),
+        "store holds {} bytes, over its 1 MiB",
+        bytes()
+    );
+    let entries = get(sy.admin_addr(), "/status", &[]).json()["pools"]["web"]["cache"]["entries"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(entries >= 40, "the store still holds recent objects ({entries})");
+}
