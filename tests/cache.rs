@@ -98,7 +98,7 @@ fn no_cache_response_is_revalidated_with_a_304_merged() {
             return Some(
                 Reply::new(304, "")
                     .with_header("etag", "\"e1\"")
-                    .with_header("x-refreshed", "yes"),
+                    .with_header("cache-control", "max-age=60"),
             );
         }
         Some(
@@ -117,7 +117,11 @@ fn no_cache_response_is_revalidated_with_a_304_merged() {
         "switchyard; fwd=stale; fwd-status=304",
         "no-cache: every reuse is revalidated"
     );
-    assert_eq!(again.header("x-refreshed"), Some("yes"), "304 headers merged");
+    assert_eq!(again.header("cache-control"), Some("max-age=60"), "304 merged");
+    // the merged freshness now holds: a hit, no third request
+    let third = get(sy.addr(), "/r", &[]);
+    assert_eq!(third.text(), "body");
+    assert!(status_of(&third).contains("hit"), "{}", status_of(&third));
     assert_eq!(n.load(SeqCst), 2);
 }
 
@@ -344,4 +348,32 @@ fn memory_bound_holds_with_ten_times_its_size_requested() {
         .as_u64()
         .unwrap_or(0);
     assert!(entries >= 40, "the store still holds recent objects ({entries})");
+}
+
+#[test]
+fn default_ttl_applies_only_when_the_response_states_no_freshness() {
+    let b = TestBackend::start("a");
+    b.set_handler(|req| match req.path() {
+        "/silent" => Some(Reply::new(200, "s")),
+        "/zero" => Some(Reply::new(200, "z").with_header("cache-control", "max-age=0")),
+        _ => None,
+    });
+    let sy = proxy(&b, "default_ttl: 60s", STORE);
+    assert_eq!(upstream_for(&sy, &b, "/silent", &[]), 1, "default_ttl stores it");
+    assert_eq!(upstream_for(&sy, &b, "/zero", &[]), 2, "max-age=0 wins");
+}
+
+#[test]
+fn error_answers_and_the_access_log_carry_the_cache_status() {
+    let mut y = config(&[dead_url()], "cache: {}");
+    y.push_str(&format!("cache: {{{STORE}}}\nlog: {{access: stdout, format: json}}\n"));
+    let sy = Switchyard::start(&y);
+    let r = get(sy.addr(), "/l", &[]);
+    assert!(r.status >= 500, "only a dead backend: {}", r.status);
+    assert_eq!(status_of(&r), "switchyard; fwd=miss");
+    assert!(
+        poll_until(Duration::from_secs(5), || sy.stdout().contains("\"cache\":\"miss\"")),
+        "access log: {}",
+        sy.stdout()
+    );
 }

@@ -35,6 +35,17 @@ pub struct CacheCtx {
 }
 
 impl CacheCtx {
+    /// Records a request that got no response from any backend (answered
+    /// with an error by the proxy) and returns its `Cache-Status`.
+    pub fn failed(&mut self) -> &'static str {
+        if self.status == Some(Status::Bypass) {
+            "switchyard; fwd=method"
+        } else {
+            self.status = Some(Status::Miss);
+            "switchyard; fwd=miss"
+        }
+    }
+
     /// The `Cache-Status` value recorded for the access log ("" before the
     /// response).
     pub fn status_name(&self) -> &'static str {

@@ -15,6 +15,18 @@ pub async fn respond(
     pool: &str,
     attempts: Option<usize>,
 ) {
+    respond_with_cache_status(session, status, error, pool, attempts, None).await
+}
+
+/// [`respond`], with the `Cache-Status` of a caching pool when given.
+pub async fn respond_with_cache_status(
+    session: &mut Session,
+    status: u16,
+    error: &str,
+    pool: &str,
+    attempts: Option<usize>,
+    cache_status: Option<&str>,
+) {
     let mut json = serde_json::json!({ "error": error, "pool": pool });
     if let Some(n) = attempts {
         json["attempts"] = n.into();
@@ -26,6 +38,9 @@ pub async fn respond(
     let _ = resp.insert_header(http::header::CONTENT_TYPE, "application/json");
     let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
     let _ = resp.insert_header(http::header::CACHE_CONTROL, "no-store");
+    if let Some(v) = cache_status {
+        let _ = resp.insert_header("cache-status", v);
+    }
     if let Err(e) = session.write_error_response(resp, body).await {
         log::debug!("could not send {status} to client: {e}");
     }

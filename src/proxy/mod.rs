@@ -106,11 +106,14 @@ impl ProxyHttp for Proxy {
             Some(_) => table.chain(&pool).find(|p| p.ready_count() > 0).cloned(),
             None => None,
         };
+        // a caching pool's requests go through the cache (its misses and
+        // invalidations need the normal phases): they are not raced
+        let cached = pool.config.cache.is_some() && cache::get().is_some();
         ctx.table = Some(table);
         ctx.pool = Some(pool);
         if let Some(serving) = serving {
             if let Some(race) = &serving.config.race {
-                if race::eligible(session, race) {
+                if !cached && race::eligible(session, race) {
                     race::run(session, ctx, &serving, race, &self.race_connector).await?;
                     return Ok(true);
                 }
@@ -385,7 +388,9 @@ impl ProxyHttp for Proxy {
             } else {
                 errors::message_for(code)
             };
-            errors::respond(session, code, message, pool, attempts).await;
+            let cache_status = ctx.cache.as_mut().map(|c| c.failed());
+            errors::respond_with_cache_status(session, code, message, pool, attempts, cache_status)
+                .await;
         }
         FailToProxy {
             error_code: code,
