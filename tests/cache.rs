@@ -60,7 +60,11 @@ fn fresh_response_is_served_from_cache_with_age_then_expires() {
     assert_eq!(status_of(&first), "switchyard; fwd=miss; stored");
     let second = get(sy.addr(), "/a", &[]);
     assert_eq!(second.text(), "v1");
-    assert!(status_of(&second).starts_with("switchyard; hit"), "{}", status_of(&second));
+    assert!(
+        status_of(&second).starts_with("switchyard; hit"),
+        "{}",
+        status_of(&second)
+    );
     assert!(second.header("age").is_some(), "a hit carries Age");
     assert_eq!(b.path_count("/a"), 1);
     // past max-age the next request goes upstream again
@@ -117,7 +121,11 @@ fn no_cache_response_is_revalidated_with_a_304_merged() {
         "switchyard; fwd=stale; fwd-status=304",
         "no-cache: every reuse is revalidated"
     );
-    assert_eq!(again.header("cache-control"), Some("max-age=60"), "304 merged");
+    assert_eq!(
+        again.header("cache-control"),
+        Some("max-age=60"),
+        "304 merged"
+    );
     // the merged freshness now holds: a hit, no third request
     let third = get(sy.addr(), "/r", &[]);
     assert_eq!(third.text(), "body");
@@ -141,7 +149,11 @@ fn vary_keeps_one_variant_per_field_value() {
     let fr = [("Accept-Language", "fr")];
     assert_eq!(get(sy.addr(), "/v", &en).text(), "en");
     assert_eq!(get(sy.addr(), "/v", &fr).text(), "fr");
-    assert_eq!(b.path_count("/v"), 2, "a new Accept-Language is a new variant");
+    assert_eq!(
+        b.path_count("/v"),
+        2,
+        "a new Accept-Language is a new variant"
+    );
     let r = get(sy.addr(), "/v", &en);
     assert_eq!(r.text(), "en");
     assert!(status_of(&r).contains("hit"));
@@ -232,7 +244,11 @@ fn post_invalidates_the_stored_response() {
     let post = request(sy.addr(), "POST", "/p", &[], b"x");
     assert_eq!(post.status, 200);
     assert_eq!(status_of(&post), "switchyard; fwd=method");
-    assert_eq!(get(sy.addr(), "/p", &[]).text(), "v3", "POST invalidated /p");
+    assert_eq!(
+        get(sy.addr(), "/p", &[]).text(),
+        "v3",
+        "POST invalidated /p"
+    );
 }
 
 #[test]
@@ -245,7 +261,15 @@ fn admin_purge_removes_a_target_or_the_whole_pool() {
     for p in ["/x", "/y", "/z"] {
         get(sy.addr(), p, &[]);
     }
-    let purge = |body: &str| request(sy.admin_addr(), "POST", "/cache/purge", &[], body.as_bytes());
+    let purge = |body: &str| {
+        request(
+            sy.admin_addr(),
+            "POST",
+            "/cache/purge",
+            &[],
+            body.as_bytes(),
+        )
+    };
     let r = purge(r#"{"path": "/x"}"#);
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["purged"], 1);
@@ -347,7 +371,10 @@ fn memory_bound_holds_with_ten_times_its_size_requested() {
     let entries = get(sy.admin_addr(), "/status", &[]).json()["pools"]["web"]["cache"]["entries"]
         .as_u64()
         .unwrap_or(0);
-    assert!(entries >= 40, "the store still holds recent objects ({entries})");
+    assert!(
+        entries >= 40,
+        "the store still holds recent objects ({entries})"
+    );
 }
 
 #[test]
@@ -359,20 +386,28 @@ fn default_ttl_applies_only_when_the_response_states_no_freshness() {
         _ => None,
     });
     let sy = proxy(&b, "default_ttl: 60s", STORE);
-    assert_eq!(upstream_for(&sy, &b, "/silent", &[]), 1, "default_ttl stores it");
+    assert_eq!(
+        upstream_for(&sy, &b, "/silent", &[]),
+        1,
+        "default_ttl stores it"
+    );
     assert_eq!(upstream_for(&sy, &b, "/zero", &[]), 2, "max-age=0 wins");
 }
 
 #[test]
 fn error_answers_and_the_access_log_carry_the_cache_status() {
     let mut y = config(&[dead_url()], "cache: {}");
-    y.push_str(&format!("cache: {{{STORE}}}\nlog: {{access: stdout, format: json}}\n"));
+    y.push_str(&format!(
+        "cache: {{{STORE}}}\nlog: {{access: stdout, format: json}}\n"
+    ));
     let sy = Switchyard::start(&y);
     let r = get(sy.addr(), "/l", &[]);
     assert!(r.status >= 500, "only a dead backend: {}", r.status);
     assert_eq!(status_of(&r), "switchyard; fwd=miss");
     assert!(
-        poll_until(Duration::from_secs(5), || sy.stdout().contains("\"cache\":\"miss\"")),
+        poll_until(Duration::from_secs(5), || sy
+            .stdout()
+            .contains("\"cache\":\"miss\"")),
         "access log: {}",
         sy.stdout()
     );

@@ -335,10 +335,12 @@ impl ServeHttp for AdminApi {
                 let (code, v) = self.backends(&method, &body).await;
                 json_response(code, &v)
             }
-            (_, "/status" | "/metrics" | "/reload" | "/backends" | "/cache/purge") => json_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &json!({ "error": format!("{method} is not allowed on {path}") }),
-            ),
+            (_, "/status" | "/metrics" | "/reload" | "/backends" | "/cache/purge") => {
+                json_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &json!({ "error": format!("{method} is not allowed on {path}") }),
+                )
+            }
             _ => json_response(
                 StatusCode::NOT_FOUND,
                 &json!({ "error": format!("no endpoint {path}") }),

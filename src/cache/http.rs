@@ -80,9 +80,9 @@ pub fn enable(session: &mut Session, ctx: &mut RequestCtx) {
             Some(cache.lock.as_ref()),
             Some(overrides),
         );
-        session
-            .cache
-            .set_max_file_size_bytes(usize::try_from(cache.settings.max_object).unwrap_or(usize::MAX));
+        session.cache.set_max_file_size_bytes(
+            usize::try_from(cache.settings.max_object).unwrap_or(usize::MAX),
+        );
     } else {
         // RFC 9111 §4.4: unsafe methods invalidate; OPTIONS, TRACE, ... pass by
         c.invalidate = !method.is_safe();
@@ -250,10 +250,14 @@ pub fn annotate(session: &Session, resp: &mut ResponseHeader, ctx: &mut RequestC
     let Some(c) = ctx.cache.as_mut() else { return };
     let code = resp.status.as_u16();
     let (status, value) = match session.cache.phase() {
-        CachePhase::Hit => (Status::Hit, format!("switchyard; hit; ttl={}", ttl(session))),
-        CachePhase::Stale | CachePhase::StaleUpdating => {
-            (Status::Stale, format!("switchyard; hit; ttl={}", ttl(session)))
-        }
+        CachePhase::Hit => (
+            Status::Hit,
+            format!("switchyard; hit; ttl={}", ttl(session)),
+        ),
+        CachePhase::Stale | CachePhase::StaleUpdating => (
+            Status::Stale,
+            format!("switchyard; hit; ttl={}", ttl(session)),
+        ),
         CachePhase::Revalidated | CachePhase::RevalidatedNoCache(_) => (
             Status::Revalidated,
             "switchyard; fwd=stale; fwd-status=304".to_string(),
@@ -292,9 +296,9 @@ pub fn annotate(session: &Session, resp: &mut ResponseHeader, ctx: &mut RequestC
                 continue;
             };
             // only the same origin (RFC 9111 §4.4)
-            let same = uri.host().is_none_or(|h| {
-                host.split(':').next() == Some(h.to_ascii_lowercase().as_str())
-            });
+            let same = uri
+                .host()
+                .is_none_or(|h| host.split(':').next() == Some(h.to_ascii_lowercase().as_str()));
             if let (true, Some(pq)) = (same, uri.path_and_query()) {
                 targets.push(pq.as_str().to_string());
             }

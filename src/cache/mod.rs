@@ -168,7 +168,8 @@ impl Cache {
     pub fn purge(&self, pool: &str, host: Option<&str>, path: &str) -> usize {
         let removed = self.store.purge_matching(pool, host, path);
         for key in &removed {
-            self.eviction.remove(CacheEntryKeyRef::from_entry_id(key, None));
+            self.eviction
+                .remove(CacheEntryKeyRef::from_entry_id(key, None));
         }
         removed.len()
     }

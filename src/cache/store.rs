@@ -132,12 +132,22 @@ impl MemStore {
 
     /// Entries and bytes of `pool`.
     pub fn usage(&self, pool: &str) -> Usage {
-        self.table.read().usage.get(pool).copied().unwrap_or_default()
+        self.table
+            .read()
+            .usage
+            .get(pool)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Stored variants of the primary key `primary`.
     pub fn variants(&self, primary: &HashBinary) -> usize {
-        self.table.read().variants.get(primary).copied().unwrap_or(0)
+        self.table
+            .read()
+            .variants
+            .get(primary)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Removes every entry of `pool` whose target matches (`path` `*` is
@@ -187,6 +197,7 @@ enum Reader {
     Complete {
         body: Arc<[Bytes]>,
         next: usize,
+        weight: usize,
     },
     Following {
         partial: Arc<Partial>,
@@ -199,7 +210,7 @@ enum Reader {
 impl HandleHit for Reader {
     async fn read_body(&mut self) -> Result<Option<Bytes>> {
         match self {
-            Reader::Complete { body, next } => {
+            Reader::Complete { body, next, .. } => {
                 let chunk = body.get(*next).cloned();
                 *next += 1;
                 Ok(chunk)
@@ -244,7 +255,7 @@ impl HandleHit for Reader {
 
     fn get_eviction_weight(&self) -> usize {
         match self {
-            Reader::Complete { body, .. } => body.iter().map(Bytes::len).sum(),
+            Reader::Complete { weight, .. } => *weight,
             Reader::Following { .. } => 0,
         }
     }
@@ -360,6 +371,7 @@ impl Storage for MemStore {
         let reader = Reader::Complete {
             body: e.body.clone(),
             next: 0,
+            weight: usize::try_from(e.weight).unwrap_or(usize::MAX),
         };
         Ok(Some((meta, Box::new(reader))))
     }

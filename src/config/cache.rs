@@ -98,3 +98,65 @@ pub fn store(r: &RawCacheStore, errs: &mut Vec<ConfigError>) -> CacheStoreSettin
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::parse;
+    use std::time::Duration;
+
+    const POOL: &str = "
+pools:
+  web:
+    backends: [{url: http://127.0.0.1:8001}]
+    cache: {}
+";
+
+    #[test]
+    fn defaults_of_both_blocks() {
+        let c = parse(&format!("{POOL}cache: {{}}\n"), "t.yaml").expect("valid");
+        let store = c.cache.expect("store");
+        assert_eq!(store.memory, 256 << 20);
+        assert_eq!(store.max_object, 8 << 20);
+        let p = c.pools["web"].cache.expect("pool cache");
+        assert_eq!(p.default_ttl, Duration::ZERO);
+        assert_eq!(p.stale_if_error, Duration::ZERO);
+        assert_eq!(p.lock_timeout, Duration::from_secs(2));
+        assert_eq!(p.vary_limit, 16);
+    }
+
+    #[test]
+    fn a_caching_pool_needs_the_store() {
+        let e = parse(POOL, "t.yaml").expect_err("no store").errors;
+        assert_eq!(e[0].path, "pools.web.cache");
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let y = format!(
+            "{}cache: {{memory: 1MiB, max_object: 2MiB}}\n",
+            POOL.replace(
+                "cache: {}",
+                "cache: {vary_limit: 0, lock_timeout: 0s, ttl: 1s}"
+            )
+        );
+        let e = parse(&y, "t.yaml").expect_err("bad").errors;
+        assert!(e.iter().any(|e| e.message.contains("ttl")), "{e:?}");
+        let y = format!(
+            "{}cache: {{memory: 1MiB, max_object: 2MiB}}\n",
+            POOL.replace("cache: {}", "cache: {vary_limit: 0, lock_timeout: 0s}")
+        );
+        let paths: Vec<String> = parse(&y, "t.yaml")
+            .expect_err("bad")
+            .errors
+            .into_iter()
+            .map(|e| e.path)
+            .collect();
+        for p in [
+            "pools.web.cache.vary_limit",
+            "pools.web.cache.lock_timeout",
+            "cache.max_object",
+        ] {
+            assert!(paths.iter().any(|x| x == p), "{p} in {paths:?}");
+        }
+    }
+}
