@@ -412,3 +412,65 @@ fn error_answers_and_the_access_log_carry_the_cache_status() {
         sy.stdout()
     );
 }
+
+fn reload(sy: &Switchyard, yaml: &str, n: usize) {
+    sy.write_config(yaml);
+    sy.signal(libc::SIGHUP);
+    assert!(
+        poll_until(Duration::from_secs(10), || sy
+            .logs()
+            .matches("configuration reloaded")
+            .count()
+            >= n),
+        "reload {n} not done\n{}",
+        sy.logs()
+    );
+}
+
+#[test]
+fn the_store_survives_a_reload_and_a_pool_without_cache_stops_using_it() {
+    let b = TestBackend::start("a");
+    serve(&b, "/k", &[("cache-control", "max-age=60")]);
+    let store = format!("cache: {{{STORE}}}\n");
+    let with = config(&[b.url()], "cache: {}") + &store;
+    let without = config(&[b.url()], "") + &store;
+    let sy = Switchyard::start(&with);
+    assert_eq!(get(sy.addr(), "/k", &[]).text(), "v1");
+    reload(&sy, &with, 1);
+    let r = get(sy.addr(), "/k", &[]);
+    assert!(
+        status_of(&r).contains("hit"),
+        "kept over SIGHUP: {}",
+        status_of(&r)
+    );
+    reload(&sy, &without, 2);
+    let r = get(sy.addr(), "/k", &[]);
+    assert_eq!(r.text(), "v2", "cache removed: straight to the backend");
+    assert!(r.header("cache-status").is_none());
+}
+
+#[test]
+fn variants_beyond_vary_limit_are_served_but_not_stored() {
+    let b = TestBackend::start("a");
+    b.set_handler(|req| {
+        (req.path() == "/v").then(|| {
+            let lang = req.header("accept-language").unwrap_or("none").to_string();
+            Reply::new(200, lang)
+                .with_header("cache-control", "max-age=60")
+                .with_header("vary", "accept-language")
+        })
+    });
+    let sy = proxy(&b, "vary_limit: 1", STORE);
+    for _ in 0..2 {
+        assert_eq!(
+            get(sy.addr(), "/v", &[("Accept-Language", "en")]).text(),
+            "en"
+        );
+        assert_eq!(
+            get(sy.addr(), "/v", &[("Accept-Language", "fr")]).text(),
+            "fr"
+        );
+    }
+    // en stored once; fr over the limit: fetched each time
+    assert_eq!(b.path_count("/v"), 3);
+}

@@ -15,10 +15,14 @@
 //! binary upgrade starts a new, empty one. A pool whose `cache` block is
 //! removed simply stops using the store; its entries age out by eviction.
 //!
-//! The request phases live in [`http`]; the store in [`store`].
+//! The request phases live in [`http`]; the store in [`store`], its
+//! streaming reads and writes in `io`.
 
 pub mod http;
+mod io;
 pub mod store;
+#[cfg(test)]
+mod tests;
 
 use crate::config::CacheStoreSettings;
 use parking_lot::Mutex;

@@ -14,12 +14,11 @@
 //!   error, a client gone) removes its partial entry; nothing half-written is
 //!   ever served as complete.
 
+use super::io::{follow, meta_of, Partial, Reader, Writer};
 use bytes::Bytes;
 use parking_lot::RwLock;
 use pingora_cache::key::{CacheHashKey, CompactCacheKey, HashBinary};
-use pingora_cache::storage::{
-    HandleHit, HandleMiss, MissFinishType, PurgeOutcome, PurgeTarget, Storage,
-};
+use pingora_cache::storage::{PurgeOutcome, PurgeTarget, Storage};
 use pingora_cache::trace::SpanHandle;
 use pingora_cache::{CacheKey, CacheMeta, HitHandler, MissHandler, PurgeType};
 use pingora_core::{Error, ErrorType, Result};
@@ -50,20 +49,20 @@ pub struct Usage {
     pub bytes: u64,
 }
 
-struct Entry {
-    meta: (Vec<u8>, Vec<u8>),
-    body: Arc<[Bytes]>,
-    weight: u64,
-    parts: KeyParts,
-    primary: HashBinary,
-    compact: CompactCacheKey,
+pub(super) struct Entry {
+    pub(super) meta: (Vec<u8>, Vec<u8>),
+    pub(super) body: Arc<[Bytes]>,
+    pub(super) weight: u64,
+    pub(super) parts: KeyParts,
+    pub(super) primary: HashBinary,
+    pub(super) compact: CompactCacheKey,
 }
 
 #[derive(Default)]
-struct Table {
-    entries: HashMap<String, Entry>,
-    usage: HashMap<Arc<str>, Usage>,
-    variants: HashMap<HashBinary, usize>,
+pub(super) struct Table {
+    pub(super) entries: HashMap<String, Entry>,
+    pub(super) usage: HashMap<Arc<str>, Usage>,
+    pub(super) variants: HashMap<HashBinary, usize>,
 }
 
 impl Table {
@@ -82,7 +81,7 @@ impl Table {
         Some(e)
     }
 
-    fn insert(&mut self, combined: String, e: Entry) {
+    pub(super) fn insert(&mut self, combined: String, e: Entry) {
         self.remove(&combined);
         let u = self.usage.entry(e.parts.pool.clone()).or_default();
         u.entries += 1;
@@ -92,20 +91,12 @@ impl Table {
     }
 }
 
-/// A body being written: its chunks so far and how many there are.
-struct Partial {
-    meta: (Vec<u8>, Vec<u8>),
-    chunks: RwLock<Vec<Bytes>>,
-    /// (chunks written, finished)
-    progress: watch::Sender<(usize, bool)>,
-}
-
 /// The shared response store (see the module docs).
 pub struct MemStore {
-    table: RwLock<Table>,
-    writing: RwLock<HashMap<String, HashMap<u64, Arc<Partial>>>>,
-    bytes: AtomicU64,
-    next_write: AtomicU64,
+    pub(super) table: RwLock<Table>,
+    pub(super) writing: RwLock<HashMap<String, HashMap<u64, Arc<Partial>>>>,
+    pub(super) bytes: AtomicU64,
+    pub(super) next_write: AtomicU64,
 }
 
 impl Default for MemStore {
@@ -186,164 +177,6 @@ impl MemStore {
         }
         removed.is_some()
     }
-}
-
-fn meta_of(meta: &(Vec<u8>, Vec<u8>)) -> Result<CacheMeta> {
-    CacheMeta::deserialize(&meta.0, &meta.1)
-}
-
-/// Reads a finished entry (`Complete`) or follows a write (`Following`).
-enum Reader {
-    Complete {
-        body: Arc<[Bytes]>,
-        next: usize,
-        weight: usize,
-    },
-    Following {
-        partial: Arc<Partial>,
-        progress: watch::Receiver<(usize, bool)>,
-        next: usize,
-    },
-}
-
-#[async_trait::async_trait]
-impl HandleHit for Reader {
-    async fn read_body(&mut self) -> Result<Option<Bytes>> {
-        match self {
-            Reader::Complete { body, next, .. } => {
-                let chunk = body.get(*next).cloned();
-                *next += 1;
-                Ok(chunk)
-            }
-            Reader::Following {
-                partial,
-                progress,
-                next,
-            } => loop {
-                let (written, done) = *progress.borrow_and_update();
-                if *next < written {
-                    let chunk = partial.chunks.read().get(*next).cloned();
-                    *next += 1;
-                    return Ok(chunk);
-                }
-                if done {
-                    return Ok(None);
-                }
-                if progress.changed().await.is_err() {
-                    // the writer went away before the end: the body is cut
-                    return Error::e_explain(
-                        ErrorType::ReadError,
-                        "cached response being written was abandoned",
-                    );
-                }
-            },
-        }
-    }
-
-    async fn finish(
-        self: Box<Self>,
-        _storage: &'static (dyn Storage + Sync),
-        _key: &CacheKey,
-        _trace: &SpanHandle,
-    ) -> Result<()> {
-        Ok(())
-    }
-
-    fn should_count_access(&self) -> bool {
-        matches!(self, Reader::Complete { .. })
-    }
-
-    fn get_eviction_weight(&self) -> usize {
-        match self {
-            Reader::Complete { weight, .. } => *weight,
-            Reader::Following { .. } => 0,
-        }
-    }
-
-    fn as_any(&self) -> &(dyn Any + Send + Sync) {
-        self
-    }
-
-    fn as_any_mut(&mut self) -> &mut (dyn Any + Send + Sync) {
-        self
-    }
-}
-
-/// Writes one response; dropping it before `finish` drops the partial entry.
-struct Writer {
-    store: &'static MemStore,
-    partial: Arc<Partial>,
-    combined: String,
-    id: u64,
-    tag: [u8; 8],
-    parts: KeyParts,
-    primary: HashBinary,
-    compact: CompactCacheKey,
-}
-
-#[async_trait::async_trait]
-impl HandleMiss for Writer {
-    async fn write_body(&mut self, data: Bytes, eof: bool) -> Result<()> {
-        let written = {
-            let mut chunks = self.partial.chunks.write();
-            if !data.is_empty() {
-                chunks.push(data);
-            }
-            chunks.len()
-        };
-        self.partial.progress.send_replace((written, eof));
-        Ok(())
-    }
-
-    async fn finish(self: Box<Self>) -> Result<MissFinishType> {
-        let body: Arc<[Bytes]> = self.partial.chunks.read().clone().into();
-        let body_len: usize = body.iter().map(Bytes::len).sum();
-        let weight = (self.partial.meta.0.len() + self.partial.meta.1.len() + body_len) as u64;
-        let entry = Entry {
-            meta: self.partial.meta.clone(),
-            body: body.clone(),
-            weight,
-            parts: self.parts.clone(),
-            primary: self.primary,
-            compact: self.compact.clone(),
-        };
-        {
-            let mut table = self.store.table.write();
-            if let Some(old) = table.entries.get(&self.combined) {
-                self.store.bytes.fetch_sub(old.weight, Ordering::Relaxed);
-            }
-            table.insert(self.combined.clone(), entry);
-            self.store.bytes.fetch_add(weight, Ordering::Relaxed);
-        }
-        self.partial.progress.send_replace((body.len(), true));
-        Ok(MissFinishType::Created(weight as usize))
-    }
-
-    fn streaming_write_tag(&self) -> Option<&[u8]> {
-        Some(&self.tag)
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        let mut writing = self.store.writing.write();
-        if let Some(m) = writing.get_mut(&self.combined) {
-            m.remove(&self.id);
-            if m.is_empty() {
-                writing.remove(&self.combined);
-            }
-        }
-    }
-}
-
-fn follow(partial: &Arc<Partial>) -> Result<Option<(CacheMeta, HitHandler)>> {
-    let meta = meta_of(&partial.meta)?;
-    let reader = Reader::Following {
-        partial: partial.clone(),
-        progress: partial.progress.subscribe(),
-        next: 0,
-    };
-    Ok(Some((meta, Box::new(reader))))
 }
 
 #[async_trait::async_trait]
@@ -457,13 +290,21 @@ impl Storage for MemStore {
     ) -> Result<bool> {
         let meta = meta.serialize()?;
         let mut table = self.table.write();
-        Ok(match table.entries.get_mut(&key.combined()) {
-            Some(e) => {
-                e.meta = meta;
-                true
-            }
-            None => false,
-        })
+        let Some(e) = table.entries.get_mut(&key.combined()) else {
+            return Ok(false);
+        };
+        // a revalidation may change the header's size: keep the bytes exact
+        let body: usize = e.body.iter().map(Bytes::len).sum();
+        let (old, new) = (e.weight, (meta.0.len() + meta.1.len() + body) as u64);
+        e.meta = meta;
+        e.weight = new;
+        let pool = e.parts.pool.clone();
+        if let Some(u) = table.usage.get_mut(&pool) {
+            u.bytes = u.bytes + new - old;
+        }
+        self.bytes.fetch_add(new, Ordering::Relaxed);
+        self.bytes.fetch_sub(old, Ordering::Relaxed);
+        Ok(true)
     }
 
     fn support_streaming_partial_write(&self) -> bool {
