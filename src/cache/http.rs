@@ -128,12 +128,13 @@ pub fn key(session: &Session, ctx: &RequestCtx) -> CacheKey {
     key
 }
 
-/// Statuses cacheable without explicit freshness (RFC 9110 §15.1): they
-/// get `default_ttl` when the response states no freshness.
+/// Statuses cacheable without explicit freshness (RFC 9110 §15.1; 206 left
+/// out: a partial body is never stored as the whole): they get `default_ttl`
+/// when the response states no freshness.
 fn heuristic_zero(status: http::StatusCode) -> Option<Duration> {
     matches!(
         status.as_u16(),
-        200 | 203 | 204 | 206 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
+        200 | 203 | 204 | 300 | 301 | 308 | 404 | 405 | 410 | 414 | 501
     )
     .then_some(Duration::ZERO)
 }
