@@ -9,6 +9,7 @@
 //! main (src/bin/switchyard.rs)
 //! `-- server::run ---------------- pingora Server (daemon, pid, upgrade, signals)
 //!     |-- proxy::Proxy (ProxyHttp) -- one per listener set
+//!     |   |-- cache::Cache ('static) -- RFC 9111 store, LRU eviction, cache lock
 //!     |   `-- ArcSwap<RouteTable> ---- routing::RouteTable (immutable snapshot)
 //!     |       |-- Arc<Pool> x N ------ pool::Pool
 //!     |       |   |-- LoadBalancer<S> (RoundRobin | Random | Consistent | LeastConn)
