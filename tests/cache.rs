@@ -474,3 +474,28 @@ fn variants_beyond_vary_limit_are_served_but_not_stored() {
     // en stored once; fr over the limit: fetched each time
     assert_eq!(b.path_count("/v"), 3);
 }
+
+#[test]
+fn concurrent_readers_of_a_body_over_max_object_all_get_it_whole() {
+    let b = TestBackend::start("a");
+    let big = test_body(9, 200 * 1024);
+    let body = big.clone();
+    b.set_handler(move |req| {
+        (req.path() == "/big").then(|| {
+            let mut r = Reply::new(200, body.clone())
+                .with_header("cache-control", "max-age=60")
+                .with_delay(Duration::from_millis(300));
+            r.chunked = true;
+            r
+        })
+    });
+    let sy = proxy(&b, "", STORE);
+    let addr = sy.addr();
+    let clients: Vec<_> = (0..20)
+        .map(|_| std::thread::spawn(move || try_get(addr, "/big", &[]).map(|r| r.body)))
+        .collect();
+    for c in clients {
+        let got = c.join().unwrap().expect("response");
+        assert!(got == big, "truncated or altered body: {} bytes", got.len());
+    }
+}

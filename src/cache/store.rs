@@ -1,11 +1,13 @@
 //! The bounded in-memory response store behind pingora-cache's [`Storage`]
 //! trait.
 //!
-//! - A response is written as a stream of body chunks: readers that arrive
-//!   while it is being written (a lock waiter, a second writer's client)
-//!   follow the write as it grows, so the first client is never held back.
-//! - A finished write moves its chunks into the table without copying;
-//!   readers of a finished entry share them (`Arc`).
+//! - A response streams to its client while its chunks are collected; the
+//!   entry is published, without copying, once the body is complete.
+//!   Readers of a finished entry share its chunks (`Arc`). Concurrent misses
+//!   wait on pingora-cache's lock for the publication rather than follow a
+//!   partial body, so a write that is abandoned midway (a body over
+//!   `max_object`) never leaves a reader with a truncated response: the
+//!   lock is released as failed and the waiters fetch it themselves.
 //! - The weight of an entry is its serialized header plus its body, so
 //!   `cache.memory` bounds both. The bound itself is kept by pingora-cache's
 //!   LRU eviction manager: every finished write is admitted with that weight
@@ -14,7 +16,7 @@
 //!   error, a client gone) removes its partial entry; nothing half-written is
 //!   ever served as complete.
 
-use super::io::{follow, meta_of, Partial, Reader, Writer};
+use super::io::{meta_of, Reader, Writer};
 use bytes::Bytes;
 use parking_lot::RwLock;
 use pingora_cache::key::{CacheHashKey, CompactCacheKey, HashBinary};
@@ -26,7 +28,6 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::watch;
 
 /// What a cache key was made of, attached to the [`CacheKey`] as an
 /// extension so that the store can index entries for purges and `/status`.
@@ -94,9 +95,7 @@ impl Table {
 /// The shared response store (see the module docs).
 pub struct MemStore {
     pub(super) table: RwLock<Table>,
-    pub(super) writing: RwLock<HashMap<String, HashMap<u64, Arc<Partial>>>>,
     pub(super) bytes: AtomicU64,
-    pub(super) next_write: AtomicU64,
 }
 
 impl Default for MemStore {
@@ -110,9 +109,7 @@ impl MemStore {
     pub fn new() -> Self {
         MemStore {
             table: RwLock::new(Table::default()),
-            writing: RwLock::new(HashMap::new()),
             bytes: AtomicU64::new(0),
-            next_write: AtomicU64::new(0),
         }
     }
 
@@ -186,48 +183,17 @@ impl Storage for MemStore {
         key: &CacheKey,
         _trace: &SpanHandle,
     ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let combined = key.combined();
-        // a write in progress is newer than a stored (expired) copy
-        let partial = self
-            .writing
-            .read()
-            .get(&combined)
-            .and_then(|m| m.values().next().cloned());
-        if let Some(p) = partial {
-            return follow(&p);
-        }
         let table = self.table.read();
-        let Some(e) = table.entries.get(&combined) else {
+        let Some(e) = table.entries.get(&key.combined()) else {
             return Ok(None);
         };
         let meta = meta_of(&e.meta)?;
-        let reader = Reader::Complete {
+        let reader = Reader {
             body: e.body.clone(),
             next: 0,
             weight: usize::try_from(e.weight).unwrap_or(usize::MAX),
         };
         Ok(Some((meta, Box::new(reader))))
-    }
-
-    async fn lookup_streaming_write(
-        &'static self,
-        key: &CacheKey,
-        tag: Option<&[u8]>,
-        trace: &SpanHandle,
-    ) -> Result<Option<(CacheMeta, HitHandler)>> {
-        let id = tag
-            .and_then(|t| <[u8; 8]>::try_from(t).ok())
-            .map(u64::from_be_bytes);
-        let partial = id.and_then(|id| {
-            self.writing
-                .read()
-                .get(&key.combined())
-                .and_then(|m| m.get(&id).cloned())
-        });
-        match partial {
-            Some(p) => follow(&p),
-            None => self.lookup(key, trace).await,
-        }
     }
 
     async fn get_miss_handler(
@@ -239,25 +205,11 @@ impl Storage for MemStore {
         let Some(parts) = key.extensions.get::<KeyParts>().cloned() else {
             return Error::e_explain(ErrorType::InternalError, "cache key without its parts");
         };
-        let combined = key.combined();
-        let (progress, _) = watch::channel((0, false));
-        let partial = Arc::new(Partial {
-            meta: meta.serialize()?,
-            chunks: RwLock::new(Vec::new()),
-            progress,
-        });
-        let id = self.next_write.fetch_add(1, Ordering::Relaxed);
-        self.writing
-            .write()
-            .entry(combined.clone())
-            .or_default()
-            .insert(id, partial.clone());
         Ok(Box::new(Writer {
             store: self,
-            partial,
-            combined,
-            id,
-            tag: id.to_be_bytes(),
+            meta: meta.serialize()?,
+            chunks: Vec::new(),
+            combined: key.combined(),
             parts,
             primary: key.primary_bin(),
             compact: key.to_compact(),
@@ -267,15 +219,10 @@ impl Storage for MemStore {
     async fn purge(
         &'static self,
         target: PurgeTarget<'_>,
-        purge_type: PurgeType,
+        _purge_type: PurgeType,
         _trace: &SpanHandle,
     ) -> Result<PurgeOutcome> {
-        let combined = target.key().combined();
-        if !matches!(purge_type, PurgeType::Eviction) {
-            // an invalidation also ends any write in progress being served
-            self.writing.write().remove(&combined);
-        }
-        Ok(if self.remove(&combined) {
+        Ok(if self.remove(&target.key().combined()) {
             PurgeOutcome::Purged(None)
         } else {
             PurgeOutcome::NotFound
@@ -305,10 +252,6 @@ impl Storage for MemStore {
         self.bytes.fetch_add(new, Ordering::Relaxed);
         self.bytes.fetch_sub(old, Ordering::Relaxed);
         Ok(true)
-    }
-
-    fn support_streaming_partial_write(&self) -> bool {
-        true
     }
 
     fn as_any(&self) -> &(dyn Any + Send + Sync + 'static) {
