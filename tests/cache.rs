@@ -279,6 +279,12 @@ fn admin_purge_removes_a_target_or_the_whole_pool() {
     assert_eq!(b.path_count("/y"), 1);
     let status = get(sy.admin_addr(), "/status", &[]).json();
     assert_eq!(status["pools"]["web"]["cache"]["entries"], 3);
+    // 5 answers: /x /y /z /x missed, /y hit
+    assert_eq!(
+        status["pools"]["web"]["cache"]["hit_ratio"], 0.2,
+        "{status}"
+    );
+    assert!(status["pools"]["web"]["cache"]["bytes"].as_u64() > Some(3 * 2));
     assert_eq!(purge(r#"{"path": "*"}"#).json()["purged"], 3);
     assert_eq!(purge(r#"{"pool": "nope", "path": "*"}"#).status, 404);
     assert_eq!(purge(r#"{"path": "relative"}"#).status, 400);
