@@ -505,3 +505,76 @@ fn concurrent_readers_of_a_body_over_max_object_all_get_it_whole() {
         assert!(got == big, "truncated or altered body: {} bytes", got.len());
     }
 }
+
+/// Reads a response head (status line and fields) from `r`.
+fn read_head(r: &mut impl std::io::BufRead) -> Vec<String> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return lines;
+        }
+        let line = line.trim_end().to_string();
+        if line.is_empty() {
+            return lines;
+        }
+        lines.push(line);
+    }
+}
+
+#[test]
+fn a_websocket_upgrade_through_a_caching_pool_is_tunnelled_not_cached() {
+    use std::io::{BufReader, Read, Write};
+    // a WebSocket echo backend: 101 (with a Cache-Control a cache must
+    // ignore), then echoes bytes
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut r = BufReader::new(conn.try_clone().expect("clone"));
+                let mut w = conn;
+                if read_head(&mut r).is_empty() {
+                    return;
+                }
+                let _ = w.write_all(
+                    b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\ncache-control: max-age=60\r\n\r\n",
+                );
+                let mut buf = [0u8; 64];
+                while let Ok(n @ 1..) = r.read(&mut buf) {
+                    if w.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let mut y = config(&[url], "cache: {}");
+    y.push_str(&format!("cache: {{{STORE}}}\n"));
+    let sy = Switchyard::start(&y);
+    for _ in 0..2 {
+        let mut s = std::net::TcpStream::connect(sy.addr()).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(5)))
+            .expect("timeout");
+        s.write_all(
+            b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+        )
+        .expect("send");
+        let mut r = BufReader::new(s.try_clone().expect("clone"));
+        let head = read_head(&mut r);
+        assert!(
+            head.first().is_some_and(|l| l.contains("101")),
+            "{head:?}\n{}",
+            sy.logs()
+        );
+        assert!(
+            head.iter()
+                .any(|l| l.eq_ignore_ascii_case("cache-status: switchyard; fwd=bypass")),
+            "{head:?}"
+        );
+        s.write_all(b"ping").expect("send");
+        let mut got = [0u8; 4];
+        r.read_exact(&mut got).expect("echo");
+        assert_eq!(&got, b"ping");
+    }
+}

@@ -32,6 +32,9 @@ pub struct CacheCtx {
     invalidate: bool,
     /// How the request was answered, once known.
     status: Option<Status>,
+    /// Why the cache was not used (`Cache-Status` `fwd=`): `method` or
+    /// `bypass` (a protocol upgrade).
+    bypass: &'static str,
 }
 
 impl CacheCtx {
@@ -39,10 +42,18 @@ impl CacheCtx {
     /// with an error by the proxy) and returns its `Cache-Status`.
     pub fn failed(&mut self) -> &'static str {
         if self.status == Some(Status::Bypass) {
-            "switchyard; fwd=method"
+            self.bypass_header()
         } else {
             self.status = Some(Status::Miss);
             "switchyard; fwd=miss"
+        }
+    }
+
+    fn bypass_header(&self) -> &'static str {
+        if self.bypass == "method" {
+            "switchyard; fwd=method"
+        } else {
+            "switchyard; fwd=bypass"
         }
     }
 
@@ -54,7 +65,8 @@ impl CacheCtx {
 }
 
 /// `request_cache_filter`: turns caching on for a GET or HEAD to a pool
-/// with `cache:`; notes an unsafe method for invalidation.
+/// with `cache:` (not for a protocol upgrade); notes an unsafe method for
+/// invalidation.
 pub fn enable(session: &mut Session, ctx: &mut RequestCtx) {
     let Some(pool) = &ctx.pool else { return };
     let Some(policy) = pool.config.cache else {
@@ -69,8 +81,14 @@ pub fn enable(session: &mut Session, ctx: &mut RequestCtx) {
         stored: false,
         invalidate: false,
         status: None,
+        bypass: "method",
     };
-    if matches!(*method, Method::GET | Method::HEAD) {
+    let upgrade = session.req_header().headers.contains_key(header::UPGRADE);
+    if upgrade {
+        // a protocol switch (WebSocket) is a tunnel, not a response to store
+        c.status = Some(Status::Bypass);
+        c.bypass = "bypass";
+    } else if matches!(*method, Method::GET | Method::HEAD) {
         let mut overrides = CacheOptionOverrides::default();
         overrides.wait_timeout = Some(policy.lock_timeout);
         session.cache.enable(
@@ -270,9 +288,7 @@ pub fn annotate(session: &Session, resp: &mut ResponseHeader, ctx: &mut RequestC
                 if c.stored { "; stored" } else { "" }
             ),
         ),
-        _ if c.status == Some(Status::Bypass) => {
-            (Status::Bypass, "switchyard; fwd=method".to_string())
-        }
+        _ if c.status == Some(Status::Bypass) => (Status::Bypass, c.bypass_header().to_string()),
         _ => (
             Status::Miss,
             format!(
