@@ -578,3 +578,24 @@ fn a_websocket_upgrade_through_a_caching_pool_is_tunnelled_not_cached() {
         assert_eq!(&got, b"ping");
     }
 }
+
+#[test]
+fn a_miss_is_retried_on_another_backend_and_the_good_answer_stored() {
+    let bad = TestBackend::start("bad");
+    bad.set_status(502);
+    let good = TestBackend::start("good");
+    serve(&good, "/r", &[("cache-control", "max-age=60")]);
+    let mut y = config(
+        &[bad.url(), good.url()],
+        "cache: {}\nretries: {attempts: 2, on: [connect_failure, http_502]}\npassive: {max_fails: 0}",
+    );
+    y.push_str(&format!("cache: {{{STORE}}}\n"));
+    let sy = Switchyard::start(&y);
+    for _ in 0..4 {
+        let r = get(sy.addr(), "/r", &[]);
+        assert_eq!(r.status, 200, "{}", sy.logs());
+        assert_eq!(r.text(), "v1");
+    }
+    assert_eq!(good.path_count("/r"), 1, "stored after the retry");
+    assert!(!sy.logs().contains("panicked"), "{}", sy.logs());
+}
