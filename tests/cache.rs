@@ -285,7 +285,13 @@ fn admin_purge_removes_a_target_or_the_whole_pool() {
         "{status}"
     );
     assert!(status["pools"]["web"]["cache"]["bytes"].as_u64() > Some(3 * 2));
-    assert_eq!(purge(r#"{"path": "*"}"#).json()["purged"], 3);
+    // a host-qualified target (the client sent Host: ADDR)
+    let host = sy.addr().to_string();
+    let other = format!(r#"{{"path": "/z", "host": "elsewhere:80"}}"#);
+    assert_eq!(purge(&other).json()["purged"], 0);
+    let exact = format!(r#"{{"path": "/z", "host": "{host}"}}"#);
+    assert_eq!(purge(&exact).json()["purged"], 1);
+    assert_eq!(purge(r#"{"path": "*"}"#).json()["purged"], 2);
     assert_eq!(purge(r#"{"pool": "nope", "path": "*"}"#).status, 404);
     assert_eq!(purge(r#"{"path": "relative"}"#).status, 400);
     assert_eq!(purge("not json").status, 400);

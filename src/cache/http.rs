@@ -119,6 +119,19 @@ fn host_of(req: &RequestHeader) -> String {
         .to_ascii_lowercase()
 }
 
+/// The key of `path` (with its query, byte-exact) on `host` (lowercase)
+/// in `pool`, before any `Vary` variance.
+pub fn primary_key(pool: &str, tls: bool, host: &str, path: &[u8]) -> CacheKey {
+    let scheme: &[u8] = if tls { b"https" } else { b"http" };
+    // each part length-prefixed: no two targets can frame alike
+    let mut primary = Vec::with_capacity(pool.len() + host.len() + path.len() + 32);
+    for part in [pool.as_bytes(), scheme, host.as_bytes(), path] {
+        primary.extend_from_slice(format!("{}:", part.len()).as_bytes());
+        primary.extend_from_slice(part);
+    }
+    CacheKey::new(primary, pool)
+}
+
 /// `cache_key_callback`: scheme, Host and the path with its query as sent,
 /// byte-exact, in the pool's namespace; `Vary` fields are added later.
 pub fn key(session: &Session, ctx: &RequestCtx) -> CacheKey {
@@ -129,15 +142,8 @@ pub fn key(session: &Session, ctx: &RequestCtx) -> CacheKey {
         .digest()
         .and_then(|d| d.ssl_digest.as_ref())
         .is_some();
-    let scheme: &[u8] = if tls { b"https" } else { b"http" };
     let pool = ctx.pool_name();
-    // each part length-prefixed: no two targets can frame alike
-    let mut primary = Vec::with_capacity(pool.len() + host.len() + path.len() + 32);
-    for part in [pool.as_bytes(), scheme, host.as_bytes(), path] {
-        primary.extend_from_slice(format!("{}:", part.len()).as_bytes());
-        primary.extend_from_slice(part);
-    }
-    let mut key = CacheKey::new(primary, pool);
+    let mut key = primary_key(pool, tls, &host, path);
     key.extensions.insert(KeyParts {
         pool: Arc::from(pool),
         host,

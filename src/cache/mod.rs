@@ -28,6 +28,7 @@ use crate::config::CacheStoreSettings;
 use parking_lot::Mutex;
 use pingora_cache::eviction::lru::Manager;
 use pingora_cache::eviction::{CacheEntryKeyRef, EvictionManager};
+use pingora_cache::key::CacheHashKey;
 use pingora_cache::lock::{CacheKeyLockImpl, CacheLock};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -170,7 +171,16 @@ impl Cache {
     /// Removes every stored variant of `pool`'s `path` (`*`: all of the
     /// pool's entries) on `host` (`None`: any host); returns how many.
     pub fn purge(&self, pool: &str, host: Option<&str>, path: &str) -> usize {
-        let removed = self.store.purge_matching(pool, host, path);
+        let removed = match host {
+            // a known target: straight to its entries, both schemes
+            Some(host) if path != "*" => {
+                let primaries = [false, true]
+                    .map(|tls| http::primary_key(pool, tls, host, path.as_bytes()).primary_bin());
+                self.store.purge_primaries(&primaries)
+            }
+            // any host, or the whole pool: an admin scan of the table
+            _ => self.store.purge_matching(pool, host, path),
+        };
         for key in &removed {
             self.eviction
                 .remove(CacheEntryKeyRef::from_entry_id(key, None));

@@ -25,7 +25,7 @@ use pingora_cache::trace::SpanHandle;
 use pingora_cache::{CacheKey, CacheMeta, HitHandler, MissHandler, PurgeType};
 use pingora_core::{Error, ErrorType, Result};
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -63,7 +63,8 @@ pub(super) struct Entry {
 pub(super) struct Table {
     pub(super) entries: HashMap<String, Entry>,
     pub(super) usage: HashMap<Arc<str>, Usage>,
-    pub(super) variants: HashMap<HashBinary, usize>,
+    /// Stored variants (combined keys) of each primary key.
+    pub(super) variants: HashMap<HashBinary, HashSet<String>>,
 }
 
 impl Table {
@@ -73,9 +74,9 @@ impl Table {
             u.entries -= 1;
             u.bytes -= e.weight;
         }
-        if let Some(n) = self.variants.get_mut(&e.primary) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(set) = self.variants.get_mut(&e.primary) {
+            set.remove(combined);
+            if set.is_empty() {
                 self.variants.remove(&e.primary);
             }
         }
@@ -87,7 +88,10 @@ impl Table {
         let u = self.usage.entry(e.parts.pool.clone()).or_default();
         u.entries += 1;
         u.bytes += e.weight;
-        *self.variants.entry(e.primary).or_default() += 1;
+        self.variants
+            .entry(e.primary)
+            .or_default()
+            .insert(combined.clone());
         self.entries.insert(combined, e);
     }
 }
@@ -134,8 +138,28 @@ impl MemStore {
             .read()
             .variants
             .get(primary)
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, HashSet::len)
+    }
+
+    /// Removes every stored variant of the primary keys `primaries`
+    /// (without scanning the table). Returns the removed keys.
+    pub fn purge_primaries(&self, primaries: &[HashBinary]) -> Vec<CompactCacheKey> {
+        let mut table = self.table.write();
+        let mut removed = Vec::new();
+        for p in primaries {
+            let keys: Vec<String> = table
+                .variants
+                .get(p)
+                .map(|set| set.iter().cloned().collect())
+                .unwrap_or_default();
+            for k in keys {
+                if let Some(e) = table.remove(&k) {
+                    self.bytes.fetch_sub(e.weight, Ordering::Relaxed);
+                    removed.push(e.compact);
+                }
+            }
+        }
+        removed
     }
 
     /// Removes every entry of `pool` whose target matches (`path` `*` is
