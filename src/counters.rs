@@ -129,6 +129,30 @@ pub struct Metrics {
     pub local_errors: AtomicU64,
     /// Second (since process start) of the last local-error log line.
     local_error_logged: AtomicU64,
+    /// The latest reload (SIGHUP, `POST /reload`), for the status page.
+    pub last_reload: std::sync::Mutex<Option<LastReload>>,
+}
+
+/// When the latest reload happened and how it ended.
+#[derive(Debug, Clone)]
+pub struct LastReload {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Whether the new configuration was applied.
+    pub ok: bool,
+    /// Why it was rejected (one line per error); empty when applied.
+    pub errors: Vec<String>,
+}
+
+impl Metrics {
+    /// Remembers a reload's outcome.
+    pub fn note_reload(&self, ok: bool, errors: Vec<String>) {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut last = self.last_reload.lock().unwrap_or_else(|p| p.into_inner());
+        *last = Some(LastReload { at_ms, ok, errors });
+    }
 }
 
 impl Metrics {

@@ -28,6 +28,11 @@ pub struct GatedCheck {
 impl HealthCheck for GatedCheck {
     async fn check(&self, target: &Backend) -> Result<()> {
         let result = self.inner.check(target).await;
+        if let (Err(e), Some(state)) = (&result, state_of(target)) {
+            state
+                .recent
+                .record_failure(format!("health check: {e}"), false);
+        }
         if result.is_ok() {
             if let Some(state) = state_of(target) {
                 if !state.admitted() {

@@ -127,6 +127,8 @@ impl Reloader {
             Ok(c) => Arc::new(c),
             Err(e) => {
                 self.metrics.reloads_error.fetch_add(1, Relaxed);
+                let errors = e.to_string().lines().map(String::from).collect();
+                self.metrics.note_reload(false, errors);
                 return Err(ReloadError::Config(e));
             }
         };
@@ -143,6 +145,7 @@ impl Reloader {
         self.publish(&file, &sources.state, &old).await;
         sources.file = file;
         self.metrics.reloads_ok.fetch_add(1, Relaxed);
+        self.metrics.note_reload(true, Vec::new());
         log::info!("configuration reloaded from {}", path.display());
         Ok(())
     }

@@ -4,7 +4,9 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /healthz` | 200 `ok` (never needs the token) |
+//! | `GET /` | the status page (loads without the token; its data needs it) |
 //! | `GET /status` | pools, their backends and counters |
+//! | `GET /status/series` | per-pool req/s and p99 over the last 5 minutes |
 //! | `POST /backends` `{"pool", "url", "weight"?}` | 201; 400 bad URL; 404 unknown pool; 409 already there |
 //! | `DELETE /backends` `{"pool", "url"}` | 200; 404 unknown |
 //! | `PATCH /backends` `{"pool", "url", "enabled"}` | 200: drain or re-enable |
@@ -16,7 +18,9 @@
 //! [`Reloader::change`], which saves them to `admin.state_file` and rebuilds
 //! the live table; requests in flight finish on the table they started with.
 
+pub mod live;
 pub mod metrics;
+mod page;
 
 use crate::config::{backend_from_url, AddedBackend, Config};
 use crate::counters::Metrics;
@@ -38,6 +42,7 @@ pub struct AdminApi {
     reloader: Arc<Reloader>,
     metrics: Arc<Metrics>,
     token: Option<String>,
+    started: live::Started,
 }
 
 impl AdminApi {
@@ -47,6 +52,7 @@ impl AdminApi {
             reloader,
             metrics,
             token,
+            started: live::Started::now(),
         }
     }
 
@@ -95,7 +101,9 @@ impl AdminApi {
                 }),
             );
         }
-        json!({ "pools": pools })
+        let mut doc = json!({ "pools": pools });
+        live::enrich(&mut doc, &table, &self.metrics, self.started);
+        doc
     }
 
     async fn backends(&self, method: &Method, body: &[u8]) -> (StatusCode, Value) {
@@ -284,6 +292,10 @@ impl ServeHttp for AdminApi {
         if path == "/healthz" {
             return respond(StatusCode::OK, "text/plain", b"ok\n".to_vec());
         }
+        if path == "/" && method == Method::GET {
+            // the page holds no data; it asks for the token itself
+            return page::response();
+        }
         if !self.authorized(session) {
             let mut r = json_response(
                 StatusCode::UNAUTHORIZED,
@@ -297,6 +309,10 @@ impl ServeHttp for AdminApi {
         }
         match (method.as_str(), path.as_str()) {
             ("GET", "/status") => json_response(StatusCode::OK, &self.status()),
+            ("GET", "/status/series") => json_response(
+                StatusCode::OK,
+                &live::series(&self.reloader.routes().load_full()),
+            ),
             ("GET", "/metrics") => {
                 let table = self.reloader.routes().load_full();
                 respond(
@@ -324,10 +340,12 @@ impl ServeHttp for AdminApi {
                 let (code, v) = self.backends(&method, &body).await;
                 json_response(code, &v)
             }
-            (_, "/status" | "/metrics" | "/reload" | "/backends") => json_response(
-                StatusCode::METHOD_NOT_ALLOWED,
-                &json!({ "error": format!("{method} is not allowed on {path}") }),
-            ),
+            (_, "/" | "/status" | "/status/series" | "/metrics" | "/reload" | "/backends") => {
+                json_response(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    &json!({ "error": format!("{method} is not allowed on {path}") }),
+                )
+            }
             _ => json_response(
                 StatusCode::NOT_FOUND,
                 &json!({ "error": format!("no endpoint {path}") }),

@@ -355,6 +355,9 @@ impl ProxyHttp for Proxy {
         };
         if let Some(started) = ctx.started {
             pool.stats.duration.observe(started.elapsed());
+            if let Some(s) = &ctx.served {
+                s.recent.record_response(started.elapsed(), code);
+            }
         }
         match &ctx.served {
             Some(s) => s.codes.add(code),

@@ -8,6 +8,7 @@
 //! configuration generation that lists the backend.
 
 use super::passive::Ejection;
+use super::recent::Recent;
 use crate::config::PassivePolicy;
 use crate::counters::{AttemptResult, StatusCounts};
 use pingora_load_balancing::Backend;
@@ -41,6 +42,8 @@ pub struct BackendState {
     pub codes: StatusCounts,
     /// Attempts by result (indexed as [`AttemptResult::ALL`]).
     attempts: [AtomicU64; 5],
+    /// The last 5 minutes of responses, errors and latency (status page).
+    pub recent: Recent,
 }
 
 impl BackendState {
@@ -57,6 +60,7 @@ impl BackendState {
             healthy: AtomicBool::new(true),
             codes: StatusCounts::default(),
             attempts: Default::default(),
+            recent: Recent::default(),
         }
     }
 
@@ -126,6 +130,10 @@ impl BackendState {
     pub fn record_attempt(&self, result: AttemptResult) {
         if let Some(i) = AttemptResult::ALL.iter().position(|(r, _)| *r == result) {
             self.attempts[i].fetch_add(1, Relaxed);
+            if result != AttemptResult::Ok {
+                self.recent
+                    .record_failure(AttemptResult::ALL[i].1.to_string(), true);
+            }
         }
     }
 

@@ -19,9 +19,11 @@
 
 mod backend;
 mod passive;
+mod recent;
 
 pub use backend::{state_of, BackendState, InflightGuard};
 pub use passive::Ejection;
+pub use recent::{current_slot, LastFailure, Recent, Window, SLOTS, SLOT_SECS};
 
 use crate::config::{BackendConfig, HealthConfig};
 use pingora_load_balancing::health_check::HealthCheck;
