@@ -1,6 +1,6 @@
 # switchyard — developer entry points.
 #
-#   make deps    install build prerequisites (cmake) if missing
+#   make deps    install build and test prerequisites (cmake, chromium) if missing
 #   make build   release build of both binaries
 #   make run     demo: three switchyard-echo backends + switchyard on conf/switchyard.yaml
 #   make test    all tests (cargo test --all-targets)
@@ -16,6 +16,7 @@ CARGO ?= cargo
 all: build
 
 # pingora's native dependencies need cmake to build.
+# The status page tests drive Debian's chromium (headless, DevTools protocol).
 deps:
 	@if command -v cmake >/dev/null 2>&1; then \
 		echo "deps: cmake found at $$(command -v cmake)"; \
@@ -25,6 +26,16 @@ deps:
 	else \
 		echo "deps: cmake is missing; install it with:" >&2; \
 		echo "  sudo apt-get update && sudo apt-get install -y cmake" >&2; \
+		exit 1; \
+	fi
+	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
+		echo "deps: chromium found at $$(command -v chromium || command -v chromium-browser)"; \
+	elif [ "$$(id -u)" = "0" ]; then \
+		echo "deps: installing chromium (status page tests)"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
+	else \
+		echo "deps: chromium is missing (status page tests); install it with:" >&2; \
+		echo "  sudo apt-get update && sudo apt-get install -y chromium" >&2; \
 		exit 1; \
 	fi
 

@@ -31,7 +31,7 @@ impl HealthCheck for GatedCheck {
         if let (Err(e), Some(state)) = (&result, state_of(target)) {
             state
                 .recent
-                .record_failure(format!("health check: {e}"), false);
+                .record_failure(format!("health check: {}", e.to_string().trim()), false);
         }
         if result.is_ok() {
             if let Some(state) = state_of(target) {

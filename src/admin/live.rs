@@ -142,11 +142,12 @@ pub fn enrich(doc: &mut Value, table: &RouteTable, metrics: &Metrics, started: S
 }
 
 /// `GET /status/series`: per pool, requests/s and p99 latency (ms, `null`
-/// without responses) of each completed 10-second slot of the last 5
-/// minutes, oldest first, summed over the pool's backends.
+/// without responses) of each 10-second slot of the last 5 minutes, oldest
+/// first, summed over the pool's backends; the last slot is the current one
+/// (its rate over the seconds elapsed so far).
 pub fn series(table: &RouteTable) -> Value {
-    let last = current_slot().saturating_sub(1);
-    let first = last.saturating_sub(SLOTS as u64 - 2);
+    let last = current_slot();
+    let first = last.saturating_sub(SLOTS as u64 - 1);
     let mut pools = Map::new();
     for p in table.pools() {
         let mut rps = Vec::new();
@@ -156,14 +157,14 @@ pub fn series(table: &RouteTable) -> Value {
             for s in p.members().iter().filter_map(state_of) {
                 w.merge(&s.recent.window(slot, slot));
             }
-            rps.push(json!(round(w.responses as f64 / SLOT_SECS as f64)));
+            rps.push(json!(round(w.responses as f64 / w.seconds.max(1.0))));
             p99.push(json!(w.latency_ms(0.99).map(round)));
         }
         pools.insert(p.name().to_string(), json!({"rps": rps, "p99_ms": p99}));
     }
     json!({
         "step_s": SLOT_SECS,
-        "end_ms": (last + 1) * SLOT_SECS * 1000,
+        "end_ms": unix_ms(),
         "pools": pools,
     })
 }
