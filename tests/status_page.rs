@@ -400,3 +400,51 @@ fn the_drain_button_drains_a_backend() {
     .expect("the page shows b disabled");
     assert_eq!(tab.eval(&state_js(&a.url())), "healthy");
 }
+
+#[test]
+fn the_page_is_self_contained_and_its_data_needs_the_token() {
+    let a = TestBackend::start("a");
+    let pools = format!(
+        "  web:\n    backends: [{{url: \"{}\"}}]\n    health_check: {{type: none}}\n",
+        a.url()
+    );
+    let sy = start(&pools);
+    let page = get(sy.admin_addr(), "/", &[]);
+    assert_eq!(page.status, 200);
+    assert!(page
+        .header("content-type")
+        .is_some_and(|v| v.starts_with("text/html")));
+    let csp = page.header("content-security-policy").unwrap_or("");
+    assert!(csp.contains("default-src 'none'"), "CSP: {csp}");
+    let html = page.text();
+    for external in ["src=\"http", "href=\"http", "@import", "url(", "//cdn"] {
+        assert!(!html.contains(external), "page loads {external}...");
+    }
+    assert!(!html.contains(&a.url()), "the page itself carries data");
+    for path in ["/status", "/status/series"] {
+        assert_eq!(get(sy.admin_addr(), path, &[]).status, 401, "{path}");
+    }
+    let auth = format!("Bearer {TOKEN}");
+    let series = get(
+        sy.admin_addr(),
+        "/status/series",
+        &[("Authorization", &auth)],
+    )
+    .json();
+    assert_eq!(
+        series["pools"]["web"]["rps"].as_array().map(Vec::len),
+        Some(30)
+    );
+    assert_eq!(get(sy.admin_addr(), "/", &[]).status, 200);
+    assert_eq!(
+        request(
+            sy.admin_addr(),
+            "POST",
+            "/",
+            &[("Authorization", &auth)],
+            b""
+        )
+        .status,
+        405
+    );
+}
