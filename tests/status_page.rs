@@ -448,3 +448,44 @@ fn the_page_is_self_contained_and_its_data_needs_the_token() {
         405
     );
 }
+
+#[test]
+fn status_names_an_ejected_backend_with_its_deadline_and_failure() {
+    let a = TestBackend::start("a");
+    let dead = dead_url();
+    let pools = format!(
+        "  web:\n    backends: [{{url: \"{}\"}}, {{url: \"{dead}\"}}]\n    health_check: {{type: none}}\n    passive: {{max_fails: 1, fail_timeout: 30s, max_ejected_percent: 100}}\n",
+        a.url()
+    );
+    let sy = start(&pools);
+    let backend = |sy: &Switchyard, url: &str| {
+        status(sy)["pools"]["web"]["backends"]
+            .as_array()
+            .and_then(|bs| bs.iter().find(|x| x["url"] == url).cloned())
+            .unwrap_or(Value::Null)
+    };
+    // round robin reaches the dead backend within a few requests
+    assert!(
+        poll_until(Duration::from_secs(10), || {
+            let _ = try_get(sy.addr(), "/", &[]);
+            backend(&sy, &dead)["state"] == "ejected"
+        }),
+        "never ejected: {}",
+        status(&sy)
+    );
+    let d = backend(&sy, &dead);
+    let now = status(&sy)["process"]["now_ms"].as_u64().unwrap_or(0);
+    let until = d["ejected_until_ms"].as_u64().unwrap_or(0);
+    assert!(
+        until > now && until <= now + 31_000,
+        "ejected_until_ms {until} vs now {now}"
+    );
+    assert_eq!(d["last_failure"]["reason"], "connect_failure", "{d}");
+    assert!(
+        d["last_minute"]["error_rate"].as_f64().unwrap_or(0.0) > 0.0,
+        "{d}"
+    );
+    let live = backend(&sy, &a.url());
+    assert_eq!(live["state"], "healthy");
+    assert!(live["last_minute"]["p99_ms"].as_f64().is_some(), "{live}");
+}
