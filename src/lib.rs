@@ -11,7 +11,7 @@
 //!     |-- proxy::Proxy (ProxyHttp) -- one per listener set
 //!     |   `-- ArcSwap<RouteTable> ---- routing::RouteTable (immutable snapshot)
 //!     |       |-- Arc<Pool> x N ------ pool::Pool
-//!     |       |   |-- LoadBalancer<S> (RoundRobin | Random | Consistent | LeastConn)
+//!     |       |   |-- LoadBalancer<S> (RoundRobin | Random | Consistent | LeastConn | PeakEwmaP2c)
 //!     |       |   |   `-- Backends: a view of the probe group's HealthRegistry
 //!     |       |   `-- Arc<BackendState> per backend, Arc<ProbeGroup>
 //!     |       `-- state::Registry ------ backend state by identity, one probe
@@ -41,11 +41,13 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod counters;
 pub mod failure;
 pub mod health;
+pub mod hedge;
 pub mod pool;
 pub mod proxy;
 pub mod race;

@@ -6,8 +6,11 @@
 //! there (`Ok(true)`). Steps:
 //! 1. buffer the request body (up to `race.max_body`);
 //! 2. start one upstream request per ready backend: all at once
-//!    (`hedge_delay: 0`), or one more each `hedge_delay`, and at once when
-//!    an earlier one failed;
+//!    (`hedge_delay: 0`), or one more each `hedge_delay` (or, with `pNN`,
+//!    each time the pool's recent percentile of response-head latency
+//!    passes, see [`crate::hedge`]), and at once when an earlier one
+//!    failed; hedged attempts draw on the pool's retry budget (connect
+//!    failures excepted) and stop when it is spent;
 //! 3. the first answer whose status class is terminal wins: its header and
 //!    body are streamed to the client and its connection goes back to the
 //!    pool; every other upstream request is cancelled (its task aborted and
@@ -74,6 +77,7 @@ type Outcome = (
     HttpPeer,
     Option<InflightGuard>,
     Result<(ClientSession, Box<ResponseHeader>)>,
+    Duration,
 );
 
 /// The answer chosen so far: backend, peer, its slot, connection, header.
@@ -105,7 +109,10 @@ pub async fn run(
         ));
     }
     pool.stats.races.fetch_add(1, Relaxed);
+    pool.stats.budget.deposit();
+    ctx.budget_deposited = true;
     ctx.attempt_pool = Some(pool.clone());
+    let budget = &pool.config.retries.budget;
     let deadline = ctx
         .deadline
         .unwrap_or_else(|| Instant::now() + pool.config.timeouts.request);
@@ -119,11 +126,21 @@ pub async fn run(
         // every raced attempt holds an in-flight slot of its backend
         let slot = state_of(&b).map(|s| s.start_request());
         set.spawn(async move {
+            let started = Instant::now();
             let r = ask(&c, &peer, req, body).await;
-            (b, peer, slot, r)
+            (b, peer, slot, r, started.elapsed())
         });
     };
-    let hedged = !policy.hedge_delay.is_zero();
+    let hedged = policy.hedged();
+    // the delay before the next hedge: fixed, or the pool's recent
+    // percentile (none before enough samples: no timed hedge)
+    let delay = match policy.hedge_percentile {
+        Some(p) => pool.stats.latency.percentile(p),
+        None => Some(policy.hedge_delay),
+    };
+    // timed hedges draw on the retry budget; the first refusal ends them
+    let mut hedging = hedged && delay.is_some();
+    let delay = delay.unwrap_or(Duration::MAX);
     for b in pending.by_ref() {
         start_one(&mut set, b, ctx);
         if hedged {
@@ -133,7 +150,13 @@ pub async fn run(
 
     let sleep = tokio::time::sleep_until(deadline.into());
     tokio::pin!(sleep);
-    let hedge = tokio::time::sleep(policy.hedge_delay);
+    let hedge = tokio::time::sleep_until(
+        Instant::now()
+            .checked_add(delay)
+            .unwrap_or(deadline)
+            .min(deadline)
+            .into(),
+    );
     tokio::pin!(hedge);
     let mut fallback: Option<Chosen> = None;
     let mut timed_out = false;
@@ -147,29 +170,41 @@ pub async fn run(
                 if r.is_err() { client_gone = true; break None; }
                 watch_client = false;
             }
-            _ = &mut hedge, if hedged && pending.len() > 0 => {
-                if let Some(b) = pending.next() { start_one(&mut set, b, ctx); }
-                hedge.as_mut().reset((Instant::now() + policy.hedge_delay).into());
+            _ = &mut hedge, if hedging && pending.len() > 0 => {
+                if pool.stats.budget.try_withdraw(budget) {
+                    if let Some(b) = pending.next() { start_one(&mut set, b, ctx); }
+                    let next = Instant::now().checked_add(delay).unwrap_or(deadline).min(deadline);
+                    hedge.as_mut().reset(next.into());
+                } else {
+                    hedging = false;
+                }
             }
             next = set.join_next() => match next {
                 None => match pending.next() {
                     Some(b) => start_one(&mut set, b, ctx),
                     None => break None,
                 },
-                Some(Ok((b, peer, slot, Ok((up, resp))))) => {
+                Some(Ok((b, peer, slot, Ok((up, resp)), took))) => {
                     if let Some(st) = state_of(&b) {
                         st.record_attempt(AttemptResult::Ok);
                     }
+                    crate::proxy::observe_latency(pool, &b, took);
                     if policy.is_terminal(resp.status.as_u16()) {
                         break Some((b, peer, slot, up, resp));
                     }
                     fallback = Some((b, peer, slot, up, resp));
                     if hedged { if let Some(b) = pending.next() { start_one(&mut set, b, ctx); } }
                 }
-                Some(Ok((b, _, slot, Err(e)))) => {
+                Some(Ok((b, _, slot, Err(e), took))) => {
                     drop(slot);
-                    attempt_failed(pool, ctx, &b, &e);
-                    if hedged { if let Some(b) = pending.next() { start_one(&mut set, b, ctx); } }
+                    attempt_failed(pool, ctx, &b, &e, took);
+                    // a replacement for a request the backend received
+                    // draws on the budget; one that never connected does not
+                    let draws = attempt_result(&e) != AttemptResult::ConnectFailure
+                        && e.etype() != &ErrorType::ConnectTimedout;
+                    if hedged && (!draws || pool.stats.budget.try_withdraw(budget)) {
+                        if let Some(b) = pending.next() { start_one(&mut set, b, ctx); }
+                    }
                 }
                 Some(Err(join)) => log::warn!("race task failed: {join}"),
             }
@@ -221,13 +256,14 @@ pub async fn run(
 
 /// Accounts a raced request that failed before its answer (SPEC §3: only
 /// the backend's own failures count; local resource errors never do).
-fn attempt_failed(pool: &Pool, ctx: &mut RequestCtx, b: &Backend, e: &Error) {
+fn attempt_failed(pool: &Pool, ctx: &mut RequestCtx, b: &Backend, e: &Error, took: Duration) {
     ctx.tried.push(socket_addr(b));
     if failure::is_local_resource_error(e) {
         return;
     }
     if let Some(st) = state_of(b) {
         st.record_attempt(attempt_result(e));
+        st.latency.observe_failure(took);
     }
     pool.record_failure(b);
     ctx.last_timeout = failure::is_timeout(e);

@@ -122,6 +122,39 @@ pub fn render(table: &RouteTable, m: &Metrics) -> String {
 
     help(
         &mut out,
+        "switchyard_retry_budget_exhausted_total",
+        "counter",
+        "Retries and hedged attempts refused because the pool's retry budget was spent.",
+    );
+    for p in pools {
+        let _ = writeln!(
+            out,
+            "switchyard_retry_budget_exhausted_total{{pool=\"{}\"}} {}",
+            esc(p.name()),
+            p.stats.budget.exhausted()
+        );
+    }
+
+    help(
+        &mut out,
+        "switchyard_backend_latency_ewma_seconds",
+        "gauge",
+        "Peak-EWMA of the backend's response-head latency (decay 10 s); absent before its first answer.",
+    );
+    for p in pools {
+        let pool = esc(p.name());
+        for_backends(p, |name, s| {
+            if let Some(v) = s.latency.estimate() {
+                let _ = writeln!(
+                    out,
+                    "switchyard_backend_latency_ewma_seconds{{pool=\"{pool}\",backend=\"{name}\"}} {v}"
+                );
+            }
+        });
+    }
+
+    help(
+        &mut out,
         "switchyard_race_requests_total",
         "counter",
         "Raced requests by outcome (won, no_terminal, failed) and upstream requests cancelled.",

@@ -83,6 +83,7 @@ impl AdminApi {
                         "active_connections": s.inflight(),
                         "requests": s.requests(),
                         "failures": s.failures(),
+                        "latency_ewma_seconds": s.latency.estimate(),
                     }))
                 })
                 .collect();
@@ -92,6 +93,7 @@ impl AdminApi {
                     "strategy": p.config.strategy.name(),
                     "healthy": p.ready_count(),
                     "backends": backends,
+                    "retry_budget": budget_status(p),
                 }),
             );
         }
@@ -198,6 +200,30 @@ struct BackendRequest {
 }
 
 /// The pool a request names, or the default pool; 404 when unknown.
+/// A pool's retry budget and adaptive hedge delay for `/status`.
+fn budget_status(p: &crate::pool::Pool) -> Value {
+    let policy = &p.config.retries.budget;
+    let u = p.stats.budget.usage(policy);
+    let hedge = p
+        .config
+        .race
+        .and_then(|r| r.hedge_percentile)
+        .map(|q| p.stats.latency.percentile(q).map(|d| d.as_secs_f64()));
+    let mut v = json!({
+        "ratio": policy.ratio(),
+        "min_per_second": policy.min_per_second,
+        "window_seconds": crate::budget::WINDOW_SECS,
+        "first_attempts": u.first_attempts,
+        "retries": u.retries,
+        "allowed": u.allowed,
+        "exhausted": u.exhausted,
+    });
+    if let Some(h) = hedge {
+        v["hedge_delay_seconds"] = json!(h);
+    }
+    v
+}
+
 fn pool_name(live: &Config, asked: Option<&str>) -> Result<String, ReloadError> {
     let name =
         match asked {

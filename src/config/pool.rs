@@ -16,6 +16,8 @@ pub enum Strategy {
     Random,
     /// Consistent (Ketama) hashing on a request key.
     Consistent(HashKey),
+    /// Power of two choices over peak-EWMA latency x (in-flight + 1).
+    PeakEwma,
 }
 
 impl Strategy {
@@ -26,6 +28,7 @@ impl Strategy {
             Strategy::LeastConn => "least_conn",
             Strategy::Random => "random",
             Strategy::Consistent(_) => "consistent",
+            Strategy::PeakEwma => "peak_ewma",
         }
     }
 }
@@ -71,11 +74,20 @@ pub struct RacePolicy {
     pub terminal: [bool; 6],
     /// Zero: ask every backend at once; otherwise one more backend per delay.
     pub hedge_delay: Duration,
+    /// `hedge_delay: pNN`: one more backend after the pool's recent
+    /// response-head latency at this percentile (`hedge_delay` is then 0).
+    pub hedge_percentile: Option<u8>,
     /// Largest request body raced, bytes (default 1 MiB).
     pub max_body: u64,
 }
 
 impl RacePolicy {
+    /// Whether attempts are added one at a time (fixed or adaptive delay)
+    /// rather than all at once.
+    pub fn hedged(&self) -> bool {
+        !self.hedge_delay.is_zero() || self.hedge_percentile.is_some()
+    }
+
     /// Whether an answer with `status` ends the race.
     pub fn is_terminal(&self, status: u16) -> bool {
         self.terminal
@@ -124,6 +136,45 @@ pub struct RetryPolicy {
     /// Bodies up to this many bytes are replayable (default 64 KiB, the most
     /// pingora's replay buffer holds).
     pub max_body: u64,
+    /// Cap on retries and hedged attempts.
+    pub budget: BudgetPolicy,
+}
+
+/// A pool's `retries.budget:` after defaults (see [`crate::budget`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetPolicy {
+    /// `ratio` in millionths (default 200 000 = 0.2), kept integral so the
+    /// configuration stays comparable.
+    pub ratio_ppm: u32,
+    /// Retries per second allowed on top of the ratio (default 10).
+    pub min_per_second: u32,
+}
+
+impl Default for BudgetPolicy {
+    fn default() -> Self {
+        BudgetPolicy::new(0.2, 10)
+    }
+}
+
+impl BudgetPolicy {
+    /// A budget of `ratio` (clamped to 0..=1000) and `min_per_second`.
+    pub fn new(ratio: f64, min_per_second: u32) -> Self {
+        BudgetPolicy {
+            ratio_ppm: (ratio.clamp(0.0, 1000.0) * 1e6).round() as u32,
+            min_per_second,
+        }
+    }
+
+    /// The ratio as a number.
+    pub fn ratio(&self) -> f64 {
+        f64::from(self.ratio_ppm) / 1e6
+    }
+
+    /// Retries allowed in a window that saw `first_attempts`.
+    pub fn allowed(&self, first_attempts: u64) -> u64 {
+        let by_ratio = first_attempts.saturating_mul(u64::from(self.ratio_ppm)) / 1_000_000;
+        by_ratio + u64::from(self.min_per_second) * crate::budget::WINDOW_SECS
+    }
 }
 
 impl RetryPolicy {

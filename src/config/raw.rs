@@ -6,7 +6,7 @@
 //! not depend on other keys live here; everything else is checked in
 //! [`super::validate`].
 
-use super::units::{Dur, Size};
+use super::units::{Dur, HedgeDelay, Size};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -95,7 +95,7 @@ pub struct RawRouting {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPool {
-    /// `round_robin` (default), `least_conn`, `random` or `consistent`.
+    /// `round_robin` (default), `least_conn`, `random`, `consistent` or `peak_ewma`.
     pub strategy: Option<String>,
     /// `consistent` only: `client_ip` (default), `header:NAME` or `path`.
     pub hash_key: Option<String>,
@@ -123,8 +123,9 @@ pub struct RawPool {
 pub struct RawRace {
     /// Status classes that end the race (default 1xx, 2xx, 3xx, 4xx).
     pub terminal: Option<Vec<String>>,
-    /// 0 sends to every backend at once; more adds one backend per delay.
-    pub hedge_delay: Option<Dur>,
+    /// 0 sends to every backend at once; more adds one backend per delay;
+    /// `pNN` waits for the pool's recent latency at that percentile.
+    pub hedge_delay: Option<HedgeDelay>,
     /// Largest request body raced (default 1MiB); larger ones go to one backend.
     pub max_body: Option<Size>,
 }
@@ -139,6 +140,18 @@ pub struct RawRetries {
     pub on: Option<Vec<String>>,
     /// Largest request body buffered for replay (default and maximum 64KiB).
     pub max_body: Option<Size>,
+    /// Cap on retries and hedges (default ratio 0.2, min_per_second 10).
+    pub budget: Option<RawBudget>,
+}
+
+/// `retries.budget` of a pool.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    /// Retries allowed per first attempt over the last 10 s (default 0.2).
+    pub ratio: Option<f64>,
+    /// Retries allowed per second on top of the ratio (default 10).
+    pub min_per_second: Option<u32>,
 }
 
 /// `passive:` of a pool.

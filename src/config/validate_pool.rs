@@ -3,6 +3,7 @@
 //! [`super::validate_backend`]). Every error is collected.
 
 use super::raw::RawPool;
+use super::units::HedgeDelay;
 use super::validate_backend::{backend, health};
 use super::*;
 use std::collections::BTreeSet;
@@ -18,11 +19,12 @@ pub(super) fn pool(
         "round_robin" => Strategy::RoundRobin,
         "least_conn" => Strategy::LeastConn,
         "random" => Strategy::Random,
+        "peak_ewma" => Strategy::PeakEwma,
         "consistent" => Strategy::Consistent(hash_key(p.hash_key.as_deref(), path, errs)),
         other => {
             errs.push(ConfigError::new(
                 format!("{path}.strategy"),
-                format!("unknown strategy {other:?} (round_robin, least_conn, random, consistent)"),
+                format!("unknown strategy {other:?} (round_robin, least_conn, random, consistent, peak_ewma)"),
             ));
             Strategy::RoundRobin
         }
@@ -149,7 +151,14 @@ fn race(r: &super::raw::RawRace, path: &str, errs: &mut Vec<ConfigError>) -> Rac
     }
     RacePolicy {
         terminal,
-        hedge_delay: r.hedge_delay.map_or(Duration::ZERO, |d| d.0),
+        hedge_delay: match r.hedge_delay {
+            Some(HedgeDelay::Fixed(d)) => d,
+            _ => Duration::ZERO,
+        },
+        hedge_percentile: match r.hedge_delay {
+            Some(HedgeDelay::Percentile(p)) => Some(p),
+            _ => None,
+        },
         max_body: r.max_body.map_or(1 << 20, |s| s.0),
     }
 }
@@ -201,7 +210,29 @@ fn retries(
         attempts: attempts.max(1),
         on,
         max_body,
+        budget: budget(r.budget.as_ref(), path, errs),
     }
+}
+
+fn budget(
+    b: Option<&super::raw::RawBudget>,
+    path: &str,
+    errs: &mut Vec<ConfigError>,
+) -> BudgetPolicy {
+    let Some(b) = b else {
+        return BudgetPolicy::default();
+    };
+    let ratio = b.ratio.unwrap_or(0.2);
+    if !(0.0..=1000.0).contains(&ratio) {
+        errs.push(ConfigError::new(
+            format!("{path}.budget.ratio"),
+            format!("must be a number from 0 to 1000 (retries per first attempt), got {ratio}"),
+        ));
+    }
+    BudgetPolicy::new(
+        if ratio.is_finite() { ratio } else { 0.2 },
+        b.min_per_second.unwrap_or(10),
+    )
 }
 
 fn hash_key(key: Option<&str>, path: &str, errs: &mut Vec<ConfigError>) -> HashKey {

@@ -2,7 +2,8 @@
 //! `LoadBalancer`, with its strategy, probe, timeouts and live backend state.
 //!
 //! Selection, membership, enablement and active health are pingora's; this
-//! module adds what pingora lacks: least-connections (`least_conn`) and,
+//! module adds what pingora lacks: least-connections (`least_conn`),
+//! latency-aware P2C (`peak_ewma`) and,
 //! through [`crate::state`], the probe gate for new backends, passive
 //! ejection and per-backend counters.
 //!
@@ -11,9 +12,11 @@
 //! shares with the old one keeps its state.
 
 mod least_conn;
+mod peak_ewma;
 
 pub use crate::state::{state_of, BackendState, InflightGuard};
 pub use least_conn::LeastConn;
+pub use peak_ewma::PeakEwmaP2c;
 
 use crate::state::{ProbeGroup, Registry};
 
@@ -43,6 +46,7 @@ enum Balancer {
     Random(Arc<LoadBalancer<Random>>),
     Consistent(Arc<LoadBalancer<Consistent>>),
     LeastConn(Arc<LoadBalancer<LeastConn>>),
+    PeakEwma(Arc<LoadBalancer<PeakEwmaP2c>>),
 }
 
 /// Runs `$body` with `$lb` bound to the pool's `Arc<LoadBalancer<_>>`.
@@ -53,6 +57,7 @@ macro_rules! with_lb {
             Balancer::Random($lb) => $body,
             Balancer::Consistent($lb) => $body,
             Balancer::LeastConn($lb) => $body,
+            Balancer::PeakEwma($lb) => $body,
         }
     };
 }
@@ -77,6 +82,10 @@ pub struct PoolStats {
     pub unserved: crate::counters::StatusCounts,
     /// Request durations.
     pub duration: crate::counters::Histogram,
+    /// The retry budget (`retries.budget`), shared by retries and hedges.
+    pub budget: crate::budget::RetryBudget,
+    /// Recent response-head latencies, for `race.hedge_delay: pNN`.
+    pub latency: crate::hedge::LatencyWindow,
 }
 
 /// A configured pool, ready to select backends.
@@ -123,6 +132,7 @@ impl Pool {
             Strategy::Random => Balancer::Random(lb(backends, config)),
             Strategy::Consistent(_) => Balancer::Consistent(lb(backends, config)),
             Strategy::LeastConn => Balancer::LeastConn(lb(backends, config)),
+            Strategy::PeakEwma => Balancer::PeakEwma(lb(backends, config)),
         };
         Pool {
             config: config.clone(),

@@ -60,6 +60,7 @@ impl Proxy {
     }
 }
 
+pub(crate) use attempt::observe_latency;
 use attempt::{hash_key, record, write_access_log};
 
 #[async_trait]
@@ -164,6 +165,11 @@ impl ProxyHttp for Proxy {
             ));
         };
         ctx.tries += 1;
+        if !ctx.budget_deposited {
+            ctx.budget_deposited = true;
+            attempt_pool.stats.budget.deposit();
+        }
+        ctx.attempt_started = Some(Instant::now());
         if ctx.tries > 1 {
             ctx.retries += 1;
             pool.stats
@@ -246,7 +252,12 @@ impl ProxyHttp for Proxy {
                 })
             })
         });
-        if alternative && retry::should_retry(&pool.config.retries, failure, state) {
+        // a status retry re-sends a request the backend received: it draws
+        // on the retry budget, and a spent budget answers as it is
+        if alternative
+            && retry::should_retry(&pool.config.retries, failure, state)
+            && pool.stats.budget.try_withdraw(&pool.config.retries.budget)
+        {
             record(ctx, AttemptResult::RetriedStatus);
             let mut e = Error::explain(
                 ErrorType::HTTPStatus(code),
@@ -293,6 +304,9 @@ impl ProxyHttp for Proxy {
         if let (ErrorType::HTTPStatus(code), ErrorSource::Upstream) = (e.etype(), e.esource()) {
             // a retryable status answer, decided in upstream_response_filter
             let failure = retry::Failure::Status(*code);
+            if let Some(b) = ctx.backend.clone() {
+                attempt::penalise(ctx, &b);
+            }
             self.attempt_failed(ctx, false);
             let retry = ctx.attempt_pool.as_ref().is_some_and(|p| {
                 let state = self.attempt_state(session, ctx);

@@ -18,6 +18,7 @@
 //! using it is dropped.
 
 mod backend;
+pub mod latency;
 mod passive;
 
 pub use backend::{state_of, BackendState, InflightGuard};
