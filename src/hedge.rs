@@ -117,7 +117,10 @@ impl LatencyWindow {
             let q = f64::from(percentile.min(100)) / 100.0;
             Duration::from_micros(merged.value_at_quantile(q))
         });
-        g.cached = Some((now, percentile, v));
+        // no estimate yet: not cached, so the first one is used at once
+        if v.is_some() {
+            g.cached = Some((now, percentile, v));
+        }
         v
     }
 
