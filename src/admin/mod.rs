@@ -96,6 +96,11 @@ impl AdminApi {
                     "retry_budget": budget_status(p),
                 }),
             );
+            // adaptive hedging: the delay now (null before enough samples)
+            if let Some(q) = p.config.race.and_then(|r| r.hedge_percentile) {
+                let d = p.stats.latency.percentile(q).map(|d| d.as_secs_f64());
+                pools[p.name()]["hedge_delay_seconds"] = json!(d);
+            }
         }
         json!({ "pools": pools })
     }
@@ -200,16 +205,11 @@ struct BackendRequest {
 }
 
 /// The pool a request names, or the default pool; 404 when unknown.
-/// A pool's retry budget and adaptive hedge delay for `/status`.
+/// A pool's retry budget use for `/status`.
 fn budget_status(p: &crate::pool::Pool) -> Value {
     let policy = &p.config.retries.budget;
     let u = p.stats.budget.usage(policy);
-    let hedge = p
-        .config
-        .race
-        .and_then(|r| r.hedge_percentile)
-        .map(|q| p.stats.latency.percentile(q).map(|d| d.as_secs_f64()));
-    let mut v = json!({
+    json!({
         "ratio": policy.ratio(),
         "min_per_second": policy.min_per_second,
         "window_seconds": crate::budget::WINDOW_SECS,
@@ -217,11 +217,7 @@ fn budget_status(p: &crate::pool::Pool) -> Value {
         "retries": u.retries,
         "allowed": u.allowed,
         "exhausted": u.exhausted,
-    });
-    if let Some(h) = hedge {
-        v["hedge_delay_seconds"] = json!(h);
-    }
-    v
+    })
 }
 
 fn pool_name(live: &Config, asked: Option<&str>) -> Result<String, ReloadError> {
