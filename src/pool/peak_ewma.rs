@@ -54,25 +54,21 @@ impl BackendSelection for PeakEwmaP2c {
 
     fn iter(self: &Arc<Self>, _key: &[u8]) -> PeakEwmaIter {
         let n = self.backends.len();
-        let now = Instant::now();
-        let m: Vec<_> = self.backends.iter().map(|b| measure(b, now)).collect();
         let mut order: Vec<usize> = (0..n).collect();
         if n >= 2 {
+            // only the two draws are measured here; the rest is ordered if
+            // the pool rejects both (see PeakEwmaIter::next)
+            let now = Instant::now();
             let mut rng = rand::thread_rng();
             let i = rng.gen_range(0..n);
             let j = (i + rng.gen_range(1..n)) % n;
-            let (ci, cj) = costs(m[i], m[j]);
+            let (ci, cj) = costs(
+                measure(&self.backends[i], now),
+                measure(&self.backends[j], now),
+            );
             let (first, second) = if cj < ci { (j, i) } else { (i, j) };
-            // the rest by cost against the first choice
-            let mut rest: Vec<(f64, usize)> = (0..n)
-                .filter(|&k| k != first && k != second)
-                .map(|k| (costs(m[k], m[first]).0, k))
-                .collect();
-            rest.sort_by(|a, b| a.0.total_cmp(&b.0));
-            order = [first, second]
-                .into_iter()
-                .chain(rest.into_iter().map(|(_, k)| k))
-                .collect();
+            order.retain(|&k| k != first && k != second);
+            order.splice(0..0, [first, second]);
         }
         PeakEwmaIter {
             selection: self.clone(),
@@ -82,7 +78,8 @@ impl BackendSelection for PeakEwmaP2c {
     }
 }
 
-/// Backends of a [`PeakEwmaP2c`]: the P2C choice, the other draw, the rest.
+/// Backends of a [`PeakEwmaP2c`]: the P2C choice, the other draw, then the
+/// rest from cheapest to dearest.
 pub struct PeakEwmaIter {
     selection: Arc<PeakEwmaP2c>,
     order: Vec<usize>,
@@ -91,6 +88,19 @@ pub struct PeakEwmaIter {
 
 impl BackendIter for PeakEwmaIter {
     fn next(&mut self) -> Option<&Backend> {
+        if self.pos == 2 && self.order.len() > 3 {
+            let backends = &self.selection.backends;
+            let now = Instant::now();
+            let first = measure(&backends[self.order[0]], now);
+            let mut rest: Vec<(f64, usize)> = self.order[2..]
+                .iter()
+                .map(|&k| (costs(measure(&backends[k], now), first).0, k))
+                .collect();
+            rest.sort_by(|a, b| a.0.total_cmp(&b.0));
+            for (slot, (_, k)) in self.order[2..].iter_mut().zip(rest) {
+                *slot = k;
+            }
+        }
         let i = *self.order.get(self.pos)?;
         self.pos += 1;
         self.selection.backends.get(i)
@@ -155,6 +165,25 @@ mod tests {
         let (b, _) = backend("127.0.0.1:2", 1, None);
         let sel = Arc::new(PeakEwmaP2c::build(&[a, b].into_iter().collect()));
         assert!(firsts(&sel, 100).get("127.0.0.1:2").is_some());
+    }
+
+    #[test]
+    fn after_the_two_draws_the_rest_come_cheapest_first() {
+        // port p answers in 60 - 10p ms: cheaper as the port grows, against
+        // the set's address order
+        let list: Vec<_> = (1..=5u64)
+            .map(|p| backend(&format!("127.0.0.1:{p}"), 1, Some(60 - 10 * p)).0)
+            .collect();
+        let sel = Arc::new(PeakEwmaP2c::build(&list.into_iter().collect()));
+        for _ in 0..20 {
+            let mut it = sel.iter(b"");
+            let mut ports = Vec::new();
+            while let Some(b) = it.next() {
+                ports.push(b.addr.as_inet().map_or(0, |a| a.port()));
+            }
+            assert!(ports[0] > ports[1], "{ports:?}");
+            assert!(ports[2..].windows(2).all(|w| w[0] > w[1]), "{ports:?}");
+        }
     }
 
     #[test]
