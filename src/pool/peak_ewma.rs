@@ -164,7 +164,7 @@ mod tests {
         let (a, _) = backend("127.0.0.1:1", 1, Some(5));
         let (b, _) = backend("127.0.0.1:2", 1, None);
         let sel = Arc::new(PeakEwmaP2c::build(&[a, b].into_iter().collect()));
-        assert!(firsts(&sel, 100).get("127.0.0.1:2").is_some());
+        assert!(firsts(&sel, 100).contains_key("127.0.0.1:2"));
     }
 
     #[test]

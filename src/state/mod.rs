@@ -292,6 +292,15 @@ mod tests {
     }
 
     #[test]
+    fn a_backend_in_two_pools_has_one_latency_estimate() {
+        let r = Registry::default();
+        let a = backend("http://127.0.0.1:9001", "127.0.0.1");
+        let (web, api) = (r.state(&a, None), r.state(&a, None));
+        web.latency.observe(Duration::from_millis(40));
+        assert!(api.latency.estimate().is_some_and(|v| v > 0.03));
+    }
+
+    #[test]
     fn probe_groups_are_shared_by_setting() {
         let r = Registry::default();
         let a = backend("http://127.0.0.1:9001", "127.0.0.1");
