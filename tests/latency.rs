@@ -254,3 +254,44 @@ fn p95_hedging_costs_about_five_percent_and_cuts_the_tail_of_a_slow_backend() {
     let p99 = quantile(lat, 0.99);
     assert!(p99 < 60 * MS, "p99 {p99:?}\n{}", sy.logs());
 }
+
+#[test]
+fn the_retry_budget_survives_a_reload() {
+    let (a, b) = (backend("a", 0), backend("b", 0));
+    a.set_mode(Mode::Hang);
+    b.set_mode(Mode::Hang);
+    let all = [&a, &b];
+    // no ratio, 1 per second: 10 retries per 10 s
+    let yaml = with_admin(config(
+        &urls(&all),
+        "timeouts: {read: 40ms, request: 5s}\n\
+         passive: {max_fails: 0}\n\
+         retries: {attempts: 2, budget: {ratio: 0, min_per_second: 1}}",
+    ));
+    let sy = Switchyard::start(&yaml);
+    for i in 0..10 {
+        assert_eq!(get(sy.addr(), &format!("/t{i}"), &[]).status, 504);
+    }
+    assert!(poll_until(Duration::from_secs(2), || total(&all) >= 20));
+    // the same pool after a reload (another pool added): the budget is
+    // still spent, so the next request is not retried
+    let reloaded = yaml.replace(
+        "admin:",
+        "  other:\n    backends: [{url: \"http://127.0.0.1:1\"}]\n    health_check: {type: none}\nadmin:",
+    );
+    sy.write_config(&reloaded);
+    sy.signal(libc::SIGHUP);
+    assert!(
+        poll_until(Duration::from_secs(10), || sy
+            .logs()
+            .contains("configuration reloaded")),
+        "{}",
+        sy.logs()
+    );
+    assert_eq!(get(sy.addr(), "/after", &[]).status, 504);
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(total(&all), 21, "{}", sy.logs());
+    let budget = &status(&sy)["pools"]["web"]["retry_budget"];
+    assert_eq!(budget["retries"], 10, "{budget}");
+    assert_eq!(budget["exhausted"], 1, "{budget}");
+}
