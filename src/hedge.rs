@@ -10,6 +10,8 @@
 //! estimate and the request is not hedged (it waits for its first attempt,
 //! as without `race`); the retry budget bounds the extra attempts.
 
+use crate::config::RacePolicy;
+use crate::pool::Pool;
 use hdrhistogram::Histogram;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -127,6 +129,51 @@ impl LatencyWindow {
     /// The `percentile` now.
     pub fn percentile(&self, percentile: u8) -> Option<Duration> {
         self.percentile_at(percentile, Instant::now())
+    }
+}
+
+/// The hedging of one raced request: when the next timed attempt starts,
+/// and whether the pool's retry budget allows an extra attempt.
+pub struct Plan<'a> {
+    pool: &'a Pool,
+    /// Fixed, or the pool's percentile when the race started; `None`
+    /// before enough samples (no timed hedge).
+    delay: Option<Duration>,
+    deadline: Instant,
+}
+
+impl<'a> Plan<'a> {
+    /// The plan of a race of `pool` under `policy` that must have a head by
+    /// `deadline`.
+    pub fn new(pool: &'a Pool, policy: &RacePolicy, deadline: Instant) -> Self {
+        let delay = match policy.hedge_percentile {
+            Some(p) => pool.stats.latency.percentile(p),
+            None => Some(policy.hedge_delay).filter(|d| !d.is_zero()),
+        };
+        Plan {
+            pool,
+            delay,
+            deadline,
+        }
+    }
+
+    /// Whether attempts are added on a timer.
+    pub fn timed(&self) -> bool {
+        self.delay.is_some()
+    }
+
+    /// When the next timed attempt starts, counted from now (the deadline
+    /// when there is none).
+    pub fn next(&self) -> Instant {
+        self.delay
+            .and_then(|d| Instant::now().checked_add(d))
+            .map_or(self.deadline, |t| t.min(self.deadline))
+    }
+
+    /// Draws one extra attempt from the pool's retry budget.
+    pub fn draw(&self) -> bool {
+        let p = self.pool;
+        p.stats.budget.try_withdraw(&p.config.retries.budget)
     }
 }
 

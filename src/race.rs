@@ -112,7 +112,6 @@ pub async fn run(
     pool.stats.budget.deposit();
     ctx.budget_deposited = true;
     ctx.attempt_pool = Some(pool.clone());
-    let budget = &pool.config.retries.budget;
     let deadline = ctx
         .deadline
         .unwrap_or_else(|| Instant::now() + pool.config.timeouts.request);
@@ -132,15 +131,9 @@ pub async fn run(
         });
     };
     let hedged = policy.hedged();
-    // the delay before the next hedge: fixed, or the pool's recent
-    // percentile (none before enough samples: no timed hedge)
-    let delay = match policy.hedge_percentile {
-        Some(p) => pool.stats.latency.percentile(p),
-        None => Some(policy.hedge_delay),
-    };
+    let plan = crate::hedge::Plan::new(pool, policy, deadline);
     // timed hedges draw on the retry budget; the first refusal ends them
-    let mut hedging = hedged && delay.is_some();
-    let delay = delay.unwrap_or(Duration::MAX);
+    let mut hedging = plan.timed();
     for b in pending.by_ref() {
         start_one(&mut set, b, ctx);
         if hedged {
@@ -150,13 +143,7 @@ pub async fn run(
 
     let sleep = tokio::time::sleep_until(deadline.into());
     tokio::pin!(sleep);
-    let hedge = tokio::time::sleep_until(
-        Instant::now()
-            .checked_add(delay)
-            .unwrap_or(deadline)
-            .min(deadline)
-            .into(),
-    );
+    let hedge = tokio::time::sleep_until(plan.next().into());
     tokio::pin!(hedge);
     let mut fallback: Option<Chosen> = None;
     let mut timed_out = false;
@@ -171,10 +158,9 @@ pub async fn run(
                 watch_client = false;
             }
             _ = &mut hedge, if hedging && pending.len() > 0 => {
-                if pool.stats.budget.try_withdraw(budget) {
+                if plan.draw() {
                     if let Some(b) = pending.next() { start_one(&mut set, b, ctx); }
-                    let next = Instant::now().checked_add(delay).unwrap_or(deadline).min(deadline);
-                    hedge.as_mut().reset(next.into());
+                    hedge.as_mut().reset(plan.next().into());
                 } else {
                     hedging = false;
                 }
@@ -193,17 +179,25 @@ pub async fn run(
                         break Some((b, peer, slot, up, resp));
                     }
                     fallback = Some((b, peer, slot, up, resp));
-                    if hedged { if let Some(b) = pending.next() { start_one(&mut set, b, ctx); } }
+                    // another backend after a non-terminal answer draws on
+                    // the budget; refused, the request asks no one else
+                    if hedged && pending.len() > 0 && !plan.draw() {
+                        pending = Vec::new().into_iter();
+                    } else if let Some(b) = pending.next().filter(|_| hedged) {
+                        start_one(&mut set, b, ctx);
+                    }
                 }
                 Some(Ok((b, _, slot, Err(e), took))) => {
                     drop(slot);
                     attempt_failed(pool, ctx, &b, &e, took);
-                    // a replacement for a request the backend received
-                    // draws on the budget; one that never connected does not
-                    let draws = attempt_result(&e) != AttemptResult::ConnectFailure
-                        && e.etype() != &ErrorType::ConnectTimedout;
-                    if hedged && (!draws || pool.stats.budget.try_withdraw(budget)) {
-                        if let Some(b) = pending.next() { start_one(&mut set, b, ctx); }
+                    // a replacement draws on the budget unless the failed
+                    // attempt never connected
+                    let connect = matches!(e.etype(), ErrorType::ConnectTimedout)
+                        || attempt_result(&e) == AttemptResult::ConnectFailure;
+                    if hedged && pending.len() > 0 && !connect && !plan.draw() {
+                        pending = Vec::new().into_iter();
+                    } else if let Some(b) = pending.next().filter(|_| hedged) {
+                        start_one(&mut set, b, ctx);
                     }
                 }
                 Some(Err(join)) => log::warn!("race task failed: {join}"),

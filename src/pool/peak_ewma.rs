@@ -5,8 +5,9 @@
 //! Each selection draws two distinct backends at random and prefers the
 //! one with the lower cost = peak-EWMA of its response-head latency
 //! ([`crate::state::latency`]) × (in-flight + 1) / weight. A backend with
-//! no latency sample yet is compared on load alone (it gets the other
-//! one's latency), so it is tried. The iterator then yields the other
+//! no latency sample in the last 10 s (new, or avoided for being slow) is
+//! compared on load alone (it gets the other one's latency), so it is
+//! tried, and its estimate refreshed. The iterator then yields the other
 //! draw and the remaining backends from cheapest to dearest, for retries
 //! and for picks the pool rejects (unhealthy, ejected, already tried).
 

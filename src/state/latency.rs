@@ -6,10 +6,11 @@
 //! a sample below it is averaged in with weight `1 - e^(-Δt/τ)`, where Δt is
 //! the time since the previous sample and τ = [`DECAY`] (10 s, Linkerd's
 //! default). Between samples the estimate decays towards zero with the
-//! same τ, so a backend that stopped receiving traffic (because it was
-//! slow) is tried again after a while and its estimate refreshed by real
-//! answers: from 10× the others' latency it is picked again within about
-//! τ·ln 10 ≈ 23 s.
+//! same τ, and once the last sample is older than [`RECENT`] the balancer
+//! treats the backend as unmeasured (a neutral cost, see
+//! [`crate::pool::PeakEwmaP2c`]): a backend that stopped receiving traffic
+//! because it was slow is tried again by real requests within about 10 s,
+//! and keeps its share if it answers fast.
 //!
 //! A failed attempt (connect error, reset, timeout, a retryable 5xx) is
 //! recorded as a sample of at least [`FAILURE_PENALTY`], so a backend that
@@ -20,6 +21,9 @@ use std::time::{Duration, Instant};
 
 /// τ of the moving average and of the decay between samples (Linkerd: 10 s).
 pub const DECAY: Duration = Duration::from_secs(10);
+
+/// How old the last sample may be for the balancer to use the estimate.
+pub const RECENT: Duration = Duration::from_secs(10);
 
 /// The latency a failed attempt counts as, at least (Finagle penalises
 /// failures the same way): one second, far above any healthy answer.
@@ -76,6 +80,16 @@ impl PeakEwma {
         g.map(|e| e.value * keep(now.saturating_duration_since(e.at)))
     }
 
+    /// The estimate at `now` in seconds when the last sample is at most
+    /// [`RECENT`] old; `None` otherwise (what the balancer uses).
+    pub fn recent_at(&self, now: Instant) -> Option<f64> {
+        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.and_then(|e| {
+            let age = now.saturating_duration_since(e.at);
+            (age <= RECENT).then(|| e.value * keep(age))
+        })
+    }
+
     /// The estimate now, seconds (`None` before the first sample).
     pub fn estimate(&self) -> Option<f64> {
         self.estimate_at(Instant::now())
@@ -115,6 +129,16 @@ mod tests {
         );
         // 10x the others' latency falls under theirs within ~23 s
         assert!(e.estimate_at(t + Duration::from_secs(24)).unwrap() < 0.005);
+    }
+
+    #[test]
+    fn an_old_estimate_is_not_recent() {
+        let e = PeakEwma::default();
+        let t = Instant::now();
+        e.observe_at(50 * MS, t);
+        assert!(e.recent_at(t + RECENT).is_some());
+        assert_eq!(e.recent_at(t + RECENT + MS), None);
+        assert!(e.estimate_at(t + RECENT + MS).is_some());
     }
 
     #[test]
