@@ -56,6 +56,23 @@ fn send(sy: &Switchyard, n: usize) -> Vec<Duration> {
         .collect()
 }
 
+/// Sends `n` requests from `threads` clients at once, asserting 200.
+fn send_concurrently(sy: &Switchyard, n: usize, threads: usize) {
+    let addr = sy.addr();
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            std::thread::spawn(move || {
+                (0..n / threads)
+                    .map(|i| get(addr, &format!("/c{t}-{i}"), &[]).status)
+                    .filter(|s| *s != 200)
+                    .count()
+            })
+        })
+        .collect();
+    let failed: usize = workers.into_iter().map(|w| w.join().unwrap_or(n)).sum();
+    assert_eq!(failed, 0, "{}", sy.logs());
+}
+
 fn total(bs: &[&TestBackend]) -> usize {
     bs.iter().map(|b| b.app_count()).sum()
 }
@@ -106,13 +123,14 @@ fn peak_ewma_avoids_a_slow_backend_and_gives_it_back_its_share() {
         .expect("latency_ewma_seconds in /status");
     assert!(shown > 0.01, "{st}");
 
-    // fast again: it gets its share back within 30 s (the estimate decays
-    // with τ = 10 s until it is tried again)
+    // fast again: it gets its share back within 30 s, once its last sample
+    // is no longer recent (10 s) and real traffic tries it again (four
+    // clients at once, so that load spreads between equal latencies)
     c.set_delay(5 * MS);
     let t = Instant::now();
     let recovered = poll_until(Duration::from_secs(30), || {
         reset(&all);
-        send(&sy, 60);
+        send_concurrently(&sy, 60, 4);
         c.app_count() >= 12
     });
     assert!(

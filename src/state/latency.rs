@@ -53,11 +53,11 @@ impl PeakEwma {
         let s = sample.as_secs_f64();
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let value = match *g {
-            Some(e) if s <= e.value => {
+            Some(e) if s <= e.value && now.saturating_duration_since(e.at) <= RECENT => {
                 let w = keep(now.saturating_duration_since(e.at));
                 e.value * w + s * (1.0 - w)
             }
-            // no estimate yet, or a new peak: take it as it is
+            // no recent estimate, or a new peak: take it as it is
             _ => s,
         };
         *g = Some(Estimate { value, at: now });
@@ -139,6 +139,9 @@ mod tests {
         assert!(e.recent_at(t + RECENT).is_some());
         assert_eq!(e.recent_at(t + RECENT + MS), None);
         assert!(e.estimate_at(t + RECENT + MS).is_some());
+        // the next sample starts afresh
+        e.observe_at(5 * MS, t + RECENT + MS);
+        assert!((e.recent_at(t + RECENT + MS).unwrap() - 0.005).abs() < 1e-9);
     }
 
     #[test]
