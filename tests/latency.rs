@@ -123,12 +123,24 @@ fn peak_ewma_avoids_a_slow_backend_and_gives_it_back_its_share() {
         .expect("latency_ewma_seconds in /status");
     assert!(shown > 0.01, "{st}");
 
-    // fast again: it gets its share back within 30 s, once its last sample
-    // is no longer recent (10 s) and real traffic tries it again (four
-    // clients at once, so that load spreads between equal latencies)
+    // fast again: once its last sample is no longer recent (10 s), real
+    // traffic tries it again (one client: load plays no part)
     c.set_delay(5 * MS);
+    reset(&all);
     let t = Instant::now();
-    let recovered = poll_until(Duration::from_secs(30), || {
+    let tried = poll_until(Duration::from_secs(15), || {
+        send(&sy, 20);
+        c.app_count() > 0
+    });
+    assert!(
+        tried,
+        "not tried again after {:?}\n{}",
+        t.elapsed(),
+        sy.logs()
+    );
+    // and it gets its share back within 30 s (four clients at once, so
+    // that load spreads between equal latencies)
+    let recovered = poll_until(Duration::from_secs(30) - t.elapsed(), || {
         reset(&all);
         send_concurrently(&sy, 60, 4);
         c.app_count() >= 12
