@@ -24,10 +24,11 @@ pub struct PeakEwmaP2c {
     backends: Box<[Backend]>,
 }
 
-/// Latency (seconds, `None` before a sample) and load of one backend.
+/// Latency (seconds; `None` without a sample in the last 10 s) and load
+/// of one backend.
 fn measure(b: &Backend, now: Instant) -> (Option<f64>, f64) {
     let (latency, inflight) =
-        state_of(b).map_or((None, 0), |s| (s.latency.estimate_at(now), s.inflight()));
+        state_of(b).map_or((None, 0), |s| (s.latency.recent_at(now), s.inflight()));
     let load = (inflight as f64 + 1.0) / b.weight.max(1) as f64;
     (latency, load)
 }
@@ -158,6 +159,18 @@ mod tests {
         let _g2: Vec<_> = (0..3).map(|_| sh.start_request()).collect();
         let sel = Arc::new(PeakEwmaP2c::build(&[heavy, c].into_iter().collect()));
         assert_eq!(firsts(&sel, 50).get("127.0.0.1:3"), None);
+    }
+
+    #[test]
+    fn a_backend_without_recent_samples_is_tried() {
+        let (a, _) = backend("127.0.0.1:1", 1, Some(5));
+        let (b, _) = backend("127.0.0.1:2", 1, Some(5));
+        let (c, sc) = backend("127.0.0.1:3", 1, None);
+        let old = Instant::now() - crate::state::latency::RECENT - Duration::from_secs(1);
+        sc.latency.observe_at(Duration::from_millis(50), old);
+        let sel = Arc::new(PeakEwmaP2c::build(&[a, b, c].into_iter().collect()));
+        let seen = firsts(&sel, 300);
+        assert!(seen.get("127.0.0.1:3").is_some_and(|&n| n > 50), "{seen:?}");
     }
 
     #[test]
