@@ -130,18 +130,6 @@ fn peak_ewma_avoids_a_slow_backend_and_gives_it_back_its_share() {
     let t = Instant::now();
     let tried = poll_until(Duration::from_secs(15), || {
         send(&sy, 20);
-        eprintln!(
-            "DEBUG {:?} {}",
-            t.elapsed(),
-            get(sy.admin_addr(), "/metrics", &[])
-                .text()
-                .lines()
-                .filter(|l| l.contains("latency_ewma")
-                    || l.contains("active_conn")
-                    || (l.contains("attempts_total") && !l.ends_with(" 0")))
-                .collect::<Vec<_>>()
-                .join(" | ")
-        );
         c.app_count() > 0
     });
     assert!(
