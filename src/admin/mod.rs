@@ -204,7 +204,6 @@ struct BackendRequest {
     enabled: Option<bool>,
 }
 
-/// The pool a request names, or the default pool; 404 when unknown.
 /// A pool's retry budget use for `/status`.
 fn budget_status(p: &crate::pool::Pool) -> Value {
     let policy = &p.config.retries.budget;
@@ -220,6 +219,7 @@ fn budget_status(p: &crate::pool::Pool) -> Value {
     })
 }
 
+/// The pool a request names, or the default pool; 404 when unknown.
 fn pool_name(live: &Config, asked: Option<&str>) -> Result<String, ReloadError> {
     let name =
         match asked {
