@@ -2,8 +2,8 @@
 //! (SPEC §4a; tower's `p2c::Balance` with `PeakEwma`, Finagle's and
 //! Linkerd's balancer).
 //!
-//! Each selection draws two distinct backends at random and prefers the
-//! one with the lower cost = peak-EWMA of its response-head latency
+//! Each selection draws two distinct usable backends (healthy, admitted,
+//! not ejected) at random and prefers the one with the lower cost = peak-EWMA of its response-head latency
 //! ([`crate::state::latency`]) × (in-flight + 1) / weight. A backend with
 //! no latency sample in the last 10 s (new, or avoided for being slow) is
 //! compared on load alone (it gets the other one's latency), so it is
@@ -61,9 +61,16 @@ impl BackendSelection for PeakEwmaP2c {
             // only the two draws are measured here; the rest is ordered if
             // the pool rejects both (see PeakEwmaIter::next)
             let now = Instant::now();
+            // draw among the usable backends (healthy, admitted, not
+            // ejected) when two are; the pool checks each pick anyway
+            let live: Vec<usize> = (0..n)
+                .filter(|&k| state_of(&self.backends[k]).is_none_or(|s| s.usable() && s.healthy()))
+                .collect();
+            let from = if live.len() >= 2 { &live } else { &order };
+            let m = from.len();
             let mut rng = rand::thread_rng();
-            let i = rng.gen_range(0..n);
-            let j = (i + rng.gen_range(1..n)) % n;
+            let x = rng.gen_range(0..m);
+            let (i, j) = (from[x], from[(x + rng.gen_range(1..m)) % m]);
             let (ci, cj) = costs(
                 measure(&self.backends[i], now),
                 measure(&self.backends[j], now),
@@ -171,6 +178,25 @@ mod tests {
         let sel = Arc::new(PeakEwmaP2c::build(&[a, b, c].into_iter().collect()));
         let seen = firsts(&sel, 300);
         assert!(seen.get("127.0.0.1:3").is_some_and(|&n| n > 50), "{seen:?}");
+    }
+
+    #[test]
+    fn draws_are_among_usable_backends() {
+        let (a, _) = backend("127.0.0.1:1", 1, Some(5));
+        let (b, _) = backend("127.0.0.1:2", 1, Some(5));
+        let (c, sc) = backend("127.0.0.1:3", 1, Some(1));
+        sc.set_healthy(false);
+        let sel = Arc::new(PeakEwmaP2c::build(&[a, b, c].into_iter().collect()));
+        for _ in 0..100 {
+            let mut it = sel.iter(b"");
+            let mut order = Vec::new();
+            while let Some(b) = it.next() {
+                order.push(b.addr.to_string());
+            }
+            // never among the two draws; still offered last
+            assert_eq!(order.len(), 3);
+            assert_eq!(order[2], "127.0.0.1:3", "{order:?}");
+        }
     }
 
     #[test]
