@@ -4,7 +4,7 @@
 #   make build   release build of both binaries
 #   make run     demo: three switchyard-echo backends + switchyard on conf/switchyard.yaml
 #   make test    all tests (cargo test --all-targets)
-#   make bench   benchmarks (tests/bench/run.sh)
+#   make bench   benchmarks (tests/bench/run.sh, then tests/bench/slow_backend.py)
 #   make fmt     format the code
 #   make lint    clippy, warnings are errors
 #   make clean   remove build artefacts
@@ -45,6 +45,7 @@ bench: build
 	else \
 		echo "bench: not yet available (tests/bench/run.sh does not exist)"; \
 	fi
+	python3 tests/bench/slow_backend.py --switchyard target/release/switchyard
 
 fmt:
 	$(CARGO) fmt --all
