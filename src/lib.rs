@@ -44,6 +44,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod counters;
+pub mod discovery;
 pub mod failure;
 pub mod health;
 pub mod pool;

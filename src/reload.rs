@@ -10,6 +10,7 @@
 use crate::access_log::AccessLogger;
 use crate::config::{self, AdminState, Config, ConfigErrors};
 use crate::counters::Metrics;
+use crate::discovery::Discovery;
 use crate::pool::Pool;
 use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
@@ -88,6 +89,8 @@ pub struct Reloader {
     routes: Arc<ArcSwap<RouteTable>>,
     metrics: Arc<Metrics>,
     sources: tokio::sync::Mutex<Sources>,
+    /// Membership from DNS, merged into every table built.
+    discovery: Discovery,
 }
 
 impl Reloader {
@@ -103,6 +106,7 @@ impl Reloader {
         Reloader {
             path,
             routes,
+            discovery: Discovery::new(metrics.clone()),
             metrics,
             sources: tokio::sync::Mutex::new(Sources { file, state }),
         }
@@ -111,6 +115,33 @@ impl Reloader {
     /// The live route table.
     pub fn routes(&self) -> &Arc<ArcSwap<RouteTable>> {
         &self.routes
+    }
+
+    /// The DNS discovery of the live pools.
+    pub fn discovery(&self) -> &Discovery {
+        &self.discovery
+    }
+
+    /// Starts DNS discovery for the live configuration and, when a pool
+    /// discovers, waits for the first lookups (at most `limit`) and
+    /// publishes the table with their backends.
+    pub async fn start_discovery(&self, limit: std::time::Duration) {
+        let sources = self.sources.lock().await;
+        if sources.file.pools.values().all(|p| p.discovery.is_none()) {
+            return;
+        }
+        self.discovery.sync(&sources.file);
+        self.discovery.first_lookups(limit).await;
+        let old = self.routes.load_full();
+        self.publish(&sources.file, &sources.state, &old).await;
+    }
+
+    /// Rebuilds and publishes the table from the same file and admin state
+    /// (a discovered set changed).
+    pub async fn refresh(&self) {
+        let sources = self.sources.lock().await;
+        let old = self.routes.load_full();
+        self.publish(&sources.file, &sources.state, &old).await;
     }
 
     /// Re-reads the file; if valid, builds, probes and publishes the new
@@ -182,7 +213,8 @@ impl Reloader {
     }
 
     async fn publish(&self, file: &Config, state: &AdminState, old: &RouteTable) {
-        let (effective, warnings) = state.apply(file);
+        self.discovery.sync(file);
+        let (effective, warnings) = state.apply(&self.discovery.merge(file));
         for w in warnings {
             log::warn!("{w}");
         }
@@ -220,6 +252,9 @@ impl BackgroundService for Control {
                 None
             }
         };
+        self.reloader
+            .start_discovery(std::time::Duration::from_secs(5))
+            .await;
         activate(&self.reloader.routes.load()).await;
         ready.notify_ready();
         loop {
@@ -231,6 +266,7 @@ impl BackgroundService for Control {
                         log::error!("reload rejected, keeping the running configuration:\n{e}");
                     }
                 }
+                () = self.reloader.discovery().changed() => self.reloader.refresh().await,
             }
         }
     }

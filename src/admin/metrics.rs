@@ -197,6 +197,21 @@ pub fn render(table: &RouteTable, m: &Metrics) -> String {
     );
     help(
         &mut out,
+        "switchyard_discovery_lookups_total",
+        "counter",
+        "DNS discovery lookups by pool and result (ok, empty, error).",
+    );
+    for (pool, counts) in m.discovery_lookups.snapshot() {
+        for (result, n) in crate::discovery::LookupCounts::RESULTS.iter().zip(counts) {
+            let _ = writeln!(
+                out,
+                "switchyard_discovery_lookups_total{{pool=\"{}\",result=\"{result}\"}} {n}",
+                esc(&pool)
+            );
+        }
+    }
+    help(
+        &mut out,
         "switchyard_admin_changes_total",
         "counter",
         "Admin API changes (POST, PATCH, DELETE /backends) by result.",

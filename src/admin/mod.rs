@@ -77,6 +77,7 @@ impl AdminApi {
                     Some(json!({
                         "url": &*s.url(),
                         "name": &*s.name(),
+                        "source": p.source(b).name(),
                         "healthy": p.is_healthy(b),
                         "enabled": p.is_enabled(b),
                         "weight": b.weight,
@@ -112,6 +113,7 @@ impl AdminApi {
                 self.reloader
                     .change(|state, live| {
                         let pool = pool_name(live, req.pool.as_deref())?;
+                        not_discovering(live, &pool)?;
                         let p = &live.pools[&pool];
                         if p.backends
                             .iter()
@@ -140,6 +142,7 @@ impl AdminApi {
                     .change(|state, live| {
                         let pool = pool_name(live, req.pool.as_deref())?;
                         known_backend(live, &pool, &url)?;
+                        not_discovering(live, &pool)?;
                         let ch = state.pools.entry(pool).or_default();
                         ch.added.retain(|a| a.url != url);
                         // also when it was admin-added: the file may list it too
@@ -221,6 +224,22 @@ fn known_backend(live: &Config, pool: &str, url: &str) -> Result<(), ReloadError
             404,
             format!("pool {pool} has no backend {url}"),
         ))
+    }
+}
+
+/// Refuses adding to or removing from a pool whose members come from DNS
+/// (the next lookup would undo it); draining with `PATCH` stays allowed.
+fn not_discovering(live: &Config, pool: &str) -> Result<(), ReloadError> {
+    match &live.pools[pool].discovery {
+        Some(d) => Err(ReloadError::Refused(
+            409,
+            format!(
+                "pool {pool} takes its members from DNS ({}): change the DNS records or the \
+                 file's `backends:` instead (PATCH /backends still drains a backend)",
+                d.dns
+            ),
+        )),
+        None => Ok(()),
     }
 }
 

@@ -76,7 +76,10 @@ impl AdminState {
             };
             p.backends.retain(|b| !ch.removed.contains(&b.url));
             for a in &ch.added {
-                match backend_from_url(&a.url, a.weight) {
+                match backend_from_url(&a.url, a.weight).map(|mut b| {
+                    b.source = super::BackendSource::Admin;
+                    b
+                }) {
                     Ok(b)
                         if !p
                             .backends

@@ -13,6 +13,7 @@ pub mod raw;
 pub mod units;
 mod validate;
 mod validate_backend;
+mod validate_discovery;
 mod validate_pool;
 
 pub use admin_state::{AddedBackend, AdminState, PoolChanges};

@@ -39,6 +39,7 @@ pub fn from_backends(list: &str, port: u16) -> Result<Config, ConfigErrors> {
                 retries: None,
                 passive: None,
                 race: None,
+                discovery: None,
             })
             .backends
             .push(RawBackend {

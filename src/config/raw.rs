@@ -115,6 +115,25 @@ pub struct RawPool {
     pub passive: Option<RawPassive>,
     /// Fan-out racing; absent means off.
     pub race: Option<RawRace>,
+    /// Membership from DNS; absent means the static `backends` only.
+    pub discovery: Option<RawDiscovery>,
+}
+
+/// `discovery:` of a pool.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscovery {
+    /// The name to resolve (`web.service.consul`, `_http._tcp.web.ns.svc.cluster.local`).
+    pub dns: Option<String>,
+    /// `srv` (default: host and port from SRV records) or `a` (A/AAAA, with `port`).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// `type: a` only: the backends' port.
+    pub port: Option<u16>,
+    /// `IP` or `IP:port` of the DNS server (default: the system's resolvers).
+    pub resolver: Option<String>,
+    /// Longest time between lookups (default 5s, at least 1s).
+    pub interval: Option<Dur>,
 }
 
 /// `race:` of a pool.

@@ -33,10 +33,14 @@ pub(super) fn pool(
             "hash_key needs strategy: consistent",
         ));
     }
-    if p.backends.is_empty() {
+    let discovery = p
+        .discovery
+        .as_ref()
+        .and_then(|d| super::validate_discovery::discovery(d, &format!("{path}.discovery"), errs));
+    if p.backends.is_empty() && p.discovery.is_none() {
         errs.push(ConfigError::new(
             format!("{path}.backends"),
-            "a pool needs at least one backend",
+            "a pool needs at least one backend (or `discovery:`)",
         ));
     }
     let mut backends = Vec::new();
@@ -58,6 +62,12 @@ pub(super) fn pool(
         errs.push(ConfigError::new(
             format!("{path}.backends"),
             "mixes http:// and https:// backends; use one scheme per pool",
+        ));
+    }
+    if p.discovery.is_some() && backends.iter().any(|b| b.tls) {
+        errs.push(ConfigError::new(
+            format!("{path}.backends"),
+            "discovered backends speak http://; a pool with `discovery:` takes http:// backends only",
         ));
     }
     let health = health(
@@ -128,6 +138,7 @@ pub(super) fn pool(
         retries,
         passive,
         race,
+        discovery,
     })
 }
 

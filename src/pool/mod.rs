@@ -215,6 +215,15 @@ impl Pool {
             .is_some_and(|c| c.enabled)
     }
 
+    /// Where `b` comes from: the file, the admin API or DNS discovery.
+    pub fn source(&self, b: &Backend) -> crate::config::BackendSource {
+        self.config
+            .backends
+            .iter()
+            .find(|c| c.addr == socket_addr(b))
+            .map_or_else(Default::default, |c| c.source)
+    }
+
     /// Every configured backend, in file order.
     pub fn members(&self) -> &[Backend] {
         &self.members
