@@ -36,7 +36,11 @@ struct Logging {
 
 #[async_trait::async_trait]
 impl RequestHandler for Logging {
-    async fn handle_request<R: ResponseHandler>(&self, request: &Request, response: R) -> ResponseInfo {
+    async fn handle_request<R: ResponseHandler>(
+        &self,
+        request: &Request,
+        response: R,
+    ) -> ResponseInfo {
         if let Ok(info) = request.request_info() {
             let q = info.query;
             self.log
@@ -73,7 +77,15 @@ impl DnsServer {
             ZoneType::Primary,
             false,
         ));
-        let soa = SOA::new(name("ns.sy.test."), name("admin.sy.test."), 1, 60, 60, 60, 1);
+        let soa = SOA::new(
+            name("ns.sy.test."),
+            name("admin.sy.test."),
+            1,
+            60,
+            60,
+            60,
+            1,
+        );
         rt.block_on(zone.upsert(Record::from_rdata(origin.clone(), 60, RData::SOA(soa)), 1));
         let mut catalog = Catalog::new();
         catalog.upsert(LowerName::new(&origin), vec![zone.clone()]);
@@ -83,9 +95,16 @@ impl DnsServer {
             log: log.clone(),
         };
         let addr = rt.block_on(async {
-            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("udp");
-            let addr = udp.local_addr().expect("addr");
-            let tcp = tokio::net::TcpListener::bind(addr).await.expect("tcp");
+            // one port for UDP and TCP: retry while the TCP port is taken
+            let (udp, tcp, addr) = loop {
+                let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
+                    .await
+                    .expect("udp");
+                let addr = udp.local_addr().expect("addr");
+                if let Ok(tcp) = tokio::net::TcpListener::bind(addr).await {
+                    break (udp, tcp, addr);
+                }
+            };
             let mut server = ServerFuture::new(handler);
             server.register_socket(udp);
             server.register_listener(tcp, Duration::from_secs(5));
@@ -172,7 +191,10 @@ fn config(dns: &DnsServer, statics: &[String], interval: &str, extra: &str) -> S
     let backends = if statics.is_empty() {
         String::new()
     } else {
-        let list: Vec<String> = statics.iter().map(|u| format!("{{url: \"{u}\"}}")).collect();
+        let list: Vec<String> = statics
+            .iter()
+            .map(|u| format!("{{url: \"{u}\"}}"))
+            .collect();
         format!("    backends: [{}]\n", list.join(", "))
     };
     format!(
@@ -280,7 +302,11 @@ fn records_added_and_removed_change_membership() {
     assert_eq!(a.app_count(), a_now, "a removed but still chosen");
     assert_eq!(b.app_count(), 10);
     let first = b.requests().first().map(|r| r.target.clone());
-    assert_eq!(first.as_deref(), Some("/health"), "b served before its probe");
+    assert_eq!(
+        first.as_deref(),
+        Some("/health"),
+        "b served before its probe"
+    );
     let r = slow.join().expect("thread").expect("slow response");
     assert_eq!((r.status, r.text().as_str()), (200, "a"));
 }
@@ -293,9 +319,16 @@ fn dns_server_stopped_keeps_the_last_good_set() {
     let a = TestBackend::start("a");
     let b = TestBackend::start("b");
     dns.set_a(HOST, 1, &[Ipv4Addr::LOCALHOST]);
-    dns.set_srv(SRV_NAME, 1, HOST, &[(a.addr().port(), 1), (b.addr().port(), 1)]);
+    dns.set_srv(
+        SRV_NAME,
+        1,
+        HOST,
+        &[(a.addr().port(), 1), (b.addr().port(), 1)],
+    );
     let sy = Switchyard::start(&config(&dns, &[], "1s", ""));
-    assert!(poll_until(Duration::from_secs(10), || members(&sy, "web").len() == 2
+    assert!(poll_until(Duration::from_secs(10), || members(&sy, "web")
+        .len()
+        == 2
         && send(&sy, 1) == 1));
     dns.stop();
     let errors = "switchyard_discovery_lookups_total{pool=\"web\",result=\"error\"}";
@@ -303,11 +336,19 @@ fn dns_server_stopped_keeps_the_last_good_set() {
         poll_until(Duration::from_secs(15), || counter(&sy, errors) >= 2),
         "no failed lookup counted"
     );
-    assert!(counter(&sy, "switchyard_discovery_lookups_total{pool=\"web\",result=\"ok\"}") >= 1);
+    assert!(
+        counter(
+            &sy,
+            "switchyard_discovery_lookups_total{pool=\"web\",result=\"ok\"}"
+        ) >= 1
+    );
     assert_eq!(members(&sy, "web").len(), 2);
     let (a0, b0) = (a.app_count(), b.app_count());
     assert_eq!(send(&sy, 20), 20);
-    assert!(a.app_count() > a0 && b.app_count() > b0, "traffic left the last good set");
+    assert!(
+        a.app_count() > a0 && b.app_count() > b0,
+        "traffic left the last good set"
+    );
 }
 
 /// Two SRV records on one host, different ports: two backends weighted by
@@ -321,7 +362,12 @@ fn srv_ports_weights_sources_and_admin_refusal() {
     let c = TestBackend::start("c");
     dns.set_a(HOST, 5, &[Ipv4Addr::LOCALHOST]);
     dns.set_a("api.sy.test.", 5, &[Ipv4Addr::LOCALHOST]);
-    dns.set_srv(SRV_NAME, 5, HOST, &[(a.addr().port(), 3), (b.addr().port(), 1)]);
+    dns.set_srv(
+        SRV_NAME,
+        5,
+        HOST,
+        &[(a.addr().port(), 3), (b.addr().port(), 1)],
+    );
     let api = format!(
         "  api:\n    discovery: {{dns: api.sy.test, type: a, port: {}, resolver: \"{}\"}}\n\
          \x20   health_check: {{type: none}}\n",
@@ -396,8 +442,14 @@ fn lookups_follow_the_ttl_within_interval() {
     assert!(poll_until(Duration::from_secs(10), || fast().len() >= 2));
     let q = fast();
     let gap = q[1] - q[0];
-    assert!(gap <= Duration::from_secs(2), "1 s TTL re-resolved after {gap:?}");
-    assert!(gap >= Duration::from_millis(900), "re-resolved after {gap:?}, under 1 s");
+    assert!(
+        gap <= Duration::from_secs(2),
+        "1 s TTL re-resolved after {gap:?}"
+    );
+    assert!(
+        gap >= Duration::from_millis(900),
+        "re-resolved after {gap:?}, under 1 s"
+    );
 
     let slow_q = || dns.queries(slow_name, RecordType::SRV);
     assert!(poll_until(Duration::from_secs(10), || slow_q().len() >= 2));
