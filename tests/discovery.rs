@@ -9,6 +9,7 @@ use common::*;
 
 use hickory_proto::rr::rdata::{A, SOA, SRV};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType, RrKey};
+use hickory_proto::xfer::Protocol;
 use hickory_server::authority::{Catalog, ZoneType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryAuthority;
@@ -25,8 +26,8 @@ const ZONE: &str = "sy.test.";
 // the DNS server
 // ---------------------------------------------------------------------------
 
-/// Queries seen: (name, type, when).
-type QueryLog = Arc<Mutex<Vec<(String, RecordType, Instant)>>>;
+/// Queries seen: (name, type, when, over TCP).
+type QueryLog = Arc<Mutex<Vec<(String, RecordType, Instant, bool)>>>;
 
 /// A catalog that logs every query it answers.
 struct Logging {
@@ -43,10 +44,12 @@ impl RequestHandler for Logging {
     ) -> ResponseInfo {
         if let Ok(info) = request.request_info() {
             let q = info.query;
-            self.log
-                .lock()
-                .unwrap()
-                .push((q.name().to_string(), q.query_type(), Instant::now()));
+            self.log.lock().unwrap().push((
+                q.name().to_string(),
+                q.query_type(),
+                Instant::now(),
+                info.protocol == Protocol::Tcp,
+            ));
         }
         self.catalog.handle_request(request, response).await
     }
@@ -158,9 +161,14 @@ impl DnsServer {
             .lock()
             .unwrap()
             .iter()
-            .filter(|(n, t, _)| n.eq_ignore_ascii_case(owner) && *t == rtype)
-            .map(|(_, _, at)| *at)
+            .filter(|(n, t, _, _)| n.eq_ignore_ascii_case(owner) && *t == rtype)
+            .map(|(_, _, at, _)| *at)
             .collect()
+    }
+
+    /// How many queries came over TCP.
+    fn tcp_queries(&self) -> usize {
+        self.log.lock().unwrap().iter().filter(|q| q.3).count()
     }
 
     /// Stops answering (UDP and TCP sockets closed).
@@ -479,4 +487,25 @@ fn reload_keeps_the_discovered_set() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(members(&sy, "web"), vec![(a.url(), "dns".to_string())]);
     assert_eq!(send(&sy, 5), 5);
+}
+
+/// An SRV answer too large for a UDP datagram comes truncated; the lookup
+/// is retried over TCP and every record is used.
+#[test]
+fn truncated_udp_answer_is_retried_over_tcp() {
+    let dns = DnsServer::start();
+    dns.set_a(HOST, 5, &[Ipv4Addr::LOCALHOST]);
+    let ports: Vec<(u16, u16)> = (0..40).map(|i| (20001 + i, 1)).collect();
+    dns.set_srv(SRV_NAME, 5, HOST, &ports);
+    let yaml = config(&dns, &[], "5s", "").replace(
+        "health_check: {type: http, path: /health, interval: 200ms, timeout: 1s, rise: 1, fall: 1}",
+        "health_check: {type: none}",
+    );
+    let sy = Switchyard::start(&yaml);
+    assert!(
+        poll_until(Duration::from_secs(10), || members(&sy, "web").len() == 40),
+        "{} members",
+        members(&sy, "web").len()
+    );
+    assert!(dns.tcp_queries() >= 1, "no query over TCP");
 }

@@ -55,6 +55,9 @@ pub fn resolver(cfg: &DiscoveryConfig) -> Result<TokioResolver, String> {
     opts.cache_size = 0;
     opts.timeout = Duration::from_secs(2);
     opts.attempts = 2;
+    // EDNS(0) (RFC 6891) for answers beyond 512 bytes over UDP; larger ones
+    // come truncated and are asked again over TCP
+    opts.edns0 = true;
     if cfg.resolver.is_some() {
         opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
     }
