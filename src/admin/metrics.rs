@@ -202,7 +202,7 @@ pub fn render(table: &RouteTable, m: &Metrics) -> String {
         "DNS discovery lookups by pool and result (ok, empty, error).",
     );
     for (pool, counts) in m.discovery_lookups.snapshot() {
-        for (result, n) in crate::discovery::LookupCounts::RESULTS.iter().zip(counts) {
+        for (result, n) in crate::counters::LookupCounts::RESULTS.iter().zip(counts) {
             let _ = writeln!(
                 out,
                 "switchyard_discovery_lookups_total{{pool=\"{}\",result=\"{result}\"}} {n}",

@@ -38,28 +38,6 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// `switchyard_discovery_lookups_total{pool,result}`.
-#[derive(Debug, Default)]
-pub struct LookupCounts(Mutex<BTreeMap<String, [u64; 3]>>);
-
-impl LookupCounts {
-    /// The `result` label values, in counter order.
-    pub const RESULTS: [&'static str; 3] = ["ok", "empty", "error"];
-
-    fn add(&self, pool: &str, result: usize) {
-        let mut m = lock(&self.0);
-        let counts = m.entry(pool.to_string()).or_default();
-        if let Some(c) = counts.get_mut(result) {
-            *c += 1;
-        }
-    }
-
-    /// Every pool that has looked up, with its counts (as [`Self::RESULTS`]).
-    pub fn snapshot(&self) -> Vec<(String, [u64; 3])> {
-        lock(&self.0).iter().map(|(k, v)| (k.clone(), *v)).collect()
-    }
-}
-
 /// The watchers of every discovering pool.
 pub struct Discovery {
     metrics: Arc<Metrics>,
