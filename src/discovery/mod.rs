@@ -23,7 +23,7 @@ pub use resolve::Found;
 use crate::config::{BackendConfig, BackendSource, Config, DiscoveryConfig};
 use crate::counters::Metrics;
 use resolve::Outcome;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
