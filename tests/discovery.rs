@@ -509,3 +509,43 @@ fn truncated_udp_answer_is_retried_over_tcp() {
     );
     assert!(dns.tcp_queries() >= 1, "no query over TCP");
 }
+
+/// A backend whose record stays keeps its state (counters) when another
+/// one joins; the newcomer's probe asks for the discovered name as `Host`.
+#[test]
+fn a_backend_that_stays_keeps_its_state() {
+    let dns = DnsServer::start();
+    let a = TestBackend::start("a");
+    let b = TestBackend::start("b");
+    dns.set_a(HOST, 1, &[Ipv4Addr::LOCALHOST]);
+    dns.set_srv(SRV_NAME, 1, HOST, &[(a.addr().port(), 1)]);
+    let sy = Switchyard::start(&config(&dns, &[], "5s", ""));
+    assert!(poll_until(Duration::from_secs(10), || send(&sy, 1) == 1));
+    assert_eq!(send(&sy, 4), 4);
+    let requests = |url: &str| {
+        let st = admin(&sy, "GET", "/status", "").json();
+        st["pools"]["web"]["backends"]
+            .as_array()
+            .and_then(|v| v.iter().find(|x| x["url"] == url))
+            .and_then(|x| x["requests"].as_u64())
+    };
+    assert_eq!(requests(&a.url()), Some(5));
+    dns.set_srv(
+        SRV_NAME,
+        1,
+        HOST,
+        &[(a.addr().port(), 1), (b.addr().port(), 1)],
+    );
+    assert!(poll_until(Duration::from_secs(5), || members(&sy, "web")
+        .len()
+        == 2));
+    assert_eq!(requests(&a.url()), Some(5), "a's state was reset");
+    let probe = b.requests().into_iter().find(|r| r.target == "/health");
+    let host = probe.and_then(|r| {
+        r.headers
+            .iter()
+            .find(|(n, _)| n == "host")
+            .map(|(_, v)| v.clone())
+    });
+    assert_eq!(host.as_deref(), Some("_http._tcp.web.sy.test"));
+}

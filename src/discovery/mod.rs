@@ -122,7 +122,7 @@ impl Discovery {
             };
             for f in lock(&w.shared.set).iter().flatten() {
                 if p.backends.iter().all(|b| b.addr != f.addr) {
-                    p.backends.push(discovered(f));
+                    p.backends.push(discovered(f, &w.config.dns));
                 }
             }
         }
@@ -151,13 +151,16 @@ impl Discovery {
     }
 }
 
-/// The backend configuration of a discovered address.
-fn discovered(f: &Found) -> BackendConfig {
+/// The backend configuration of an address discovered from `dns`. Its host
+/// (the `Host` of HTTP probes, and part of what makes probe settings the
+/// same) is the discovered name, so that the pool's probe setting stays one
+/// while its members change.
+fn discovered(f: &Found, dns: &str) -> BackendConfig {
     BackendConfig {
         url: format!("http://{}", f.addr),
         addr: f.addr,
         tls: false,
-        host: f.addr.ip().to_string(),
+        host: dns.trim_end_matches('.').to_string(),
         weight: f.weight,
         enabled: true,
         name: f.addr.to_string(),
