@@ -16,9 +16,10 @@
 //!     |       |   `-- Arc<BackendState> per backend, Arc<ProbeGroup>
 //!     |       `-- state::Registry ------ backend state by identity, one probe
 //!     |                                   loop per health setting (outlives tables)
-//!     |-- reload::Control (background service: first probes, SIGHUP)
+//!     |-- reload::Control (background service: first probes, SIGHUP, DNS changes)
 //!     `-- admin::AdminApi (ServeHttp on admin.listen: status, backends, reload, metrics)
-//!         `-- reload::Reloader (file + config::AdminState -> new RouteTable)
+//!         `-- reload::Reloader (file + discovery::Discovery + config::AdminState
+//!                               -> new RouteTable)
 //! ```
 //!
 //! ## Request flow
@@ -34,6 +35,10 @@
 //!    keeps its state (from [`state::Registry`]); new backends are probed once.
 //! 3. The table is published with one `ArcSwap::store`; in-flight requests
 //!    keep the table they started with.
+//!
+//! A pool's `discovery:` ([`discovery`]) takes the same path: when a DNS
+//! lookup changes its set, the table is rebuilt from the same file with the
+//! discovered backends added.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
