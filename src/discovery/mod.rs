@@ -1,5 +1,5 @@
 //! Pool membership from DNS (`pools.NAME.discovery`): one watcher task per
-//! discovering pool resolves its name (see [`resolve`]), keeps the last good
+//! discovering pool resolves its name (hickory-resolver, `resolve.rs`), keeps the last good
 //! set of backends, and signals a change; the reloader then rebuilds the
 //! route table with the file's backends plus the discovered ones, through
 //! the same path as a reload. That path gives discovered backends the
