@@ -39,14 +39,18 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod edge;
 pub mod health;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod race;
+pub mod ratelimit;
 pub mod reload;
 pub mod retry;
 pub mod routing;
 pub mod server;
+pub mod tls;

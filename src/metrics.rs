@@ -107,6 +107,8 @@ pub struct Metrics {
     pub reloads_ok: AtomicU64,
     /// Rejected reloads.
     pub reloads_error: AtomicU64,
+    /// Rate-limit buckets and refusal counts of every pool.
+    pub rate_limiters: std::sync::Arc<crate::ratelimit::Limiters>,
 }
 
 fn esc(v: &str) -> String {
@@ -275,8 +277,9 @@ pub fn render(table: &RouteTable, m: &Metrics) -> String {
     for p in pools {
         let _ = writeln!(
             out,
-            "switchyard_rate_limited_total{{pool=\"{}\"}} 0",
-            esc(p.name())
+            "switchyard_rate_limited_total{{pool=\"{}\"}} {}",
+            esc(p.name()),
+            m.rate_limiters.refused(p.name())
         );
     }
 

@@ -12,6 +12,7 @@ use crate::config::{self, Config, ConfigErrors};
 use crate::metrics::Metrics;
 use crate::pool::Pool;
 use crate::routing::RouteTable;
+use crate::tls::TlsListeners;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
@@ -78,6 +79,8 @@ pub struct Reloader {
     routes: Arc<ArcSwap<RouteTable>>,
     metrics: Arc<Metrics>,
     sources: tokio::sync::Mutex<Sources>,
+    /// Certificates of the TLS listeners, re-read on reload.
+    tls: Option<Arc<TlsListeners>>,
 }
 
 impl Reloader {
@@ -95,7 +98,14 @@ impl Reloader {
             routes,
             metrics,
             sources: tokio::sync::Mutex::new(Sources { file, state }),
+            tls: None,
         }
+    }
+
+    /// Certificate files of `tls` are re-read on every reload.
+    pub fn with_tls(mut self, tls: Arc<TlsListeners>) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// The live route table.
@@ -120,8 +130,25 @@ impl Reloader {
                 return Err(ReloadError::Config(e));
             }
         };
+        // certificates first: a file that fails now rejects the reload
+        let certs = match self.tls.as_ref().map(|t| t.prepare(&file.listen)).transpose() {
+            Ok(c) => c,
+            Err(e) => {
+                self.metrics.reloads_error.fetch_add(1, Relaxed);
+                return Err(ReloadError::Config(ConfigErrors {
+                    source: path.display().to_string(),
+                    errors: vec![config::ConfigError::new("listen", e.to_string())],
+                }));
+            }
+        };
         let old = self.routes.load_full();
-        if file.listen != old.config.listen
+        // certificate paths and contents apply live; the rest of `listen` does not
+        let shape = |l: &[config::Listener]| {
+            l.iter()
+                .map(|x| (x.addr.clone(), x.tls.as_ref().map(|t| t.http2), x.limits))
+                .collect::<Vec<_>>()
+        };
+        if shape(&file.listen) != shape(&old.config.listen)
             || file.server != old.config.server
             || file.admin.as_ref().map(|a| &a.listen)
                 != old.config.admin.as_ref().map(|a| &a.listen)
@@ -131,6 +158,9 @@ impl Reloader {
             );
         }
         self.publish(&file, &sources.state, &old).await;
+        if let Some(c) = certs {
+            c.commit();
+        }
         sources.file = file;
         self.metrics.reloads_ok.fetch_add(1, Relaxed);
         log::info!("configuration reloaded from {}", path.display());

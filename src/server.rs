@@ -6,6 +6,9 @@
 use crate::admin::{AdminApi, AdminState};
 use crate::cli::{Args, EXIT_START};
 use crate::config::Config;
+use crate::edge::EdgeApp;
+use crate::tls::TlsListeners;
+use pingora_core::apps::HttpServerOptions;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::{build_table, Control, Reloader};
@@ -69,6 +72,20 @@ fn l4_buffers() -> L4BufferSettings {
     }
 }
 
+/// Options of the HTTP/2 side of TLS listeners: an h2 connection idle for
+/// the longest `keepalive_timeout` of the TLS listeners is closed
+/// (pingora's options are per service, not per listener).
+fn h2_options(config: &Config) -> HttpServerOptions {
+    let mut o = HttpServerOptions::default();
+    o.h2_idle_timeout = config
+        .listen
+        .iter()
+        .filter(|l| l.tls.is_some())
+        .map(|l| l.limits.keepalive_timeout)
+        .max();
+    o
+}
+
 /// Builds the pingora server for `config` and runs it until shutdown.
 pub fn run(args: &Args, config: Config, path: Option<PathBuf>) -> ExitCode {
     if !args.upgrade {
@@ -104,29 +121,40 @@ pub fn run(args: &Args, config: Config, path: Option<PathBuf>) -> ExitCode {
     let config = Arc::new(effective);
     let metrics = Arc::new(Metrics::default());
     let routes = Arc::new(ArcSwap::from_pointee(build_table(config.clone(), None)));
-    let reloader = Arc::new(Reloader::new(
-        path,
-        routes.clone(),
-        metrics.clone(),
-        file,
-        state,
-    ));
+    let reloader = Reloader::new(path, routes.clone(), metrics.clone(), file, state);
 
+    let mut http = pingora_proxy::http_proxy(
+        &server.configuration,
+        Proxy::new(routes, &server.configuration, metrics.clone()),
+    );
+    http.server_options = Some(h2_options(&config));
+    let mut proxy = Service::new(
+        "switchyard proxy".to_string(),
+        EdgeApp::new(http, &config.listen),
+    );
+    let buffers = l4_buffers();
+    let mut tls = TlsListeners::default();
+    for l in &config.listen {
+        let mut listener = ListenerConfig::tcp(l.addr.as_str()).l4_buffer(buffers);
+        if let Some(t) = &l.tls {
+            match tls.add(l, t) {
+                Ok(settings) => listener = listener.tls(settings),
+                Err(e) => {
+                    eprintln!("switchyard: listen {}: {e}", l.addr);
+                    return ExitCode::from(EXIT_START);
+                }
+            }
+        }
+        proxy.add_listener(listener);
+    }
+    let reloader = reloader.with_tls(Arc::new(tls));
+    let reloader = Arc::new(reloader);
     let control = background_service(
         "switchyard control",
         Control {
             reloader: reloader.clone(),
         },
     );
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Proxy::new(routes, &server.configuration, metrics.clone()),
-        "switchyard proxy",
-    );
-    let buffers = l4_buffers();
-    for l in &config.listen {
-        proxy.add_listener(ListenerConfig::tcp(l.addr.as_str()).l4_buffer(buffers));
-    }
     let control = server.add_service(control);
     let proxy = server.add_service(proxy);
     proxy.add_dependency(&control);

@@ -6,11 +6,13 @@
 //! once as [`ConfigErrors`], each naming the file, the key path and, where
 //! known, the line.
 
+pub mod edge;
 pub mod quick;
 pub mod raw;
 pub mod units;
 mod validate;
 
+pub use edge::{CertPair, ClientLimits, ListenerTls, RateKey, RateLimit};
 pub use validate::{backend_from_url, validate};
 
 use http::HeaderName;
@@ -91,6 +93,10 @@ pub struct ServerSettings {
 pub struct Listener {
     /// `host:port` exactly as written (pingora matches inherited sockets by this string).
     pub addr: String,
+    /// TLS termination; `None` is plain HTTP.
+    pub tls: Option<ListenerTls>,
+    /// Limits on this listener's clients.
+    pub limits: ClientLimits,
 }
 
 /// `routing:` after defaults.
@@ -159,6 +165,8 @@ pub struct PoolConfig {
     pub passive: PassivePolicy,
     /// Fan-out racing; `None` is off.
     pub race: Option<RacePolicy>,
+    /// Token bucket per client; `None` is off.
+    pub rate_limit: Option<RateLimit>,
 }
 
 /// A pool's `race:` after defaults.

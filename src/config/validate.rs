@@ -31,14 +31,31 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
                 format!("{:?} is listed twice", l.addr),
             ));
         } else {
+            let at = format!("listen[{i}]");
+            let limits = super::edge::limits(
+                l.header_timeout,
+                l.keepalive_timeout,
+                l.keepalive_requests,
+                l.max_header_size,
+                &at,
+                &mut errs,
+            );
+            let tls = l
+                .tls
+                .as_ref()
+                .and_then(|t| super::edge::tls(t, &format!("{at}.tls"), &mut errs));
             listen.push(Listener {
                 addr: l.addr.clone(),
+                tls,
+                limits,
             });
         }
     }
     if raw.listen.is_empty() {
         listen.push(Listener {
             addr: "0.0.0.0:8080".into(),
+            tls: None,
+            limits: ClientLimits::default(),
         });
     }
 
@@ -306,6 +323,10 @@ fn pool(name: &str, p: &RawPool, path: &str, errs: &mut Vec<ConfigError>) -> Opt
         .race
         .as_ref()
         .map(|r| race(r, &format!("{path}.race"), errs));
+    let rate_limit = p
+        .rate_limit
+        .as_ref()
+        .and_then(|r| super::edge::rate_limit(r, &format!("{path}.rate_limit"), errs));
     (errs.len() == before).then(|| PoolConfig {
         name: name.to_string(),
         strategy,
@@ -316,6 +337,7 @@ fn pool(name: &str, p: &RawPool, path: &str, errs: &mut Vec<ConfigError>) -> Opt
         retries,
         passive,
         race,
+        rate_limit,
     })
 }
 

@@ -24,6 +24,7 @@ use crate::config::Strategy;
 use crate::metrics::{AttemptResult, Metrics};
 use crate::pool::{socket_addr, state_of, Pool};
 use crate::race;
+use crate::ratelimit::{self, Limiters};
 use crate::retry;
 use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
@@ -49,6 +50,8 @@ pub struct Proxy {
     /// Upstream connections of raced requests (pingora's proxy pool is private).
     race_connector: Arc<Connector>,
     metrics: Arc<Metrics>,
+    /// Rate-limit buckets of every pool (outlive reloads).
+    limiters: Arc<Limiters>,
 }
 
 impl Proxy {
@@ -58,8 +61,32 @@ impl Proxy {
         Proxy {
             routes,
             race_connector: Arc::new(Connector::new(Some(options))),
+            limiters: metrics.rate_limiters.clone(),
             metrics,
         }
+    }
+
+    /// Answers 429 when the pool's rate limit refuses this request; `true`
+    /// when it did.
+    async fn rate_limited(&self, session: &mut Session, pool: &Pool) -> bool {
+        let Some(config) = &pool.config.rate_limit else {
+            return false;
+        };
+        let limiter = self.limiters.for_pool(pool.name(), config);
+        let Err(wait) = limiter.check(&ratelimit::key_of(config, session)) else {
+            return false;
+        };
+        let retry_after = ratelimit::retry_after_secs(wait).to_string();
+        errors::respond_with(
+            session,
+            429,
+            errors::message_for(429),
+            pool.name(),
+            None,
+            &[("retry-after", retry_after)],
+        )
+        .await;
+        true
     }
 }
 
@@ -119,6 +146,9 @@ impl ProxyHttp for Proxy {
         ctx.deadline = Some(now + pool.config.timeouts.request);
         ctx.table = Some(table);
         ctx.pool = Some(pool.clone());
+        if self.rate_limited(session, &pool).await {
+            return Ok(true);
+        }
         if let Some(race) = &pool.config.race {
             if race::eligible(session, race) {
                 race::run(session, ctx, &pool, race, &self.race_connector).await?;
