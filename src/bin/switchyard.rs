@@ -31,6 +31,12 @@ fn main() -> ExitCode {
             eprintln!("{e}");
             if args.test {
                 eprintln!("configuration invalid");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+            // at start, unusable certificate files are a failure to start
+            // (exit 2); `-t` reports them as configuration errors (exit 1)
+            if !e.errors.is_empty() && e.errors.iter().all(|x| x.path.contains(".tls.")) {
+                return ExitCode::from(switchyard::cli::EXIT_START);
             }
             return ExitCode::from(EXIT_CONFIG);
         }

@@ -1,0 +1,321 @@
+//! TLS termination: ALPN (h2 and HTTP/1.1), SNI certificate choice, live
+//! certificate reload, bad certificate files, and what a TLS port does
+//! with plain HTTP. Certificates are generated per test with rcgen; the
+//! client is rustls (blocking) or curl for HTTP/2.
+
+mod common;
+use common::*;
+
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme, StreamOwned};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Accepts any server certificate: the tests check which one was served.
+#[derive(Debug)]
+struct AnyCert;
+
+impl ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Ok(HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A TLS connection with its negotiated ALPN and the server's certificate.
+struct Tls {
+    stream: StreamOwned<ClientConnection, TcpStream>,
+}
+
+impl Tls {
+    fn connect(addr: SocketAddr, sni: &str, alpn: &[&[u8]]) -> std::io::Result<Tls> {
+        let mut config = ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert))
+        .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        let name = ServerName::try_from(sni.to_string()).expect("server name");
+        let conn = ClientConnection::new(Arc::new(config), name).expect("client connection");
+        let tcp = TcpStream::connect_timeout(&addr, CLIENT_TIMEOUT)?;
+        tcp.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+        let mut stream = StreamOwned::new(conn, tcp);
+        while stream.conn.is_handshaking() {
+            stream.conn.complete_io(&mut stream.sock)?;
+        }
+        Ok(Tls { stream })
+    }
+
+    fn alpn(&self) -> Option<Vec<u8>> {
+        self.stream.conn.alpn_protocol().map(|p| p.to_vec())
+    }
+
+    fn cert(&self) -> Vec<u8> {
+        self.stream.conn.peer_certificates().expect("peer certificate")[0].to_vec()
+    }
+
+    /// One HTTP/1.1 GET on this connection (kept alive); status and body.
+    fn get(&mut self, path: &str) -> std::io::Result<(u16, String)> {
+        write!(
+            self.stream,
+            "GET {path} HTTP/1.1\r\nHost: sy.test\r\n\r\n"
+        )?;
+        self.stream.flush()?;
+        let mut buf = Vec::new();
+        let mut tmp = [0u8; 4096];
+        loop {
+            let n = self.stream.read(&mut tmp)?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&tmp[..n]);
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len = head
+                    .lines()
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+                    return Ok((status, body[..len].to_string()));
+                }
+            }
+        }
+        Err(std::io::Error::other(format!("incomplete response: {}", String::from_utf8_lossy(&buf))))
+    }
+}
+
+/// A self-signed certificate for `names`, written to `dir/stem.{crt,key}`;
+/// returns the certificate's DER.
+fn write_cert(dir: &Path, stem: &str, names: &[&str]) -> Vec<u8> {
+    let c = rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        .expect("rcgen");
+    std::fs::write(dir.join(format!("{stem}.crt")), c.cert.pem()).unwrap();
+    std::fs::write(dir.join(format!("{stem}.key")), c.key_pair.serialize_pem()).unwrap();
+    c.cert.der().to_vec()
+}
+
+/// A config with a plain listener `{listen}`, a TLS listener on `tls_port`
+/// with `tls` as its `tls:` mapping, an admin listener and pool `web`.
+fn tls_config(tls_port: u16, tls: &str, backend: &str) -> String {
+    format!(
+        "listen:\n  - addr: \"{{listen}}\"\n  - addr: \"127.0.0.1:{tls_port}\"\n    tls: {tls}\n\
+         admin: {{listen: \"{{admin}}\"}}\n\
+         routing: {{default_pool: web}}\n\
+         pools:\n  web:\n    backends: [{{url: \"{backend}\"}}]\n    health_check: {{type: none}}\n"
+    )
+}
+
+fn tls_addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+#[test]
+fn https_is_served_over_h2_and_http11_by_alpn() {
+    let b = TestBackend::start("b1");
+    let dir = TempDir::new();
+    write_cert(dir.path(), "site", &["localhost"]);
+    let (port, plain_h1) = (free_port(), free_port());
+    let d = dir.path().display();
+    let mut yaml = tls_config(
+        port,
+        &format!("{{cert: \"{d}/site.crt\", key: \"{d}/site.key\"}}"),
+        &b.url(),
+    );
+    yaml = yaml.replace(
+        "admin:",
+        &format!("  - addr: \"127.0.0.1:{plain_h1}\"\n    tls: {{cert: \"{d}/site.crt\", key: \"{d}/site.key\", http2: false}}\nadmin:"),
+    );
+    let sy = Switchyard::start(&yaml);
+
+    // ALPN: h2 preferred, HTTP/1.1 when the client offers only that
+    let tls = Tls::connect(tls_addr(port), "localhost", &[b"h2", b"http/1.1"]).unwrap();
+    assert_eq!(tls.alpn().as_deref(), Some(&b"h2"[..]), "{}", sy.logs());
+    let mut tls = Tls::connect(tls_addr(port), "localhost", &[b"http/1.1"]).unwrap();
+    assert_eq!(tls.alpn().as_deref(), Some(&b"http/1.1"[..]));
+    let (status, _) = tls.get("/h1").unwrap();
+    assert_eq!(status, 200, "{}", sy.logs());
+    let seen = b.last_app_request().expect("backend saw the request");
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    // http2: false offers no h2
+    let tls = Tls::connect(tls_addr(plain_h1), "localhost", &[b"h2", b"http/1.1"]).unwrap();
+    assert_ne!(tls.alpn().as_deref(), Some(&b"h2"[..]));
+
+    // a real HTTP/2 request, proxied to the HTTP/1.1 backend
+    let out = Command::new("curl")
+        .args(["-sk", "--http2", "-o", "-", "-w", "\n%{http_version} %{http_code}"])
+        .arg(format!("https://localhost:{port}/over-h2"))
+        .output()
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.ends_with("\n2 200"), "curl: {text}\n{}", sy.logs());
+    let seen = b.last_app_request().unwrap();
+    assert_eq!(seen.target, "/over-h2");
+    assert_eq!(seen.version, "HTTP/1.1");
+    assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    // the plain listener still says http
+    assert_eq!(get(sy.addr(), "/plain", &[]).status, 200);
+    assert_eq!(b.last_app_request().unwrap().header("x-forwarded-proto"), Some("http"));
+}
+
+#[test]
+fn sni_picks_the_certificate_whose_names_match() {
+    let b = TestBackend::start("b1");
+    let dir = TempDir::new();
+    let default = write_cert(dir.path(), "default", &["default.test"]);
+    let a = write_cert(dir.path(), "a", &["a.test"]);
+    let wild = write_cert(dir.path(), "wild", &["*.b.test"]);
+    let port = free_port();
+    let d = dir.path().display();
+    let sy = Switchyard::start(&tls_config(
+        port,
+        &format!(
+            "{{cert: \"{d}/default.crt\", key: \"{d}/default.key\", sni: [{{cert: \"{d}/a.crt\", key: \"{d}/a.key\"}}, {{cert: \"{d}/wild.crt\", key: \"{d}/wild.key\"}}]}}"
+        ),
+        &b.url(),
+    ));
+    let served = |sni: &str| Tls::connect(tls_addr(port), sni, &[b"http/1.1"]).unwrap().cert();
+    assert!(served("a.test") == a, "a.test got another certificate\n{}", sy.logs());
+    assert!(served("A.TEST") == a);
+    assert!(served("www.b.test") == wild);
+    assert!(served("x.y.b.test") == default);
+    assert!(served("other.test") == default);
+    let mut c = Tls::connect(tls_addr(port), "a.test", &[b"http/1.1"]).unwrap();
+    assert_eq!(c.get("/").unwrap().0, 200);
+}
+
+#[test]
+fn certificate_replaced_on_disk_is_served_after_sighup_and_a_bad_one_is_refused() {
+    let b = TestBackend::start("b1");
+    let dir = TempDir::new();
+    let first = write_cert(dir.path(), "site", &["localhost"]);
+    let port = free_port();
+    let d = dir.path().display();
+    let sy = Switchyard::start(&tls_config(
+        port,
+        &format!("{{cert: \"{d}/site.crt\", key: \"{d}/site.key\"}}"),
+        &b.url(),
+    ));
+    let served = || Tls::connect(tls_addr(port), "localhost", &[b"http/1.1"]).unwrap().cert();
+    assert!(served() == first);
+    let mut open = Tls::connect(tls_addr(port), "localhost", &[b"http/1.1"]).unwrap();
+    assert_eq!(open.get("/before").unwrap().0, 200);
+
+    let second = write_cert(dir.path(), "site", &["localhost"]);
+    sy.signal(libc::SIGHUP);
+    assert!(
+        poll_until(Duration::from_secs(5), || served() == second),
+        "new certificate not served after SIGHUP\n{}",
+        sy.logs()
+    );
+    // the connection opened before the reload goes on with its session
+    assert_eq!(open.get("/after").unwrap().0, 200);
+    assert!(open.cert() == first);
+
+    // a broken key: the reload is refused and counted, the certificate stays
+    std::fs::write(dir.path().join("site.key"), "not a key\n").unwrap();
+    sy.signal(libc::SIGHUP);
+    let errors = || {
+        get(sy.admin_addr(), "/metrics", &[])
+            .text()
+            .lines()
+            .any(|l| l == "switchyard_config_reloads_total{result=\"error\"} 1")
+    };
+    assert!(poll_until(Duration::from_secs(5), errors), "{}", sy.logs());
+    assert!(served() == second);
+    assert!(sy.logs().contains("site.key"), "{}", sy.logs());
+}
+
+#[test]
+fn bad_certificate_files_are_config_errors_naming_the_file() {
+    let dir = TempDir::new();
+    write_cert(dir.path(), "a", &["a.test"]);
+    write_cert(dir.path(), "b", &["b.test"]);
+    std::fs::write(dir.path().join("garbage.crt"), "-----BEGIN CERTIFICATE-----\nnope\n").unwrap();
+    let d = dir.path().display();
+    let cases = [
+        (format!("{{cert: \"{d}/missing.crt\", key: \"{d}/a.key\"}}"), "missing.crt"),
+        (format!("{{cert: \"{d}/a.crt\", key: \"{d}/b.key\"}}"), "b.key"),
+        (format!("{{cert: \"{d}/garbage.crt\", key: \"{d}/a.key\"}}"), "garbage.crt"),
+        (
+            format!("{{cert: \"{d}/a.crt\", key: \"{d}/a.key\", sni: [{{cert: \"{d}/b.crt\", key: \"{d}/a.key\"}}]}}"),
+            "listen[1].tls.sni[0]",
+        ),
+    ];
+    for (tls, named) in cases {
+        let yaml = tls_config(free_port(), &tls, "http://127.0.0.1:9");
+        let (code, _out, err) = check_config(&yaml);
+        assert_eq!(code, 1, "{tls}: {err}");
+        assert!(err.contains(named), "{tls}: error does not name {named}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // at start (not -t) the same file is a failure to start: exit 2
+    let yaml = tls_config(
+        free_port(),
+        &format!("{{cert: \"{d}/a.crt\", key: \"{d}/b.key\"}}"),
+        "http://127.0.0.1:9",
+    );
+    let mut sy = Switchyard::builder().config(&yaml).ready(Ready::NoWait).start();
+    assert_eq!(sy.wait_exit(Duration::from_secs(10)), Some(2), "{}", sy.logs());
+    assert!(sy.logs().contains("b.key"), "{}", sy.logs());
+}
+
+#[test]
+fn plain_http_on_the_tls_port_never_reaches_the_backend() {
+    let b = TestBackend::start("b1");
+    let dir = TempDir::new();
+    write_cert(dir.path(), "site", &["localhost"]);
+    let port = free_port();
+    let d = dir.path().display();
+    let sy = Switchyard::start(&tls_config(
+        port,
+        &format!("{{cert: \"{d}/site.crt\", key: \"{d}/site.key\"}}"),
+        &b.url(),
+    ));
+    let raw = send_raw_timeout(
+        tls_addr(port),
+        b"GET /plain HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(3),
+    );
+    assert_eq!(raw_status(&raw), None, "a TLS port answered HTTP: {raw:?}");
+    assert_eq!(b.app_count(), 0, "{}", sy.logs());
+    // and it serves TLS normally afterwards
+    let mut c = Tls::connect(tls_addr(port), "localhost", &[b"http/1.1"]).unwrap();
+    assert_eq!(c.get("/ok").unwrap().0, 200, "{}", sy.logs());
+    assert_eq!(b.app_count(), 1);
+}
