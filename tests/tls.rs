@@ -319,3 +319,69 @@ fn plain_http_on_the_tls_port_never_reaches_the_backend() {
     assert_eq!(c.get("/ok").unwrap().0, 200, "{}", sy.logs());
     assert_eq!(b.app_count(), 1);
 }
+
+// ---------------------------------------------------------------------------
+// WebSocket pass-through, on the plain and the TLS listener
+// ---------------------------------------------------------------------------
+
+/// A WebSocket backend: greets each client, then echoes every text
+/// message back as `echo: ...`. Returns its `http://` URL.
+fn websocket_backend() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let Ok(mut ws) = tungstenite::accept(conn) else {
+                    return;
+                };
+                let _ = ws.send(tungstenite::Message::Text("hello from backend".into()));
+                while let Ok(m) = ws.read() {
+                    match m {
+                        tungstenite::Message::Text(t) => {
+                            if ws.send(tungstenite::Message::Text(format!("echo: {t}"))).is_err() {
+                                break;
+                            }
+                        }
+                        tungstenite::Message::Close(_) => break,
+                        _ => {}
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// Handshake through the proxy on `stream`, then frames both ways.
+fn websocket_round_trip<S: Read + Write>(stream: S) {
+    let (mut ws, resp) = tungstenite::client("ws://sy.test/chat", stream).expect("handshake");
+    assert_eq!(resp.status().as_u16(), 101);
+    let text = |m: tungstenite::Message| m.into_text().expect("text frame").to_string();
+    assert_eq!(text(ws.read().unwrap()), "hello from backend");
+    for i in 0..3 {
+        ws.send(tungstenite::Message::Text(format!("ping {i}"))).unwrap();
+        assert_eq!(text(ws.read().unwrap()), format!("echo: ping {i}"));
+    }
+    ws.close(None).unwrap();
+}
+
+#[test]
+fn websocket_passes_through_plain_and_tls_listeners() {
+    let backend = websocket_backend();
+    let dir = TempDir::new();
+    write_cert(dir.path(), "site", &["localhost"]);
+    let port = free_port();
+    let d = dir.path().display();
+    let sy = Switchyard::start(&tls_config(
+        port,
+        &format!("{{cert: \"{d}/site.crt\", key: \"{d}/site.key\"}}"),
+        &backend,
+    ));
+    let plain = TcpStream::connect(sy.addr()).unwrap();
+    plain.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+    websocket_round_trip(plain);
+    let tls = Tls::connect(tls_addr(port), "localhost", &[b"http/1.1"]).unwrap();
+    websocket_round_trip(tls.stream);
+    let _ = sy.logs();
+}
