@@ -15,9 +15,9 @@
 //! Limits are per process (per instance), not shared between instances.
 
 use crate::config::{RateKey, RateLimit};
-use pingora_proxy::Session;
 use arc_swap::ArcSwap;
 use lru::LruCache;
+use pingora_proxy::Session;
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -45,9 +45,12 @@ impl Limiter {
     /// Empty buckets for `config`; refusals are counted in `refused`.
     pub fn new(config: RateLimit, refused: Arc<AtomicU64>) -> Self {
         let shards = SHARDS.min(config.max_keys).max(1);
-        let per_shard = NonZeroUsize::new(config.max_keys.div_ceil(shards)).unwrap_or(NonZeroUsize::MIN);
+        let per_shard =
+            NonZeroUsize::new(config.max_keys.div_ceil(shards)).unwrap_or(NonZeroUsize::MIN);
         Limiter {
-            shards: (0..shards).map(|_| Mutex::new(LruCache::new(per_shard))).collect(),
+            shards: (0..shards)
+                .map(|_| Mutex::new(LruCache::new(per_shard)))
+                .collect(),
             config,
             hasher: RandomState::new(),
             epoch: Instant::now(),
@@ -213,7 +216,9 @@ mod tests {
         let l = limiter(0.5, 1, 100);
         let t0 = Instant::now();
         assert!(l.check_at(b"a", t0).is_ok());
-        let wait = l.check_at(b"a", t0 + Duration::from_millis(100)).unwrap_err();
+        let wait = l
+            .check_at(b"a", t0 + Duration::from_millis(100))
+            .unwrap_err();
         assert_eq!(wait, Duration::from_millis(1900));
         assert_eq!(retry_after_secs(wait), 2);
         assert_eq!(retry_after_secs(Duration::ZERO), 1);

@@ -131,7 +131,12 @@ impl Reloader {
             }
         };
         // certificates first: a file that fails now rejects the reload
-        let certs = match self.tls.as_ref().map(|t| t.prepare(&file.listen)).transpose() {
+        let certs = match self
+            .tls
+            .as_ref()
+            .map(|t| t.prepare(&file.listen))
+            .transpose()
+        {
             Ok(c) => c,
             Err(e) => {
                 self.metrics.reloads_error.fetch_add(1, Relaxed);

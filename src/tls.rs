@@ -14,7 +14,7 @@
 //! reload and the old certificates stay.
 
 use crate::certs::{self, CertError, LoadedCert};
-use crate::config::{ListenerTls, Listener};
+use crate::config::{Listener, ListenerTls};
 use arc_swap::ArcSwap;
 use pingora_core::listeners::tls::TlsSettings;
 use rustls::server::{ClientHello, ResolvesServerCert};

@@ -22,7 +22,11 @@ fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
 
 /// One GET with `Connection: close` on `s`; the raw answer.
 fn raw_get(mut s: TcpStream, path: &str) -> String {
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
@@ -32,7 +36,10 @@ fn metric(sy: &Switchyard, line_prefix: &str) -> Option<u64> {
     get(sy.admin_addr(), "/metrics", &[])
         .text()
         .lines()
-        .find_map(|l| l.strip_prefix(line_prefix).map(|v| v.trim().parse().unwrap_or(0)))
+        .find_map(|l| {
+            l.strip_prefix(line_prefix)
+                .map(|v| v.trim().parse().unwrap_or(0))
+        })
 }
 
 #[test]
@@ -48,7 +55,11 @@ fn rate_limit_answers_429_with_retry_after_and_spares_other_clients() {
             200 => {}
             429 => {
                 limited += 1;
-                let secs: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+                let secs: u64 = r
+                    .header("retry-after")
+                    .expect("Retry-After")
+                    .parse()
+                    .unwrap();
                 assert!((1..=2).contains(&secs), "Retry-After {secs}");
                 assert_eq!(r.json()["pool"], "web");
                 assert_eq!(r.json()["error"], "rate limited");
@@ -70,7 +81,12 @@ fn rate_limit_answers_429_with_retry_after_and_spares_other_clients() {
     assert!(poll_until(Duration::from_secs(5), || {
         metric(&sy, "switchyard_config_reloads_total{result=\"ok\"}") == Some(1)
     }));
-    assert_eq!(get(sy.addr(), "/after-reload", &[]).status, 429, "{}", sy.logs());
+    assert_eq!(
+        get(sy.addr(), "/after-reload", &[]).status,
+        429,
+        "{}",
+        sy.logs()
+    );
 }
 
 #[test]
@@ -106,7 +122,9 @@ fn slowloris_is_dropped_within_header_timeout_while_others_are_served() {
         let mut s = TcpStream::connect(addr).unwrap();
         s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
         let start = Instant::now();
-        let head = b"GET /slow HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter().chain(&[b'a'; 64]);
+        let head = b"GET /slow HTTP/1.1\r\nHost: x\r\nX-Slow: "
+            .iter()
+            .chain(&[b'a'; 64]);
         let mut answer = Vec::new();
         for byte in head {
             if s.write_all(&[*byte]).is_err() {
@@ -136,8 +154,16 @@ fn slowloris_is_dropped_within_header_timeout_while_others_are_served() {
         "slow client kept for {took:?}\n{}",
         sy.logs()
     );
-    assert!(took >= Duration::from_millis(1800), "dropped too early: {took:?}");
-    assert_eq!(raw_status(&answer), Some(408), "{}", String::from_utf8_lossy(&answer));
+    assert!(
+        took >= Duration::from_millis(1800),
+        "dropped too early: {took:?}"
+    );
+    assert_eq!(
+        raw_status(&answer),
+        Some(408),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
     assert_eq!(b.path_count("/slow"), 0);
     assert_eq!(get(sy.addr(), "/after", &[]).status, 200);
 }
@@ -151,7 +177,12 @@ fn oversized_head_is_answered_431_and_the_next_connection_served() {
         "a".repeat(8 * 1024)
     );
     let raw = send_raw(sy.addr(), big.as_bytes());
-    assert_eq!(raw_status(&raw), Some(431), "{}", String::from_utf8_lossy(&raw));
+    assert_eq!(
+        raw_status(&raw),
+        Some(431),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
     assert!(String::from_utf8_lossy(&raw).contains("\"error\":\"request header fields too large\""));
     assert_eq!(b.path_count("/big"), 0);
     // a head just under the limit passes
@@ -170,7 +201,12 @@ fn keepalive_connections_end_after_the_request_limit_and_the_idle_timeout() {
     assert_eq!(c.get("/1", &[]).unwrap().status, 200);
     let second = c.get("/2", &[]).unwrap();
     assert_eq!(second.status, 200);
-    assert_eq!(second.header("connection"), Some("close"), "{:?}", second.headers);
+    assert_eq!(
+        second.header("connection"),
+        Some("close"),
+        "{:?}",
+        second.headers
+    );
 
     let mut idle = TcpStream::connect(sy.addr()).unwrap();
     write!(idle, "GET /3 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
@@ -193,12 +229,18 @@ fn tls_hello_on_the_plain_port_is_dropped_without_reaching_the_backend() {
     let b = TestBackend::start("b1");
     let sy = Switchyard::start(&web_pool_config(&[b.url()], ""));
     // the start of a TLS 1.2/1.3 ClientHello record
-    let mut hello = vec![0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03, 0x03];
+    let mut hello = vec![
+        0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03, 0x03,
+    ];
     hello.extend_from_slice(&[0x42; 64]);
     let start = Instant::now();
     let raw = send_raw_timeout(sy.addr(), &hello, Duration::from_secs(5));
     assert!(raw.is_empty(), "answered TLS with {raw:?}");
-    assert!(start.elapsed() < Duration::from_secs(2), "held for {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "held for {:?}",
+        start.elapsed()
+    );
     let raw = send_raw(sy.addr(), b"\x00\x01\x02 garbage\r\n\r\n");
     assert_eq!(raw_status(&raw), Some(400));
     assert_eq!(b.app_count(), 0);

@@ -61,14 +61,13 @@ struct Tls {
 
 impl Tls {
     fn connect(addr: SocketAddr, sni: &str, alpn: &[&[u8]]) -> std::io::Result<Tls> {
-        let mut config = ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .expect("protocol versions")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AnyCert))
-        .with_no_client_auth();
+        let mut config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("protocol versions")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCert))
+                .with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let name = ServerName::try_from(sni.to_string()).expect("server name");
         let conn = ClientConnection::new(Arc::new(config), name).expect("client connection");
@@ -86,15 +85,16 @@ impl Tls {
     }
 
     fn cert(&self) -> Vec<u8> {
-        self.stream.conn.peer_certificates().expect("peer certificate")[0].to_vec()
+        self.stream
+            .conn
+            .peer_certificates()
+            .expect("peer certificate")[0]
+            .to_vec()
     }
 
     /// One HTTP/1.1 GET on this connection (kept alive); status and body.
     fn get(&mut self, path: &str) -> std::io::Result<(u16, String)> {
-        write!(
-            self.stream,
-            "GET {path} HTTP/1.1\r\nHost: sy.test\r\n\r\n"
-        )?;
+        write!(self.stream, "GET {path} HTTP/1.1\r\nHost: sy.test\r\n\r\n")?;
         self.stream.flush()?;
         let mut buf = Vec::new();
         let mut tmp = [0u8; 4096];
@@ -108,23 +108,35 @@ impl Tls {
             if let Some((head, body)) = text.split_once("\r\n\r\n") {
                 let len = head
                     .lines()
-                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                    })
                     .unwrap_or(0);
                 if body.len() >= len {
-                    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+                    let status = head
+                        .split(' ')
+                        .nth(1)
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
                     return Ok((status, body[..len].to_string()));
                 }
             }
         }
-        Err(std::io::Error::other(format!("incomplete response: {}", String::from_utf8_lossy(&buf))))
+        Err(std::io::Error::other(format!(
+            "incomplete response: {}",
+            String::from_utf8_lossy(&buf)
+        )))
     }
 }
 
 /// A self-signed certificate for `names`, written to `dir/stem.{crt,key}`;
 /// returns the certificate's DER.
 fn write_cert(dir: &Path, stem: &str, names: &[&str]) -> Vec<u8> {
-    let c = rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-        .expect("rcgen");
+    let c =
+        rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .expect("rcgen");
     std::fs::write(dir.join(format!("{stem}.crt")), c.cert.pem()).unwrap();
     std::fs::write(dir.join(format!("{stem}.key")), c.key_pair.serialize_pem()).unwrap();
     c.cert.der().to_vec()
@@ -178,7 +190,14 @@ fn https_is_served_over_h2_and_http11_by_alpn() {
 
     // a real HTTP/2 request, proxied to the HTTP/1.1 backend
     let out = Command::new("curl")
-        .args(["-sk", "--http2", "-o", "-", "-w", "\n%{http_version} %{http_code}"])
+        .args([
+            "-sk",
+            "--http2",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_version} %{http_code}",
+        ])
         .arg(format!("https://localhost:{port}/over-h2"))
         .output()
         .expect("curl");
@@ -190,7 +209,10 @@ fn https_is_served_over_h2_and_http11_by_alpn() {
     assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
     // the plain listener still says http
     assert_eq!(get(sy.addr(), "/plain", &[]).status, 200);
-    assert_eq!(b.last_app_request().unwrap().header("x-forwarded-proto"), Some("http"));
+    assert_eq!(
+        b.last_app_request().unwrap().header("x-forwarded-proto"),
+        Some("http")
+    );
 }
 
 #[test]
@@ -209,8 +231,16 @@ fn sni_picks_the_certificate_whose_names_match() {
         ),
         &b.url(),
     ));
-    let served = |sni: &str| Tls::connect(tls_addr(port), sni, &[b"http/1.1"]).unwrap().cert();
-    assert!(served("a.test") == a, "a.test got another certificate\n{}", sy.logs());
+    let served = |sni: &str| {
+        Tls::connect(tls_addr(port), sni, &[b"http/1.1"])
+            .unwrap()
+            .cert()
+    };
+    assert!(
+        served("a.test") == a,
+        "a.test got another certificate\n{}",
+        sy.logs()
+    );
     assert!(served("A.TEST") == a);
     assert!(served("www.b.test") == wild);
     assert!(served("x.y.b.test") == default);
@@ -231,7 +261,11 @@ fn certificate_replaced_on_disk_is_served_after_sighup_and_a_bad_one_is_refused(
         &format!("{{cert: \"{d}/site.crt\", key: \"{d}/site.key\"}}"),
         &b.url(),
     ));
-    let served = || Tls::connect(tls_addr(port), "localhost", &[b"http/1.1"]).unwrap().cert();
+    let served = || {
+        Tls::connect(tls_addr(port), "localhost", &[b"http/1.1"])
+            .unwrap()
+            .cert()
+    };
     assert!(served() == first);
     let mut open = Tls::connect(tls_addr(port), "localhost", &[b"http/1.1"]).unwrap();
     assert_eq!(open.get("/before").unwrap().0, 200);
@@ -266,7 +300,11 @@ fn bad_certificate_files_are_config_errors_naming_the_file() {
     let dir = TempDir::new();
     write_cert(dir.path(), "a", &["a.test"]);
     write_cert(dir.path(), "b", &["b.test"]);
-    std::fs::write(dir.path().join("garbage.crt"), "-----BEGIN CERTIFICATE-----\nnope\n").unwrap();
+    std::fs::write(
+        dir.path().join("garbage.crt"),
+        "-----BEGIN CERTIFICATE-----\nnope\n",
+    )
+    .unwrap();
     let d = dir.path().display();
     let cases = [
         (format!("{{cert: \"{d}/missing.crt\", key: \"{d}/a.key\"}}"), "missing.crt"),
@@ -281,7 +319,10 @@ fn bad_certificate_files_are_config_errors_naming_the_file() {
         let yaml = tls_config(free_port(), &tls, "http://127.0.0.1:9");
         let (code, _out, err) = check_config(&yaml);
         assert_eq!(code, 1, "{tls}: {err}");
-        assert!(err.contains(named), "{tls}: error does not name {named}: {err}");
+        assert!(
+            err.contains(named),
+            "{tls}: error does not name {named}: {err}"
+        );
         assert!(!err.contains("panicked"), "{err}");
     }
     // at start (not -t) the same file is a failure to start: exit 2
@@ -290,8 +331,16 @@ fn bad_certificate_files_are_config_errors_naming_the_file() {
         &format!("{{cert: \"{d}/a.crt\", key: \"{d}/b.key\"}}"),
         "http://127.0.0.1:9",
     );
-    let mut sy = Switchyard::builder().config(&yaml).ready(Ready::NoWait).start();
-    assert_eq!(sy.wait_exit(Duration::from_secs(10)), Some(2), "{}", sy.logs());
+    let mut sy = Switchyard::builder()
+        .config(&yaml)
+        .ready(Ready::NoWait)
+        .start();
+    assert_eq!(
+        sy.wait_exit(Duration::from_secs(10)),
+        Some(2),
+        "{}",
+        sy.logs()
+    );
     assert!(sy.logs().contains("b.key"), "{}", sy.logs());
 }
 
@@ -337,14 +386,13 @@ fn websocket_backend() -> String {
                 };
                 let _ = ws.send(tungstenite::Message::Text("hello from backend".into()));
                 while let Ok(m) = ws.read() {
-                    match m {
-                        tungstenite::Message::Text(t) => {
-                            if ws.send(tungstenite::Message::Text(format!("echo: {t}"))).is_err() {
-                                break;
-                            }
-                        }
+                    let reply = match m {
+                        tungstenite::Message::Text(t) => format!("echo: {t}"),
                         tungstenite::Message::Close(_) => break,
-                        _ => {}
+                        _ => continue,
+                    };
+                    if ws.send(tungstenite::Message::Text(reply)).is_err() {
+                        break;
                     }
                 }
             });
@@ -360,7 +408,8 @@ fn websocket_round_trip<S: Read + Write>(stream: S) {
     let text = |m: tungstenite::Message| m.into_text().expect("text frame").to_string();
     assert_eq!(text(ws.read().unwrap()), "hello from backend");
     for i in 0..3 {
-        ws.send(tungstenite::Message::Text(format!("ping {i}"))).unwrap();
+        ws.send(tungstenite::Message::Text(format!("ping {i}")))
+            .unwrap();
         assert_eq!(text(ws.read().unwrap()), format!("echo: ping {i}"));
     }
     ws.close(None).unwrap();

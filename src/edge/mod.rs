@@ -138,7 +138,10 @@ async fn reject(mut stream: Stream, status: u16) {
         stream.write_all(resp.as_bytes()).await?;
         stream.flush().await
     };
-    if tokio::time::timeout(Duration::from_secs(5), write).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), write)
+        .await
+        .is_err()
+    {
         return;
     }
     // lingering close (as nginx's lingering_close): read and discard what
