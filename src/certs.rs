@@ -71,6 +71,26 @@ pub fn load(cert: &str, key: &str) -> Result<LoadedCert, CertError> {
     })
 }
 
+/// Reads a PEM bundle of CA certificates (DER of each, checked to parse as
+/// X.509).
+pub fn load_ca(path: &str) -> Result<Vec<Vec<u8>>, CertError> {
+    let pem = std::fs::read(path).map_err(|e| CertError(format!("cannot read {path}: {e}")))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| CertError(format!("{path}: malformed PEM: {e}")))?;
+    if certs.is_empty() {
+        return Err(CertError(format!("{path}: no PEM certificate found")));
+    }
+    certs
+        .into_iter()
+        .map(|c| {
+            x509_parser::parse_x509_certificate(c.as_ref())
+                .map_err(|e| CertError(format!("{path}: not an X.509 certificate: {e}")))?;
+            Ok(c.to_vec())
+        })
+        .collect()
+}
+
 /// The DNS names `der` is valid for (see [`LoadedCert::names`]).
 fn names(der: &CertificateDer<'_>) -> Result<Vec<String>, String> {
     let (_, x509) = x509_parser::parse_x509_certificate(der.as_ref())

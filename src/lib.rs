@@ -54,3 +54,4 @@ pub mod retry;
 pub mod routing;
 pub mod server;
 pub mod tls;
+pub mod upstream_tls;

@@ -434,3 +434,95 @@ fn websocket_passes_through_plain_and_tls_listeners() {
     websocket_round_trip(tls.stream);
     let _ = sy.logs();
 }
+
+// ---------------------------------------------------------------------------
+// HTTPS backends
+// ---------------------------------------------------------------------------
+
+/// A CA and, for each of `names`, a leaf certificate it signed, written to
+/// `dir` as `ca.crt` and `leafN.{crt,key}`.
+fn write_ca_and_leaves(dir: &Path, names: &[&str]) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "switchyard test CA");
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    std::fs::write(dir.join("ca.crt"), ca.pem()).unwrap();
+    for (i, name) in names.iter().enumerate() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        std::fs::write(dir.join(format!("leaf{i}.crt")), leaf.pem()).unwrap();
+        std::fs::write(dir.join(format!("leaf{i}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+/// An HTTPS backend: a switchyard TLS listener on a free port with
+/// `cert`/`key`, in front of `backend`. Returns the guard and the port.
+fn https_front(cert: &Path, key: &Path, backend: &TestBackend) -> (Switchyard, u16) {
+    let port = free_port();
+    let sy = Switchyard::start(&tls_config(
+        port,
+        &format!("{{cert: \"{}\", key: \"{}\"}}", cert.display(), key.display()),
+        &backend.url(),
+    ));
+    (sy, port)
+}
+
+fn https_pool(backends: &[String], tls: &str) -> String {
+    let mut y = String::from("listen: [{addr: \"{listen}\"}]\nrouting: {default_pool: web}\npools:\n  web:\n    backends:\n");
+    for b in backends {
+        y.push_str(&format!("      - url: \"{b}\"\n"));
+    }
+    y.push_str("    health_check: {type: http, path: /health, interval: 300ms, rise: 1, fall: 1}\n");
+    if !tls.is_empty() {
+        y.push_str(&format!("    tls: {tls}\n"));
+    }
+    y
+}
+
+#[test]
+fn https_backends_with_different_names_are_each_verified_by_their_own_name() {
+    let dir = TempDir::new();
+    write_ca_and_leaves(dir.path(), &["localhost", "127.0.0.1"]);
+    let (b1, b2) = (TestBackend::start("b1"), TestBackend::start("b2"));
+    let (_f1, p1) = https_front(&dir.join("leaf0.crt"), &dir.join("leaf0.key"), &b1);
+    let (_f2, p2) = https_front(&dir.join("leaf1.crt"), &dir.join("leaf1.key"), &b2);
+    let sy = Switchyard::start(&https_pool(
+        &[format!("https://localhost:{p1}"), format!("https://127.0.0.1:{p2}")],
+        &format!("{{ca: \"{}\"}}", dir.join("ca.crt").display()),
+    ));
+    let both = poll_until(Duration::from_secs(10), || {
+        let _ = get(sy.addr(), "/spread", &[]);
+        b1.path_count("/spread") > 0 && b2.path_count("/spread") > 0
+    });
+    assert!(both, "not both HTTPS backends served\n{}", sy.logs());
+    let seen = b2.last_app_request().unwrap();
+    assert_eq!(seen.target, "/spread");
+}
+
+#[test]
+fn verify_false_accepts_a_self_signed_backend_and_says_so() {
+    let dir = TempDir::new();
+    write_cert(dir.path(), "self", &["localhost"]);
+    let b = TestBackend::start("b1");
+    let (_front, port) = https_front(&dir.join("self.crt"), &dir.join("self.key"), &b);
+    let url = format!("https://localhost:{port}");
+
+    // verified against the system's roots: never admitted
+    let strict = Switchyard::start(&https_pool(&[url.clone()], ""));
+    assert_eq!(get(strict.addr(), "/strict", &[]).status, 503, "{}", strict.logs());
+
+    let lax = Switchyard::start(&https_pool(&[url], "{verify: false}"));
+    assert!(
+        poll_until(Duration::from_secs(10), || get(lax.addr(), "/lax", &[]).status == 200),
+        "{}",
+        lax.logs()
+    );
+    assert!(lax.logs().contains("NOT checked"), "{}", lax.logs());
+    assert_eq!(b.path_count("/strict"), 0);
+}

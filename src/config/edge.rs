@@ -55,6 +55,62 @@ pub struct RawRateLimit {
     pub max_keys: Option<usize>,
 }
 
+/// A pool's `tls` (its `https://` backends) as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// Verify the backends' certificates (default true).
+    pub verify: Option<bool>,
+    /// PEM file of the CAs to trust instead of the system's roots.
+    pub ca: Option<String>,
+    /// SNI (and name to verify) for every backend instead of its own host.
+    pub sni: Option<String>,
+}
+
+/// How a pool's `https://` backends are checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// Verify certificate chains and host names (default true).
+    pub verify: bool,
+    /// CA bundle replacing the system's roots; `None` uses the system's.
+    pub ca: Option<String>,
+    /// SNI and verified name for every backend; `None` uses each backend's
+    /// own host name.
+    pub sni: Option<String>,
+}
+
+impl Default for UpstreamTls {
+    fn default() -> Self {
+        UpstreamTls {
+            verify: true,
+            ca: None,
+            sni: None,
+        }
+    }
+}
+
+/// Checks a pool's `tls` (`path` is `pools.NAME.tls`).
+pub fn upstream_tls(r: &RawUpstreamTls, path: &str, errs: &mut Vec<ConfigError>) -> UpstreamTls {
+    if let Some(ca) = &r.ca {
+        if let Err(e) = certs::load_ca(ca) {
+            errs.push(ConfigError::new(format!("{path}.ca"), e.to_string()));
+        }
+    }
+    if let Some(sni) = &r.sni {
+        if rustls::pki_types::ServerName::try_from(sni.as_str()).is_err() {
+            errs.push(ConfigError::new(
+                format!("{path}.sni"),
+                format!("{sni:?} is not a valid host name"),
+            ));
+        }
+    }
+    UpstreamTls {
+        verify: r.verify.unwrap_or(true),
+        ca: r.ca.clone(),
+        sni: r.sni.clone(),
+    }
+}
+
 /// TLS termination of a listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerTls {

@@ -12,7 +12,7 @@ pub mod raw;
 pub mod units;
 mod validate;
 
-pub use edge::{CertPair, ClientLimits, ListenerTls, RateKey, RateLimit};
+pub use edge::{CertPair, ClientLimits, ListenerTls, RateKey, RateLimit, UpstreamTls};
 pub use validate::{backend_from_url, validate};
 
 use http::HeaderName;
@@ -167,6 +167,8 @@ pub struct PoolConfig {
     pub race: Option<RacePolicy>,
     /// Token bucket per client; `None` is off.
     pub rate_limit: Option<RateLimit>,
+    /// Certificate checks of `https://` backends.
+    pub tls: UpstreamTls,
 }
 
 /// A pool's `race:` after defaults.

@@ -40,6 +40,7 @@ pub fn from_backends(list: &str, port: u16) -> Result<Config, ConfigErrors> {
                 passive: None,
                 race: None,
                 rate_limit: None,
+                tls: None,
             })
             .backends
             .push(RawBackend {

@@ -127,6 +127,8 @@ pub struct RawPool {
     pub race: Option<RawRace>,
     /// Token bucket per client; absent means off.
     pub rate_limit: Option<super::edge::RawRateLimit>,
+    /// Certificate checks of `https://` backends.
+    pub tls: Option<super::edge::RawUpstreamTls>,
 }
 
 /// `race:` of a pool.

@@ -17,6 +17,7 @@ pub use least_conn::LeastConn;
 
 use crate::config::{BackendConfig, PoolConfig, Strategy};
 use crate::health;
+use crate::upstream_tls::{self, UpstreamTlsCtx};
 use async_trait::async_trait;
 use futures::FutureExt;
 use pingora_core::services::background::BackgroundService;
@@ -93,6 +94,8 @@ pub struct Pool {
     /// Stops the pool's background loop when the pool is dropped.
     stop: watch::Sender<bool>,
     started: AtomicBool,
+    /// Certificate checks of `https://` backends (`None`: plain pool).
+    upstream_tls: Option<UpstreamTlsCtx>,
 }
 
 impl Pool {
@@ -100,7 +103,15 @@ impl Pool {
     /// address, name and URL) keep their state; one that was not ready there
     /// must pass a probe again before it takes traffic.
     pub fn build(config: &PoolConfig, previous: Option<&Pool>) -> Pool {
-        let probe = health::probe(&config.name, &config.health, &config.backends);
+        let upstream_tls = config
+            .backends
+            .iter()
+            .any(|b| b.tls)
+            .then(|| UpstreamTlsCtx::new(&config.name, &config.tls));
+        let probe = match &upstream_tls {
+            Some(t) => upstream_tls::probe(&config.name, &config.health, &config.backends, t),
+            None => health::probe(&config.name, &config.health, &config.backends),
+        };
         let probed = probe.is_some();
         let members: Vec<Backend> = config
             .backends
@@ -134,6 +145,7 @@ impl Pool {
             probed,
             stop: watch::channel(false).0,
             started: AtomicBool::new(false),
+            upstream_tls,
         }
     }
 
@@ -233,6 +245,9 @@ impl Pool {
         o.read_timeout = Some(t.read.min(remaining));
         o.write_timeout = Some(t.read.min(remaining));
         o.idle_timeout = Some(std::time::Duration::from_secs(60));
+        if let Some(t) = &self.upstream_tls {
+            t.apply(&mut peer);
+        }
         peer
     }
 }
