@@ -526,3 +526,19 @@ fn verify_false_accepts_a_self_signed_backend_and_says_so() {
     assert!(lax.logs().contains("NOT checked"), "{}", lax.logs());
     assert_eq!(b.path_count("/strict"), 0);
 }
+
+#[test]
+fn unreadable_backend_ca_is_a_config_error_naming_the_file() {
+    let dir = TempDir::new();
+    let missing = dir.join("missing-ca.pem");
+    let yaml = https_pool(
+        &["https://localhost:9".to_string()],
+        &format!("{{ca: \"{}\"}}", missing.display()),
+    );
+    let (code, _out, err) = check_config(&yaml);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("pools.web.tls.ca") && err.contains("missing-ca.pem"), "{err}");
+    let plain = "listen: [{addr: \"{listen}\"}]\npools:\n  web:\n    backends: [{url: \"http://127.0.0.1:9\"}]\n    tls: {verify: false}\n";
+    let (code, _out, err) = check_config(plain);
+    assert_eq!(code, 1, "tls on a plain pool: {err}");
+}
