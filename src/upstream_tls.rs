@@ -128,9 +128,10 @@ impl HealthCheck for PerBackend {
     }
 
     fn backend_summary(&self, target: &Backend) -> String {
-        self.checks
-            .get(&socket_addr(target))
-            .map_or_else(|| format!("{:?}", target.addr), |c| c.backend_summary(target))
+        self.checks.get(&socket_addr(target)).map_or_else(
+            || format!("{:?}", target.addr),
+            |c| c.backend_summary(target),
+        )
     }
 
     fn health_threshold(&self, success: bool) -> usize {

@@ -467,7 +467,11 @@ fn https_front(cert: &Path, key: &Path, backend: &TestBackend) -> (Switchyard, u
     let port = free_port();
     let sy = Switchyard::start(&tls_config(
         port,
-        &format!("{{cert: \"{}\", key: \"{}\"}}", cert.display(), key.display()),
+        &format!(
+            "{{cert: \"{}\", key: \"{}\"}}",
+            cert.display(),
+            key.display()
+        ),
         &backend.url(),
     ));
     (sy, port)
@@ -478,7 +482,9 @@ fn https_pool(backends: &[String], tls: &str) -> String {
     for b in backends {
         y.push_str(&format!("      - url: \"{b}\"\n"));
     }
-    y.push_str("    health_check: {type: http, path: /health, interval: 300ms, rise: 1, fall: 1}\n");
+    y.push_str(
+        "    health_check: {type: http, path: /health, interval: 300ms, rise: 1, fall: 1}\n",
+    );
     if !tls.is_empty() {
         y.push_str(&format!("    tls: {tls}\n"));
     }
@@ -493,7 +499,10 @@ fn https_backends_with_different_names_are_each_verified_by_their_own_name() {
     let (_f1, p1) = https_front(&dir.join("leaf0.crt"), &dir.join("leaf0.key"), &b1);
     let (_f2, p2) = https_front(&dir.join("leaf1.crt"), &dir.join("leaf1.key"), &b2);
     let sy = Switchyard::start(&https_pool(
-        &[format!("https://localhost:{p1}"), format!("https://127.0.0.1:{p2}")],
+        &[
+            format!("https://localhost:{p1}"),
+            format!("https://127.0.0.1:{p2}"),
+        ],
         &format!("{{ca: \"{}\"}}", dir.join("ca.crt").display()),
     ));
     let both = poll_until(Duration::from_secs(10), || {
@@ -514,12 +523,19 @@ fn verify_false_accepts_a_self_signed_backend_and_says_so() {
     let url = format!("https://localhost:{port}");
 
     // verified against the system's roots: never admitted
-    let strict = Switchyard::start(&https_pool(&[url.clone()], ""));
-    assert_eq!(get(strict.addr(), "/strict", &[]).status, 503, "{}", strict.logs());
+    let strict = Switchyard::start(&https_pool(std::slice::from_ref(&url), ""));
+    assert_eq!(
+        get(strict.addr(), "/strict", &[]).status,
+        503,
+        "{}",
+        strict.logs()
+    );
 
     let lax = Switchyard::start(&https_pool(&[url], "{verify: false}"));
     assert!(
-        poll_until(Duration::from_secs(10), || get(lax.addr(), "/lax", &[]).status == 200),
+        poll_until(Duration::from_secs(10), || get(lax.addr(), "/lax", &[])
+            .status
+            == 200),
         "{}",
         lax.logs()
     );
@@ -537,7 +553,10 @@ fn unreadable_backend_ca_is_a_config_error_naming_the_file() {
     );
     let (code, _out, err) = check_config(&yaml);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("pools.web.tls.ca") && err.contains("missing-ca.pem"), "{err}");
+    assert!(
+        err.contains("pools.web.tls.ca") && err.contains("missing-ca.pem"),
+        "{err}"
+    );
     let plain = "listen: [{addr: \"{listen}\"}]\npools:\n  web:\n    backends: [{url: \"http://127.0.0.1:9\"}]\n    tls: {verify: false}\n";
     let (code, _out, err) = check_config(plain);
     assert_eq!(code, 1, "tls on a plain pool: {err}");

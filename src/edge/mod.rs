@@ -95,14 +95,18 @@ impl ServerApp for EdgeApp {
             // request head already read. Pipelining stays off, so the
             // persisted settings never carry a prefix of their own.
             let mut session = ServerSession::new_http1(stream);
-            session.set_keepalive(if *shutdown.borrow() {
-                None
-            } else {
-                Some(limits.keepalive_timeout.as_secs().max(1))
-            });
             match persisted.take() {
                 Some(p) => p.apply_to_session(&mut session),
-                None => session.set_keepalive_reuses_remaining(Some(limits.keepalive_requests - 1)),
+                None => {
+                    // idle time is enforced by `read_head`; pingora only
+                    // needs to know that keep-alive is on
+                    session.set_keepalive(Some(limits.keepalive_timeout.as_secs().max(1)));
+                    // pingora counts reuses: n requests = n - 1 reuses
+                    session.set_keepalive_reuses_remaining(Some(limits.keepalive_requests - 1));
+                }
+            }
+            if *shutdown.borrow() {
+                session.set_keepalive(None);
             }
             session.set_pipelined_prefix(buf);
             let reused = self.proxy.process_new_http(session, shutdown).await?;
