@@ -8,7 +8,10 @@
 //! ```text
 //! main (src/bin/switchyard.rs)
 //! `-- server::run ---------------- pingora Server (daemon, pid, upgrade, signals)
-//!     |-- proxy::Proxy (ProxyHttp) -- one per listener set
+//!     |-- edge::EdgeApp (ServerApp) -- client limits per listener (head deadline
+//!     |   |                            and size, keep-alive), h2 by ALPN; TLS
+//!     |   |                            certificates from tls::Resolver (SNI)
+//!     |-- proxy::Proxy (ProxyHttp) -- wrapped by EdgeApp; ratelimit::Limiters
 //!     |   `-- ArcSwap<RouteTable> ---- routing::RouteTable (immutable snapshot)
 //!     |       `-- Arc<Pool> x N ------ pool::Pool
 //!     |           |-- LoadBalancer<S> (RoundRobin | Random | Consistent | LeastConn)

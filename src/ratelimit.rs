@@ -14,7 +14,7 @@
 //! `rate_limit` unchanged keeps its buckets; a changed one starts afresh.
 //! Limits are per process (per instance), not shared between instances.
 
-use crate::config::{RateKey, RateLimit};
+use crate::config::{PoolConfig, RateKey, RateLimit};
 use arc_swap::ArcSwap;
 use lru::LruCache;
 use pingora_proxy::Session;
@@ -161,6 +161,15 @@ impl Limiters {
         next.insert(pool.to_string(), limiter.clone());
         self.live.store(Arc::new(next));
         limiter
+    }
+
+    /// `Some(Retry-After seconds)` when the rate limit of `pool` (if any)
+    /// refuses this request, else `None` (the token is taken).
+    pub fn refuse(&self, pool: &PoolConfig, session: &Session) -> Option<u64> {
+        let config = pool.rate_limit.as_ref()?;
+        let limiter = self.for_pool(&pool.name, config);
+        let wait = limiter.check(&key_of(config, session)).err()?;
+        Some(retry_after_secs(wait))
     }
 
     fn counter(&self, pool: &str) -> Arc<AtomicU64> {

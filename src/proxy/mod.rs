@@ -24,7 +24,7 @@ use crate::config::Strategy;
 use crate::metrics::{AttemptResult, Metrics};
 use crate::pool::{socket_addr, state_of, Pool};
 use crate::race;
-use crate::ratelimit::{self, Limiters};
+use crate::ratelimit::Limiters;
 use crate::retry;
 use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
@@ -64,29 +64,6 @@ impl Proxy {
             limiters: metrics.rate_limiters.clone(),
             metrics,
         }
-    }
-
-    /// Answers 429 when the pool's rate limit refuses this request; `true`
-    /// when it did.
-    async fn rate_limited(&self, session: &mut Session, pool: &Pool) -> bool {
-        let Some(config) = &pool.config.rate_limit else {
-            return false;
-        };
-        let limiter = self.limiters.for_pool(pool.name(), config);
-        let Err(wait) = limiter.check(&ratelimit::key_of(config, session)) else {
-            return false;
-        };
-        let retry_after = ratelimit::retry_after_secs(wait).to_string();
-        errors::respond_with(
-            session,
-            429,
-            errors::message_for(429),
-            pool.name(),
-            None,
-            &[("retry-after", retry_after)],
-        )
-        .await;
-        true
     }
 }
 
@@ -146,7 +123,10 @@ impl ProxyHttp for Proxy {
         ctx.deadline = Some(now + pool.config.timeouts.request);
         ctx.table = Some(table);
         ctx.pool = Some(pool.clone());
-        if self.rate_limited(session, &pool).await {
+        if let Some(secs) = self.limiters.refuse(&pool.config, session) {
+            let retry_after = [("retry-after", secs.to_string())];
+            let msg = errors::message_for(429);
+            errors::respond_with(session, 429, msg, pool.name(), None, &retry_after).await;
             return Ok(true);
         }
         if let Some(race) = &pool.config.race {
