@@ -185,6 +185,19 @@ fn oversized_head_is_answered_431_and_the_next_connection_served() {
     );
     assert!(String::from_utf8_lossy(&raw).contains("\"error\":\"request header fields too large\""));
     assert_eq!(b.path_count("/big"), 0);
+    // just over the limit, complete by the time it is measured
+    let over = format!(
+        "GET /over HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(4 * 1024 + 100)
+    );
+    let raw = send_raw(sy.addr(), over.as_bytes());
+    assert_eq!(
+        raw_status(&raw),
+        Some(431),
+        "{}",
+        String::from_utf8_lossy(&raw)
+    );
+    assert_eq!(b.path_count("/over"), 0);
     // a head just under the limit passes
     let fits = get(sy.addr(), "/fits", &[("X-Fill", &"b".repeat(3 * 1024))]);
     assert_eq!(fits.status, 200, "{}", sy.logs());

@@ -39,10 +39,11 @@ struct Scan {
 }
 
 impl Scan {
-    /// Whether `buf` holds a complete head: an empty line after the
-    /// request line (CRLF or bare LF, as pingora's parser accepts; empty
-    /// lines before the request line are skipped, RFC 9112 §2.2).
-    fn complete(&mut self, buf: &[u8]) -> bool {
+    /// The length of the head when `buf` holds a complete one: up to the
+    /// empty line after the request line (CRLF or bare LF, as pingora's
+    /// parser accepts; empty lines before the request line are skipped,
+    /// RFC 9112 §2.2).
+    fn complete(&mut self, buf: &[u8]) -> Option<usize> {
         let start = buf
             .iter()
             .position(|&b| b != b'\r' && b != b'\n')
@@ -51,18 +52,21 @@ impl Scan {
         for i in from..buf.len() {
             if buf[i] == b'\n' && i > start {
                 let next = &buf[i + 1..];
-                if next.first() == Some(&b'\n') || next.starts_with(b"\r\n") {
-                    return true;
+                if next.first() == Some(&b'\n') {
+                    return Some(i + 2);
+                }
+                if next.starts_with(b"\r\n") {
+                    return Some(i + 3);
                 }
                 if next.is_empty() || next == b"\r" {
                     // the empty line may still be arriving
                     self.pos = i;
-                    return false;
+                    return None;
                 }
             }
         }
         self.pos = buf.len().saturating_sub(1).max(from);
-        false
+        None
     }
 }
 
@@ -112,8 +116,13 @@ pub async fn read_head(
         if let Some(h) = not_http(buf) {
             return h;
         }
-        if scan.complete(buf) {
-            return Head::Ready;
+        if let Some(len) = scan.complete(buf) {
+            // a head that arrived whole in one read is measured too
+            return if len > limits.max_header_size {
+                Head::Reject(431)
+            } else {
+                Head::Ready
+            };
         }
         if buf.len() > limits.max_header_size {
             return Head::Reject(431);
@@ -139,7 +148,7 @@ mod tests {
         let mut last = false;
         for p in parts {
             buf.extend_from_slice(p);
-            last = s.complete(&buf);
+            last = s.complete(&buf).is_some();
         }
         last
     }
@@ -156,6 +165,14 @@ mod tests {
         let parts: Vec<&[u8]> = bytes.chunks(1).collect();
         assert!(done(&parts));
         assert!(!done(&parts[..parts.len() - 1]));
+    }
+
+    #[test]
+    fn head_length_excludes_the_body() {
+        let mut s = Scan::default();
+        assert_eq!(s.complete(b"GET / HTTP/1.1\r\nA: b\r\n\r\nBODY"), Some(24));
+        let mut s = Scan::default();
+        assert_eq!(s.complete(b"GET / HTTP/1.1\nA: b\n\nBODY"), Some(21));
     }
 
     #[test]
