@@ -173,6 +173,7 @@ fn https_is_served_over_h2_and_http11_by_alpn() {
         "admin:",
         &format!("  - addr: \"127.0.0.1:{plain_h1}\"\n    tls: {{cert: \"{d}/site.crt\", key: \"{d}/site.key\", http2: false}}\nadmin:"),
     );
+    yaml.push_str("log: {access: \"{dir}/access.log\"}\n");
     let sy = Switchyard::start(&yaml);
 
     // ALPN: h2 preferred, HTTP/1.1 when the client offers only that
@@ -207,6 +208,18 @@ fn https_is_served_over_h2_and_http11_by_alpn() {
     assert_eq!(seen.target, "/over-h2");
     assert_eq!(seen.version, "HTTP/1.1");
     assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
+    // logged like an HTTP/1.1 request
+    let logged = || std::fs::read_to_string(sy.dir().join("access.log")).unwrap_or_default();
+    assert!(
+        poll_until(Duration::from_secs(5), || logged().contains("\"/over-h2\"")),
+        "{}",
+        logged()
+    );
+    let line = logged().lines().find(|l| l.contains("/over-h2")).unwrap().to_string();
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["uri"], "/over-h2");
+    assert_eq!(entry["status"], 200);
+    assert_eq!(entry["pool"], "web");
     // the plain listener still says http
     assert_eq!(get(sy.addr(), "/plain", &[]).status, 200);
     assert_eq!(
