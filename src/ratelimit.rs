@@ -12,7 +12,9 @@
 //! Limiters are kept by pool name in a [`Limiters`] registry owned by the
 //! proxy, outside the route table: a reload that leaves a pool's
 //! `rate_limit` unchanged keeps its buckets; a changed one starts afresh.
-//! Limits are per process (per instance), not shared between instances.
+//! Limits are per process (per instance), not shared between instances. A
+//! pool removed by a reload leaves its table behind (at most `max_keys`
+//! entries) until a pool of that name comes back or the process exits.
 
 use crate::config::{PoolConfig, RateKey, RateLimit};
 use arc_swap::ArcSwap;
