@@ -101,6 +101,22 @@ pub fn run(args: &Args, config: Config, path: Option<PathBuf>) -> ExitCode {
     };
     let conf = server_conf(&config, args.daemon);
     let mut server = Server::new_with_opt_and_conf(opt, conf);
+    // certificates are loaded before taking the sockets from a running
+    // instance (upgrade), so a bad file never costs the old one its listeners
+    let mut tls = TlsListeners::default();
+    let mut tls_settings = Vec::new();
+    for l in &config.listen {
+        tls_settings.push(match &l.tls {
+            Some(t) => match tls.add(l, t) {
+                Ok(settings) => Some(settings),
+                Err(e) => {
+                    eprintln!("switchyard: listen {}: {e}", l.addr);
+                    return ExitCode::from(EXIT_START);
+                }
+            },
+            None => None,
+        });
+    }
     server.bootstrap();
 
     let file = Arc::new(config);
@@ -133,17 +149,10 @@ pub fn run(args: &Args, config: Config, path: Option<PathBuf>) -> ExitCode {
         EdgeApp::new(http, &config.listen),
     );
     let buffers = l4_buffers();
-    let mut tls = TlsListeners::default();
-    for l in &config.listen {
+    for (l, settings) in config.listen.iter().zip(tls_settings) {
         let mut listener = ListenerConfig::tcp(l.addr.as_str()).l4_buffer(buffers);
-        if let Some(t) = &l.tls {
-            match tls.add(l, t) {
-                Ok(settings) => listener = listener.tls(settings),
-                Err(e) => {
-                    eprintln!("switchyard: listen {}: {e}", l.addr);
-                    return ExitCode::from(EXIT_START);
-                }
-            }
+        if let Some(settings) = settings {
+            listener = listener.tls(settings);
         }
         proxy.add_listener(listener);
     }

@@ -150,7 +150,7 @@ fn slowloris_is_dropped_within_header_timeout_while_others_are_served() {
     }
     let (took, answer) = slow.join().unwrap();
     assert!(
-        took < Duration::from_millis(3500),
+        took < Duration::from_millis(4500),
         "slow client kept for {took:?}\n{}",
         sy.logs()
     );
@@ -232,7 +232,7 @@ fn keepalive_connections_end_after_the_request_limit_and_the_idle_timeout() {
     assert_eq!(eof, 0, "connection not closed");
     let waited = start.elapsed();
     assert!(
-        waited >= Duration::from_millis(800) && waited < Duration::from_millis(2500),
+        waited >= Duration::from_millis(500) && waited < Duration::from_millis(3000),
         "idle connection closed after {waited:?}"
     );
 }

@@ -215,7 +215,11 @@ fn https_is_served_over_h2_and_http11_by_alpn() {
         "{}",
         logged()
     );
-    let line = logged().lines().find(|l| l.contains("/over-h2")).unwrap().to_string();
+    let line = logged()
+        .lines()
+        .find(|l| l.contains("/over-h2"))
+        .unwrap()
+        .to_string();
     let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(entry["uri"], "/over-h2");
     assert_eq!(entry["status"], 200);
