@@ -591,3 +591,53 @@ fn unreadable_backend_ca_is_a_config_error_naming_the_file() {
     let (code, _out, err) = check_config(plain);
     assert_eq!(code, 1, "tls on a plain pool: {err}");
 }
+
+#[test]
+fn http2_requests_are_routed_and_retried_like_http11() {
+    let (web, api) = (TestBackend::start("web"), TestBackend::start("api"));
+    let dir = TempDir::new();
+    write_cert(dir.path(), "site", &["localhost"]);
+    let port = free_port();
+    let d = dir.path().display();
+    let yaml = format!(
+        "listen:\n  - addr: \"{{listen}}\"\n  - addr: \"127.0.0.1:{port}\"\n    tls: {{cert: \"{d}/site.crt\", key: \"{d}/site.key\"}}\n\
+         admin: {{listen: \"{{admin}}\"}}\n\
+         routing: {{default_pool: web}}\n\
+         pools:\n  web:\n    backends: [{{url: \"{}\"}}]\n    health_check: {{type: none}}\n  \
+         api:\n    strategy: round_robin\n    backends: [{{url: \"{}\"}}, {{url: \"{}\"}}]\n    \
+         health_check: {{type: none}}\n    passive: {{max_fails: 0}}\n",
+        web.url(),
+        dead_url(),
+        api.url()
+    );
+    let sy = Switchyard::start(&yaml);
+    for i in 0..6 {
+        let out = Command::new("curl")
+            .args([
+                "-sk",
+                "--http2",
+                "-H",
+                "App-Name: API",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version} %{http_code}",
+            ])
+            .arg(format!("https://localhost:{port}/r{i}"))
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(text, "2 200", "request {i}\n{}", sy.logs());
+    }
+    // every request reached the live api backend, half of them after a
+    // connect failure on the dead one; none went to web
+    assert_eq!(api.app_count(), 6, "{}", sy.logs());
+    assert_eq!(web.app_count(), 0);
+    let metrics = get(sy.admin_addr(), "/metrics", &[]).text();
+    let retries: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("switchyard_retries_total{pool=\"api\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(retries >= 1, "no retry over HTTP/2\n{metrics}");
+}
