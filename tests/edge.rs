@@ -103,6 +103,11 @@ fn rate_limit_by_header_counts_each_value_apart() {
     };
     assert_eq!(statuses("alice"), [200, 200, 429, 429], "{}", sy.logs());
     assert_eq!(statuses("bob"), [200, 200, 429, 429]);
+    // without the header a request counts by its client address
+    let bare: Vec<u16> = (0..3).map(|_| get(sy.addr(), "/", &[]).status).collect();
+    assert_eq!(bare, [200, 200, 429]);
+    let other = raw_get(connect_from([127, 0, 0, 3], sy.addr()), "/");
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
 }
 
 /// A config whose listener has `limits` (a YAML flow-mapping tail).
