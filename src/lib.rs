@@ -7,6 +7,8 @@
 //!
 //! ```text
 //! main (src/bin/switchyard.rs)
+//! |-- startup::prepare ------------ state file, access log, admin token: checked
+//! |                                  before the sockets are taken (also by `-t`)
 //! `-- server::run ---------------- pingora Server (daemon, pid, upgrade, signals)
 //!     |-- proxy::Proxy (ProxyHttp) -- one per listener set
 //!     |   `-- ArcSwap<RouteTable> ---- routing::RouteTable (immutable snapshot)
@@ -42,6 +44,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod health;
+pub mod log_output;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
@@ -50,3 +53,4 @@ pub mod reload;
 pub mod retry;
 pub mod routing;
 pub mod server;
+pub mod startup;

@@ -296,6 +296,21 @@ pub fn render(table: &RouteTable, m: &Metrics) -> String {
         "switchyard_config_reloads_total{{result=\"error\"}} {}",
         m.reloads_error.load(Relaxed)
     );
+
+    help(
+        &mut out,
+        "switchyard_log_lines_dropped_total",
+        "counter",
+        "Log lines dropped because the output could not keep up, by log (access, error).",
+    );
+    for log in [&crate::log_output::ACCESS, &crate::log_output::ERROR] {
+        let _ = writeln!(
+            out,
+            "switchyard_log_lines_dropped_total{{log=\"{}\"}} {}",
+            log.name(),
+            log.dropped()
+        );
+    }
     out
 }
 

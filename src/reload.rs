@@ -2,11 +2,15 @@
 //! activating its pools, and swapping it in atomically on SIGHUP.
 //!
 //! A reload validates the whole file first; an invalid file changes nothing.
+//! File I/O and DNS (reading the file, resolving backend names, opening the
+//! access log, saving the admin state) run on tokio's blocking pool, never
+//! on the runtime that also runs the health checks and the admin API.
 //! New pools are built aside (backends that are unchanged keep their state),
 //! every pool is probed once so new backends are admitted before they can be
 //! chosen, and only then is the table published. Requests in flight keep the
 //! table they started with.
 
+use crate::access_log;
 use crate::admin::AdminState;
 use crate::config::{self, Config, ConfigErrors};
 use crate::metrics::Metrics;
@@ -53,13 +57,18 @@ pub enum ReloadError {
     Refused(u16, String),
     /// The admin state could not be saved.
     State(String),
+    /// A file the configuration names could not be opened (the access
+    /// log), or blocking work failed.
+    Io(String),
 }
 
 impl std::fmt::Display for ReloadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ReloadError::Config(e) => write!(f, "{e}"),
-            ReloadError::Refused(_, m) | ReloadError::State(m) => f.write_str(m),
+            ReloadError::Refused(_, m) | ReloadError::State(m) | ReloadError::Io(m) => {
+                f.write_str(m)
+            }
         }
     }
 }
@@ -113,11 +122,18 @@ impl Reloader {
                 "quick mode has no configuration file to reload".into(),
             ));
         };
-        let file = match config::load(path) {
-            Ok(c) => Arc::new(c),
+        let path = path.clone();
+        let loaded = blocking(move || {
+            let file = config::load(&path).map_err(ReloadError::Config)?;
+            let sink = access_log::open_sink(&file.log).map_err(ReloadError::Io)?;
+            Ok((file, sink))
+        })
+        .await;
+        let (file, sink) = match loaded {
+            Ok((file, sink)) => (Arc::new(file), sink),
             Err(e) => {
                 self.metrics.reloads_error.fetch_add(1, Relaxed);
-                return Err(ReloadError::Config(e));
+                return Err(e);
             }
         };
         let old = self.routes.load_full();
@@ -130,10 +146,14 @@ impl Reloader {
                 "reload: changes to `listen`, `server` or `admin.listen` take effect only after a binary upgrade (systemctl reload)"
             );
         }
-        self.publish(&file, &sources.state, &old).await;
+        self.publish(file.clone(), sources.state.clone(), &old)
+            .await?;
+        access_log::reopen(sink);
         sources.file = file;
         self.metrics.reloads_ok.fetch_add(1, Relaxed);
-        log::info!("configuration reloaded from {}", path.display());
+        if let Some(path) = &self.path {
+            log::info!("configuration reloaded from {}", path.display());
+        }
         Ok(())
     }
 
@@ -148,31 +168,49 @@ impl Reloader {
         let old = self.routes.load_full();
         let mut state = sources.state.clone();
         change(&mut state, &old.config)?;
-        if let Some(path) = old
-            .config
-            .admin
-            .as_ref()
-            .and_then(|a| a.state_file.as_ref())
-        {
-            state
-                .save(std::path::Path::new(path))
-                .map_err(ReloadError::State)?;
+        if let Some(path) = old.config.admin.as_ref().and_then(|a| a.state_file.clone()) {
+            let to_save = state.clone();
+            blocking(move || {
+                to_save
+                    .save(std::path::Path::new(&path))
+                    .map_err(ReloadError::State)
+            })
+            .await?;
         }
-        self.publish(&sources.file, &state, &old).await;
+        self.publish(sources.file.clone(), state.clone(), &old)
+            .await?;
         sources.state = state;
         self.metrics.reloads_ok.fetch_add(1, Relaxed);
         Ok(())
     }
 
-    async fn publish(&self, file: &Config, state: &AdminState, old: &RouteTable) {
-        let (effective, warnings) = state.apply(file);
+    /// Builds the table for `file` with `state` applied (on the blocking
+    /// pool: admin-added backends are resolved), probes its new backends,
+    /// then publishes it.
+    async fn publish(
+        &self,
+        file: Arc<Config>,
+        state: AdminState,
+        old: &RouteTable,
+    ) -> Result<(), ReloadError> {
+        let (effective, warnings) = blocking(move || Ok(state.apply(&file))).await?;
         for w in warnings {
             log::warn!("{w}");
         }
         let table = build_table(Arc::new(effective), Some(old));
         activate(&table).await;
         self.routes.store(Arc::new(table));
+        Ok(())
     }
+}
+
+/// Runs blocking `work` (file I/O, DNS) on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ReloadError> + Send + 'static,
+) -> Result<T, ReloadError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(ReloadError::Io(format!("blocking task failed: {e}"))))
 }
 
 /// The background service that activates the first table, reports ready

@@ -17,8 +17,8 @@ pub struct RouteTable {
     header: HeaderName,
     pools: Vec<Arc<Pool>>,
     default_pool: Option<Arc<Pool>>,
-    /// The access log, opened for this table (`None` when off).
-    pub access_log: Option<Arc<AccessLogger>>,
+    /// The access log's format (`None` when off).
+    pub access_log: Option<AccessLogger>,
 }
 
 impl RouteTable {
@@ -29,13 +29,7 @@ impl RouteTable {
             .default_pool
             .as_deref()
             .and_then(|d| pools.iter().find(|p| p.name() == d).cloned());
-        let access_log = match AccessLogger::open(&config.log) {
-            Ok(l) => l.map(Arc::new),
-            Err(e) => {
-                log::error!("cannot open the access log, not writing it: {e}");
-                None
-            }
-        };
+        let access_log = AccessLogger::new(&config.log);
         RouteTable {
             header: config.routing.header.clone(),
             config,

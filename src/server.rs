@@ -2,13 +2,19 @@
 //! `ServerConf`, the proxy and control services added to a pingora
 //! `Server`, which then owns the lifecycle (daemon, pid file, upgrade
 //! socket, SIGQUIT/SIGTERM/SIGINT).
+//!
+//! Everything that can fail is loaded before (see [`crate::startup`]): once
+//! `bootstrap()` has taken the sockets from a running instance (`-u`), this
+//! instance must come up.
 
-use crate::admin::{AdminApi, AdminState};
+use crate::access_log;
+use crate::admin::AdminApi;
 use crate::cli::{Args, EXIT_START};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::{build_table, Control, Reloader};
+use crate::startup::Prepared;
 use arc_swap::ArcSwap;
 use pingora_core::listeners::ListenerConfig;
 use pingora_core::protocols::l4::stream::L4BufferSettings;
@@ -69,14 +75,22 @@ fn l4_buffers() -> L4BufferSettings {
     }
 }
 
-/// Builds the pingora server for `config` and runs it until shutdown.
-pub fn run(args: &Args, config: Config, path: Option<PathBuf>) -> ExitCode {
+/// Builds the pingora server for what [`crate::startup::prepare`] loaded
+/// and runs it until shutdown.
+pub fn run(args: &Args, prepared: Prepared, path: Option<PathBuf>) -> ExitCode {
+    let Prepared {
+        file,
+        state,
+        effective: config,
+        access_log,
+    } = prepared;
     if !args.upgrade {
         if let Err(e) = preflight(&config) {
             eprintln!("switchyard: {e}");
             return ExitCode::from(EXIT_START);
         }
     }
+    access_log::reopen(access_log);
     let opt = Opt {
         upgrade: args.upgrade,
         daemon: args.daemon,
@@ -86,22 +100,6 @@ pub fn run(args: &Args, config: Config, path: Option<PathBuf>) -> ExitCode {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let file = Arc::new(config);
-    let state = match file.admin.as_ref().and_then(|a| a.state_file.as_ref()) {
-        Some(p) => match AdminState::load(std::path::Path::new(p)) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("switchyard: {e}");
-                return ExitCode::from(crate::cli::EXIT_CONFIG);
-            }
-        },
-        None => AdminState::default(),
-    };
-    let (effective, warnings) = state.apply(&file);
-    for w in warnings {
-        log::warn!("{w}");
-    }
-    let config = Arc::new(effective);
     let metrics = Arc::new(Metrics::default());
     let routes = Arc::new(ArcSwap::from_pointee(build_table(config.clone(), None)));
     let reloader = Arc::new(Reloader::new(
@@ -133,7 +131,7 @@ pub fn run(args: &Args, config: Config, path: Option<PathBuf>) -> ExitCode {
     if let Some(a) = &config.admin {
         let mut admin = Service::new(
             "switchyard admin".to_string(),
-            AdminApi::new(reloader, metrics, a.token.clone()),
+            AdminApi::new(reloader, metrics, a),
         );
         admin.add_tcp(&a.listen);
         server.add_service(admin).add_dependency(&control);
