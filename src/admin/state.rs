@@ -143,3 +143,67 @@ impl AdminState {
         (c, warnings)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "sy-state-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&d).expect("dir");
+        d
+    }
+
+    #[test]
+    fn save_then_load_round_trips_and_leaves_no_temp_file() {
+        let d = dir().join("rt");
+        let path = d.join("state.json");
+        let mut s = AdminState::default();
+        s.pools
+            .entry("web".into())
+            .or_default()
+            .removed
+            .push("http://a:1".into());
+        s.save(&path).expect("save");
+        assert_eq!(AdminState::load(&path).expect("load"), s);
+        let names: Vec<_> = std::fs::read_dir(&d)
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("state.json")]);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn an_unparsable_state_file_is_set_aside_and_the_state_starts_empty() {
+        let d = dir().join("bad");
+        std::fs::create_dir_all(&d).expect("dir");
+        let path = d.join("state.json");
+        std::fs::write(&path, "{\"pools\": {\"web\": {\"added\": [").expect("write");
+        assert!(AdminState::load(&path).is_err());
+        let (s, problem) = AdminState::load_or_set_aside(&path);
+        assert_eq!(s, AdminState::default());
+        assert!(problem.is_some_and(|p| p.contains("set aside")));
+        assert!(!path.exists());
+        let aside = std::fs::read_dir(&d)
+            .expect("dir")
+            .filter_map(|e| e.ok())
+            .any(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("state.json.corrupt-")
+            });
+        assert!(aside);
+        // a missing file is simply empty
+        assert_eq!(
+            AdminState::load_or_set_aside(&path),
+            (AdminState::default(), None)
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
