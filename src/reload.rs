@@ -138,7 +138,7 @@ impl Reloader {
         };
         let old = self.routes.load_full();
         if file.listen != old.config.listen
-            || file.server != old.config.server
+            || old.config.server.needs_upgrade_to_become(&file.server)
             || file.admin.as_ref().map(|a| &a.listen)
                 != old.config.admin.as_ref().map(|a| &a.listen)
         {

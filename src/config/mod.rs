@@ -84,6 +84,21 @@ pub struct ServerSettings {
     /// threads, off with one, where a single current-thread runtime is
     /// cheaper per request; README "Performance").
     pub work_stealing: bool,
+    /// Forward request headers whose names contain `_` (default false: they
+    /// are dropped before forwarding, nginx's `underscores_in_headers off`,
+    /// so a backend mapping `_` and `-` alike never sees a spoofed header).
+    /// Applied by a reload, unlike the other `server` keys.
+    pub underscores_in_headers: bool,
+}
+
+impl ServerSettings {
+    /// Whether `other` differs in a key that needs a binary upgrade (all
+    /// but `underscores_in_headers`, which a reload applies).
+    pub fn needs_upgrade_to_become(&self, other: &ServerSettings) -> bool {
+        let mut same = other.clone();
+        same.underscores_in_headers = self.underscores_in_headers;
+        *self != same
+    }
 }
 
 /// One listening socket.

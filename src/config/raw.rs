@@ -71,6 +71,9 @@ pub struct RawServer {
     pub upstream_keepalive_pool_size: Option<usize>,
     /// Whether tokio work stealing is on (default: on unless `threads: 1`).
     pub work_stealing: Option<bool>,
+    /// Forward request headers whose names contain `_` (default false: they
+    /// are dropped, as nginx's `underscores_in_headers off`).
+    pub underscores_in_headers: Option<bool>,
 }
 
 /// One entry of `listen:`.

@@ -213,6 +213,7 @@ fn server(raw: &RawConfig, errs: &mut Vec<ConfigError>) -> ServerSettings {
         // another wants it, and the hand-over often fails ("failed to acquire
         // reusable stream"), opening a new connection; stealing avoids that.
         work_stealing: s.work_stealing.unwrap_or(threads > 1),
+        underscores_in_headers: s.underscores_in_headers.unwrap_or(false),
     }
 }
 

@@ -2,7 +2,8 @@
 //! call into routing, pool selection, forwarding and error mapping.
 //!
 //! Flow of a request:
-//! 1. `request_filter`: load the live [`RouteTable`], resolve the pool from
+//! 1. `request_filter`: refuse ambiguous framing and normalise what the
+//!    backend will see ([`hygiene`]); load the live [`RouteTable`], resolve the pool from
 //!    the routing header (404 when none), start the request deadline.
 //! 2. `upstream_peer`: pick a backend in the pool or, when it has none
 //!    usable, in its fallback chain (503 when none); hold an in-flight slot.
@@ -13,6 +14,7 @@
 mod ctx;
 mod errors;
 mod forward;
+pub mod hygiene;
 
 pub use ctx::RequestCtx;
 pub use errors::is_timeout;
@@ -95,10 +97,19 @@ impl ProxyHttp for Proxy {
             session.set_keepalive(Some(CLIENT_KEEPALIVE_SECS));
         }
         let table = self.routes.load_full();
-        let value = session.req_header().headers.get(table.header());
-        let resolved = table.resolve(value.map(|v| v.as_bytes())).cloned();
         let now = Instant::now();
         ctx.started = Some(now);
+        if let Err((code, why)) = hygiene::check_framing(session.req_header()) {
+            ctx.table = Some(table);
+            errors::respond(session, code, why, "", None).await;
+            return Ok(true);
+        }
+        hygiene::normalise(
+            session.req_header_mut(),
+            table.config.server.underscores_in_headers,
+        );
+        let value = session.req_header().headers.get(table.header());
+        let resolved = table.resolve(value.map(|v| v.as_bytes())).cloned();
         let Some(pool) = resolved else {
             let asked = value
                 .and_then(|v| v.to_str().ok())
