@@ -12,6 +12,7 @@ use crate::admin::AdminApi;
 use crate::cli::{Args, EXIT_START};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::proxy::raw_target::TapApp;
 use crate::proxy::Proxy;
 use crate::reload::{build_table, Control, Reloader};
 use crate::startup::Prepared;
@@ -116,10 +117,14 @@ pub fn run(args: &Args, prepared: Prepared, path: Option<PathBuf>) -> ExitCode {
             reloader: reloader.clone(),
         },
     );
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Proxy::new(routes, &server.configuration, metrics.clone()),
-        "switchyard proxy",
+    // every client connection is watched for request targets pingora's
+    // parser percent-escapes (refused by the proxy: README "Request hygiene")
+    let mut proxy = Service::new(
+        "switchyard proxy".to_string(),
+        TapApp::new(pingora_proxy::http_proxy(
+            &server.configuration,
+            Proxy::new(routes, &server.configuration, metrics.clone()),
+        )),
     );
     let buffers = l4_buffers();
     for l in &config.listen {

@@ -13,6 +13,7 @@
 //!
 //! | request | answer |
 //! |---|---|
+//! | a request target with control bytes, a bare space, `"`, `<` or `>` | 400 (RFC 9112 §3.2; pingora would forward it percent-escaped) |
 //! | `chunked` more than once (`chunked, chunked`, two header lines) | 400 (RFC 9112 §7: chunked is never applied twice) |
 //! | another transfer coding (`gzip, chunked`) | 501 (RFC 9112 §6.1: a coding the proxy does not implement) |
 //! | identical `Content-Length`s (`1000,1000`, repeated lines) | forwarded as one value (RFC 9110 §8.6 allows it; HAProxy does the same) |
@@ -22,6 +23,14 @@ use pingora_http::RequestHeader;
 
 /// Why a request is refused: status and the `error` text of the JSON body.
 pub type Refusal = (u16, &'static str);
+
+/// A request target with bytes outside RFC 9112 §3.2's grammar (control
+/// bytes, space, `"`, `<`, `>`), raw or as pingora escaped them (see
+/// [`super::raw_target`]).
+pub const BAD_TARGET: Refusal = (
+    400,
+    "malformed request: request target holds bytes RFC 9112 does not allow",
+);
 
 /// Checks the framing headers of `req`; `Err` when it must be refused.
 pub fn check_framing(req: &RequestHeader) -> Result<(), Refusal> {

@@ -15,6 +15,7 @@ mod ctx;
 mod errors;
 mod forward;
 pub mod hygiene;
+pub mod raw_target;
 
 pub use ctx::RequestCtx;
 pub use errors::is_timeout;
@@ -99,7 +100,12 @@ impl ProxyHttp for Proxy {
         let table = self.routes.load_full();
         let now = Instant::now();
         ctx.started = Some(now);
-        if let Err((code, why)) = hygiene::check_framing(session.req_header()) {
+        let refused = if raw_target::was_escaped(session, session.req_header().raw_path()) {
+            Err(hygiene::BAD_TARGET)
+        } else {
+            hygiene::check_framing(session.req_header())
+        };
+        if let Err((code, why)) = refused {
             ctx.table = Some(table);
             errors::respond(session, code, why, "", None).await;
             return Ok(true);
