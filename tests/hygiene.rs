@@ -198,3 +198,15 @@ fn percent_encoded_targets_are_forwarded_as_sent() {
     assert_eq!(got, Some(400));
     assert_eq!(get(sy.addr(), "/x%20y", &[]).status, 200);
 }
+
+#[test]
+fn content_length_beside_transfer_encoding_is_not_forwarded() {
+    let (web, sy) = start("");
+    let raw = "POST /te HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\
+               Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    let (got, text) = answer(sy.addr(), raw);
+    assert_eq!(got, Some(200), "{text}");
+    let r = web.last_app_request().expect("request at the backend");
+    assert_eq!(r.header("content-length"), None, "{r:?}");
+    assert_eq!(r.body, b"hello");
+}
