@@ -12,8 +12,10 @@
 //! the escaped form of each request line pingora's parser will have escaped
 //! (the same pattern and escape set as pingora-core 0.9.1's
 //! `escape_illegal_request_line`). [`was_escaped`] tells the proxy's first
-//! phase whether the target it got is one of them. Only lines that hold such
-//! a byte are ever copied; for well-formed traffic the tap keeps nothing.
+//! phase whether the target it got is one of them. The cost is one `memchr`
+//! pass over the bytes a client sends and a look at each line; a line is
+//! copied only when a read ends in its middle, and only escaped targets are
+//! kept, so for well-formed traffic the tap holds nothing.
 
 use async_trait::async_trait;
 use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
@@ -127,34 +129,37 @@ struct LineScanner {
 
 impl LineScanner {
     /// Feeds `data`; calls `found` with the escaped target of each request
-    /// line that pingora escapes.
+    /// line that pingora escapes. A line that ends within `data` is looked
+    /// at in place; only a line cut by the end of a read is copied.
     fn scan(&mut self, mut data: &[u8], mut found: impl FnMut(Vec<u8>)) {
-        while !data.is_empty() {
-            let end = memchr::memchr(b'\n', data);
-            let (part, rest) = match end {
-                Some(i) => (&data[..i], &data[i + 1..]),
-                None => (data, &[][..]),
+        while let Some(i) = memchr::memchr(b'\n', data) {
+            let part = &data[..i];
+            let target = if self.skipping {
+                None
+            } else if self.line.is_empty() {
+                escaped_target(part)
+            } else if self.line.len() + part.len() <= MAX_LINE {
+                self.line.extend_from_slice(part);
+                escaped_target(&self.line)
+            } else {
+                None
             };
-            if !self.skipping {
-                if self.line.len() + part.len() > MAX_LINE {
-                    self.skipping = true;
-                    self.line.clear();
-                } else {
-                    self.line.extend_from_slice(part);
-                }
+            if let Some(t) = target {
+                found(t);
             }
-            if end.is_some() {
-                if !self.skipping {
-                    if let Some(t) = escaped_target(&self.line) {
-                        found(t);
-                    }
-                }
-                self.line.clear();
-                self.skipping = false;
-            }
-            data = rest;
+            self.line.clear();
+            self.skipping = false;
+            data = &data[i + 1..];
         }
-        if self.line.capacity() > MAX_LINE {
+        if !data.is_empty() && !self.skipping {
+            if self.line.len() + data.len() > MAX_LINE {
+                self.skipping = true;
+                self.line = Vec::new();
+            } else {
+                self.line.extend_from_slice(data);
+            }
+        }
+        if self.line.is_empty() && self.line.capacity() > 1024 {
             self.line = Vec::new();
         }
     }
