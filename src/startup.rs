@@ -119,3 +119,43 @@ fn can_append(path: &Path) -> std::io::Result<()> {
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> Config {
+        crate::config::parse(yaml, "test.yaml").expect("valid config")
+    }
+
+    #[test]
+    fn check_reports_an_unopenable_access_log_and_an_unreadable_state_file() {
+        let dir = std::env::temp_dir().join(format!("sy-startup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let state = dir.join("state.json");
+        std::fs::write(&state, "{ truncated").expect("state");
+        let yaml = format!(
+            "admin: {{ listen: \"127.0.0.1:9\", state_file: \"{}\" }}\n\
+             log: {{ access: \"{}/missing/access.log\" }}\n",
+            state.display(),
+            dir.display()
+        );
+        let report = check(&config(&yaml));
+        assert_eq!(report.errors.len(), 1, "{report:?}");
+        assert!(report.errors[0].contains("log.access"), "{report:?}");
+        assert_eq!(report.warnings.len(), 1, "{report:?}");
+        assert!(report.warnings[0].contains("sets the file aside"), "{report:?}");
+        assert!(state.exists(), "check must not move the state file");
+
+        // prepare sets it aside and fails on the access log only
+        let ok = format!(
+            "admin: {{ listen: \"127.0.0.1:9\", state_file: \"{}\" }}\n",
+            state.display()
+        );
+        let prepared = prepare(config(&ok)).map_err(|e| e.to_string());
+        assert!(prepared.is_ok_and(|p| p.state == AdminState::default()));
+        assert!(!state.exists());
+        assert!(prepare(config(&yaml)).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
