@@ -144,7 +144,10 @@ mod tests {
         assert_eq!(report.errors.len(), 1, "{report:?}");
         assert!(report.errors[0].contains("log.access"), "{report:?}");
         assert_eq!(report.warnings.len(), 1, "{report:?}");
-        assert!(report.warnings[0].contains("sets the file aside"), "{report:?}");
+        assert!(
+            report.warnings[0].contains("sets the file aside"),
+            "{report:?}"
+        );
         assert!(state.exists(), "check must not move the state file");
 
         // prepare sets it aside and fails on the access log only

@@ -93,6 +93,30 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
     }
     fallback_cycles(&raw, &mut errs);
 
+    if !server.underscores_in_headers {
+        // such headers are dropped before routing (README "Request hygiene")
+        let dropped = |key: String, name: &HeaderName| {
+            ConfigError::new(
+                key,
+                format!(
+                    "{:?} contains `_`: request headers with `_` in their name are dropped \
+                     unless server.underscores_in_headers is true",
+                    name.as_str()
+                ),
+            )
+        };
+        if header.as_str().contains('_') {
+            errs.push(dropped("routing.header".into(), &header));
+        }
+        for (name, p) in &pools {
+            if let Strategy::Consistent(HashKey::Header(h)) = &p.strategy {
+                if h.as_str().contains('_') {
+                    errs.push(dropped(format!("pools.{name}.hash_key"), h));
+                }
+            }
+        }
+    }
+
     let log = log(&raw, &mut errs);
     let admin = raw.admin.as_ref().map(|a| admin(a, &mut errs));
 
