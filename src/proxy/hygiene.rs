@@ -62,38 +62,39 @@ pub fn check_framing(req: &RequestHeader) -> Result<(), Refusal> {
             });
         }
     }
-    let lengths = content_lengths(req);
-    if lengths.windows(2).any(|w| w[0] != w[1]) {
-        // pingora refuses these first; kept so that this rule holds alone
-        return Err((400, "malformed request: conflicting Content-Length"));
+    let mut lengths = content_lengths(req);
+    if let Some(first) = lengths.next() {
+        if lengths.any(|v| v != first) {
+            // pingora refuses these first; kept so that this rule holds alone
+            return Err((400, "malformed request: conflicting Content-Length"));
+        }
     }
     Ok(())
 }
 
 /// Every `Content-Length` value of `req`, lists split.
-fn content_lengths(req: &RequestHeader) -> Vec<&[u8]> {
+fn content_lengths(req: &RequestHeader) -> impl Iterator<Item = &[u8]> {
     req.headers
         .get_all(http::header::CONTENT_LENGTH)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&c| c == b','))
         .map(<[u8]>::trim_ascii)
-        .collect()
 }
 
 /// Rewrites `req` (already through [`check_framing`]) into what a backend
 /// may see: one `Content-Length` value instead of a list or repeats, and no
 /// header whose name contains `_` unless `allow_underscores`.
 pub fn normalise(req: &mut RequestHeader, allow_underscores: bool) {
-    let lengths = content_lengths(req);
-    if lengths.len() > 1 {
-        if let Some(one) = lengths.first().map(|v| v.to_vec()) {
+    if content_lengths(req).nth(1).is_some() {
+        let first = content_lengths(req).next().map(<[u8]>::to_vec);
+        if let Some(one) = first {
             req.remove_header(&http::header::CONTENT_LENGTH);
             if let Ok(v) = http::HeaderValue::from_bytes(&one) {
                 let _ = req.insert_header(http::header::CONTENT_LENGTH, v);
             }
         }
     }
-    if !allow_underscores {
+    if !allow_underscores && req.headers.keys().any(|n| n.as_str().contains('_')) {
         let names: Vec<http::HeaderName> = req
             .headers
             .keys()
