@@ -33,6 +33,9 @@ pub const QUEUE_LINES: usize = 1024;
 /// Shortest time between two warnings about dropped lines of one log.
 pub const WARN_EVERY: Duration = Duration::from_secs(10);
 
+/// Bytes the writer gathers into one `write(2)`.
+const WRITE_BUFFER: usize = 16 * 1024;
+
 /// Lines the writer takes off the queue before it flushes (one `write(2)`
 /// for many lines when the queue is busy).
 const BATCH: usize = 256;
@@ -208,7 +211,7 @@ impl Output {
     /// batches to the current sink; ends when the process forgets it.
     fn run(&self, rx: Receiver<Msg>) {
         let mut generation = u64::MAX;
-        let mut out = BufWriter::with_capacity(64 * 1024, Sink::Discard);
+        let mut out = BufWriter::with_capacity(WRITE_BUFFER, Sink::Discard);
         while let Ok(first) = rx.recv() {
             let mut next = Some(first);
             let mut taken = 0;
