@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 /// (a stalled journald): spawned by hand, killed by PID on drop.
 struct Stalled {
     child: Child,
-    dir: TempDir,
+    /// Holds the config; removed on drop.
+    _dir: TempDir,
     addr: std::net::SocketAddr,
     admin: std::net::SocketAddr,
     // held open, never read
@@ -51,7 +52,7 @@ impl Stalled {
         assert!(up, "switchyard with stalled output did not come up");
         Stalled {
             child,
-            dir,
+            _dir: dir,
             addr,
             admin,
             _stdout: stdout,
@@ -74,7 +75,6 @@ impl Drop for Stalled {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = self.dir.path();
     }
 }
 

@@ -308,6 +308,12 @@ impl<A> TapApp<A> {
             inner: Arc::new(inner),
         }
     }
+
+    /// The wrapped application, to configure it before the service starts
+    /// (e.g. the `HttpProxy`'s `server_options`); `None` once it runs.
+    pub fn app_mut(&mut self) -> Option<&mut A> {
+        Arc::get_mut(&mut self.inner)
+    }
 }
 
 #[async_trait]
