@@ -6,7 +6,7 @@
 #
 # 1. validate the configuration with the new binary (nothing changes if invalid);
 # 2. start the new binary with `-u -d`: it binds server.upgrade_sock and waits there
-#    for the listening sockets;
+#    for the listening sockets (if it exits first, the script fails and changes nothing);
 # 3. SIGQUIT the old instance: it hands its listening sockets over the upgrade socket,
 #    stops accepting, finishes its in-flight requests (grace_period_seconds) and exits;
 # 4. the new instance, once it holds the sockets, detaches and writes the pid file.
@@ -38,6 +38,13 @@ for _ in $(seq 1 $((TIMEOUT * 10))); do
     kill -0 "$starter" 2>/dev/null || break
     sleep 0.1
 done
+# never retire the old instance unless the new one is waiting for its sockets
+if [ "${now:-none}" = none ] || [ "$now" = "$before" ]; then
+    kill "$starter" 2>/dev/null || true
+    wait "$starter" 2>/dev/null || true
+    echo "upgrade: the new instance did not come up on $SOCK; the old one ($old) keeps serving" >&2
+    exit 1
+fi
 
 kill -QUIT "$old"
 
