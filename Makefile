@@ -93,9 +93,14 @@ install:
 	mv -f "$(DESTDIR)$(LIBDIR)/switchyard/.upgrade.sh.new" "$(DESTDIR)$(LIBDIR)/switchyard/upgrade.sh"
 	sed -e 's|/usr/local/bin/|$(BINDIR)/|g' -e 's|/usr/local/lib/|$(LIBDIR)/|g' \
 		-e 's|/usr/local/share/doc/switchyard/|$(DOCDIR)/|g' -e 's|/etc/switchyard/|$(SYSCONFDIR)/switchyard/|g' \
-		deploy/switchyard.service > "$(DESTDIR)$(UNITDIR)/.switchyard.service.new"
-	chmod 0644 "$(DESTDIR)$(UNITDIR)/.switchyard.service.new"
-	mv -f "$(DESTDIR)$(UNITDIR)/.switchyard.service.new" "$(DESTDIR)$(UNITDIR)/switchyard.service"
+		deploy/switchyard.service > "$(DESTDIR)$(UNITDIR)/switchyard.service.new"
+	@unit="$(DESTDIR)$(UNITDIR)/switchyard.service"; \
+	if cmp -s "$$unit.new" "$$unit" 2>/dev/null; then \
+		rm -f "$$unit.new"; \
+	else \
+		chmod 0644 "$$unit.new" && mv -f "$$unit.new" "$$unit" && \
+		echo "install: installed $$unit (run systemctl daemon-reload)"; \
+	fi
 	install -m 0644 README.md "$(DESTDIR)$(DOCDIR)/README.md"
 	@conf="$(DESTDIR)$(SYSCONFDIR)/switchyard/switchyard.yaml"; \
 	if [ -e "$$conf" ]; then \

@@ -33,7 +33,8 @@
 # Environment: RELEASE_DIR [target/release], SWITCHYARD_TEST_ROOTFS,
 # SWITCHYARD_TEST_MIRROR (default: from /etc/apt), KEEP_TMP=1 keeps the work
 # directory (logs, journal) even on success.
-set -euo pipefail
+set -Eeuo pipefail
+trap 'printf "\nsystemd-test: FAIL: line %s: %s exited with %s\n" "$LINENO" "$BASH_COMMAND" "$?" >&2' ERR
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 REPO=$PWD
 
@@ -59,6 +60,7 @@ fail() {
 # --- cleanup: everything by PID ------------------------------------------------
 cleanup() {
     local rc=$?
+    trap - ERR
     set +e
     # clients stop by themselves after their current request; then by PID
     [ -n "$WORK" ] && touch "$WORK/stop-load"
@@ -156,7 +158,7 @@ start_echo() {
     "$RELEASE_DIR/switchyard-echo" --listen 127.0.0.1:0 --name "$name" >"$out" 2>&1 &
     BACKENDS+=($!)
     for _ in $(seq 1 100); do
-        addr=$(sed -n 's/^listening on //p' "$out")
+        addr=$(sed -n 's/^listening on //p' "$out" 2>/dev/null || true)
         if [ -n "$addr" ]; then echo "${addr##*:}"; return; fi
         sleep 0.05
     done
@@ -317,6 +319,12 @@ keepalive_client() { # 25 requests per connection
     done
 }
 load_count() { { cat "$WORK"/load-* 2>/dev/null || true; } | wc -l; }
+check_load() { # no request has failed so far; $1: the last step
+    local bad
+    bad=$({ cat "$WORK"/load-* 2>/dev/null || true; } | grep -vc '^200 [01]$' || true)
+    [ "$bad" = 0 ] || fail "$bad requests failed by the end of step '$1': $(cat "$WORK"/load-* |
+        grep -v '^200 [01]$' | sort | uniq -c | head -5 | tr '\n' ';')"
+}
 load_flows() { # load continues after $1 requests were counted
     local target=$(($1 + 50))
     for _ in $(seq 1 200); do
@@ -360,6 +368,7 @@ upgrade() { # $1: label
     [ "$(unit_state)" = active ] || fail "unit is $(unit_state) after the upgrade ($1)"
     [ "$(main_pid)" = "$new" ] || fail "MainPID changed again after the old process exited: $(main_pid)"
     load_flows "$n"
+    check_load "reload $1"
     NEW_PID=$new
     log "reload ($1): MainPID $old -> $new, $old exited, unit active"
 }
@@ -390,6 +399,7 @@ for _ in $(seq 1 $(((5 + GRACE + 2) * 4))); do
     sleep 0.25
 done
 load_flows "$n"
+check_load "failed reload"
 log "reload with a binary that dies at start: reload failed, $old still serving, unit active"
 
 # a changed binary (different bytes: a trailer after the ELF image), installed with make install
@@ -425,6 +435,7 @@ for _ in $(seq 1 200); do
 done
 [ -n "$seen" ] || fail "backend b4 added to the pool gets no traffic 20 s after SIGHUP: $(journal_tail)"
 [ "$(main_pid)" = "$pid" ] && [ "$(unit_state)" = active ] || fail "SIGHUP changed MainPID or the unit state"
+check_load "SIGHUP"
 log "systemctl kill -s HUP: the new backend takes traffic, MainPID $pid unchanged"
 
 in_ct test -s /var/log/switchyard/access.log || fail "the access log /var/log/switchyard/access.log is empty"
@@ -448,9 +459,12 @@ log "load: $total requests, 0 failed ($reused on reused keep-alive connections)"
 # --- systemctl stop with a request in flight ------------------------------------------------
 # The request's body arrives in two parts 1 s apart (chunked upload from a pipe).
 start_ns=$(date +%s%N)
-({ printf 'first part '; sleep 1; printf 'second part'; } |
-    curl -s -o /dev/null -w '%{http_code} %{time_total}\n' --max-time 30 -T - "$URL/inflight" >"$WORK/inflight.out" 2>&1
-echo "exit $?" >>"$WORK/inflight.out") &
+(
+    rc=0
+    { printf 'first part '; sleep 1; printf 'second part'; } |
+        curl -s -o /dev/null -w '%{http_code} %{time_total}\n' --max-time 30 -T - "$URL/inflight" >"$WORK/inflight.out" 2>&1 || rc=$?
+    echo "exit $rc" >>"$WORK/inflight.out"
+) &
 INFLIGHT=$!
 CLIENTS+=("$INFLIGHT")
 busy=""
