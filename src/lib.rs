@@ -42,6 +42,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod health;
+pub mod linger;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;

@@ -6,6 +6,7 @@
 use crate::admin::{AdminApi, AdminState};
 use crate::cli::{Args, EXIT_START};
 use crate::config::Config;
+use crate::linger::Lingering;
 use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::{build_table, Control, Reloader};
@@ -19,6 +20,7 @@ use pingora_core::services::listening::Service;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Pingora's `ServerConf` for our `server:` section (one file, not two).
 pub fn server_conf(config: &Config, daemon: bool) -> ServerConf {
@@ -118,11 +120,12 @@ pub fn run(args: &Args, config: Config, path: Option<PathBuf>) -> ExitCode {
             reloader: reloader.clone(),
         },
     );
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+    let app = pingora_proxy::http_proxy(
         &server.configuration,
         Proxy::new(routes, &server.configuration, metrics.clone()),
-        "switchyard proxy",
     );
+    let grace = Duration::from_secs(config.server.grace_period_seconds);
+    let mut proxy = Service::new("switchyard proxy".to_string(), Lingering::new(app, grace));
     let buffers = l4_buffers();
     for l in &config.listen {
         proxy.add_listener(ListenerConfig::tcp(l.addr.as_str()).l4_buffer(buffers));
