@@ -26,9 +26,10 @@
 # Needs root, systemd-nspawn and debootstrap (installed with apt-get when
 # missing) and curl. The root file system is built once (debootstrap, from the
 # Debian mirror in /etc/apt) and cached in SWITCHYARD_TEST_ROOTFS
-# [/var/lib/machines/switchyard-bookworm]; each run boots a fresh copy of it,
-# removed afterwards. Every process started here is stopped by PID. A machine
-# that cannot boot the container makes the test FAIL, never pass.
+# [/var/lib/machines/switchyard-bookworm]; each run boots a fresh copy of it
+# (switchyard-run.* beside it), removed afterwards. Every process started
+# here is stopped by PID. A machine that cannot boot the container makes the
+# test FAIL, never pass.
 #
 # Environment: RELEASE_DIR [target/release], SWITCHYARD_TEST_ROOTFS,
 # SWITCHYARD_TEST_MIRROR (default: from /etc/apt), KEEP_TMP=1 keeps the work
@@ -90,7 +91,7 @@ cleanup() {
         wait "$NSPAWN" 2>/dev/null
     fi
     case $ROOT in
-    /var/lib/machines/switchyard-run.*) rm -rf --one-file-system "$ROOT" ;;
+    */switchyard-run.*) rm -rf --one-file-system "$ROOT" ;;
     esac
     if [ -n "$WORK" ]; then
         if [ "$FAILED" = 1 ] || [ "${KEEP_TMP:-0}" = 1 ]; then
@@ -127,10 +128,12 @@ debian_mirror() {
 }
 
 # --- root file system (cached) -------------------------------------------------
+mkdir -p "$(dirname "$CACHE")"
+exec 9>"$CACHE.lock"
+flock 9 # one build at a time; concurrent runs wait for it
 if [ ! -e "$CACHE/.switchyard-rootfs" ]; then
     mirror=$(debian_mirror)
     log "building the bookworm root file system in $CACHE from $mirror (once; later runs reuse it)"
-    mkdir -p "$(dirname "$CACHE")"
     rm -rf --one-file-system "$CACHE.partial"
     debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus bookworm "$CACHE.partial" "$mirror" \
         >"$WORK/debootstrap.log" 2>&1 || fail "debootstrap failed: $(tail -3 "$WORK/debootstrap.log")"
@@ -138,9 +141,10 @@ if [ ! -e "$CACHE/.switchyard-rootfs" ]; then
     rm -rf --one-file-system "$CACHE"
     mv "$CACHE.partial" "$CACHE"
 fi
-ROOT=$(mktemp -d /var/lib/machines/switchyard-run.XXXXXX)
+ROOT=$(mktemp -d "$(dirname "$CACHE")/switchyard-run.XXXXXX")
 chmod 0755 "$ROOT"
 cp -a "$CACHE/." "$ROOT/"
+exec 9>&-
 
 # --- install into the container root -------------------------------------------
 log "make install DESTDIR=$ROOT"
