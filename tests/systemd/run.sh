@@ -221,6 +221,7 @@ YAML
     health_check: { type: http, path: /health, interval: 1s }
 admin:
   listen: 127.0.0.1:$ADMIN
+  token_env: SWITCHYARD_ADMIN_TOKEN
   state_file: /var/lib/switchyard/state.json
 log:
   access: /var/log/switchyard/access.log
@@ -229,6 +230,16 @@ YAML
     mv "$CONF.new" "$CONF"
 }
 write_conf no "$B1 $B2"
+
+# the admin token, in the root-only environment file the unit reads (README)
+TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+install -m 0600 /dev/null "$ROOT/etc/switchyard/env"
+printf 'SWITCHYARD_ADMIN_TOKEN=%s\n' "$TOKEN" >"$ROOT/etc/switchyard/env"
+admin() { # $1: path, then curl arguments
+    local path=$1
+    shift
+    curl -s --max-time 2 -H "Authorization: Bearer $TOKEN" "$@" "http://127.0.0.1:$ADMIN$path"
+}
 
 # --- boot systemd ----------------------------------------------------------------
 log "booting systemd in $ROOT"
@@ -295,8 +306,10 @@ awk -v s="$score" -v m="$MAX_EXPOSURE" 'BEGIN {exit !(s <= m)}' ||
 log "systemd-analyze security: exposure $score (at most $MAX_EXPOSURE)"
 
 # an admin change, kept in the state file under StateDirectory=
-code=$(curl -s -o "$WORK/admin-post.json" -w '%{http_code}' -X POST \
-    -d "{\"pool\":\"web\",\"url\":\"http://127.0.0.1:$B3\"}" "http://127.0.0.1:$ADMIN/backends" || true)
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$ADMIN/status" || true)
+[ "$code" = 401 ] || fail "admin /status without the token answered $code, not 401"
+code=$(admin /backends -o "$WORK/admin-post.json" -w '%{http_code}' -X POST \
+    -d "{\"pool\":\"web\",\"url\":\"http://127.0.0.1:$B3\"}" || true)
 [ "$code" = 201 ] || fail "admin POST /backends answered $code: $(cat "$WORK/admin-post.json")"
 in_ct grep -q "127.0.0.1:$B3" /var/lib/switchyard/state.json || fail "the admin change is not in /var/lib/switchyard/state.json"
 
@@ -424,7 +437,7 @@ log "MainPID $NEW_PID runs the newly installed binary"
 write_conf yes "$B1 $B2"
 upgrade "3/3, new listener on port $LOW2"
 wait_serving "http://127.0.0.1:$LOW2"
-curl -s "http://127.0.0.1:$ADMIN/status" | grep -q "127.0.0.1:$B3" ||
+admin /status | grep -q "127.0.0.1:$B3" ||
     fail "the admin change (backend $B3) did not survive the upgrades"
 log "port $LOW2 serves after the upgrade; the admin change survived three upgrades"
 
@@ -443,6 +456,14 @@ check_load "SIGHUP"
 log "systemctl kill -s HUP: the new backend takes traffic, MainPID $pid unchanged"
 
 in_ct test -s /var/log/switchyard/access.log || fail "the access log /var/log/switchyard/access.log is empty"
+modes=""
+for f in /var/log/switchyard /var/log/switchyard/access.log /var/lib/switchyard /var/lib/switchyard/state.json \
+    /run/switchyard /run/switchyard/switchyard.pid; do
+    mode=$(in_ct stat -L -c %a "$f")
+    [ $((8#$mode & 8#007)) = 0 ] || fail "$f has mode $mode: open to other users"
+    modes="$modes $f $mode,"
+done
+log "written as the service user, closed to others:${modes%,}"
 
 # --- load summary ------------------------------------------------------------------------
 n=$(load_count)
@@ -460,12 +481,27 @@ fi
 [ "$reused" -gt 0 ] || fail "no request reused a keep-alive connection"
 log "load: $total requests, 0 failed ($reused on reused keep-alive connections)"
 
+# --- a crash: Restart=on-failure ---------------------------------------------------------
+pid=$(main_pid)
+in_ct systemctl kill -s KILL switchyard.service
+restarted=""
+for _ in $(seq 1 100); do
+    new=$(main_pid)
+    if [ "$new" -gt 1 ] && [ "$new" != "$pid" ] && [ "$(unit_state)" = active ]; then restarted=yes; break; fi
+    sleep 0.1
+done
+[ -n "$restarted" ] || fail "the unit did not restart 10 s after its process was killed: $(journal_tail)"
+wait_serving "$URL"
+admin /status | grep -q "127.0.0.1:$B3" ||
+    fail "the admin change (backend $B3) did not survive the restart"
+log "killed with SIGKILL: restarted (MainPID $pid -> $(main_pid)), serving, admin change kept"
+
 # --- systemctl stop with a request in flight ------------------------------------------------
-# The request's body arrives in two parts 1 s apart (chunked upload from a pipe).
+# The request's body arrives in two parts 1.2 s apart (chunked upload from a pipe).
 start_ns=$(date +%s%N)
 (
     rc=0
-    { printf 'first part '; sleep 1; printf 'second part'; } |
+    { printf 'first part '; sleep 1.2; printf 'second part'; } |
         curl -s -o /dev/null -w '%{http_code} %{time_total}\n' --max-time 30 -T - "$URL/inflight" >"$WORK/inflight.out" 2>&1 || rc=$?
     echo "exit $rc" >>"$WORK/inflight.out"
 ) &
@@ -473,7 +509,7 @@ INFLIGHT=$!
 CLIENTS+=("$INFLIGHT")
 busy=""
 for _ in $(seq 1 100); do
-    if curl -s --max-time 1 "http://127.0.0.1:$ADMIN/status" | grep -Eq '"active_connections": ?[1-9]'; then busy=yes; break; fi
+    if admin /status | grep -Eq '"active_connections": ?[1-9]'; then busy=yes; break; fi
     sleep 0.02
 done
 [ -n "$busy" ] || fail "the in-flight request never reached a backend"
@@ -486,6 +522,7 @@ read -r code secs <"$WORK/inflight.out" || true
     fail "the request in flight during systemctl stop failed: $(tr '\n' ' ' <"$WORK/inflight.out")"
 end_ns=$(awk -v s="$start_ns" -v t="$secs" 'BEGIN {printf "%.0f", s + t * 1e9}')
 [ "$stop_ns" -lt "$end_ns" ] || fail "systemctl stop began after the request had completed"
+awk -v t="$secs" 'BEGIN {exit !(t >= 1)}' || fail "the request in flight took only ${secs}s"
 [ "$(unit_state)" = inactive ] || fail "unit is $(unit_state) after systemctl stop"
 [ "$(main_pid)" = 0 ] && ! alive "$pid" || fail "a switchyard process survived systemctl stop"
 log "systemctl stop: the ${secs}s request in flight got 200; unit inactive, process $pid gone"
