@@ -34,10 +34,10 @@
 # Environment: RELEASE_DIR [target/release], SWITCHYARD_TEST_ROOTFS,
 # SWITCHYARD_TEST_MIRROR (default: from /etc/apt), KEEP_TMP=1 keeps the work
 # directory (logs, journal) even on success.
+# shellcheck disable=SC2015 # `A && B || fail ...` means: fail unless both hold
 set -Eeuo pipefail
 trap 'printf "\nsystemd-test: FAIL: line %s: %s exited with %s\n" "$LINENO" "$BASH_COMMAND" "$?" >&2' ERR
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-REPO=$PWD
 
 CACHE=${SWITCHYARD_TEST_ROOTFS:-/var/lib/machines/switchyard-bookworm}
 RELEASE_DIR=${RELEASE_DIR:-target/release}
