@@ -8,6 +8,7 @@
 //! ```text
 //! main (src/bin/switchyard.rs)
 //! `-- server::run ---------------- pingora Server (daemon, pid, upgrade, signals)
+//!     |-- linger::Lingering ---------- retiring: serve accepted connections, then close idle ones
 //!     |-- proxy::Proxy (ProxyHttp) -- one per listener set
 //!     |   `-- ArcSwap<RouteTable> ---- routing::RouteTable (immutable snapshot)
 //!     |       `-- Arc<Pool> x N ------ pool::Pool
