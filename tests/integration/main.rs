@@ -1,0 +1,8 @@
+//! switchyard's integration tests: one test binary (`cargo test --test
+//! integration`), one module per area, the shared harness in `common`.
+//! Each test starts the real `switchyard` / `switchyard-echo` binaries
+//! against in-process backends on 127.0.0.1.
+
+mod common;
+
+mod echo;
