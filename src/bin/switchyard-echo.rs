@@ -57,7 +57,12 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 )]
 struct Cli {
     /// Address to listen on.
-    #[arg(short, long, env = "BACKEND_LISTEN_ADDR", default_value = "127.0.0.1:8080")]
+    #[arg(
+        short,
+        long,
+        env = "BACKEND_LISTEN_ADDR",
+        default_value = "127.0.0.1:8080"
+    )]
     listen: String,
 
     /// Backend name reported in every answer (default: the bound address).
@@ -163,18 +168,29 @@ async fn run(cli: Cli) -> i32 {
 }
 
 /// Answers one request (see the module doc).
-async fn answer(req: Request<Incoming>, echo: Arc<Echo>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    req: Request<Incoming>,
+    echo: Arc<Echo>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let (head, mut body) = req.into_parts();
     // Drain the body (this is when hyper sends `100 Continue`).
     while let Some(frame) = body.frame().await {
         if frame.is_err() {
             let v = serde_json::json!({"error": "malformed request body"});
-            return Ok(reply(&echo, StatusCode::BAD_REQUEST, "application/json", v.to_string()));
+            return Ok(reply(
+                &echo,
+                StatusCode::BAD_REQUEST,
+                "application/json",
+                v.to_string(),
+            ));
         }
     }
     let (delay, inject) = {
         let mut rng = rand::thread_rng();
-        (echo.max_delay.mul_f64(rng.gen::<f64>()), rng.gen::<f64>() < echo.error_rate)
+        (
+            echo.max_delay.mul_f64(rng.gen::<f64>()),
+            rng.gen::<f64>() < echo.error_rate,
+        )
     };
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -184,7 +200,12 @@ async fn answer(req: Request<Incoming>, echo: Arc<Echo>) -> Result<Response<Full
     }
     if inject {
         let v = serde_json::json!({"backend": echo.name, "error": "injected"});
-        return Ok(reply(&echo, StatusCode::INTERNAL_SERVER_ERROR, "application/json", v.to_string()));
+        return Ok(reply(
+            &echo,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "application/json",
+            v.to_string(),
+        ));
     }
     let mut headers = serde_json::Map::new();
     for (k, v) in &head.headers {
@@ -199,14 +220,25 @@ async fn answer(req: Request<Incoming>, echo: Arc<Echo>) -> Result<Response<Full
         "backend": echo.name, "listen": echo.listen, "method": head.method.as_str(),
         "path": path, "headers": headers,
     });
-    Ok(reply(&echo, StatusCode::OK, "application/json", v.to_string()))
+    Ok(reply(
+        &echo,
+        StatusCode::OK,
+        "application/json",
+        v.to_string(),
+    ))
 }
 
 /// A complete answer with `content-type` and `x-backend`.
-fn reply(echo: &Echo, status: StatusCode, ctype: &'static str, body: String) -> Response<Full<Bytes>> {
+fn reply(
+    echo: &Echo,
+    status: StatusCode,
+    ctype: &'static str,
+    body: String,
+) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body)));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     r.headers_mut().insert("x-backend", echo.x_backend.clone());
     r
 }

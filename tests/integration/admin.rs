@@ -6,10 +6,8 @@
 //! Every proxy here runs with `health_check: {type: none}` unless the test is
 //! about health, so backends take traffic at once.
 
-mod common;
-use common::*;
+use crate::common::*;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -23,62 +21,15 @@ use std::time::{Duration, Instant};
 /// the proxy's temp dir.
 const ADMIN: &str = "listen: \"{admin}\", state_file: \"{dir}/state.json\"";
 
-/// A flow-style backend entry for `url` with `extra` keys (`, weight: 3`).
-fn be(url: &str, extra: &str) -> String {
-    format!("{{url: \"{url}\"{extra}}}")
-}
-
-/// A pool `name` with `backends` (flow entries, see [`be`]) and `extra`
-/// pool keys, one per entry; `health_check: {type: none}` unless `extra`
-/// sets one.
-fn pool(name: &str, backends: &[String], extra: &[&str]) -> String {
-    let mut s = format!("  {name}:\n    backends:\n");
-    for b in backends {
-        s.push_str(&format!("      - {b}\n"));
-    }
-    if !extra.iter().any(|e| e.starts_with("health_check:")) {
-        s.push_str("    health_check: {type: none}\n");
-    }
-    for e in extra {
-        s.push_str(&format!("    {e}\n"));
-    }
-    s
-}
-
 /// A whole config: proxy on `{listen}`, `admin: {ADMIN_BODY}`, `routing`
 /// (a flow mapping) and `pools`.
 fn config_with(admin_body: &str, routing: &str, pools: &[String]) -> String {
-    let mut s = String::from("listen: [{addr: \"{listen}\"}]\n");
-    s.push_str(&format!("admin: {{{admin_body}}}\n"));
-    s.push_str(&format!("routing: {routing}\n"));
-    s.push_str("pools:\n");
-    s.push_str(&pools.concat());
-    s
+    format!("admin: {{{admin_body}}}\n{}", proxy_config(routing, pools))
 }
 
 /// [`config_with`] with the usual admin section and `default_pool: web`.
 fn config(pools: &[String]) -> String {
     config_with(ADMIN, "{default_pool: web}", pools)
-}
-
-/// Waits until the admin listener answers `/healthz` (the harness only
-/// waits for the proxy listener).
-fn wait_admin(sy: &Switchyard) {
-    assert!(
-        poll_until(Duration::from_secs(10), || {
-            try_get(sy.admin_addr(), "/healthz", &[]).is_ok_and(|r| r.status == 200)
-        }),
-        "admin API never answered /healthz on {}\n{}",
-        sy.admin_addr(),
-        sy.logs()
-    );
-}
-
-/// Starts switchyard on `yaml` and waits for its admin API too.
-fn start(yaml: &str) -> Switchyard {
-    let sy = Switchyard::start(yaml);
-    wait_admin(&sy);
-    sy
 }
 
 // ---------------------------------------------------------------------------
@@ -123,18 +74,10 @@ fn metrics(sy: &Switchyard) -> String {
     r.text()
 }
 
-/// The `x-backend` that served `GET /who` for pool `app` (default pool when
-/// None), or None when the answer was not a 200.
-fn served_by(sy: &Switchyard, app: Option<&str>) -> Option<String> {
-    let headers: Vec<(&str, &str)> = app.map(|a| ("App-Name", a)).into_iter().collect();
-    let r = try_get(sy.addr(), "/who", &headers).ok()?;
-    (r.status == 200).then(|| r.header("x-backend").unwrap_or("").to_string())
-}
-
 /// `n` requests to the default pool; the backends that answered (None for
 /// a non-200).
 fn serve_n(sy: &Switchyard, n: usize) -> Vec<Option<String>> {
-    (0..n).map(|_| served_by(sy, None)).collect()
+    (0..n).map(|_| who(sy, None)).collect()
 }
 
 /// The backend objects of pool `name` in a `/status` answer.
@@ -184,96 +127,6 @@ fn body_json(pool: Option<&str>, url: &str, extra: &str) -> String {
 // Prometheus text parsing
 // ---------------------------------------------------------------------------
 
-type Labels = BTreeMap<String, String>;
-
-/// Parses one sample line `name{k="v",...} value`; None for comments and
-/// malformed lines.
-fn parse_sample(line: &str) -> Option<(String, Labels, f64)> {
-    if line.starts_with('#') || line.trim().is_empty() {
-        return None;
-    }
-    let name_end = line.find(['{', ' '])?;
-    let name = line[..name_end].to_string();
-    let mut labels = Labels::new();
-    let mut rest = &line[name_end..];
-    if let Some(r) = rest.strip_prefix('{') {
-        let mut chars = r.char_indices().peekable();
-        let mut end = None;
-        loop {
-            // key
-            let mut key = String::new();
-            for (i, c) in chars.by_ref() {
-                if c == '=' {
-                    break;
-                }
-                if c == '}' && key.is_empty() {
-                    end = Some(i);
-                    break;
-                }
-                if c != ',' {
-                    key.push(c);
-                }
-            }
-            if end.is_some() {
-                break;
-            }
-            if chars.next().map(|(_, c)| c) != Some('"') {
-                return None;
-            }
-            let mut value = String::new();
-            let mut closed = false;
-            while let Some((_, c)) = chars.next() {
-                match c {
-                    '\\' => match chars.next()?.1 {
-                        'n' => value.push('\n'),
-                        other => value.push(other),
-                    },
-                    '"' => {
-                        closed = true;
-                        break;
-                    }
-                    other => value.push(other),
-                }
-            }
-            if !closed {
-                return None;
-            }
-            labels.insert(key.trim().to_string(), value);
-            match chars.peek() {
-                Some((_, ',')) => {
-                    chars.next();
-                }
-                Some((i, '}')) => {
-                    end = Some(*i);
-                    break;
-                }
-                _ => return None,
-            }
-        }
-        rest = &r[end? + 1..];
-    }
-    let value: f64 = rest.split_whitespace().next()?.parse().ok()?;
-    Some((name, labels, value))
-}
-
-/// The value of sample `name` with exactly the label set `labels`.
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let want: Labels = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    text.lines()
-        .filter_map(parse_sample)
-        .find(|(n, l, _)| n == name && *l == want)
-        .map(|(_, _, v)| v)
-}
-
-/// [`metric`], panicking with the whole text when the sample is missing.
-fn must(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    metric(text, name, labels)
-        .unwrap_or_else(|| panic!("no sample {name}{labels:?} in metrics:\n{text}"))
-}
-
 /// `/metrics` once `ready` holds for it (2 s bound; the text as it is
 /// then). A request is counted when the proxy finishes it, which can be a
 /// moment after the client has read the whole answer.
@@ -298,7 +151,7 @@ fn bname(b: &TestBackend) -> String {
 #[test]
 fn healthz_answers_ok_and_no_token_configured_means_open_api() {
     let b1 = TestBackend::start("b1");
-    let sy = start(&config(&[pool("web", &[be(&b1.url(), "")], &[])]));
+    let sy = Switchyard::start_admin(&config(&[pool("web", &[be(&b1.url(), "")], &[])]));
     let r = admin(&sy, "GET", "/healthz", "");
     assert_eq!(r.status, 200, "{}", sy.logs());
     assert_eq!(r.text().trim(), "ok");
@@ -397,7 +250,7 @@ fn token_from_env_guards_every_endpoint_but_healthz() {
         .config(&yaml)
         .env("SY_ADMIN_TEST_TOKEN", "env-s3cret")
         .start();
-    wait_admin(&sy);
+    sy.wait_admin();
     assert_token_guard(&sy, "env-s3cret", &spare);
 }
 
@@ -414,7 +267,7 @@ fn token_from_file_guards_every_endpoint_but_healthz() {
         "{default_pool: web}",
         &[pool("web", &[be(&b1.url(), "")], &[])],
     );
-    let sy = start(&yaml);
+    let sy = Switchyard::start_admin(&yaml);
     assert_token_guard(&sy, "file-t0ken", &spare);
 }
 
@@ -429,7 +282,7 @@ fn status_lists_pools_backends_and_counters() {
     let b3 = TestBackend::start("b3");
     let b4 = TestBackend::start("b4");
     let dead = dead_url();
-    let sy = start(&config_with(
+    let sy = Switchyard::start_admin(&config_with(
         ADMIN,
         "{header: App-Name, default_pool: web}",
         &[
@@ -448,7 +301,7 @@ fn status_lists_pools_backends_and_counters() {
     ));
 
     for _ in 0..8 {
-        assert!(served_by(&sy, Some("web")).is_some(), "{}", sy.logs());
+        assert!(who(&sy, Some("web")).is_some(), "{}", sy.logs());
     }
     // until the dead backend was tried once (then it is ejected)
     let mut tries = 0;
@@ -456,7 +309,7 @@ fn status_lists_pools_backends_and_counters() {
         poll_until(Duration::from_secs(5), || {
             tries += 1;
             assert_eq!(
-                served_by(&sy, Some("flaky")).as_deref(),
+                who(&sy, Some("flaky")).as_deref(),
                 Some("b4"),
                 "{}",
                 sy.logs()
@@ -529,11 +382,11 @@ fn status_lists_pools_backends_and_counters() {
 fn post_backend_adds_a_backend_that_takes_traffic() {
     let b1 = TestBackend::start("b1");
     let b2 = TestBackend::start("b2");
-    let sy = start(&config(&[pool("web", &[be(&b1.url(), "")], &[])]));
+    let sy = Switchyard::start_admin(&config(&[pool("web", &[be(&b1.url(), "")], &[])]));
     let r = backends_call(&sy, "POST", Some("web"), &b2.url(), ", \"weight\": 2");
     assert_eq!(r.status, 201, "{}\n{}", r.text(), sy.logs());
     assert!(
-        poll_until(Duration::from_secs(5), || served_by(&sy, None).as_deref()
+        poll_until(Duration::from_secs(5), || who(&sy, None).as_deref()
             == Some("b2")),
         "added backend never served\n{}",
         sy.logs()
@@ -553,7 +406,7 @@ fn post_backend_adds_a_backend_that_takes_traffic() {
 fn post_backend_rejects_bad_url_unknown_pool_duplicate_and_bad_json() {
     let b1 = TestBackend::start("b1");
     let b2 = TestBackend::start("b2");
-    let sy = start(&config(&[pool("web", &[be(&b1.url(), "")], &[])]));
+    let sy = Switchyard::start_admin(&config(&[pool("web", &[be(&b1.url(), "")], &[])]));
     let cases: Vec<(String, u16, &str)> = vec![
         (body_json(Some("web"), "not a url", ""), 400, "bad URL"),
         (
@@ -625,7 +478,7 @@ fn post_backend_without_pool_uses_the_default_pool() {
     let b1 = TestBackend::start("b1");
     let api = TestBackend::start("api");
     let extra = TestBackend::start("extra");
-    let sy = start(&config_with(
+    let sy = Switchyard::start_admin(&config_with(
         ADMIN,
         "{header: App-Name, default_pool: web}",
         &[
@@ -641,14 +494,13 @@ fn post_backend_without_pool_uses_the_default_pool() {
     assert_eq!(status_urls(&st, "web"), want, "{st}");
     assert_eq!(status_urls(&st, "api"), [api.url()], "{st}");
     assert!(
-        poll_until(Duration::from_secs(5), || served_by(&sy, Some("web"))
-            .as_deref()
+        poll_until(Duration::from_secs(5), || who(&sy, Some("web")).as_deref()
             == Some("extra")),
         "{}",
         sy.logs()
     );
     for _ in 0..6 {
-        assert_eq!(served_by(&sy, Some("api")).as_deref(), Some("api"));
+        assert_eq!(who(&sy, Some("api")).as_deref(), Some("api"));
     }
     // PATCH and DELETE without pool also mean the default pool
     let r = backends_call(&sy, "PATCH", None, &extra.url(), ", \"enabled\": false");
@@ -662,7 +514,7 @@ fn post_backend_without_pool_uses_the_default_pool() {
 fn delete_backend_stops_its_traffic() {
     let b1 = TestBackend::start("b1");
     let b2 = TestBackend::start("b2");
-    let sy = start(&config(&[pool(
+    let sy = Switchyard::start_admin(&config(&[pool(
         "web",
         &[be(&b1.url(), ""), be(&b2.url(), "")],
         &[],
@@ -694,7 +546,7 @@ fn delete_backend_stops_its_traffic() {
 fn file_backend_deleted_re_added_and_deleted_again_gets_no_traffic() {
     let b1 = TestBackend::start("b1");
     let b2 = TestBackend::start("b2");
-    let sy = start(&config(&[pool(
+    let sy = Switchyard::start_admin(&config(&[pool(
         "web",
         &[be(&b1.url(), ""), be(&b2.url(), "")],
         &[],
@@ -705,7 +557,7 @@ fn file_backend_deleted_re_added_and_deleted_again_gets_no_traffic() {
         assert_eq!(r.status, code, "{method}: {}\n{}", r.text(), sy.logs());
     }
     assert!(
-        poll_until(Duration::from_secs(5), || served_by(&sy, None).as_deref()
+        poll_until(Duration::from_secs(5), || who(&sy, None).as_deref()
             == Some("b2")),
         "re-added backend never served\n{}",
         sy.logs()
@@ -731,7 +583,7 @@ fn delete_backend_lets_in_flight_requests_finish() {
     let slow = TestBackend::start("slow");
     let fast = TestBackend::start("fast");
     slow.set_delay(Duration::from_millis(800));
-    let sy = start(&config(&[pool(
+    let sy = Switchyard::start_admin(&config(&[pool(
         "web",
         &[be(&slow.url(), ""), be(&fast.url(), "")],
         &[],
@@ -794,7 +646,7 @@ fn delete_backend_lets_in_flight_requests_finish() {
 fn patch_backend_drains_and_re_enables() {
     let b1 = TestBackend::start("b1");
     let b2 = TestBackend::start("b2");
-    let sy = start(&config(&[pool(
+    let sy = Switchyard::start_admin(&config(&[pool(
         "web",
         &[be(&b1.url(), ""), be(&b2.url(), "")],
         &[],
@@ -816,7 +668,7 @@ fn patch_backend_drains_and_re_enables() {
     let r = backends_call(&sy, "PATCH", Some("web"), &b2.url(), ", \"enabled\": true");
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
-        poll_until(Duration::from_secs(5), || served_by(&sy, None).as_deref()
+        poll_until(Duration::from_secs(5), || who(&sy, None).as_deref()
             == Some("b2")),
         "re-enabled backend never served\n{}",
         sy.logs()
@@ -927,7 +779,7 @@ impl Trio {
 #[test]
 fn admin_changes_survive_a_sighup_reload() {
     let t = Trio::new();
-    let sy = start(&config(&t.pools(false)));
+    let sy = Switchyard::start_admin(&config(&t.pools(false)));
     t.change(&sy);
     assert!(
         sy.dir().join("state.json").exists(),
@@ -942,8 +794,7 @@ fn admin_changes_survive_a_sighup_reload() {
     ));
     sy.signal(libc::SIGHUP);
     assert!(
-        poll_until(Duration::from_secs(10), || served_by(&sy, Some("api"))
-            .as_deref()
+        poll_until(Duration::from_secs(10), || who(&sy, Some("api")).as_deref()
             == Some("b1")),
         "the reload never happened\n{}",
         sy.logs()
@@ -954,7 +805,7 @@ fn admin_changes_survive_a_sighup_reload() {
 #[test]
 fn admin_changes_survive_post_reload() {
     let t = Trio::new();
-    let sy = start(&config(&t.pools(false)));
+    let sy = Switchyard::start_admin(&config(&t.pools(false)));
     t.change(&sy);
     sy.write_config(&config_with(
         ADMIN,
@@ -964,8 +815,7 @@ fn admin_changes_survive_post_reload() {
     let r = admin(&sy, "POST", "/reload", "");
     assert_eq!(r.status, 200, "{}\n{}", r.text(), sy.logs());
     assert!(
-        poll_until(Duration::from_secs(5), || served_by(&sy, Some("api"))
-            .as_deref()
+        poll_until(Duration::from_secs(5), || who(&sy, Some("api")).as_deref()
             == Some("b1")),
         "the reload never happened\n{}",
         sy.logs()
@@ -985,7 +835,7 @@ fn admin_changes_survive_a_restart_with_the_same_state_file() {
     let admin_body = format!("listen: \"{{admin}}\", state_file: \"{}\"", state.display());
     let yaml = config_with(&admin_body, "{default_pool: web}", &t.pools(false));
 
-    let mut first = start(&yaml);
+    let mut first = Switchyard::start_admin(&yaml);
     t.change(&first);
     let saved = std::fs::read_to_string(&state)
         .unwrap_or_else(|e| panic!("state file {}: {e}\n{}", state.display(), first.logs()));
@@ -993,7 +843,7 @@ fn admin_changes_survive_a_restart_with_the_same_state_file() {
     first.kill(Duration::from_secs(5));
     drop(first);
 
-    let second = start(&yaml);
+    let second = Switchyard::start_admin(&yaml);
     t.assert_changed(&second, "after a restart");
     // the restarted process keeps recording changes in the same file
     let r = backends_call(
@@ -1005,8 +855,7 @@ fn admin_changes_survive_a_restart_with_the_same_state_file() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
-        poll_until(Duration::from_secs(5), || served_by(&second, None)
-            .as_deref()
+        poll_until(Duration::from_secs(5), || who(&second, None).as_deref()
             == Some("b1")),
         "{}",
         second.logs()
@@ -1022,12 +871,12 @@ fn post_reload_applies_a_valid_edit() {
     let web = TestBackend::start("web");
     let api = TestBackend::start("api");
     let routing = "{header: App-Name, default_pool: web}";
-    let sy = start(&config_with(
+    let sy = Switchyard::start_admin(&config_with(
         ADMIN,
         routing,
         &[pool("web", &[be(&web.url(), "")], &[])],
     ));
-    assert_eq!(served_by(&sy, Some("api")).as_deref(), Some("web"));
+    assert_eq!(who(&sy, Some("api")).as_deref(), Some("web"));
     sy.write_config(&config_with(
         ADMIN,
         routing,
@@ -1039,13 +888,12 @@ fn post_reload_applies_a_valid_edit() {
     let r = admin(&sy, "POST", "/reload", "");
     assert_eq!(r.status, 200, "{}\n{}", r.text(), sy.logs());
     assert!(
-        poll_until(Duration::from_secs(5), || served_by(&sy, Some("api"))
-            .as_deref()
+        poll_until(Duration::from_secs(5), || who(&sy, Some("api")).as_deref()
             == Some("api")),
         "new pool never routed after POST /reload\n{}",
         sy.logs()
     );
-    assert_eq!(served_by(&sy, Some("web")).as_deref(), Some("web"));
+    assert_eq!(who(&sy, Some("web")).as_deref(), Some("web"));
     assert!(status(&sy)["pools"]["api"].is_object());
 }
 
@@ -1054,7 +902,7 @@ fn post_reload_rejects_an_invalid_edit_and_keeps_serving() {
     let web = TestBackend::start("web");
     let api = TestBackend::start("api");
     let routing = "{header: App-Name, default_pool: web}";
-    let sy = start(&config_with(
+    let sy = Switchyard::start_admin(&config_with(
         ADMIN,
         routing,
         &[pool("web", &[be(&web.url(), "")], &[])],
@@ -1082,8 +930,8 @@ fn post_reload_rejects_an_invalid_edit_and_keeps_serving() {
     );
     // the old configuration keeps serving; the new pool does not exist
     for _ in 0..10 {
-        assert_eq!(served_by(&sy, Some("web")).as_deref(), Some("web"));
-        assert_eq!(served_by(&sy, Some("api")).as_deref(), Some("web"));
+        assert_eq!(who(&sy, Some("web")).as_deref(), Some("web"));
+        assert_eq!(who(&sy, Some("api")).as_deref(), Some("web"));
     }
     assert_eq!(api.app_count(), 0);
     assert!(status(&sy)["pools"].get("api").is_none());
@@ -1097,7 +945,7 @@ fn post_reload_rejects_an_invalid_edit_and_keeps_serving() {
         "{}",
         r.text()
     );
-    assert_eq!(served_by(&sy, Some("web")).as_deref(), Some("web"));
+    assert_eq!(who(&sy, Some("web")).as_deref(), Some("web"));
 }
 
 // ---------------------------------------------------------------------------
@@ -1112,7 +960,7 @@ fn metrics_are_prometheus_text_and_count_requests_by_pool_backend_code() {
         (req.path() == "/missing")
             .then(|| Reply::new(404, "nope").with_delay(Duration::from_millis(30)))
     });
-    let sy = start(&config_with(
+    let sy = Switchyard::start_admin(&config_with(
         ADMIN,
         "{header: App-Name}",
         &[pool("web", &[be(&b1.url(), "")], &[])],
@@ -1158,7 +1006,7 @@ fn metrics_are_prometheus_text_and_count_requests_by_pool_backend_code() {
     // every line is a comment or a well-formed sample
     for line in text.lines() {
         assert!(
-            line.starts_with('#') || parse_sample(line).is_some(),
+            line.starts_with('#') || is_sample_line(line),
             "malformed line {line:?} in\n{text}"
         );
     }
@@ -1227,7 +1075,7 @@ fn metrics_are_prometheus_text_and_count_requests_by_pool_backend_code() {
     assert!(sum < 7.0 * 5.0, "sum {sum} absurd\n{text}");
     // buckets are cumulative
     let mut last = 0.0;
-    for line in text.lines().filter_map(parse_sample) {
+    for line in samples(&text) {
         if line.0 == "switchyard_request_duration_seconds_bucket" && line.1["pool"] == "web" {
             assert!(line.2 >= last, "bucket not cumulative: {line:?}\n{text}");
             last = line.2;
@@ -1265,7 +1113,7 @@ fn metrics_count_connect_failures_and_retries() {
     let b1 = TestBackend::start("b1");
     let dead = dead_addr();
     let dead_name = dead.to_string();
-    let sy = start(&config(&[pool(
+    let sy = Switchyard::start_admin(&config(&[pool(
         "web",
         &[be(&format!("http://{dead}"), ""), be(&b1.url(), "")],
         &[],
@@ -1274,7 +1122,7 @@ fn metrics_count_connect_failures_and_retries() {
     let mut sent = 0;
     assert!(
         poll_until(Duration::from_secs(5), || {
-            assert_eq!(served_by(&sy, None).as_deref(), Some("b1"), "{}", sy.logs());
+            assert_eq!(who(&sy, None).as_deref(), Some("b1"), "{}", sy.logs());
             sent += 1;
             metric(
                 &metrics(&sy),
@@ -1359,7 +1207,7 @@ fn metrics_backend_healthy_follows_health_checks() {
     let down = TestBackend::start("down");
     down.set_healthy(false);
     let hc = "health_check: {type: http, path: /health, interval: 100ms, timeout: 500ms, rise: 1, fall: 1}";
-    let sy = start(&config(&[pool(
+    let sy = Switchyard::start_admin(&config(&[pool(
         "web",
         &[be(&up.url(), ""), be(&down.url(), "")],
         &[hc],
@@ -1402,7 +1250,7 @@ fn metrics_backend_healthy_follows_health_checks() {
 fn metrics_show_active_connections() {
     let slow = TestBackend::start("slow");
     slow.set_delay(Duration::from_millis(800));
-    let sy = start(&config(&[pool("web", &[be(&slow.url(), "")], &[])]));
+    let sy = Switchyard::start_admin(&config(&[pool("web", &[be(&slow.url(), "")], &[])]));
     let name = bname(&slow);
     let active = || {
         metric(
@@ -1443,7 +1291,7 @@ fn metrics_show_active_connections() {
 fn metrics_count_config_reloads_by_result() {
     let web = TestBackend::start("web");
     let good = config(&[pool("web", &[be(&web.url(), "")], &[])]);
-    let sy = start(&good);
+    let sy = Switchyard::start_admin(&good);
     let reloads = |result: &str| {
         must(
             &metrics(&sy),
@@ -1478,7 +1326,7 @@ fn metrics_count_config_reloads_by_result() {
         metrics(&sy),
         sy.logs()
     );
-    assert_eq!(served_by(&sy, None).as_deref(), Some("web"));
+    assert_eq!(who(&sy, None).as_deref(), Some("web"));
 }
 
 #[test]
@@ -1486,7 +1334,7 @@ fn metrics_count_won_races() {
     let fast = TestBackend::start("fast");
     let slow = TestBackend::start("slow");
     slow.set_delay(Duration::from_millis(300));
-    let sy = start(&config_with(
+    let sy = Switchyard::start_admin(&config_with(
         ADMIN,
         "{header: App-Name, default_pool: web}",
         &[
@@ -1500,13 +1348,13 @@ fn metrics_count_won_races() {
     ));
     for _ in 0..3 {
         assert_eq!(
-            served_by(&sy, Some("web")).as_deref(),
+            who(&sy, Some("web")).as_deref(),
             Some("fast"),
             "{}",
             sy.logs()
         );
     }
-    assert_eq!(served_by(&sy, Some("plain")).as_deref(), Some("fast"));
+    assert_eq!(who(&sy, Some("plain")).as_deref(), Some("fast"));
     let text = metrics(&sy);
     assert_eq!(
         must(

@@ -2,12 +2,10 @@
 //! good and bad files, quick mode (`--backends`, `SWITCHYARD_BACKENDS`) and
 //! the exit codes for bad flags and a listen port in use.
 
-mod common;
-
 use std::net::TcpListener;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Runs `switchyard -t -c DIR/NAME` on `yaml` written verbatim (no
 /// placeholder expansion, so line numbers are exactly those of `yaml`).

@@ -3,41 +3,15 @@
 //! produces itself (404/502/503/504), fallback pools, forwarded headers,
 //! upstream keep-alive and malformed requests. Real sockets, real process.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
-/// Health checking off: no probe traffic, backends healthy at once.
-const NO_HC: &str = "health_check: {type: none}";
 /// Only the active check decides: no retries, no passive ejection.
 const NO_MASKING: &str = "retries: {attempts: 1}, passive: {max_fails: 0}";
-
-/// Starts switchyard listening on `{listen}` with `body` (routing + pools).
-fn start(body: &str) -> Switchyard {
-    Switchyard::start(&format!(
-        "server: {{pid_file: \"{{pid_file}}\", upgrade_sock: \"{{upgrade_sock}}\", \
-         grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1}}\n\
-         listen: [{{addr: \"{{listen}}\"}}]\n{body}"
-    ))
-}
-
-/// `{url: "..."}, {url: "..."}` for a flow-style `backends:` list.
-fn urls(bs: &[&TestBackend]) -> String {
-    bs.iter()
-        .map(|b| format!("{{url: \"{}\"}}", b.url()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The backend that answered (its `x-backend` header), or "".
-fn served_by(r: &Response) -> String {
-    r.header("x-backend").unwrap_or("").to_string()
-}
 
 /// Sends `n` GETs on one keep-alive connection, asserts each is a 200, and
 /// counts the answers per backend.
@@ -85,12 +59,12 @@ fn assert_proxy_error(r: &Response, status: u16, pool: &str, logs: &str) {
 fn web_and_api() -> (TestBackend, TestBackend, Switchyard) {
     let web = TestBackend::start("web");
     let api = TestBackend::start("api");
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{backends: [{}], {NO_HC}}}\n  \
          api: {{backends: [{}], {NO_HC}}}\n",
-        urls(&[&web]),
-        urls(&[&api])
+        flow(&[&web]),
+        flow(&[&api])
     ));
     (web, api, sy)
 }
@@ -151,9 +125,9 @@ fn routing_unknown_value_uses_default_pool() {
 #[test]
 fn routing_without_default_pool_answers_404_json() {
     let api = TestBackend::start("api");
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "pools:\n  api: {{backends: [{}], {NO_HC}}}\n",
-        urls(&[&api])
+        flow(&[&api])
     ));
     let r = get(sy.addr(), "/x", &[("App-Name", "billing")]);
     assert_proxy_error(&r, 404, "billing", &sy.logs());
@@ -170,12 +144,12 @@ fn routing_without_default_pool_answers_404_json() {
 fn routing_custom_header() {
     let web = TestBackend::start("web");
     let api = TestBackend::start("api");
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{header: X-Pool, default_pool: web}}\npools:\n  \
          web: {{backends: [{}], {NO_HC}}}\n  \
          api: {{backends: [{}], {NO_HC}}}\n",
-        urls(&[&web]),
-        urls(&[&api])
+        flow(&[&web]),
+        flow(&[&api])
     ));
     let r = get(sy.addr(), "/x", &[("x-pool", " API")]);
     assert_eq!(r.status, 200, "{}", sy.logs());
@@ -197,10 +171,10 @@ fn round_robin_spreads_evenly() {
         .map(|n| TestBackend::start(n))
         .collect();
     let refs: Vec<&TestBackend> = bs.iter().collect();
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{strategy: round_robin, backends: [{}], {NO_HC}}}\n",
-        urls(&refs)
+        flow(&refs)
     ));
     let counts = tally(&sy, 300, &[]);
     for b in &bs {
@@ -218,7 +192,7 @@ fn round_robin_spreads_evenly() {
 fn round_robin_respects_weights() {
     let heavy = TestBackend::start("heavy");
     let light = TestBackend::start("light");
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{backends: [{{url: \"{}\", weight: 3}}, {{url: \"{}\"}}], {NO_HC}}}\n",
         heavy.url(),
@@ -236,7 +210,7 @@ fn disabled_backend_gets_no_traffic() {
     let on1 = TestBackend::start("on1");
     let off = TestBackend::start("off");
     let on2 = TestBackend::start("on2");
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  web:\n    {NO_HC}\n    backends:\n      \
          - url: \"{}\"\n      - url: \"{}\"\n        enabled: false\n      - url: \"{}\"\n",
         on1.url(),
@@ -254,10 +228,10 @@ fn least_conn_keeps_requests_off_a_slow_backend() {
     let slow = TestBackend::start("slow");
     slow.set_delay(Duration::from_millis(1500));
     let fast = TestBackend::start("fast");
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{strategy: least_conn, backends: [{}], {NO_HC}}}\n",
-        urls(&[&slow, &fast])
+        flow(&[&slow, &fast])
     ));
     let addr = sy.addr();
     let results = Arc::new(Mutex::new(Vec::new()));
@@ -296,10 +270,10 @@ fn consistent_hash_by_client_ip_is_sticky() {
         .map(|n| TestBackend::start(n))
         .collect();
     let refs: Vec<&TestBackend> = bs.iter().collect();
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{strategy: consistent, hash_key: client_ip, backends: [{}], {NO_HC}}}\n",
-        urls(&refs)
+        flow(&refs)
     ));
     // Every request comes from 127.0.0.1, on separate connections.
     let mut seen = HashSet::new();
@@ -318,10 +292,10 @@ fn consistent_hash_by_header_is_sticky_and_spreads() {
         .map(|n| TestBackend::start(n))
         .collect();
     let refs: Vec<&TestBackend> = bs.iter().collect();
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{strategy: consistent, hash_key: \"header:X-User\", backends: [{}], {NO_HC}}}\n",
-        urls(&refs)
+        flow(&refs)
     ));
     let mut c = Client::connect(sy.addr()).unwrap();
     let mut owner: HashMap<String, String> = HashMap::new();
@@ -356,11 +330,11 @@ fn all_served_by(sy: &Switchyard, n: usize, name: &str) -> bool {
 fn tcp_health_check_takes_stopped_backend_out_and_back() {
     let b1 = TestBackend::start("b1");
     let b2 = TestBackend::start("b2");
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{backends: [{}], {NO_MASKING}, \
          health_check: {{type: tcp, interval: 100ms, timeout: 200ms, rise: 1, fall: 1}}}}\n",
-        urls(&[&b1, &b2])
+        flow(&[&b1, &b2])
     ));
     let counts = tally(&sy, 10, &[]);
     assert_eq!(counts.len(), 2, "both in service at start: {counts:?}");
@@ -447,11 +421,11 @@ fn http_health_check_follows_fall_and_rise() {
     let b1 = TestBackend::start("b1");
     let b2 = TestBackend::start("b2");
     let probes = HealthSwitch::install(&b1);
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{backends: [{}], {NO_MASKING}, health_check: {{type: http, path: /health, \
          interval: 100ms, timeout: 1s, rise: 2, fall: 2}}}}\n",
-        urls(&[&b1, &b2])
+        flow(&[&b1, &b2])
     ));
     let counts = tally(&sy, 10, &[]);
     assert_eq!(counts.len(), 2, "both in service at start: {counts:?}");
@@ -501,7 +475,7 @@ fn dead_backend_in_config_never_gets_a_request() {
     let live_tcp = TestBackend::start("live-tcp");
     let live_http = TestBackend::start("live-http");
     let (dead1, dead2) = (dead_url(), dead_url());
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: tcp}}\npools:\n  \
          tcp: {{backends: [{{url: \"{dead1}\"}}, {{url: \"{}\"}}], {NO_MASKING}, \
          health_check: {{type: tcp, interval: 1s, timeout: 200ms}}}}\n  \
@@ -534,7 +508,7 @@ fn dead_backend_in_config_never_gets_a_request() {
 
 #[test]
 fn every_backend_down_answers_503_json() {
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{backends: [{{url: \"{}\"}}, {{url: \"{}\"}}], \
          health_check: {{type: tcp, interval: 1s, timeout: 200ms}}}}\n",
@@ -555,10 +529,10 @@ fn every_backend_down_answers_503_json() {
 fn backend_reset_answers_502_json() {
     let b = TestBackend::start("b");
     b.set_mode(Mode::Reset);
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{backends: [{}], retries: {{attempts: 1}}, {NO_HC}}}\n",
-        urls(&[&b])
+        flow(&[&b])
     ));
     let start = Instant::now();
     let r = get(sy.addr(), "/x", &[]);
@@ -575,10 +549,10 @@ fn backend_reset_answers_502_json() {
 fn slow_backend_read_timeout_answers_504_json() {
     let b = TestBackend::start("b");
     b.set_delay(Duration::from_secs(2));
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{backends: [{}], retries: {{attempts: 1}}, timeouts: {{read: 300ms}}, {NO_HC}}}\n",
-        urls(&[&b])
+        flow(&[&b])
     ));
     let start = Instant::now();
     let r = get(sy.addr(), "/x", &[]);
@@ -594,10 +568,10 @@ fn slow_backend_read_timeout_answers_504_json() {
 fn request_deadline_answers_504_json() {
     let b = TestBackend::start("b");
     b.set_delay(Duration::from_secs(3));
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{backends: [{}], timeouts: {{read: 10s, request: 500ms}}, {NO_HC}}}\n",
-        urls(&[&b])
+        flow(&[&b])
     ));
     let start = Instant::now();
     let r = get(sy.addr(), "/x", &[]);
@@ -612,13 +586,13 @@ fn request_deadline_answers_504_json() {
 #[test]
 fn fallback_pool_serves_when_pool_is_down() {
     let b = TestBackend::start("legacy");
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{backends: [{{url: \"{}\"}}], fallback: legacy, \
          health_check: {{type: tcp, interval: 1s, timeout: 200ms}}}}\n  \
          legacy: {{backends: [{}], {NO_HC}}}\n",
         dead_url(),
-        urls(&[&b])
+        flow(&[&b])
     ));
     for headers in [&[][..], &[("App-Name", "web")]] {
         let r = get(sy.addr(), "/x", headers);
@@ -634,9 +608,9 @@ fn fallback_pool_serves_when_pool_is_down() {
 
 fn single_backend() -> (TestBackend, Switchyard) {
     let b = TestBackend::start("b");
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  web: {{backends: [{}], {NO_HC}}}\n",
-        urls(&[&b])
+        flow(&[&b])
     ));
     (b, sy)
 }

@@ -5,10 +5,9 @@
 //! (unless it needs probes), so that the only thing that keeps a broken
 //! backend out of the rotation is the retry and passive-ejection logic.
 
-mod common;
-use common::test_body as body;
-use common::web_pool_config as config;
-use common::*;
+use crate::common::test_body as body;
+use crate::common::web_pool_config as config;
+use crate::common::*;
 
 use std::time::{Duration, Instant};
 

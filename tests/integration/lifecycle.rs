@@ -1,8 +1,7 @@
 //! Lifecycle: SIGHUP reload, graceful shutdown on SIGTERM and the
 //! graceful binary upgrade (`-u` + SIGQUIT) under load.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,62 +9,48 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 const FAST_HC: &str =
-    "{ type: http, path: /health, interval: 100ms, timeout: 300ms, rise: 1, fall: 1 }";
-
-fn one_pool(name: &str, urls: &[String], hc: &str) -> String {
-    let backends: Vec<String> = urls.iter().map(|u| format!("{{ url: \"{u}\" }}")).collect();
-    format!(
-        "  {name}:\n    backends: [{}]\n    health_check: {hc}\n",
-        backends.join(", ")
-    )
-}
-
-fn config(default: &str, pools: &[String]) -> String {
-    format!(
-        "listen: [ {{ addr: \"{{listen}}\" }} ]\nrouting: {{ default_pool: {default} }}\npools:\n{}",
-        pools.concat()
-    )
-}
-
-fn served_by(sy: &Switchyard, app: &str) -> Option<String> {
-    let r = try_get(sy.addr(), "/who", &[("App-Name", app)]).ok()?;
-    (r.status == 200).then(|| r.header("x-backend").unwrap_or("").to_string())
-}
+    "health_check: { type: http, path: /health, interval: 100ms, timeout: 300ms, rise: 1, fall: 1 }";
 
 #[test]
 fn sighup_reload_adds_a_pool_and_routes_to_it() {
     let web = TestBackend::start("web");
     let api = TestBackend::start("api");
-    let first = config("web", &[one_pool("web", &[web.url()], FAST_HC)]);
+    let first = proxy_config(
+        "{default_pool: web}",
+        &[pool("web", &[web.url()], &[FAST_HC])],
+    );
     let sy = Switchyard::start(&first);
     assert_eq!(
-        served_by(&sy, "api").as_deref(),
+        who(&sy, Some("api")).as_deref(),
         Some("web"),
         "{}",
         sy.logs()
     );
 
-    sy.write_config(&config(
-        "web",
+    sy.write_config(&proxy_config(
+        "{default_pool: web}",
         &[
-            one_pool("web", &[web.url()], FAST_HC),
-            one_pool("api", &[api.url()], FAST_HC),
+            pool("web", &[web.url()], &[FAST_HC]),
+            pool("api", &[api.url()], &[FAST_HC]),
         ],
     ));
     sy.signal(libc::SIGHUP);
     assert!(
-        poll_until(Duration::from_secs(10), || served_by(&sy, "api").as_deref()
+        poll_until(Duration::from_secs(10), || who(&sy, Some("api")).as_deref()
             == Some("api")),
         "api pool never served after reload\n{}",
         sy.logs()
     );
-    assert_eq!(served_by(&sy, "web").as_deref(), Some("web"));
+    assert_eq!(who(&sy, Some("web")).as_deref(), Some("web"));
 }
 
 #[test]
 fn invalid_reload_keeps_the_running_configuration() {
     let web = TestBackend::start("web");
-    let sy = Switchyard::start(&config("web", &[one_pool("web", &[web.url()], FAST_HC)]));
+    let sy = Switchyard::start(&proxy_config(
+        "{default_pool: web}",
+        &[pool("web", &[web.url()], &[FAST_HC])],
+    ));
     sy.write_config("pools:\n  web:\n    backends: [ { url: \"not a url\" } ]\n    colour: blue\n");
     sy.signal(libc::SIGHUP);
     assert!(
@@ -82,7 +67,7 @@ fn invalid_reload_keeps_the_running_configuration() {
     );
     for _ in 0..20 {
         assert_eq!(
-            served_by(&sy, "web").as_deref(),
+            who(&sy, Some("web")).as_deref(),
             Some("web"),
             "{}",
             sy.logs()
@@ -95,11 +80,14 @@ fn backend_added_by_reload_gets_no_request_before_its_probe_passes() {
     let good = TestBackend::start("good");
     let sick = TestBackend::start("sick");
     sick.set_healthy(false); // answers the app but fails /health
-    let sy = Switchyard::start(&config("web", &[one_pool("web", &[good.url()], FAST_HC)]));
+    let sy = Switchyard::start(&proxy_config(
+        "{default_pool: web}",
+        &[pool("web", &[good.url()], &[FAST_HC])],
+    ));
 
-    sy.write_config(&config(
-        "web",
-        &[one_pool("web", &[good.url(), sick.url()], FAST_HC)],
+    sy.write_config(&proxy_config(
+        "{default_pool: web}",
+        &[pool("web", &[good.url(), sick.url()], &[FAST_HC])],
     ));
     sy.signal(libc::SIGHUP);
     assert!(
@@ -109,7 +97,7 @@ fn backend_added_by_reload_gets_no_request_before_its_probe_passes() {
     );
     for _ in 0..50 {
         assert_eq!(
-            served_by(&sy, "web").as_deref(),
+            who(&sy, Some("web")).as_deref(),
             Some("good"),
             "{}",
             sy.logs()
@@ -120,7 +108,7 @@ fn backend_added_by_reload_gets_no_request_before_its_probe_passes() {
     // once healthy it joins
     sick.set_healthy(true);
     assert!(
-        poll_until(Duration::from_secs(10), || served_by(&sy, "web").as_deref()
+        poll_until(Duration::from_secs(10), || who(&sy, Some("web")).as_deref()
             == Some("sick")),
         "{}",
         sy.logs()
@@ -132,20 +120,20 @@ fn reload_keeps_the_health_of_unchanged_backends() {
     let up = TestBackend::start("up");
     let down = TestBackend::start("down");
     let slow_hc =
-        "{ type: http, path: /health, interval: 100ms, timeout: 300ms, rise: 3, fall: 1 }";
+        "health_check: { type: http, path: /health, interval: 100ms, timeout: 300ms, rise: 3, fall: 1 }";
     let pools = |extra: bool| {
-        let mut p = vec![one_pool("web", &[up.url(), down.url()], slow_hc)];
+        let mut p = vec![pool("web", &[up.url(), down.url()], &[slow_hc])];
         if extra {
-            p.push(one_pool("other", &[up.url()], slow_hc));
+            p.push(pool("other", &[up.url()], &[slow_hc]));
         }
-        config("web", &p)
+        proxy_config("{default_pool: web}", &p)
     };
     let sy = Switchyard::start(&pools(false));
     // both admitted at start; now `down` fails its probes and leaves
     down.set_healthy(false);
     assert!(
         poll_until(Duration::from_secs(10), || {
-            (0..6).all(|_| served_by(&sy, "web").as_deref() == Some("up"))
+            (0..6).all(|_| who(&sy, Some("web")).as_deref() == Some("up"))
         }),
         "{}",
         sy.logs()
@@ -162,7 +150,7 @@ fn reload_keeps_the_health_of_unchanged_backends() {
     );
     for _ in 0..40 {
         assert_eq!(
-            served_by(&sy, "web").as_deref(),
+            who(&sy, Some("web")).as_deref(),
             Some("up"),
             "{}",
             sy.logs()
@@ -182,7 +170,7 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     slow.set_delay(Duration::from_millis(800));
     let yaml = "server: { pid_file: \"{pid_file}\", upgrade_sock: \"{upgrade_sock}\", grace_period_seconds: 2, graceful_shutdown_timeout_seconds: 2 }\n"
         .to_string()
-        + &config("web", &[one_pool("web", &[slow.url()], "{ type: none }")]);
+        + &proxy_config("{default_pool: web}", &[pool("web", &[slow.url()], &["health_check: { type: none }"])]);
     let mut sy = Switchyard::start(&yaml);
     let addr = sy.addr();
     let inflight = thread::spawn(move || try_get(addr, "/slow", &[]));
@@ -207,7 +195,7 @@ fn graceful_upgrade_under_load_drops_no_request() {
     let b = TestBackend::start("b");
     let yaml = "server: { pid_file: \"{pid_file}\", upgrade_sock: \"{upgrade_sock}\", grace_period_seconds: 1, graceful_shutdown_timeout_seconds: 1 }\n"
         .to_string()
-        + &config("web", &[one_pool("web", &[a.url(), b.url()], "{ type: tcp, interval: 200ms }")]);
+        + &proxy_config("{default_pool: web}", &[pool("web", &[a.url(), b.url()], &["health_check: { type: tcp, interval: 200ms }"])]);
     let mut old = Switchyard::start(&yaml);
     let addr = old.addr();
 
@@ -285,7 +273,7 @@ fn access_log_lines_and_rotation_on_reload() {
     let web = TestBackend::start("web");
     let yaml = format!(
         "listen: [ {{ addr: \"{{listen}}\" }} ]\npools:\n{}log: {{ access: \"{{dir}}/access.log\", format: json }}\n",
-        one_pool("web", &[web.url()], "{ type: none }")
+        pool("web", &[web.url()], &["health_check: { type: none }"])
     );
     let sy = Switchyard::start(&yaml);
     let log = sy.dir().join("access.log");

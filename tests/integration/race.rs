@@ -1,16 +1,11 @@
 //! Fan-out racing and hedged requests (`race:`).
 
-mod common;
-use common::test_body as body;
-use common::web_pool_config as config;
-use common::*;
+use crate::common::test_body as body;
+use crate::common::web_pool_config as config;
+use crate::common::*;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
-
-fn urls(bs: &[&TestBackend]) -> Vec<String> {
-    bs.iter().map(|b| b.url()).collect()
-}
 
 /// A backend answering `status` with body `NAME STATUS` after `delay`.
 fn backend(name: &str, status: u16, delay_ms: u64) -> TestBackend {

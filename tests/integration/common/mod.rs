@@ -69,7 +69,10 @@ fn rt() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
         let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(2).enable_all().build().expect("harness runtime")
+        b.worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("harness runtime")
     })
 }
 
@@ -129,7 +132,10 @@ pub fn dead_url() -> String {
 /// `n` pseudo-random bytes that differ from one `seed` to the next, so a
 /// body that arrives truncated, shifted or mixed up with another is noticed.
 pub fn test_body(seed: u64, n: usize) -> Vec<u8> {
-    let step = |x: u64| x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let step = |x: u64| {
+        x.wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407)
+    };
     let mut x = step(seed);
     (0..n)
         .map(|_| {
@@ -144,22 +150,39 @@ pub const LISTEN: &str = "listen: [{addr: \"{listen}\"}]\n";
 /// Health checking off: no probe traffic, backends healthy at once.
 pub const NO_HC: &str = "health_check: {type: none}";
 
+/// [`Switchyard::start`] on [`LISTEN`] followed by `body` (routing, pools, ...).
+pub fn start_listening(body: &str) -> Switchyard {
+    Switchyard::start(&format!("{LISTEN}{body}"))
+}
+
 /// A config with one pool `web` (the default pool) of `urls`; `extra` holds
 /// more pool keys, one per line, without indentation (`health_check:
 /// {type: none}` unless `extra` sets one).
 pub fn web_pool_config(urls: &[String], extra: &str) -> String {
-    let extra: Vec<&str> = extra.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
-    let backends: Vec<String> = urls.iter().map(|u| format!("{{url: \"{u}\"}}")).collect();
-    format!("{LISTEN}routing: {{default_pool: web}}\npools:\n{}", pool("web", &backends, &extra))
+    let extra: Vec<&str> = extra
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    proxy_config("{default_pool: web}", &[pool("web", urls, &extra)])
 }
 
-/// A block-style pool `name` with `backends` (flow entries such as
-/// `{url: "http://..", weight: 3}`) and `extra` pool keys, one per entry;
-/// `health_check: {type: none}` unless `extra` sets one.
+/// `listen: [{listen}]`, `routing: ROUTING` (a flow mapping) and `pools:`
+/// made of [`pool`] blocks.
+pub fn proxy_config(routing: &str, pools: &[String]) -> String {
+    format!("{LISTEN}routing: {routing}\npools:\n{}", pools.concat())
+}
+
+/// A block-style pool `name` with `backends` (URLs, or flow entries such
+/// as `{url: "http://..", weight: 3}`, see [`be`]) and `extra` pool keys,
+/// one per entry; `health_check: {type: none}` unless `extra` sets one.
 pub fn pool(name: &str, backends: &[String], extra: &[&str]) -> String {
     let mut s = format!("  {name}:\n    backends:\n");
     for b in backends {
-        s.push_str(&format!("      - {b}\n"));
+        match b.starts_with('{') {
+            true => s.push_str(&format!("      - {b}\n")),
+            false => s.push_str(&format!("      - {{url: \"{b}\"}}\n")),
+        }
     }
     if !extra.iter().any(|e| e.starts_with("health_check:")) {
         s.push_str(&format!("    {NO_HC}\n"));
@@ -170,9 +193,17 @@ pub fn pool(name: &str, backends: &[String], extra: &[&str]) -> String {
     s
 }
 
+/// A flow-style backend entry for `url` with `extra` keys (`, weight: 3`).
+pub fn be(url: &str, extra: &str) -> String {
+    format!("{{url: \"{url}\"{extra}}}")
+}
+
 /// `{url: "..."}, {url: "..."}` for a flow-style `backends:` list.
 pub fn flow(bs: &[&TestBackend]) -> String {
-    let items: Vec<String> = bs.iter().map(|b| format!("{{url: \"{}\"}}", b.url())).collect();
+    let items: Vec<String> = bs
+        .iter()
+        .map(|b| format!("{{url: \"{}\"}}", b.url()))
+        .collect();
     items.join(", ")
 }
 
@@ -207,9 +238,15 @@ impl TempDir {
     /// socket path inside it).
     pub fn new() -> TempDir {
         static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!("sy-{}-{n}-{}", std::process::id(), nanos % 1_000_000));
+        let path = std::env::temp_dir().join(format!(
+            "sy-{}-{n}-{}",
+            std::process::id(),
+            nanos % 1_000_000
+        ));
         fs::create_dir_all(&path).expect("create temp dir");
         TempDir { path }
     }
@@ -245,5 +282,6 @@ pub fn send_signal(pid: u32, sig: i32) -> bool {
 pub fn pid_alive(pid: u32) -> bool {
     // Field 3 of /proc/PID/stat is the state; it follows the last ')'.
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    stat.rsplit_once(')')
+        .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
 }

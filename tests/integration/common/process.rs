@@ -25,7 +25,10 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Exit code as a shell reports it: the code, or 128 + signal number.
 pub fn exit_code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
-    status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(-1)
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(-1)
 }
 
 /// SIGTERM, wait up to `grace`, then SIGKILL; reaps the child.
@@ -215,6 +218,26 @@ impl Switchyard {
     /// your own `server:` section, use `{pid_file}` and `{upgrade_sock}`).
     pub fn start(yaml: &str) -> Switchyard {
         Switchyard::builder().config(yaml).start()
+    }
+
+    /// [`start`](Self::start), then [`wait_admin`](Self::wait_admin).
+    pub fn start_admin(yaml: &str) -> Switchyard {
+        let sy = Switchyard::start(yaml);
+        sy.wait_admin();
+        sy
+    }
+
+    /// Waits (10 s) until the admin listener answers `GET /healthz` with 200
+    /// (start only waits for the proxy listener); panics with the logs.
+    pub fn wait_admin(&self) {
+        let up = || super::try_get(self.admin_addr, "/healthz", &[]).is_ok_and(|r| r.status == 200);
+        let msg = "admin API never answered /healthz";
+        assert!(
+            poll_until(Duration::from_secs(10), up),
+            "{msg} on {}\n{}",
+            self.admin_addr,
+            self.logs()
+        );
     }
 
     /// A builder for more control (args, env, quick mode, readiness).
