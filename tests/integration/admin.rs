@@ -37,13 +37,7 @@ fn config(pools: &[String]) -> String {
 // ---------------------------------------------------------------------------
 
 /// An admin request with an optional bearer token.
-fn admin_as(
-    sy: &Switchyard,
-    token: Option<&str>,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> Response {
+fn admin_as(sy: &Switchyard, token: Option<&str>, method: &str, path: &str, body: &str) -> Response {
     let auth = token.map(|t| format!("Bearer {t}"));
     let mut headers: Vec<(&str, &str)> = Vec::new();
     if let Some(a) = &auth {
@@ -90,29 +84,19 @@ fn status_backends(st: &serde_json::Value, name: &str) -> Vec<serde_json::Value>
 
 /// The `/status` object of backend `url` in pool `name`.
 fn status_backend(st: &serde_json::Value, name: &str, url: &str) -> Option<serde_json::Value> {
-    status_backends(st, name)
-        .into_iter()
-        .find(|b| b["url"].as_str() == Some(url))
+    status_backends(st, name).into_iter().find(|b| b["url"].as_str() == Some(url))
 }
 
 /// URLs of the backends of pool `name` in a `/status` answer, sorted.
 fn status_urls(st: &serde_json::Value, name: &str) -> Vec<String> {
-    let mut v: Vec<String> = status_backends(st, name)
-        .iter()
-        .map(|b| b["url"].as_str().unwrap_or("").to_string())
-        .collect();
+    let mut v: Vec<String> =
+        status_backends(st, name).iter().map(|b| b["url"].as_str().unwrap_or("").to_string()).collect();
     v.sort();
     v
 }
 
 /// `METHOD /backends` with the JSON body of [`body_json`].
-fn backends_call(
-    sy: &Switchyard,
-    method: &str,
-    pool: Option<&str>,
-    url: &str,
-    extra: &str,
-) -> Response {
+fn backends_call(sy: &Switchyard, method: &str, pool: Option<&str>, url: &str, extra: &str) -> Response {
     admin(sy, method, "/backends", &body_json(pool, url, extra))
 }
 
@@ -168,18 +152,8 @@ fn guarded_requests(spare: &str) -> Vec<(&'static str, &'static str, String, u16
         ("GET", "/metrics", String::new(), 200),
         ("POST", "/reload", String::new(), 200),
         ("POST", "/backends", body_json(Some("web"), spare, ""), 201),
-        (
-            "PATCH",
-            "/backends",
-            body_json(Some("web"), spare, ", \"enabled\": false"),
-            200,
-        ),
-        (
-            "DELETE",
-            "/backends",
-            body_json(Some("web"), spare, ""),
-            200,
-        ),
+        ("PATCH", "/backends", body_json(Some("web"), spare, ", \"enabled\": false"), 200),
+        ("DELETE", "/backends", body_json(Some("web"), spare, ""), 200),
     ]
 }
 
@@ -199,13 +173,7 @@ fn assert_token_guard(sy: &Switchyard, token: &str, spare: &TestBackend) {
         }
         // the token in another scheme does not count either
         let basic = format!("Basic {token}");
-        let r = request(
-            sy.admin_addr(),
-            method,
-            path,
-            &[("Authorization", basic.as_str())],
-            body.as_bytes(),
-        );
+        let r = request(sy.admin_addr(), method, path, &[("Authorization", basic.as_str())], body.as_bytes());
         assert_eq!(r.status, 401, "{method} {path} with Basic: {}", r.text());
     }
     // nothing was changed by the refused requests
@@ -221,20 +189,10 @@ fn assert_token_guard(sy: &Switchyard, token: &str, spare: &TestBackend) {
     // with the right token each endpoint does its job
     for (method, path, body, code) in guarded_requests(&spare.url()) {
         let r = admin_as(sy, Some(token), method, path, &body);
-        assert_eq!(
-            r.status,
-            code,
-            "{method} {path} with the right token: {}\n{}",
-            r.text(),
-            sy.logs()
-        );
+        assert_eq!(r.status, code, "{method} {path} with the right token: {}\n{}", r.text(), sy.logs());
     }
     let r = admin_as(sy, Some(token), "GET", "/metrics", "");
-    assert!(
-        r.text().contains("switchyard_requests_total"),
-        "{}",
-        r.text()
-    );
+    assert!(r.text().contains("switchyard_requests_total"), "{}", r.text());
 }
 
 #[test]
@@ -246,10 +204,7 @@ fn token_from_env_guards_every_endpoint_but_healthz() {
         "{default_pool: web}",
         &[pool("web", &[be(&b1.url(), "")], &[])],
     );
-    let sy = Switchyard::builder()
-        .config(&yaml)
-        .env("SY_ADMIN_TEST_TOKEN", "env-s3cret")
-        .start();
+    let sy = Switchyard::builder().config(&yaml).env("SY_ADMIN_TEST_TOKEN", "env-s3cret").start();
     sy.wait_admin();
     assert_token_guard(&sy, "env-s3cret", &spare);
 }
@@ -286,16 +241,8 @@ fn status_lists_pools_backends_and_counters() {
         ADMIN,
         "{header: App-Name, default_pool: web}",
         &[
-            pool(
-                "web",
-                &[be(&b1.url(), ", name: alpha"), be(&b2.url(), ", weight: 3")],
-                &[],
-            ),
-            pool(
-                "api",
-                &[be(&b3.url(), ", enabled: false"), be(&b4.url(), "")],
-                &["strategy: least_conn"],
-            ),
+            pool("web", &[be(&b1.url(), ", name: alpha"), be(&b2.url(), ", weight: 3")], &[]),
+            pool("api", &[be(&b3.url(), ", enabled: false"), be(&b4.url(), "")], &["strategy: least_conn"]),
             pool("flaky", &[be(&dead, ""), be(&b4.url(), "")], &[]),
         ],
     ));
@@ -308,12 +255,7 @@ fn status_lists_pools_backends_and_counters() {
     assert!(
         poll_until(Duration::from_secs(5), || {
             tries += 1;
-            assert_eq!(
-                who(&sy, Some("flaky")).as_deref(),
-                Some("b4"),
-                "{}",
-                sy.logs()
-            );
+            assert_eq!(who(&sy, Some("flaky")).as_deref(), Some("b4"), "{}", sy.logs());
             let st = status(&sy);
             status_backend(&st, "flaky", &dead).is_some_and(|b| b["failures"].as_u64() >= Some(1))
         }),
@@ -334,16 +276,7 @@ fn status_lists_pools_backends_and_counters() {
     let web_backends = status_backends(&st, "web");
     assert_eq!(web_backends.len(), 2, "{st}");
     for b in &web_backends {
-        for key in [
-            "url",
-            "name",
-            "healthy",
-            "enabled",
-            "weight",
-            "active_connections",
-            "requests",
-            "failures",
-        ] {
+        for key in ["url", "name", "healthy", "enabled", "weight", "active_connections", "requests", "failures"] {
             assert!(b.get(key).is_some(), "backend without {key:?}: {b}");
         }
     }
@@ -386,8 +319,7 @@ fn post_backend_adds_a_backend_that_takes_traffic() {
     let r = backends_call(&sy, "POST", Some("web"), &b2.url(), ", \"weight\": 2");
     assert_eq!(r.status, 201, "{}\n{}", r.text(), sy.logs());
     assert!(
-        poll_until(Duration::from_secs(5), || who(&sy, None).as_deref()
-            == Some("b2")),
+        poll_until(Duration::from_secs(5), || who(&sy, None).as_deref() == Some("b2")),
         "added backend never served\n{}",
         sy.logs()
     );
@@ -409,51 +341,21 @@ fn post_backend_rejects_bad_url_unknown_pool_duplicate_and_bad_json() {
     let sy = Switchyard::start_admin(&config(&[pool("web", &[be(&b1.url(), "")], &[])]));
     let cases: Vec<(String, u16, &str)> = vec![
         (body_json(Some("web"), "not a url", ""), 400, "bad URL"),
-        (
-            body_json(Some("web"), "http://", ""),
-            400,
-            "URL without host",
-        ),
+        (body_json(Some("web"), "http://", ""), 400, "URL without host"),
         (body_json(Some("nope"), &b2.url(), ""), 404, "unknown pool"),
         (body_json(Some("web"), &b1.url(), ""), 409, "already there"),
-        (
-            body_json(Some("web"), &format!("{}/", b1.url()), ""),
-            409,
-            "already there, written with a trailing slash",
-        ),
-        (
-            body_json(Some("web"), "ftp://127.0.0.1:21", ""),
-            400,
-            "bad scheme",
-        ),
-        (
-            body_json(Some("web"), &format!("{}/path", b2.url()), ""),
-            400,
-            "URL with a path",
-        ),
-        (
-            "{\"pool\": \"web\", \"url\": ".to_string(),
-            400,
-            "truncated JSON",
-        ),
+        (body_json(Some("web"), &format!("{}/", b1.url()), ""), 409, "already there, written with a trailing slash"),
+        (body_json(Some("web"), "ftp://127.0.0.1:21", ""), 400, "bad scheme"),
+        (body_json(Some("web"), &format!("{}/path", b2.url()), ""), 400, "URL with a path"),
+        ("{\"pool\": \"web\", \"url\": ".to_string(), 400, "truncated JSON"),
         ("not json at all".to_string(), 400, "not JSON"),
         ("{\"pool\": \"web\"}".to_string(), 400, "no url"),
         (String::new(), 400, "empty body"),
     ];
     for (body, code, what) in cases {
         let r = admin(&sy, "POST", "/backends", &body);
-        assert_eq!(
-            r.status,
-            code,
-            "{what}: {body:?} -> {}\n{}",
-            r.text(),
-            sy.logs()
-        );
-        assert!(
-            r.json()["error"].as_str().is_some_and(|e| !e.is_empty()),
-            "{what}: no error message: {}",
-            r.text()
-        );
+        assert_eq!(r.status, code, "{what}: {body:?} -> {}\n{}", r.text(), sy.logs());
+        assert!(r.json()["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}: no error message: {}", r.text());
     }
     // nothing changed
     let st = status(&sy);
@@ -465,12 +367,7 @@ fn post_backend_rejects_bad_url_unknown_pool_duplicate_and_bad_json() {
     let r = backends_call(&sy, "POST", Some("web"), &b2.url(), "");
     assert_eq!(r.status, 201, "{}", r.text());
     let r = backends_call(&sy, "POST", Some("web"), &b2.url(), "");
-    assert_eq!(
-        r.status,
-        409,
-        "second add of the same backend: {}",
-        r.text()
-    );
+    assert_eq!(r.status, 409, "second add of the same backend: {}", r.text());
 }
 
 #[test]
@@ -481,10 +378,7 @@ fn post_backend_without_pool_uses_the_default_pool() {
     let sy = Switchyard::start_admin(&config_with(
         ADMIN,
         "{header: App-Name, default_pool: web}",
-        &[
-            pool("api", &[be(&api.url(), "")], &[]),
-            pool("web", &[be(&b1.url(), "")], &[]),
-        ],
+        &[pool("api", &[be(&api.url(), "")], &[]), pool("web", &[be(&b1.url(), "")], &[])],
     ));
     let r = backends_call(&sy, "POST", None, &extra.url(), "");
     assert_eq!(r.status, 201, "{}\n{}", r.text(), sy.logs());
@@ -493,12 +387,7 @@ fn post_backend_without_pool_uses_the_default_pool() {
     want.sort();
     assert_eq!(status_urls(&st, "web"), want, "{st}");
     assert_eq!(status_urls(&st, "api"), [api.url()], "{st}");
-    assert!(
-        poll_until(Duration::from_secs(5), || who(&sy, Some("web")).as_deref()
-            == Some("extra")),
-        "{}",
-        sy.logs()
-    );
+    assert!(poll_until(Duration::from_secs(5), || who(&sy, Some("web")).as_deref() == Some("extra")), "{}", sy.logs());
     for _ in 0..6 {
         assert_eq!(who(&sy, Some("api")).as_deref(), Some("api"));
     }
@@ -514,11 +403,7 @@ fn post_backend_without_pool_uses_the_default_pool() {
 fn delete_backend_stops_its_traffic() {
     let b1 = TestBackend::start("b1");
     let b2 = TestBackend::start("b2");
-    let sy = Switchyard::start_admin(&config(&[pool(
-        "web",
-        &[be(&b1.url(), ""), be(&b2.url(), "")],
-        &[],
-    )]));
+    let sy = Switchyard::start_admin(&config(&[pool("web", &[be(&b1.url(), ""), be(&b2.url(), "")], &[])]));
     let got = serve_n(&sy, 6);
     assert!(got.iter().any(|b| b.as_deref() == Some("b2")), "{got:?}");
 
@@ -546,19 +431,14 @@ fn delete_backend_stops_its_traffic() {
 fn file_backend_deleted_re_added_and_deleted_again_gets_no_traffic() {
     let b1 = TestBackend::start("b1");
     let b2 = TestBackend::start("b2");
-    let sy = Switchyard::start_admin(&config(&[pool(
-        "web",
-        &[be(&b1.url(), ""), be(&b2.url(), "")],
-        &[],
-    )]));
+    let sy = Switchyard::start_admin(&config(&[pool("web", &[be(&b1.url(), ""), be(&b2.url(), "")], &[])]));
     let web_b2 = body_json(Some("web"), &b2.url(), "");
     for (method, code) in [("DELETE", 200), ("POST", 201)] {
         let r = admin(&sy, method, "/backends", &web_b2);
         assert_eq!(r.status, code, "{method}: {}\n{}", r.text(), sy.logs());
     }
     assert!(
-        poll_until(Duration::from_secs(5), || who(&sy, None).as_deref()
-            == Some("b2")),
+        poll_until(Duration::from_secs(5), || who(&sy, None).as_deref() == Some("b2")),
         "re-added backend never served\n{}",
         sy.logs()
     );
@@ -583,19 +463,9 @@ fn delete_backend_lets_in_flight_requests_finish() {
     let slow = TestBackend::start("slow");
     let fast = TestBackend::start("fast");
     slow.set_delay(Duration::from_millis(800));
-    let sy = Switchyard::start_admin(&config(&[pool(
-        "web",
-        &[be(&slow.url(), ""), be(&fast.url(), "")],
-        &[],
-    )]));
+    let sy = Switchyard::start_admin(&config(&[pool("web", &[be(&slow.url(), ""), be(&fast.url(), "")], &[])]));
     // only `slow` takes new requests for now
-    let r = backends_call(
-        &sy,
-        "PATCH",
-        Some("web"),
-        &fast.url(),
-        ", \"enabled\": false",
-    );
+    let r = backends_call(&sy, "PATCH", Some("web"), &fast.url(), ", \"enabled\": false");
     assert_eq!(r.status, 200, "{}", r.text());
 
     let done = Arc::new(AtomicBool::new(false));
@@ -628,13 +498,7 @@ fn delete_backend_lets_in_flight_requests_finish() {
     assert_eq!(got.text(), "slow");
 
     // new requests never go to the deleted backend
-    let r = backends_call(
-        &sy,
-        "PATCH",
-        Some("web"),
-        &fast.url(),
-        ", \"enabled\": true",
-    );
+    let r = backends_call(&sy, "PATCH", Some("web"), &fast.url(), ", \"enabled\": true");
     assert_eq!(r.status, 200, "{}", r.text());
     for b in serve_n(&sy, 6) {
         assert_eq!(b.as_deref(), Some("fast"), "{}", sy.logs());
@@ -646,19 +510,11 @@ fn delete_backend_lets_in_flight_requests_finish() {
 fn patch_backend_drains_and_re_enables() {
     let b1 = TestBackend::start("b1");
     let b2 = TestBackend::start("b2");
-    let sy = Switchyard::start_admin(&config(&[pool(
-        "web",
-        &[be(&b1.url(), ""), be(&b2.url(), "")],
-        &[],
-    )]));
+    let sy = Switchyard::start_admin(&config(&[pool("web", &[be(&b1.url(), ""), be(&b2.url(), "")], &[])]));
     let r = backends_call(&sy, "PATCH", Some("web"), &b2.url(), ", \"enabled\": false");
     assert_eq!(r.status, 200, "{}\n{}", r.text(), sy.logs());
     let st = status(&sy);
-    assert_eq!(
-        status_backend(&st, "web", &b2.url()).expect("drained b2 still listed")["enabled"],
-        false,
-        "{st}"
-    );
+    assert_eq!(status_backend(&st, "web", &b2.url()).expect("drained b2 still listed")["enabled"], false, "{st}");
     let before = b2.app_count();
     for b in serve_n(&sy, 20) {
         assert_eq!(b.as_deref(), Some("b1"), "{}", sy.logs());
@@ -668,35 +524,19 @@ fn patch_backend_drains_and_re_enables() {
     let r = backends_call(&sy, "PATCH", Some("web"), &b2.url(), ", \"enabled\": true");
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
-        poll_until(Duration::from_secs(5), || who(&sy, None).as_deref()
-            == Some("b2")),
+        poll_until(Duration::from_secs(5), || who(&sy, None).as_deref() == Some("b2")),
         "re-enabled backend never served\n{}",
         sy.logs()
     );
     let st = status(&sy);
-    assert_eq!(
-        status_backend(&st, "web", &b2.url()).expect("b2")["enabled"],
-        true
-    );
+    assert_eq!(status_backend(&st, "web", &b2.url()).expect("b2")["enabled"], true);
 
     // errors
     let r = backends_call(&sy, "PATCH", Some("web"), &b2.url(), "");
     assert_eq!(r.status, 400, "PATCH without enabled: {}", r.text());
-    let r = backends_call(
-        &sy,
-        "PATCH",
-        Some("web"),
-        &dead_url(),
-        ", \"enabled\": false",
-    );
+    let r = backends_call(&sy, "PATCH", Some("web"), &dead_url(), ", \"enabled\": false");
     assert_eq!(r.status, 404, "unknown backend: {}", r.text());
-    let r = backends_call(
-        &sy,
-        "PATCH",
-        Some("nope"),
-        &b1.url(),
-        ", \"enabled\": false",
-    );
+    let r = backends_call(&sy, "PATCH", Some("nope"), &b1.url(), ", \"enabled\": false");
     assert_eq!(r.status, 404, "unknown pool: {}", r.text());
 }
 
@@ -714,20 +554,12 @@ struct Trio {
 
 impl Trio {
     fn new() -> Trio {
-        Trio {
-            b1: TestBackend::start("b1"),
-            b2: TestBackend::start("b2"),
-            b3: TestBackend::start("b3"),
-        }
+        Trio { b1: TestBackend::start("b1"), b2: TestBackend::start("b2"), b3: TestBackend::start("b3") }
     }
 
     /// The file's pools: `web` = b1, b2; with `api` = b1 when `with_api`.
     fn pools(&self, with_api: bool) -> Vec<String> {
-        let mut p = vec![pool(
-            "web",
-            &[be(&self.b1.url(), ""), be(&self.b2.url(), "")],
-            &[],
-        )];
+        let mut p = vec![pool("web", &[be(&self.b1.url(), ""), be(&self.b2.url(), "")], &[])];
         if with_api {
             p.push(pool("api", &[be(&self.b1.url(), "")], &[]));
         }
@@ -739,20 +571,10 @@ impl Trio {
         for (method, body, code) in [
             ("POST", body_json(Some("web"), &self.b3.url(), ""), 201),
             ("DELETE", body_json(Some("web"), &self.b2.url(), ""), 200),
-            (
-                "PATCH",
-                body_json(Some("web"), &self.b1.url(), ", \"enabled\": false"),
-                200,
-            ),
+            ("PATCH", body_json(Some("web"), &self.b1.url(), ", \"enabled\": false"), 200),
         ] {
             let r = admin(sy, method, "/backends", &body);
-            assert_eq!(
-                r.status,
-                code,
-                "{method} {body}: {}\n{}",
-                r.text(),
-                sy.logs()
-            );
+            assert_eq!(r.status, code, "{method} {body}: {}\n{}", r.text(), sy.logs());
         }
         self.assert_changed(sy, "after the changes");
     }
@@ -781,21 +603,12 @@ fn admin_changes_survive_a_sighup_reload() {
     let t = Trio::new();
     let sy = Switchyard::start_admin(&config(&t.pools(false)));
     t.change(&sy);
-    assert!(
-        sy.dir().join("state.json").exists(),
-        "state file not written\n{}",
-        sy.logs()
-    );
+    assert!(sy.dir().join("state.json").exists(), "state file not written\n{}", sy.logs());
     // an edit that shows the reload happened: a new pool `api`
-    sy.write_config(&config_with(
-        ADMIN,
-        "{header: App-Name, default_pool: web}",
-        &t.pools(true),
-    ));
+    sy.write_config(&config_with(ADMIN, "{header: App-Name, default_pool: web}", &t.pools(true)));
     sy.signal(libc::SIGHUP);
     assert!(
-        poll_until(Duration::from_secs(10), || who(&sy, Some("api")).as_deref()
-            == Some("b1")),
+        poll_until(Duration::from_secs(10), || who(&sy, Some("api")).as_deref() == Some("b1")),
         "the reload never happened\n{}",
         sy.logs()
     );
@@ -807,16 +620,11 @@ fn admin_changes_survive_post_reload() {
     let t = Trio::new();
     let sy = Switchyard::start_admin(&config(&t.pools(false)));
     t.change(&sy);
-    sy.write_config(&config_with(
-        ADMIN,
-        "{header: App-Name, default_pool: web}",
-        &t.pools(true),
-    ));
+    sy.write_config(&config_with(ADMIN, "{header: App-Name, default_pool: web}", &t.pools(true)));
     let r = admin(&sy, "POST", "/reload", "");
     assert_eq!(r.status, 200, "{}\n{}", r.text(), sy.logs());
     assert!(
-        poll_until(Duration::from_secs(5), || who(&sy, Some("api")).as_deref()
-            == Some("b1")),
+        poll_until(Duration::from_secs(5), || who(&sy, Some("api")).as_deref() == Some("b1")),
         "the reload never happened\n{}",
         sy.logs()
     );
@@ -846,20 +654,9 @@ fn admin_changes_survive_a_restart_with_the_same_state_file() {
     let second = Switchyard::start_admin(&yaml);
     t.assert_changed(&second, "after a restart");
     // the restarted process keeps recording changes in the same file
-    let r = backends_call(
-        &second,
-        "PATCH",
-        Some("web"),
-        &t.b1.url(),
-        ", \"enabled\": true",
-    );
+    let r = backends_call(&second, "PATCH", Some("web"), &t.b1.url(), ", \"enabled\": true");
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(
-        poll_until(Duration::from_secs(5), || who(&second, None).as_deref()
-            == Some("b1")),
-        "{}",
-        second.logs()
-    );
+    assert!(poll_until(Duration::from_secs(5), || who(&second, None).as_deref() == Some("b1")), "{}", second.logs());
 }
 
 // ---------------------------------------------------------------------------
@@ -871,25 +668,17 @@ fn post_reload_applies_a_valid_edit() {
     let web = TestBackend::start("web");
     let api = TestBackend::start("api");
     let routing = "{header: App-Name, default_pool: web}";
-    let sy = Switchyard::start_admin(&config_with(
-        ADMIN,
-        routing,
-        &[pool("web", &[be(&web.url(), "")], &[])],
-    ));
+    let sy = Switchyard::start_admin(&config_with(ADMIN, routing, &[pool("web", &[be(&web.url(), "")], &[])]));
     assert_eq!(who(&sy, Some("api")).as_deref(), Some("web"));
     sy.write_config(&config_with(
         ADMIN,
         routing,
-        &[
-            pool("web", &[be(&web.url(), "")], &[]),
-            pool("api", &[be(&api.url(), "")], &[]),
-        ],
+        &[pool("web", &[be(&web.url(), "")], &[]), pool("api", &[be(&api.url(), "")], &[])],
     ));
     let r = admin(&sy, "POST", "/reload", "");
     assert_eq!(r.status, 200, "{}\n{}", r.text(), sy.logs());
     assert!(
-        poll_until(Duration::from_secs(5), || who(&sy, Some("api")).as_deref()
-            == Some("api")),
+        poll_until(Duration::from_secs(5), || who(&sy, Some("api")).as_deref() == Some("api")),
         "new pool never routed after POST /reload\n{}",
         sy.logs()
     );
@@ -902,30 +691,19 @@ fn post_reload_rejects_an_invalid_edit_and_keeps_serving() {
     let web = TestBackend::start("web");
     let api = TestBackend::start("api");
     let routing = "{header: App-Name, default_pool: web}";
-    let sy = Switchyard::start_admin(&config_with(
-        ADMIN,
-        routing,
-        &[pool("web", &[be(&web.url(), "")], &[])],
-    ));
+    let sy = Switchyard::start_admin(&config_with(ADMIN, routing, &[pool("web", &[be(&web.url(), "")], &[])]));
     sy.write_config(&config_with(
         ADMIN,
         routing,
-        &[
-            pool("web", &[be(&web.url(), "")], &["strategy: fastest"]),
-            pool("api", &[be(&api.url(), "")], &[]),
-        ],
+        &[pool("web", &[be(&web.url(), "")], &["strategy: fastest"]), pool("api", &[be(&api.url(), "")], &[])],
     ));
     let r = admin(&sy, "POST", "/reload", "");
     assert_eq!(r.status, 400, "{}\n{}", r.text(), sy.logs());
     let v = r.json();
-    let errors = v["errors"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no errors array: {v}"));
+    let errors = v["errors"].as_array().unwrap_or_else(|| panic!("no errors array: {v}"));
     assert!(!errors.is_empty(), "{v}");
     assert!(
-        errors
-            .iter()
-            .any(|e| e.as_str().is_some_and(|s| s.contains("pools.web.strategy"))),
+        errors.iter().any(|e| e.as_str().is_some_and(|s| s.contains("pools.web.strategy"))),
         "errors do not name pools.web.strategy: {v}"
     );
     // the old configuration keeps serving; the new pool does not exist
@@ -940,11 +718,7 @@ fn post_reload_rejects_an_invalid_edit_and_keeps_serving() {
     sy.write_config("pools: [unclosed\n");
     let r = admin(&sy, "POST", "/reload", "");
     assert_eq!(r.status, 400, "{}", r.text());
-    assert!(
-        r.json()["errors"].as_array().is_some_and(|e| !e.is_empty()),
-        "{}",
-        r.text()
-    );
+    assert!(r.json()["errors"].as_array().is_some_and(|e| !e.is_empty()), "{}", r.text());
     assert_eq!(who(&sy, Some("web")).as_deref(), Some("web"));
 }
 
@@ -957,14 +731,10 @@ fn metrics_are_prometheus_text_and_count_requests_by_pool_backend_code() {
     let b1 = TestBackend::start("b1");
     b1.set_delay(Duration::from_millis(30));
     b1.set_handler(|req| {
-        (req.path() == "/missing")
-            .then(|| Reply::new(404, "nope").with_delay(Duration::from_millis(30)))
+        (req.path() == "/missing").then(|| Reply::new(404, "nope").with_delay(Duration::from_millis(30)))
     });
-    let sy = Switchyard::start_admin(&config_with(
-        ADMIN,
-        "{header: App-Name}",
-        &[pool("web", &[be(&b1.url(), "")], &[])],
-    ));
+    let sy =
+        Switchyard::start_admin(&config_with(ADMIN, "{header: App-Name}", &[pool("web", &[be(&b1.url(), "")], &[])]));
     for _ in 0..5 {
         let r = get(sy.addr(), "/ok", &[("App-Name", "web")]);
         assert_eq!(r.status, 200, "{}", sy.logs());
@@ -979,36 +749,19 @@ fn metrics_are_prometheus_text_and_count_requests_by_pool_backend_code() {
         assert_eq!(r.status, 404);
     }
 
-    let count_is = |text: &str, n: f64| {
-        metric(
-            text,
-            "switchyard_request_duration_seconds_count",
-            &[("pool", "web")],
-        ) == Some(n)
-    };
+    let count_is =
+        |text: &str, n: f64| metric(text, "switchyard_request_duration_seconds_count", &[("pool", "web")]) == Some(n);
     settled(&sy, |t| {
         count_is(t, 7.0)
-            && metric(
-                t,
-                "switchyard_requests_total",
-                &[("pool", ""), ("backend", ""), ("code", "404")],
-            ) == Some(3.0)
+            && metric(t, "switchyard_requests_total", &[("pool", ""), ("backend", ""), ("code", "404")]) == Some(3.0)
     });
     let resp = admin(&sy, "GET", "/metrics", "");
     assert_eq!(resp.status, 200);
-    assert!(
-        resp.header("content-type")
-            .is_some_and(|c| c.starts_with("text/plain")),
-        "{:?}",
-        resp.headers
-    );
+    assert!(resp.header("content-type").is_some_and(|c| c.starts_with("text/plain")), "{:?}", resp.headers);
     let text = resp.text();
     // every line is a comment or a well-formed sample
     for line in text.lines() {
-        assert!(
-            line.starts_with('#') || is_sample_line(line),
-            "malformed line {line:?} in\n{text}"
-        );
+        assert!(line.starts_with('#') || is_sample_line(line), "malformed line {line:?} in\n{text}");
     }
     for (name, kind) in [
         ("switchyard_requests_total", "counter"),
@@ -1020,57 +773,27 @@ fn metrics_are_prometheus_text_and_count_requests_by_pool_backend_code() {
         ("switchyard_rate_limited_total", "counter"),
         ("switchyard_config_reloads_total", "counter"),
     ] {
-        assert!(
-            text.contains(&format!("# TYPE {name} {kind}\n")),
-            "no TYPE line for {name}:\n{text}"
-        );
+        assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "no TYPE line for {name}:\n{text}");
     }
 
     let be1 = bname(&b1);
-    let req = |code: &str| {
-        must(
-            &text,
-            "switchyard_requests_total",
-            &[("pool", "web"), ("backend", &be1), ("code", code)],
-        )
-    };
+    let req =
+        |code: &str| must(&text, "switchyard_requests_total", &[("pool", "web"), ("backend", &be1), ("code", code)]);
     assert_eq!(req("200"), 5.0, "{text}");
     assert_eq!(req("404"), 2.0, "{text}");
     assert_eq!(
-        must(
-            &text,
-            "switchyard_requests_total",
-            &[("pool", ""), ("backend", ""), ("code", "404")]
-        ),
+        must(&text, "switchyard_requests_total", &[("pool", ""), ("backend", ""), ("code", "404")]),
         3.0,
         "{text}"
     );
 
     // histogram: 7 requests of >= 30 ms each
-    let bucket = |le: &str| {
-        must(
-            &text,
-            "switchyard_request_duration_seconds_bucket",
-            &[("pool", "web"), ("le", le)],
-        )
-    };
-    let count = must(
-        &text,
-        "switchyard_request_duration_seconds_count",
-        &[("pool", "web")],
-    );
-    let sum = must(
-        &text,
-        "switchyard_request_duration_seconds_sum",
-        &[("pool", "web")],
-    );
+    let bucket = |le: &str| must(&text, "switchyard_request_duration_seconds_bucket", &[("pool", "web"), ("le", le)]);
+    let count = must(&text, "switchyard_request_duration_seconds_count", &[("pool", "web")]);
+    let sum = must(&text, "switchyard_request_duration_seconds_sum", &[("pool", "web")]);
     assert_eq!(count, 7.0, "{text}");
     assert_eq!(bucket("+Inf"), 7.0, "{text}");
-    assert_eq!(
-        bucket("0.025"),
-        0.0,
-        "requests faster than the backend delay?\n{text}"
-    );
+    assert_eq!(bucket("0.025"), 0.0, "requests faster than the backend delay?\n{text}");
     assert!(sum >= 7.0 * 0.03, "sum {sum} < 7 x 30 ms\n{text}");
     assert!(sum < 7.0 * 5.0, "sum {sum} absurd\n{text}");
     // buckets are cumulative
@@ -1082,30 +805,13 @@ fn metrics_are_prometheus_text_and_count_requests_by_pool_backend_code() {
         }
     }
     assert_eq!(
-        must(
-            &text,
-            "switchyard_upstream_attempts_total",
-            &[("pool", "web"), ("backend", &be1), ("result", "ok")]
-        ),
+        must(&text, "switchyard_upstream_attempts_total", &[("pool", "web"), ("backend", &be1), ("result", "ok")]),
         7.0,
         "{text}"
     );
-    assert_eq!(
-        must(&text, "switchyard_retries_total", &[("pool", "web")]),
-        0.0
-    );
-    assert_eq!(
-        must(
-            &text,
-            "switchyard_backend_healthy",
-            &[("pool", "web"), ("backend", &be1)]
-        ),
-        1.0
-    );
-    assert_eq!(
-        must(&text, "switchyard_rate_limited_total", &[("pool", "web")]),
-        0.0
-    );
+    assert_eq!(must(&text, "switchyard_retries_total", &[("pool", "web")]), 0.0);
+    assert_eq!(must(&text, "switchyard_backend_healthy", &[("pool", "web"), ("backend", &be1)]), 1.0);
+    assert_eq!(must(&text, "switchyard_rate_limited_total", &[("pool", "web")]), 0.0);
 }
 
 #[test]
@@ -1113,11 +819,8 @@ fn metrics_count_connect_failures_and_retries() {
     let b1 = TestBackend::start("b1");
     let dead = dead_addr();
     let dead_name = dead.to_string();
-    let sy = Switchyard::start_admin(&config(&[pool(
-        "web",
-        &[be(&format!("http://{dead}"), ""), be(&b1.url(), "")],
-        &[],
-    )]));
+    let sy =
+        Switchyard::start_admin(&config(&[pool("web", &[be(&format!("http://{dead}"), ""), be(&b1.url(), "")], &[])]));
     let be1 = bname(&b1);
     let mut sent = 0;
     assert!(
@@ -1127,11 +830,7 @@ fn metrics_count_connect_failures_and_retries() {
             metric(
                 &metrics(&sy),
                 "switchyard_upstream_attempts_total",
-                &[
-                    ("pool", "web"),
-                    ("backend", &dead_name),
-                    ("result", "connect_failure"),
-                ],
+                &[("pool", "web"), ("backend", &dead_name), ("result", "connect_failure")],
             )
             .is_some_and(|n| n >= 1.0)
         }),
@@ -1140,19 +839,13 @@ fn metrics_count_connect_failures_and_retries() {
         sy.logs()
     );
     let be1_200 = [("pool", "web"), ("backend", be1.as_str()), ("code", "200")];
-    let text = settled(&sy, |t| {
-        metric(t, "switchyard_requests_total", &be1_200) == Some(sent as f64)
-    });
+    let text = settled(&sy, |t| metric(t, "switchyard_requests_total", &be1_200) == Some(sent as f64));
     // one refused connection ejects the dead backend for 10 s: exactly one try
     assert_eq!(
         must(
             &text,
             "switchyard_upstream_attempts_total",
-            &[
-                ("pool", "web"),
-                ("backend", &dead_name),
-                ("result", "connect_failure")
-            ]
+            &[("pool", "web"), ("backend", &dead_name), ("result", "connect_failure")]
         ),
         1.0,
         "{text}"
@@ -1167,38 +860,18 @@ fn metrics_count_connect_failures_and_retries() {
         "{text}"
     );
     assert_eq!(
-        must(
-            &text,
-            "switchyard_upstream_attempts_total",
-            &[("pool", "web"), ("backend", &be1), ("result", "ok")]
-        ),
+        must(&text, "switchyard_upstream_attempts_total", &[("pool", "web"), ("backend", &be1), ("result", "ok")]),
         sent as f64,
         "{text}"
     );
+    assert_eq!(must(&text, "switchyard_retries_total", &[("pool", "web")]), 1.0, "{text}");
     assert_eq!(
-        must(&text, "switchyard_retries_total", &[("pool", "web")]),
-        1.0,
-        "{text}"
-    );
-    assert_eq!(
-        must(
-            &text,
-            "switchyard_requests_total",
-            &[("pool", "web"), ("backend", &be1), ("code", "200")]
-        ),
+        must(&text, "switchyard_requests_total", &[("pool", "web"), ("backend", &be1), ("code", "200")]),
         sent as f64,
         "{text}"
     );
     // the ejected backend takes no traffic: not healthy
-    assert_eq!(
-        must(
-            &text,
-            "switchyard_backend_healthy",
-            &[("pool", "web"), ("backend", &dead_name)]
-        ),
-        0.0,
-        "{text}"
-    );
+    assert_eq!(must(&text, "switchyard_backend_healthy", &[("pool", "web"), ("backend", &dead_name)]), 0.0, "{text}");
 }
 
 #[test]
@@ -1207,39 +880,25 @@ fn metrics_backend_healthy_follows_health_checks() {
     let down = TestBackend::start("down");
     down.set_healthy(false);
     let hc = "health_check: {type: http, path: /health, interval: 100ms, timeout: 500ms, rise: 1, fall: 1}";
-    let sy = Switchyard::start_admin(&config(&[pool(
-        "web",
-        &[be(&up.url(), ""), be(&down.url(), "")],
-        &[hc],
-    )]));
+    let sy = Switchyard::start_admin(&config(&[pool("web", &[be(&up.url(), ""), be(&down.url(), "")], &[hc])]));
     let (upn, downn) = (bname(&up), bname(&down));
-    let healthy = |name: &str| {
-        metric(
-            &metrics(&sy),
-            "switchyard_backend_healthy",
-            &[("pool", "web"), ("backend", name)],
-        )
-    };
+    let healthy =
+        |name: &str| metric(&metrics(&sy), "switchyard_backend_healthy", &[("pool", "web"), ("backend", name)]);
     assert!(
-        poll_until(Duration::from_secs(5), || healthy(&upn) == Some(1.0)
-            && healthy(&downn) == Some(0.0)),
+        poll_until(Duration::from_secs(5), || healthy(&upn) == Some(1.0) && healthy(&downn) == Some(0.0)),
         "{}\n{}",
         metrics(&sy),
         sy.logs()
     );
     let st = status(&sy);
     assert_eq!(st["pools"]["web"]["healthy"], 1, "{st}");
-    assert_eq!(
-        status_backend(&st, "web", &down.url()).expect("down")["healthy"],
-        false
-    );
+    assert_eq!(status_backend(&st, "web", &down.url()).expect("down")["healthy"], false);
 
     // the two swap
     down.set_healthy(true);
     up.set_healthy(false);
     assert!(
-        poll_until(Duration::from_secs(5), || healthy(&upn) == Some(0.0)
-            && healthy(&downn) == Some(1.0)),
+        poll_until(Duration::from_secs(5), || healthy(&upn) == Some(0.0) && healthy(&downn) == Some(1.0)),
         "{}\n{}",
         metrics(&sy),
         sy.logs()
@@ -1252,30 +911,19 @@ fn metrics_show_active_connections() {
     slow.set_delay(Duration::from_millis(800));
     let sy = Switchyard::start_admin(&config(&[pool("web", &[be(&slow.url(), "")], &[])]));
     let name = bname(&slow);
-    let active = || {
-        metric(
-            &metrics(&sy),
-            "switchyard_backend_active_connections",
-            &[("pool", "web"), ("backend", &name)],
-        )
-    };
+    let active =
+        || metric(&metrics(&sy), "switchyard_backend_active_connections", &[("pool", "web"), ("backend", &name)]);
     assert_eq!(active(), Some(0.0), "{}", metrics(&sy));
 
     let addr = sy.addr();
-    let clients: Vec<_> = (0..2)
-        .map(|_| thread::spawn(move || try_get(addr, "/slow", &[])))
-        .collect();
+    let clients: Vec<_> = (0..2).map(|_| thread::spawn(move || try_get(addr, "/slow", &[]))).collect();
     assert!(
         poll_until(Duration::from_secs(3), || active() == Some(2.0)),
         "active connections never 2 during two slow requests:\n{}",
         metrics(&sy)
     );
     let st = status(&sy);
-    assert_eq!(
-        status_backend(&st, "web", &slow.url()).expect("slow")["active_connections"],
-        2,
-        "{st}"
-    );
+    assert_eq!(status_backend(&st, "web", &slow.url()).expect("slow")["active_connections"], 2, "{st}");
     for c in clients {
         let r = c.join().expect("client").expect("slow request");
         assert_eq!(r.status, 200);
@@ -1292,13 +940,7 @@ fn metrics_count_config_reloads_by_result() {
     let web = TestBackend::start("web");
     let good = config(&[pool("web", &[be(&web.url(), "")], &[])]);
     let sy = Switchyard::start_admin(&good);
-    let reloads = |result: &str| {
-        must(
-            &metrics(&sy),
-            "switchyard_config_reloads_total",
-            &[("result", result)],
-        )
-    };
+    let reloads = |result: &str| must(&metrics(&sy), "switchyard_config_reloads_total", &[("result", result)]);
     let (ok0, err0) = (reloads("ok"), reloads("error"));
 
     assert_eq!(admin(&sy, "POST", "/reload", "").status, 200);
@@ -1312,20 +954,10 @@ fn metrics_count_config_reloads_by_result() {
 
     // SIGHUP counts the same way
     sy.signal(libc::SIGHUP);
-    assert!(
-        poll_until(Duration::from_secs(5), || reloads("error") == err0 + 2.0),
-        "{}\n{}",
-        metrics(&sy),
-        sy.logs()
-    );
+    assert!(poll_until(Duration::from_secs(5), || reloads("error") == err0 + 2.0), "{}\n{}", metrics(&sy), sy.logs());
     sy.write_config(&good);
     sy.signal(libc::SIGHUP);
-    assert!(
-        poll_until(Duration::from_secs(5), || reloads("ok") == ok0 + 2.0),
-        "{}\n{}",
-        metrics(&sy),
-        sy.logs()
-    );
+    assert!(poll_until(Duration::from_secs(5), || reloads("ok") == ok0 + 2.0), "{}\n{}", metrics(&sy), sy.logs());
     assert_eq!(who(&sy, None).as_deref(), Some("web"));
 }
 
@@ -1338,51 +970,23 @@ fn metrics_count_won_races() {
         ADMIN,
         "{header: App-Name, default_pool: web}",
         &[
-            pool(
-                "web",
-                &[be(&fast.url(), ""), be(&slow.url(), "")],
-                &["race: {}"],
-            ),
+            pool("web", &[be(&fast.url(), ""), be(&slow.url(), "")], &["race: {}"]),
             pool("plain", &[be(&fast.url(), "")], &[]),
         ],
     ));
     for _ in 0..3 {
-        assert_eq!(
-            who(&sy, Some("web")).as_deref(),
-            Some("fast"),
-            "{}",
-            sy.logs()
-        );
+        assert_eq!(who(&sy, Some("web")).as_deref(), Some("fast"), "{}", sy.logs());
     }
     assert_eq!(who(&sy, Some("plain")).as_deref(), Some("fast"));
     let text = metrics(&sy);
+    assert_eq!(must(&text, "switchyard_race_requests_total", &[("pool", "web"), ("outcome", "won")]), 3.0, "{text}");
     assert_eq!(
-        must(
-            &text,
-            "switchyard_race_requests_total",
-            &[("pool", "web"), ("outcome", "won")]
-        ),
-        3.0,
-        "{text}"
-    );
-    assert_eq!(
-        metric(
-            &text,
-            "switchyard_race_requests_total",
-            &[("pool", "web"), ("outcome", "failed")]
-        )
-        .unwrap_or(0.0),
+        metric(&text, "switchyard_race_requests_total", &[("pool", "web"), ("outcome", "failed")]).unwrap_or(0.0),
         0.0,
         "{text}"
     );
     assert!(
-        metric(
-            &text,
-            "switchyard_race_requests_total",
-            &[("pool", "plain"), ("outcome", "won")]
-        )
-        .unwrap_or(0.0)
-            == 0.0,
+        metric(&text, "switchyard_race_requests_total", &[("pool", "plain"), ("outcome", "won")]).unwrap_or(0.0) == 0.0,
         "{text}"
     );
 }
@@ -1392,11 +996,7 @@ fn metrics_count_won_races() {
 // ---------------------------------------------------------------------------
 
 fn minimal(admin_body: &str) -> String {
-    config_with(
-        admin_body,
-        "{default_pool: web}",
-        &[pool("web", &[be("http://127.0.0.1:9", "")], &[])],
-    )
+    config_with(admin_body, "{default_pool: web}", &[pool("web", &[be("http://127.0.0.1:9", "")], &[])])
 }
 
 #[test]
@@ -1414,10 +1014,8 @@ fn admin_on_a_non_loopback_address_needs_a_token() {
     let own = TempDir::new();
     let token = own.join("token");
     std::fs::write(&token, "t").expect("token file");
-    let (code, out, err) = check_config(&minimal(&format!(
-        "listen: \"0.0.0.0:{{admin_port}}\", token_file: \"{}\"",
-        token.display()
-    )));
+    let (code, out, err) =
+        check_config(&minimal(&format!("listen: \"0.0.0.0:{{admin_port}}\", token_file: \"{}\"", token.display())));
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
 }
 
@@ -1425,9 +1023,7 @@ fn admin_on_a_non_loopback_address_needs_a_token() {
 fn admin_token_env_naming_an_unset_variable_is_a_config_error() {
     let var = "SWITCHYARD_ADMIN_TEST_TOKEN_NEVER_SET";
     assert!(std::env::var_os(var).is_none());
-    let (code, out, err) = check_config(&minimal(&format!(
-        "listen: \"{{admin}}\", token_env: {var}"
-    )));
+    let (code, out, err) = check_config(&minimal(&format!("listen: \"{{admin}}\", token_env: {var}")));
     assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
     assert!(err.contains("admin.token_env"), "{err}");
     assert!(err.contains(var), "{err}");

@@ -19,9 +19,8 @@ fn tally(sy: &Switchyard, n: usize, headers: &[(&str, &str)]) -> HashMap<String,
     let mut c = Client::connect(sy.addr()).expect("connect to switchyard");
     let mut counts = HashMap::new();
     for i in 0..n {
-        let r = c
-            .get(&format!("/req/{i}"), headers)
-            .unwrap_or_else(|e| panic!("request {i} failed: {e}\n{}", sy.logs()));
+        let r =
+            c.get(&format!("/req/{i}"), headers).unwrap_or_else(|e| panic!("request {i} failed: {e}\n{}", sy.logs()));
         assert_eq!(r.status, 200, "request {i}: {}\n{}", r.text(), sy.logs());
         *counts.entry(served_by(&r)).or_insert(0) += 1;
     }
@@ -33,22 +32,14 @@ fn tally(sy: &Switchyard, n: usize, headers: &[(&str, &str)]) -> HashMap<String,
 fn assert_proxy_error(r: &Response, status: u16, pool: &str, logs: &str) {
     assert_eq!(r.status, status, "body {:?}\n{logs}", r.text());
     assert!(
-        r.header("content-type")
-            .is_some_and(|c| c.starts_with("application/json")),
+        r.header("content-type").is_some_and(|c| c.starts_with("application/json")),
         "content-type {:?}",
         r.header("content-type")
     );
     let text = r.text();
-    assert_eq!(
-        text.trim_end().lines().count(),
-        1,
-        "body is not one line: {text:?}"
-    );
+    assert_eq!(text.trim_end().lines().count(), 1, "body is not one line: {text:?}");
     let v = r.json();
-    assert!(
-        v["error"].as_str().is_some_and(|e| !e.is_empty()),
-        "no error message in {text}"
-    );
+    assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "no error message in {text}");
     assert_eq!(v["pool"], pool, "{text}");
 }
 
@@ -78,20 +69,10 @@ fn routing_header_is_case_insensitive_and_trimmed() {
         assert_eq!(served_by(&r), "api", "App-Name {value:?}");
     }
     // The exact bytes on the wire, with the spaces of the issue.
-    let raw = send_raw(
-        sy.addr(),
-        b"GET /raw HTTP/1.1\r\nHost: t\r\nApp-Name:  API \r\nConnection: close\r\n\r\n",
-    );
-    assert_eq!(
-        raw_status(&raw),
-        Some(200),
-        "{}",
-        String::from_utf8_lossy(&raw)
-    );
+    let raw = send_raw(sy.addr(), b"GET /raw HTTP/1.1\r\nHost: t\r\nApp-Name:  API \r\nConnection: close\r\n\r\n");
+    assert_eq!(raw_status(&raw), Some(200), "{}", String::from_utf8_lossy(&raw));
     assert!(
-        String::from_utf8_lossy(&raw)
-            .to_ascii_lowercase()
-            .contains("x-backend: api"),
+        String::from_utf8_lossy(&raw).to_ascii_lowercase().contains("x-backend: api"),
         "{}",
         String::from_utf8_lossy(&raw)
     );
@@ -125,10 +106,7 @@ fn routing_unknown_value_uses_default_pool() {
 #[test]
 fn routing_without_default_pool_answers_404_json() {
     let api = TestBackend::start("api");
-    let sy = start_listening(&format!(
-        "pools:\n  api: {{backends: [{}], {NO_HC}}}\n",
-        flow(&[&api])
-    ));
+    let sy = start_listening(&format!("pools:\n  api: {{backends: [{}], {NO_HC}}}\n", flow(&[&api])));
     let r = get(sy.addr(), "/x", &[("App-Name", "billing")]);
     assert_proxy_error(&r, 404, "billing", &sy.logs());
     let r = get(sy.addr(), "/x", &[]);
@@ -166,10 +144,7 @@ fn routing_custom_header() {
 
 #[test]
 fn round_robin_spreads_evenly() {
-    let bs: Vec<TestBackend> = ["b1", "b2", "b3"]
-        .iter()
-        .map(|n| TestBackend::start(n))
-        .collect();
+    let bs: Vec<TestBackend> = ["b1", "b2", "b3"].iter().map(|n| TestBackend::start(n)).collect();
     let refs: Vec<&TestBackend> = bs.iter().collect();
     let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
@@ -179,11 +154,7 @@ fn round_robin_spreads_evenly() {
     let counts = tally(&sy, 300, &[]);
     for b in &bs {
         let n = b.app_count();
-        assert!(
-            (95..=105).contains(&n),
-            "{}: {n} of 300 ({counts:?})",
-            b.name()
-        );
+        assert!((95..=105).contains(&n), "{}: {n} of 300 ({counts:?})", b.name());
         assert_eq!(counts.get(b.name()), Some(&n));
     }
 }
@@ -240,10 +211,7 @@ fn least_conn_keeps_requests_off_a_slow_backend() {
         let results = Arc::clone(&results);
         handles.push(thread::spawn(move || {
             let r = try_get(addr, &format!("/lc/{i}"), &[]);
-            results
-                .lock()
-                .unwrap()
-                .push(r.map(|r| (r.status, served_by(&r))));
+            results.lock().unwrap().push(r.map(|r| (r.status, served_by(&r))));
         }));
         thread::sleep(Duration::from_millis(40));
     }
@@ -265,10 +233,7 @@ fn least_conn_keeps_requests_off_a_slow_backend() {
 
 #[test]
 fn consistent_hash_by_client_ip_is_sticky() {
-    let bs: Vec<TestBackend> = ["h1", "h2", "h3"]
-        .iter()
-        .map(|n| TestBackend::start(n))
-        .collect();
+    let bs: Vec<TestBackend> = ["h1", "h2", "h3"].iter().map(|n| TestBackend::start(n)).collect();
     let refs: Vec<&TestBackend> = bs.iter().collect();
     let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
@@ -287,10 +252,7 @@ fn consistent_hash_by_client_ip_is_sticky() {
 
 #[test]
 fn consistent_hash_by_header_is_sticky_and_spreads() {
-    let bs: Vec<TestBackend> = ["h1", "h2", "h3"]
-        .iter()
-        .map(|n| TestBackend::start(n))
-        .collect();
+    let bs: Vec<TestBackend> = ["h1", "h2", "h3"].iter().map(|n| TestBackend::start(n)).collect();
     let refs: Vec<&TestBackend> = bs.iter().collect();
     let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
@@ -320,9 +282,7 @@ fn consistent_hash_by_header_is_sticky_and_spreads() {
 /// Sends `n` requests; true when every one is a 200 from `name`.
 fn all_served_by(sy: &Switchyard, n: usize, name: &str) -> bool {
     (0..n).all(|_| {
-        try_get(sy.addr(), "/probe-traffic", &[])
-            .map(|r| r.status == 200 && served_by(&r) == name)
-            .unwrap_or(false)
+        try_get(sy.addr(), "/probe-traffic", &[]).map(|r| r.status == 200 && served_by(&r) == name).unwrap_or(false)
     })
 }
 
@@ -377,11 +337,7 @@ impl HealthSwitch {
             if req.path() != "/health" {
                 return None;
             }
-            let status = if h.load(std::sync::atomic::Ordering::SeqCst) {
-                200
-            } else {
-                503
-            };
+            let status = if h.load(std::sync::atomic::Ordering::SeqCst) { 200 } else { 503 };
             l.lock().unwrap().push((Instant::now(), status));
             Some(Reply::new(status, "probe"))
         });
@@ -389,18 +345,12 @@ impl HealthSwitch {
     }
 
     fn set(&self, healthy: bool) {
-        self.healthy
-            .store(healthy, std::sync::atomic::Ordering::SeqCst);
+        self.healthy.store(healthy, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Probes answered with `status` since `since`.
     fn answered(&self, status: u16, since: Instant) -> usize {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(t, s)| *s == status && *t >= since)
-            .count()
+        self.log.lock().unwrap().iter().filter(|(t, s)| *s == status && *t >= since).count()
     }
 
     /// The log relative to `origin`, for failure messages.
@@ -517,11 +467,7 @@ fn every_backend_down_answers_503_json() {
     ));
     let start = Instant::now();
     let r = get(sy.addr(), "/x", &[]);
-    assert!(
-        start.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
     assert_proxy_error(&r, 503, "web", &sy.logs());
 }
 
@@ -536,11 +482,7 @@ fn backend_reset_answers_502_json() {
     ));
     let start = Instant::now();
     let r = get(sy.addr(), "/x", &[]);
-    assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        start.elapsed()
-    );
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
     assert_proxy_error(&r, 502, "web", &sy.logs());
     assert_eq!(b.path_count("/x"), 1, "tried exactly once");
 }
@@ -626,40 +568,21 @@ fn forwarded_headers_reach_the_backend() {
     assert_eq!(seen.header("x-forwarded-host"), Some("shop.example:8080"));
     assert_eq!(seen.header("host"), Some("shop.example:8080"));
     let id = seen.header("x-request-id").unwrap_or("");
-    assert!(
-        id.len() == 32 && id.bytes().all(|c| c.is_ascii_hexdigit()),
-        "generated x-request-id {id:?}"
-    );
+    assert!(id.len() == 32 && id.bytes().all(|c| c.is_ascii_hexdigit()), "generated x-request-id {id:?}");
 
     // Client-sent X-Forwarded-For is appended to; a client X-Request-Id is kept.
-    let r = get(
-        sy.addr(),
-        "/fw2",
-        &[
-            ("X-Forwarded-For", "10.1.2.3"),
-            ("X-Request-Id", "req-abc-1"),
-        ],
-    );
+    let r = get(sy.addr(), "/fw2", &[("X-Forwarded-For", "10.1.2.3"), ("X-Request-Id", "req-abc-1")]);
     assert_eq!(r.status, 200);
     let seen = b.last_app_request().unwrap();
     assert_eq!(seen.header("x-forwarded-for"), Some("10.1.2.3, 127.0.0.1"));
     assert_eq!(seen.header("x-request-id"), Some("req-abc-1"));
-    assert_eq!(
-        seen.headers
-            .iter()
-            .filter(|(k, _)| k == "x-request-id")
-            .count(),
-        1
-    );
+    assert_eq!(seen.headers.iter().filter(|(k, _)| k == "x-request-id").count(), 1);
     // Two requests without an id get two different ids.
     get(sy.addr(), "/fw3", &[]);
     get(sy.addr(), "/fw4", &[]);
     let reqs = b.app_requests();
     let n = reqs.len();
-    assert_ne!(
-        reqs[n - 1].header("x-request-id"),
-        reqs[n - 2].header("x-request-id")
-    );
+    assert_ne!(reqs[n - 1].header("x-request-id"), reqs[n - 2].header("x-request-id"));
 }
 
 #[test]
@@ -684,10 +607,7 @@ fn hop_by_hop_headers_are_not_forwarded() {
         assert_eq!(seen.header(h), None, "{h} forwarded: {:?}", seen.headers);
     }
     if let Some(c) = seen.header("connection") {
-        assert!(
-            !c.to_ascii_lowercase().contains("x-secret"),
-            "connection: {c}"
-        );
+        assert!(!c.to_ascii_lowercase().contains("x-secret"), "connection: {c}");
     }
 }
 

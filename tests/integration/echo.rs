@@ -19,11 +19,7 @@ fn echo_health_answers_ok() {
 #[test]
 fn echo_reflects_request_as_json() {
     let e = EchoProcess::start(&["--name", "e1"]);
-    let r = get(
-        e.addr(),
-        "/some/path?q=1",
-        &[("X-Test", "hello"), ("App-Name", "web")],
-    );
+    let r = get(e.addr(), "/some/path?q=1", &[("X-Test", "hello"), ("App-Name", "web")]);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(r.header("x-backend"), Some("e1"));
@@ -47,11 +43,7 @@ fn echo_name_defaults_to_listen_address() {
 #[test]
 fn echo_listen_address_from_env() {
     let addr = format!("127.0.0.1:{}", free_port());
-    let e = EchoProcess::start_cmd(
-        Command::new(ECHO_BIN)
-            .env("BACKEND_LISTEN_ADDR", &addr)
-            .args(["--name", "envy"]),
-    );
+    let e = EchoProcess::start_cmd(Command::new(ECHO_BIN).env("BACKEND_LISTEN_ADDR", &addr).args(["--name", "envy"]));
     assert_eq!(e.addr().to_string(), addr);
     assert_eq!(get(e.addr(), "/x", &[]).json()["backend"], "envy");
 }
@@ -91,9 +83,7 @@ fn echo_keep_alive_and_bodies() {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["method"], "POST");
     let big = vec![b'x'; 300_000];
-    let r = c
-        .request("PUT", "/b", &[("Transfer-Encoding", "chunked")], &big)
-        .unwrap();
+    let r = c.request("PUT", "/b", &[("Transfer-Encoding", "chunked")], &big).unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["headers"]["transfer-encoding"], "chunked");
     // The bodies were consumed exactly: the connection still works.
@@ -119,13 +109,7 @@ fn echo_pipelined_requests() {
 #[test]
 fn echo_expect_continue() {
     let e = EchoProcess::start(&[]);
-    let r = request(
-        e.addr(),
-        "POST",
-        "/upload",
-        &[("Expect", "100-continue")],
-        b"0123456789",
-    );
+    let r = request(e.addr(), "POST", "/upload", &[("Expect", "100-continue")], b"0123456789");
     assert_eq!(r.status, 200);
 }
 
@@ -136,13 +120,7 @@ fn echo_head_has_no_body() {
     let r = c.request("HEAD", "/x", &[], b"").unwrap();
     assert_eq!(r.status, 200);
     assert!(r.body.is_empty());
-    assert!(
-        r.header("content-length")
-            .unwrap()
-            .parse::<usize>()
-            .unwrap()
-            > 0
-    );
+    assert!(r.header("content-length").unwrap().parse::<usize>().unwrap() > 0);
     assert_eq!(c.get("/y", &[]).unwrap().json()["path"], "/y");
 }
 

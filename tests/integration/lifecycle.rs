@@ -8,36 +8,23 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-const FAST_HC: &str =
-    "health_check: { type: http, path: /health, interval: 100ms, timeout: 300ms, rise: 1, fall: 1 }";
+const FAST_HC: &str = "health_check: { type: http, path: /health, interval: 100ms, timeout: 300ms, rise: 1, fall: 1 }";
 
 #[test]
 fn sighup_reload_adds_a_pool_and_routes_to_it() {
     let web = TestBackend::start("web");
     let api = TestBackend::start("api");
-    let first = proxy_config(
-        "{default_pool: web}",
-        &[pool("web", &[web.url()], &[FAST_HC])],
-    );
+    let first = proxy_config("{default_pool: web}", &[pool("web", &[web.url()], &[FAST_HC])]);
     let sy = Switchyard::start(&first);
-    assert_eq!(
-        who(&sy, Some("api")).as_deref(),
-        Some("web"),
-        "{}",
-        sy.logs()
-    );
+    assert_eq!(who(&sy, Some("api")).as_deref(), Some("web"), "{}", sy.logs());
 
     sy.write_config(&proxy_config(
         "{default_pool: web}",
-        &[
-            pool("web", &[web.url()], &[FAST_HC]),
-            pool("api", &[api.url()], &[FAST_HC]),
-        ],
+        &[pool("web", &[web.url()], &[FAST_HC]), pool("api", &[api.url()], &[FAST_HC])],
     ));
     sy.signal(libc::SIGHUP);
     assert!(
-        poll_until(Duration::from_secs(10), || who(&sy, Some("api")).as_deref()
-            == Some("api")),
+        poll_until(Duration::from_secs(10), || who(&sy, Some("api")).as_deref() == Some("api")),
         "api pool never served after reload\n{}",
         sy.logs()
     );
@@ -47,31 +34,17 @@ fn sighup_reload_adds_a_pool_and_routes_to_it() {
 #[test]
 fn invalid_reload_keeps_the_running_configuration() {
     let web = TestBackend::start("web");
-    let sy = Switchyard::start(&proxy_config(
-        "{default_pool: web}",
-        &[pool("web", &[web.url()], &[FAST_HC])],
-    ));
+    let sy = Switchyard::start(&proxy_config("{default_pool: web}", &[pool("web", &[web.url()], &[FAST_HC])]));
     sy.write_config("pools:\n  web:\n    backends: [ { url: \"not a url\" } ]\n    colour: blue\n");
     sy.signal(libc::SIGHUP);
     assert!(
-        poll_until(Duration::from_secs(10), || sy
-            .logs()
-            .contains("reload rejected")),
+        poll_until(Duration::from_secs(10), || sy.logs().contains("reload rejected")),
         "rejection not logged\n{}",
         sy.logs()
     );
-    assert!(
-        sy.logs().contains("unknown field `colour`"),
-        "{}",
-        sy.logs()
-    );
+    assert!(sy.logs().contains("unknown field `colour`"), "{}", sy.logs());
     for _ in 0..20 {
-        assert_eq!(
-            who(&sy, Some("web")).as_deref(),
-            Some("web"),
-            "{}",
-            sy.logs()
-        );
+        assert_eq!(who(&sy, Some("web")).as_deref(), Some("web"), "{}", sy.logs());
     }
 }
 
@@ -80,15 +53,9 @@ fn backend_added_by_reload_gets_no_request_before_its_probe_passes() {
     let good = TestBackend::start("good");
     let sick = TestBackend::start("sick");
     sick.set_healthy(false); // answers the app but fails /health
-    let sy = Switchyard::start(&proxy_config(
-        "{default_pool: web}",
-        &[pool("web", &[good.url()], &[FAST_HC])],
-    ));
+    let sy = Switchyard::start(&proxy_config("{default_pool: web}", &[pool("web", &[good.url()], &[FAST_HC])]));
 
-    sy.write_config(&proxy_config(
-        "{default_pool: web}",
-        &[pool("web", &[good.url(), sick.url()], &[FAST_HC])],
-    ));
+    sy.write_config(&proxy_config("{default_pool: web}", &[pool("web", &[good.url(), sick.url()], &[FAST_HC])]));
     sy.signal(libc::SIGHUP);
     assert!(
         poll_until(Duration::from_secs(10), || sick.path_count("/health") >= 2),
@@ -96,31 +63,20 @@ fn backend_added_by_reload_gets_no_request_before_its_probe_passes() {
         sy.logs()
     );
     for _ in 0..50 {
-        assert_eq!(
-            who(&sy, Some("web")).as_deref(),
-            Some("good"),
-            "{}",
-            sy.logs()
-        );
+        assert_eq!(who(&sy, Some("web")).as_deref(), Some("good"), "{}", sy.logs());
     }
     assert_eq!(sick.app_count(), 0, "{}", sy.logs());
 
     // once healthy it joins
     sick.set_healthy(true);
-    assert!(
-        poll_until(Duration::from_secs(10), || who(&sy, Some("web")).as_deref()
-            == Some("sick")),
-        "{}",
-        sy.logs()
-    );
+    assert!(poll_until(Duration::from_secs(10), || who(&sy, Some("web")).as_deref() == Some("sick")), "{}", sy.logs());
 }
 
 #[test]
 fn reload_keeps_the_health_of_unchanged_backends() {
     let up = TestBackend::start("up");
     let down = TestBackend::start("down");
-    let slow_hc =
-        "health_check: { type: http, path: /health, interval: 100ms, timeout: 300ms, rise: 3, fall: 1 }";
+    let slow_hc = "health_check: { type: http, path: /health, interval: 100ms, timeout: 300ms, rise: 3, fall: 1 }";
     let pools = |extra: bool| {
         let mut p = vec![pool("web", &[up.url(), down.url()], &[slow_hc])];
         if extra {
@@ -132,36 +88,18 @@ fn reload_keeps_the_health_of_unchanged_backends() {
     // both admitted at start; now `down` fails its probes and leaves
     down.set_healthy(false);
     assert!(
-        poll_until(Duration::from_secs(10), || {
-            (0..6).all(|_| who(&sy, Some("web")).as_deref() == Some("up"))
-        }),
+        poll_until(Duration::from_secs(10), || { (0..6).all(|_| who(&sy, Some("web")).as_deref() == Some("up")) }),
         "{}",
         sy.logs()
     );
     let before = down.app_count();
     sy.write_config(&pools(true));
     sy.signal(libc::SIGHUP);
-    assert!(
-        poll_until(Duration::from_secs(10), || sy
-            .logs()
-            .contains("configuration reloaded")),
-        "{}",
-        sy.logs()
-    );
+    assert!(poll_until(Duration::from_secs(10), || sy.logs().contains("configuration reloaded")), "{}", sy.logs());
     for _ in 0..40 {
-        assert_eq!(
-            who(&sy, Some("web")).as_deref(),
-            Some("up"),
-            "{}",
-            sy.logs()
-        );
+        assert_eq!(who(&sy, Some("web")).as_deref(), Some("up"), "{}", sy.logs());
     }
-    assert_eq!(
-        down.app_count(),
-        before,
-        "unhealthy backend got traffic after reload\n{}",
-        sy.logs()
-    );
+    assert_eq!(down.app_count(), before, "unhealthy backend got traffic after reload\n{}", sy.logs());
 }
 
 #[test]
@@ -176,17 +114,9 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     let inflight = thread::spawn(move || try_get(addr, "/slow", &[]));
     assert!(poll_until(Duration::from_secs(5), || slow.app_count() == 1));
     sy.signal(libc::SIGTERM);
-    let r = inflight
-        .join()
-        .expect("client thread")
-        .expect("in-flight request failed");
+    let r = inflight.join().expect("client thread").expect("in-flight request failed");
     assert_eq!(r.status, 200);
-    assert_eq!(
-        sy.wait_exit(Duration::from_secs(15)),
-        Some(0),
-        "{}",
-        sy.logs()
-    );
+    assert_eq!(sy.wait_exit(Duration::from_secs(15)), Some(0), "{}", sy.logs());
 }
 
 #[test]
@@ -224,38 +154,20 @@ fn graceful_upgrade_under_load_drops_no_request() {
         })
         .collect();
 
-    assert!(poll_until(Duration::from_secs(5), || ok
-        .load(Ordering::Relaxed)
-        > 20));
+    assert!(poll_until(Duration::from_secs(5), || ok.load(Ordering::Relaxed) > 20));
     let mut new = old.spawn_sibling(&["-u"]);
     // the new process waits on the upgrade socket; hand the listeners over
-    assert!(
-        poll_until(Duration::from_secs(10), || old
-            .dir()
-            .join("sy.sock")
-            .exists()),
-        "{}",
-        new.logs()
-    );
+    assert!(poll_until(Duration::from_secs(10), || old.dir().join("sy.sock").exists()), "{}", new.logs());
     old.signal(libc::SIGQUIT);
-    assert_eq!(
-        old.wait_exit(Duration::from_secs(20)),
-        Some(0),
-        "{}",
-        old.logs()
-    );
+    assert_eq!(old.wait_exit(Duration::from_secs(20)), Some(0), "{}", old.logs());
     let served_after = ok.load(Ordering::Relaxed);
     assert!(
-        poll_until(Duration::from_secs(5), || ok.load(Ordering::Relaxed)
-            > served_after + 20),
+        poll_until(Duration::from_secs(5), || ok.load(Ordering::Relaxed) > served_after + 20),
         "new instance does not serve\n{}",
         new.logs()
     );
     stop.store(true, Ordering::Relaxed);
-    let errors: Vec<String> = load
-        .into_iter()
-        .flat_map(|t| t.join().expect("load thread"))
-        .collect();
+    let errors: Vec<String> = load.into_iter().flat_map(|t| t.join().expect("load thread")).collect();
     assert!(
         errors.is_empty(),
         "{} of {} requests failed during the upgrade: {:?}\n{}\n{}",
@@ -287,11 +199,7 @@ fn access_log_lines_and_rotation_on_reload() {
             .map(|l| serde_json::from_str(l).expect("json line"))
             .collect()
     };
-    assert!(
-        poll_until(Duration::from_secs(5), || lines().len() >= 2),
-        "{}",
-        sy.logs()
-    );
+    assert!(poll_until(Duration::from_secs(5), || lines().len() >= 2), "{}", sy.logs());
     let l = lines();
     assert_eq!(l[0]["status"], 200);
     assert_eq!(l[0]["uri"], "/a?x=1");

@@ -58,9 +58,7 @@ fn first_terminal_answer_wins_and_every_backend_is_asked() {
     assert!(took < Duration::from_secs(1), "{took:?}");
     // Every backend saw the same request.
     assert!(
-        poll_until(Duration::from_secs(2), || a.app_count() == 1
-            && b.app_count() == 1
-            && c.app_count() == 1),
+        poll_until(Duration::from_secs(2), || a.app_count() == 1 && b.app_count() == 1 && c.app_count() == 1),
         "a {} b {} c {}\n{}",
         a.app_count(),
         b.app_count(),
@@ -73,20 +71,10 @@ fn first_terminal_answer_wins_and_every_backend_is_asked() {
         assert_eq!(req.header("x-probe"), Some("1"));
     }
     // One request id for all three copies.
-    let id = a
-        .last_app_request()
-        .unwrap()
-        .header("x-request-id")
-        .map(String::from);
+    let id = a.last_app_request().unwrap().header("x-request-id").map(String::from);
     assert!(id.is_some());
-    assert_eq!(
-        b.last_app_request().unwrap().header("x-request-id"),
-        id.as_deref()
-    );
-    assert_eq!(
-        c.last_app_request().unwrap().header("x-request-id"),
-        id.as_deref()
-    );
+    assert_eq!(b.last_app_request().unwrap().header("x-request-id"), id.as_deref());
+    assert_eq!(c.last_app_request().unwrap().header("x-request-id"), id.as_deref());
 }
 
 #[test]
@@ -98,11 +86,7 @@ fn no_terminal_answer_gives_the_last_5xx_from_a_backend() {
     for _ in 0..2 {
         let r = get(sy.addr(), "/bad", &[]);
         assert_eq!(r.status, 503, "{:?}\n{}", r.text(), sy.logs());
-        assert_eq!(
-            r.header("x-backend"),
-            Some("c"),
-            "not the backend's own answer"
-        );
+        assert_eq!(r.header("x-backend"), Some("c"), "not the backend's own answer");
         assert_eq!(r.text(), "c 503");
     }
     // 4xx is terminal by default: it wins over a later 200.
@@ -110,21 +94,11 @@ fn no_terminal_answer_gives_the_last_5xx_from_a_backend() {
     let e = backend("e", 200, 300);
     let sy = Switchyard::start(&config(&urls(&[&d, &e]), "race: {}"));
     let r = get(sy.addr(), "/missing", &[]);
-    assert_eq!(
-        (r.status, r.text().as_str()),
-        (404, "d 404"),
-        "{}",
-        sy.logs()
-    );
+    assert_eq!((r.status, r.text().as_str()), (404, "d 404"), "{}", sy.logs());
     // ...unless `terminal` says otherwise.
     let sy = Switchyard::start(&config(&urls(&[&d, &e]), "race: {terminal: [2xx]}"));
     let r = get(sy.addr(), "/missing", &[]);
-    assert_eq!(
-        (r.status, r.text().as_str()),
-        (200, "e 200"),
-        "{}",
-        sy.logs()
-    );
+    assert_eq!((r.status, r.text().as_str()), (200, "e 200"), "{}", sy.logs());
 }
 
 #[test]
@@ -132,10 +106,7 @@ fn dead_backend_in_race_pool_does_not_hurt() {
     let a = backend("a", 200, 0);
     let b = backend("b", 200, 0);
     // Passive ejection off, so the dead backend is asked every time.
-    let sy = Switchyard::start(&config(
-        &[dead_url(), a.url(), b.url()],
-        "race: {}\npassive: {max_fails: 0}",
-    ));
+    let sy = Switchyard::start(&config(&[dead_url(), a.url(), b.url()], "race: {}\npassive: {max_fails: 0}"));
     let mut client = Client::connect(sy.addr()).unwrap();
     for i in 0..20 {
         let r = client.get(&format!("/x/{i}"), &[]).unwrap();
@@ -155,40 +126,18 @@ fn race_post_body_arrives_byte_identical_at_every_backend() {
     let sy = Switchyard::start(&config(&urls(&[&a, &b, &c]), "race: {}"));
     let payload = body(42, 20_000);
     let r = request(sy.addr(), "POST", "/upload", &[], &payload);
-    assert_eq!(
-        (r.status, r.text().as_str()),
-        (200, "a 200"),
-        "{}",
-        sy.logs()
-    );
+    assert_eq!((r.status, r.text().as_str()), (200, "a 200"), "{}", sy.logs());
     // Chunked from the client: replayed with an exact Content-Length.
     let chunked = body(43, 20_000);
-    let r = request(
-        sy.addr(),
-        "POST",
-        "/chunked",
-        &[("Transfer-Encoding", "chunked")],
-        &chunked,
-    );
+    let r = request(sy.addr(), "POST", "/chunked", &[("Transfer-Encoding", "chunked")], &chunked);
     assert_eq!(r.status, 200, "{:?}\n{}", r.text(), sy.logs());
-    assert!(
-        poll_until(Duration::from_secs(3), || [&a, &b, &c]
-            .iter()
-            .all(|x| x.app_count() == 2)),
-        "{}",
-        sy.logs()
-    );
+    assert!(poll_until(Duration::from_secs(3), || [&a, &b, &c].iter().all(|x| x.app_count() == 2)), "{}", sy.logs());
     for x in [&a, &b, &c] {
         let reqs = x.app_requests();
         for (req, sent) in reqs.iter().zip([&payload, &chunked]) {
             assert_eq!(req.method, "POST");
             assert_eq!(req.body.len(), sent.len(), "{} {}", x.name(), req.target);
-            assert!(
-                &req.body == sent,
-                "{} {}: body differs",
-                x.name(),
-                req.target
-            );
+            assert!(&req.body == sent, "{} {}: body differs", x.name(), req.target);
             assert_eq!(req.header("content-length"), Some("20000"));
         }
     }
@@ -198,10 +147,7 @@ fn race_post_body_arrives_byte_identical_at_every_backend() {
 fn bodies_above_race_max_body_go_to_one_backend() {
     // Answers take 200 ms so that every raced request reaches its backend
     // before the winner's answer cancels the others.
-    let bs: Vec<TestBackend> = ["a", "b", "c"]
-        .iter()
-        .map(|n| backend(n, 200, 200))
-        .collect();
+    let bs: Vec<TestBackend> = ["a", "b", "c"].iter().map(|n| backend(n, 200, 200)).collect();
     let refs: Vec<&TestBackend> = bs.iter().collect();
     let sy = Switchyard::start(&config(&urls(&refs), "race: {max_body: 1KiB}"));
     let big = body(1, 4096);
@@ -210,18 +156,10 @@ fn bodies_above_race_max_body_go_to_one_backend() {
     // A small one is raced, for contrast.
     let r = request(sy.addr(), "POST", "/small", &[], b"tiny");
     assert_eq!(r.status, 200);
-    assert!(poll_until(Duration::from_secs(2), || refs
-        .iter()
-        .map(|b| b.path_count("/small"))
-        .sum::<usize>()
-        == 3));
+    assert!(poll_until(Duration::from_secs(2), || refs.iter().map(|b| b.path_count("/small")).sum::<usize>() == 3));
     let big_seen: usize = refs.iter().map(|b| b.path_count("/big")).sum();
     assert_eq!(big_seen, 1, "{}", sy.logs());
-    let got = refs
-        .iter()
-        .flat_map(|b| b.app_requests())
-        .find(|r| r.target == "/big")
-        .unwrap();
+    let got = refs.iter().flat_map(|b| b.app_requests()).find(|r| r.target == "/big").unwrap();
     assert!(got.body == big);
 }
 
@@ -242,12 +180,7 @@ fn hedged_requests_to_fast_backends_ask_only_one() {
     // Give a stray hedge a chance to show up before counting.
     std::thread::sleep(Duration::from_millis(400));
     let seen: Vec<usize> = refs.iter().map(|b| b.app_count()).collect();
-    assert_eq!(
-        seen.iter().sum::<usize>(),
-        9,
-        "per backend {seen:?}\n{}",
-        sy.logs()
-    );
+    assert_eq!(seen.iter().sum::<usize>(), 9, "per backend {seen:?}\n{}", sy.logs());
     // The first pick rotates (round robin).
     assert!(seen.iter().all(|n| *n >= 1), "per backend {seen:?}");
 }
@@ -273,11 +206,7 @@ fn hedge_asks_the_next_backend_after_hedge_delay() {
             assert!(took >= Duration::from_millis(250), "#{i} took {took:?}");
         }
     }
-    assert!(
-        s_first >= 1,
-        "the first pick never rotated to s\n{}",
-        sy.logs()
-    );
+    assert!(s_first >= 1, "the first pick never rotated to s\n{}", sy.logs());
     assert!(s.app_count() <= 2, "s saw {} of 4", s.app_count());
 }
 
@@ -306,19 +235,14 @@ fn cancelled_losers_connections_are_closed_not_drained() {
     // Well before c would answer (1.2 s after it got the request), the proxy
     // has closed its end of c's connection.
     assert!(
-        poll_until(Duration::from_millis(500), || tcp_state(c.addr(), peer)
-            != Some(ESTABLISHED)),
+        poll_until(Duration::from_millis(500), || tcp_state(c.addr(), peer) != Some(ESTABLISHED)),
         "c's connection is still open {:?} after the answer (state {:?})\n{}",
         answered_at.elapsed(),
         tcp_state(c.addr(), peer),
         sy.logs()
     );
     // Once c gives up its (discarded) answer, nothing of it stays open.
-    assert!(
-        poll_until(Duration::from_secs(3), || c.open_connections() == 0),
-        "{}",
-        sy.logs()
-    );
+    assert!(poll_until(Duration::from_secs(3), || c.open_connections() == 0), "{}", sy.logs());
     // The winner's connection is kept alive for reuse.
     assert_eq!(b.open_connections(), 1, "{}", sy.logs());
 }
@@ -340,10 +264,7 @@ fn race_with_every_backend_dead_gives_502() {
 fn race_deadline_gives_504() {
     let bs: Vec<TestBackend> = ["a", "b"].iter().map(|n| backend(n, 200, 3000)).collect();
     let refs: Vec<&TestBackend> = bs.iter().collect();
-    let sy = Switchyard::start(&config(
-        &urls(&refs),
-        "race: {}\ntimeouts: {request: 500ms}",
-    ));
+    let sy = Switchyard::start(&config(&urls(&refs), "race: {}\ntimeouts: {request: 500ms}"));
     let start = Instant::now();
     let r = get(sy.addr(), "/slow", &[]);
     let took = start.elapsed();

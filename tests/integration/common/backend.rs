@@ -60,39 +60,22 @@ impl Reply {
     pub fn new(status: u16, body: impl Into<Vec<u8>>) -> Reply {
         let (headers, delay) = (Vec::new(), Duration::ZERO);
         let body = body.into();
-        Reply {
-            mode: Mode::Respond,
-            status,
-            headers,
-            body,
-            delay,
-            chunked: false,
-            close: false,
-        }
+        Reply { mode: Mode::Respond, status, headers, body, delay, chunked: false, close: false }
     }
 
     /// A reply that resets the connection.
     pub fn reset() -> Reply {
-        Reply {
-            mode: Mode::Reset,
-            ..Reply::new(0, "")
-        }
+        Reply { mode: Mode::Reset, ..Reply::new(0, "") }
     }
 
     /// A reply that closes the connection without answering.
     pub fn close_silently() -> Reply {
-        Reply {
-            mode: Mode::Close,
-            ..Reply::new(0, "")
-        }
+        Reply { mode: Mode::Close, ..Reply::new(0, "") }
     }
 
     /// A reply that never answers.
     pub fn hang() -> Reply {
-        Reply {
-            mode: Mode::Hang,
-            ..Reply::new(0, "")
-        }
+        Reply { mode: Mode::Hang, ..Reply::new(0, "") }
     }
 
     /// Adds a response header.
@@ -190,11 +173,7 @@ impl TestBackend {
         let shared = Arc::new(Shared {
             name: name.to_string(),
             addr,
-            settings: Mutex::new(Settings {
-                default,
-                healthy: true,
-                handler: None,
-            }),
+            settings: Mutex::new(Settings { default, healthy: true, handler: None }),
             next_conn: AtomicU64::new(1),
             accepted: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
@@ -202,14 +181,9 @@ impl TestBackend {
             acceptor: Mutex::new(None),
             conns: Mutex::new(HashMap::new()),
         });
-        listener
-            .set_nonblocking(true)
-            .expect("nonblocking listener");
+        listener.set_nonblocking(true).expect("nonblocking listener");
         let _enter = rt().enter();
-        spawn_acceptor(
-            &shared,
-            TcpListener::from_std(listener).expect("tokio listener"),
-        );
+        spawn_acceptor(&shared, TcpListener::from_std(listener).expect("tokio listener"));
         TestBackend { shared }
     }
 
@@ -281,10 +255,7 @@ impl TestBackend {
     /// let n = AtomicUsize::new(0); // fail the first request only
     /// b.set_handler(move |_req| (n.fetch_add(1, SeqCst) == 0).then(Reply::reset));
     /// ```
-    pub fn set_handler(
-        &self,
-        f: impl Fn(&RecordedRequest) -> Option<Reply> + Send + Sync + 'static,
-    ) {
+    pub fn set_handler(&self, f: impl Fn(&RecordedRequest) -> Option<Reply> + Send + Sync + 'static) {
         let h: Handler = Arc::new(f);
         self.with_settings(|s| s.handler = Some(h));
     }
@@ -301,10 +272,7 @@ impl TestBackend {
 
     /// Requests received for `path` (compared without the query string).
     pub fn path_count(&self, path: &str) -> usize {
-        lock(&self.shared.requests)
-            .iter()
-            .filter(|r| r.path() == path)
-            .count()
+        lock(&self.shared.requests).iter().filter(|r| r.path() == path).count()
     }
 
     /// Requests received for any path but `/health` (i.e. proxied traffic).
@@ -319,10 +287,7 @@ impl TestBackend {
 
     /// Recorded requests not for `/health`, oldest first.
     pub fn app_requests(&self) -> Vec<RecordedRequest> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r.path() != "/health")
-            .collect()
+        self.requests().into_iter().filter(|r| r.path() != "/health").collect()
     }
 
     /// The last request received (any path).
@@ -382,23 +347,13 @@ impl TestBackend {
         let listener = loop {
             match std::net::TcpListener::bind(self.shared.addr) {
                 Ok(l) => break l,
-                Err(_) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                Err(e) => panic!(
-                    "restart {}: cannot bind {}: {e}",
-                    self.shared.name, self.shared.addr
-                ),
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => panic!("restart {}: cannot bind {}: {e}", self.shared.name, self.shared.addr),
             }
         };
-        listener
-            .set_nonblocking(true)
-            .expect("nonblocking listener");
+        listener.set_nonblocking(true).expect("nonblocking listener");
         let _enter = rt().enter();
-        spawn_acceptor(
-            &self.shared,
-            TcpListener::from_std(listener).expect("tokio listener"),
-        );
+        spawn_acceptor(&self.shared, TcpListener::from_std(listener).expect("tokio listener"));
     }
 }
 
@@ -441,14 +396,9 @@ async fn serve_conn(s: Arc<Shared>, tcp: TcpStream, id: u64, peer: SocketAddr) {
     let _guard = ConnGuard(Arc::clone(&s), id);
     let _ = tcp.set_nodelay(true);
     let reset = Arc::new(AtomicBool::new(false));
-    let io = TokioIo::new(ConnIo {
-        tcp,
-        reset: Arc::clone(&reset),
-    });
+    let io = TokioIo::new(ConnIo { tcp, reset: Arc::clone(&reset) });
     let service = service_fn(move |req| answer(Arc::clone(&s), req, id, peer, Arc::clone(&reset)));
-    let _ = hyper::server::conn::http1::Builder::new()
-        .serve_connection(io, service)
-        .await;
+    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
 }
 
 /// The connection's socket; closed with a RST instead of a FIN once `reset` is set.
@@ -466,21 +416,13 @@ impl Drop for ConnIo {
 }
 
 impl AsyncRead for ConnIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.tcp).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for ConnIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.tcp).poll_write(cx, buf)
     }
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -504,12 +446,7 @@ async fn answer(
     reset: Arc<AtomicBool>,
 ) -> io::Result<http::Response<Body>> {
     let (head, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map_err(io::Error::other)?
-        .to_bytes()
-        .to_vec();
+    let body = body.collect().await.map_err(io::Error::other)?.to_bytes().to_vec();
     let req = RecordedRequest {
         method: head.method.to_string(),
         target: head.uri.to_string(),
@@ -525,13 +462,11 @@ async fn answer(
         let st = lock(&s.settings);
         (st.handler.clone(), st.healthy, st.default.clone())
     };
-    let reply = handler
-        .and_then(|h| h(&req))
-        .unwrap_or_else(|| match req.path() {
-            "/health" if healthy => Reply::new(200, "ok"),
-            "/health" => Reply::new(503, "unhealthy"),
-            _ => default,
-        });
+    let reply = handler.and_then(|h| h(&req)).unwrap_or_else(|| match req.path() {
+        "/health" if healthy => Reply::new(200, "ok"),
+        "/health" => Reply::new(503, "unhealthy"),
+        _ => default,
+    });
     tokio::time::sleep(reply.delay).await;
     match reply.mode {
         Mode::Respond => {}
@@ -545,10 +480,7 @@ async fn answer(
     let mut resp = http::Response::new(body_of(&reply.body, reply.chunked));
     *resp.status_mut() = StatusCode::from_u16(reply.status).map_err(io::Error::other)?;
     let h = resp.headers_mut();
-    h.insert(
-        "x-backend",
-        HeaderValue::from_str(&s.name).map_err(io::Error::other)?,
-    );
+    h.insert("x-backend", HeaderValue::from_str(&s.name).map_err(io::Error::other)?);
     for (k, v) in &reply.headers {
         let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(io::Error::other)?;
         h.append(name, HeaderValue::from_str(v).map_err(io::Error::other)?);

@@ -43,11 +43,7 @@ impl Response {
     /// Every value of header `name` (case-insensitive), in order.
     pub fn header_all(&self, name: &str) -> Vec<&str> {
         let want = |(k, _): &&(String, String)| k.eq_ignore_ascii_case(name);
-        self.headers
-            .iter()
-            .filter(want)
-            .map(|(_, v)| v.as_str())
-            .collect()
+        self.headers.iter().filter(want).map(|(_, v)| v.as_str()).collect()
     }
 
     /// The body as (lossy) UTF-8 text.
@@ -57,22 +53,15 @@ impl Response {
 
     /// The body parsed as JSON; panics with the body text if it is not JSON.
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!(
-                "body is not JSON ({e}): status {} body {:?}",
-                self.status,
-                self.text()
-            )
-        })
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("body is not JSON ({e}): status {} body {:?}", self.status, self.text()))
     }
 }
 
 /// `(lowercase name, value)` pairs of a header map.
 pub(crate) fn header_list(h: &HeaderMap) -> Vec<(String, String)> {
     let text = |v: &http::HeaderValue| String::from_utf8_lossy(v.as_bytes()).into_owned();
-    h.iter()
-        .map(|(k, v)| (k.as_str().to_string(), text(v)))
-        .collect()
+    h.iter().map(|(k, v)| (k.as_str().to_string(), text(v))).collect()
 }
 
 /// First value of `name` (case-insensitive) in a header list.
@@ -84,8 +73,7 @@ pub(crate) fn find_header<'a>(headers: &'a [(String, String)], name: &str) -> Op
 /// Whether a header map says `Transfer-Encoding: chunked`.
 pub(crate) fn is_chunked(h: &HeaderMap) -> bool {
     let te = h.get_all(http::header::TRANSFER_ENCODING).iter();
-    te.filter_map(|v| v.to_str().ok())
-        .any(|v| v.to_ascii_lowercase().contains("chunked"))
+    te.filter_map(|v| v.to_str().ok()).any(|v| v.to_ascii_lowercase().contains("chunked"))
 }
 
 /// A message body as both the client and the backend send it.
@@ -95,16 +83,11 @@ pub type Body = BoxBody<Bytes, io::Error>;
 /// length (so that multi-chunk decoding is exercised) when `chunked`.
 pub(crate) fn body_of(bytes: &[u8], chunked: bool) -> Body {
     if !chunked {
-        return Full::new(Bytes::copy_from_slice(bytes))
-            .map_err(|n| match n {})
-            .boxed();
+        return Full::new(Bytes::copy_from_slice(bytes)).map_err(|n| match n {}).boxed();
     }
     let (a, b) = bytes.split_at(bytes.len() / 2);
-    let frames: Vec<io::Result<Frame<Bytes>>> = [a, b]
-        .into_iter()
-        .filter(|p| !p.is_empty())
-        .map(|p| Ok(Frame::data(Bytes::copy_from_slice(p))))
-        .collect();
+    let frames: Vec<io::Result<Frame<Bytes>>> =
+        [a, b].into_iter().filter(|p| !p.is_empty()).map(|p| Ok(Frame::data(Bytes::copy_from_slice(p)))).collect();
     StreamBody::new(futures::stream::iter(frames)).boxed()
 }
 
@@ -120,18 +103,9 @@ fn io_error(e: hyper::Error) -> io::Error {
 }
 
 /// Awaits `f` on the harness runtime for at most `limit`.
-fn block_on<T>(
-    limit: Duration,
-    f: impl std::future::Future<Output = io::Result<T>>,
-) -> io::Result<T> {
-    let timed_out = || {
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            format!("no answer within {limit:?}"),
-        )
-    };
-    rt().block_on(async { tokio::time::timeout(limit, f).await })
-        .map_err(|_| timed_out())?
+fn block_on<T>(limit: Duration, f: impl std::future::Future<Output = io::Result<T>>) -> io::Result<T> {
+    let timed_out = || io::Error::new(io::ErrorKind::TimedOut, format!("no answer within {limit:?}"));
+    rt().block_on(async { tokio::time::timeout(limit, f).await }).map_err(|_| timed_out())?
 }
 
 /// One client connection that can carry several requests (keep-alive).
@@ -155,17 +129,11 @@ impl Client {
             let tcp = tokio::net::TcpStream::connect(addr).await?;
             let _ = tcp.set_nodelay(true);
             let io = TokioIo::new(tcp);
-            let (send, conn) = hyper::client::conn::http1::handshake(io)
-                .await
-                .map_err(io_error)?;
+            let (send, conn) = hyper::client::conn::http1::handshake(io).await.map_err(io_error)?;
             tokio::spawn(conn);
             Ok(send)
         })?;
-        Ok(Client {
-            send,
-            addr,
-            timeout: CLIENT_TIMEOUT,
-        })
+        Ok(Client { send, addr, timeout: CLIENT_TIMEOUT })
     }
 
     /// Changes the time bound of each later exchange on this connection.
@@ -180,13 +148,7 @@ impl Client {
     /// for POST/PUT/PATCH). With `Transfer-Encoding: chunked` in `headers`
     /// the body goes chunk-encoded, in two chunks. Use [`send_raw`] for
     /// byte-exact control.
-    pub fn request(
-        &mut self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &[u8],
-    ) -> io::Result<Response> {
+    pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<Response> {
         let has = |n: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
         let mut req = Request::builder().method(method).uri(path);
         if !has("host") {
@@ -195,10 +157,9 @@ impl Client {
         for (k, v) in headers {
             req = req.header(*k, *v);
         }
-        let chunked = headers.iter().any(|(k, v)| {
-            k.eq_ignore_ascii_case("transfer-encoding")
-                && v.to_ascii_lowercase().contains("chunked")
-        });
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked"));
         let req = req.body(body_of(body, chunked));
         let req = req.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let send = &mut self.send;
@@ -208,12 +169,7 @@ impl Client {
             let body = body.collect().await.map_err(io_error)?.to_bytes().to_vec();
             let chunked = is_chunked(&head.headers);
             let headers = header_list(&head.headers);
-            Ok(Response {
-                status: head.status.as_u16(),
-                headers,
-                body,
-                chunked,
-            })
+            Ok(Response { status: head.status.as_u16(), headers, body, chunked })
         })
     }
 
@@ -236,13 +192,7 @@ pub fn try_request(
 }
 
 /// One request on a fresh connection; panics with context on any I/O error.
-pub fn request(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> Response {
+pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
     try_request(addr, method, path, headers, body)
         .unwrap_or_else(|e| panic!("{method} http://{addr}{path} failed: {e}"))
 }
@@ -266,29 +216,20 @@ pub fn send_raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
 
 /// [`send_raw`] with a total time bound.
 pub fn send_raw_timeout(addr: SocketAddr, bytes: &[u8], total: Duration) -> Vec<u8> {
-    let mut s = TcpStream::connect_timeout(&addr, CLIENT_TIMEOUT)
-        .unwrap_or_else(|e| panic!("send_raw: connect {addr}: {e}"));
+    let mut s =
+        TcpStream::connect_timeout(&addr, CLIENT_TIMEOUT).unwrap_or_else(|e| panic!("send_raw: connect {addr}: {e}"));
     // A server may reset after answering; whatever was read is still returned.
     let _ = s.write_all(bytes);
     let deadline = Instant::now() + total;
     let (mut out, mut tmp) = (Vec::new(), [0u8; 16 * 1024]);
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        let wait = if out.is_empty() {
-            left
-        } else {
-            left.min(Duration::from_secs(1))
-        };
+        let wait = if out.is_empty() { left } else { left.min(Duration::from_secs(1)) };
         let _ = s.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
         match s.read(&mut tmp) {
             Ok(0) => break,
             Ok(n) => out.extend_from_slice(&tmp[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
                 if !out.is_empty() {
                     break;
                 }

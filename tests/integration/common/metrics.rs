@@ -14,38 +14,21 @@ pub fn samples(text: &str) -> Vec<(String, Labels, f64)> {
     let scrape = Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("in-memory lines");
     let mut out = Vec::new();
     for s in scrape.samples {
-        let labels: Labels = s
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        let labels: Labels = s.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let with = |k: &str, x: f64| {
             let mut l = labels.clone();
-            l.insert(
-                k.into(),
-                if x == f64::INFINITY {
-                    "+Inf".into()
-                } else {
-                    x.to_string()
-                },
-            );
+            l.insert(k.into(), if x == f64::INFINITY { "+Inf".into() } else { x.to_string() });
             l
         };
         match s.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => {
-                out.push((s.metric, labels, v))
-            }
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => out.push((s.metric, labels, v)),
             Value::Histogram(hs) => {
                 let name = format!("{}_bucket", s.metric);
-                out.extend(
-                    hs.iter()
-                        .map(|h| (name.clone(), with("le", h.less_than), h.count)),
-                );
+                out.extend(hs.iter().map(|h| (name.clone(), with("le", h.less_than), h.count)));
             }
-            Value::Summary(qs) => out.extend(
-                qs.iter()
-                    .map(|q| (s.metric.clone(), with("quantile", q.quantile), q.count)),
-            ),
+            Value::Summary(qs) => {
+                out.extend(qs.iter().map(|q| (s.metric.clone(), with("quantile", q.quantile), q.count)))
+            }
         }
     }
     out
@@ -58,18 +41,11 @@ pub fn is_sample_line(line: &str) -> bool {
 
 /// The value of sample `name` with exactly the label set `labels`.
 pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let want: Labels = labels
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    samples(text)
-        .into_iter()
-        .find(|(n, l, _)| n == name && *l == want)
-        .map(|(_, _, v)| v)
+    let want: Labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    samples(text).into_iter().find(|(n, l, _)| n == name && *l == want).map(|(_, _, v)| v)
 }
 
 /// [`metric`], panicking with the whole text when the sample is missing.
 pub fn must(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    metric(text, name, labels)
-        .unwrap_or_else(|| panic!("no sample {name}{labels:?} in metrics:\n{text}"))
+    metric(text, name, labels).unwrap_or_else(|| panic!("no sample {name}{labels:?} in metrics:\n{text}"))
 }

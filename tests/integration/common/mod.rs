@@ -69,10 +69,7 @@ fn rt() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
     RT.get_or_init(|| {
         let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("harness runtime")
+        b.worker_threads(2).enable_all().build().expect("harness runtime")
     })
 }
 
@@ -132,10 +129,7 @@ pub fn dead_url() -> String {
 /// `n` pseudo-random bytes that differ from one `seed` to the next, so a
 /// body that arrives truncated, shifted or mixed up with another is noticed.
 pub fn test_body(seed: u64, n: usize) -> Vec<u8> {
-    let step = |x: u64| {
-        x.wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407)
-    };
+    let step = |x: u64| x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     let mut x = step(seed);
     (0..n)
         .map(|_| {
@@ -159,11 +153,7 @@ pub fn start_listening(body: &str) -> Switchyard {
 /// more pool keys, one per line, without indentation (`health_check:
 /// {type: none}` unless `extra` sets one).
 pub fn web_pool_config(urls: &[String], extra: &str) -> String {
-    let extra: Vec<&str> = extra
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
+    let extra: Vec<&str> = extra.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     proxy_config("{default_pool: web}", &[pool("web", urls, &extra)])
 }
 
@@ -200,10 +190,7 @@ pub fn be(url: &str, extra: &str) -> String {
 
 /// `{url: "..."}, {url: "..."}` for a flow-style `backends:` list.
 pub fn flow(bs: &[&TestBackend]) -> String {
-    let items: Vec<String> = bs
-        .iter()
-        .map(|b| format!("{{url: \"{}\"}}", b.url()))
-        .collect();
+    let items: Vec<String> = bs.iter().map(|b| format!("{{url: \"{}\"}}", b.url())).collect();
     items.join(", ")
 }
 
@@ -238,15 +225,9 @@ impl TempDir {
     /// socket path inside it).
     pub fn new() -> TempDir {
         static N: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
         let n = N.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "sy-{}-{n}-{}",
-            std::process::id(),
-            nanos % 1_000_000
-        ));
+        let path = std::env::temp_dir().join(format!("sy-{}-{n}-{}", std::process::id(), nanos % 1_000_000));
         fs::create_dir_all(&path).expect("create temp dir");
         TempDir { path }
     }
@@ -282,6 +263,5 @@ pub fn send_signal(pid: u32, sig: i32) -> bool {
 pub fn pid_alive(pid: u32) -> bool {
     // Field 3 of /proc/PID/stat is the state; it follows the last ')'.
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit_once(')')
-        .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+    stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
 }

@@ -25,10 +25,7 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
 /// Exit code as a shell reports it: the code, or 128 + signal number.
 pub fn exit_code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
-    status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(-1)
+    status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(-1)
 }
 
 /// SIGTERM, wait up to `grace`, then SIGKILL; reaps the child.
@@ -54,9 +51,7 @@ fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 // ---------------------------------------------------------------------------
 
 fn read_lossy(path: &Path) -> String {
-    fs::read(path)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
+    fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
 }
 
 // ---------------------------------------------------------------------------
@@ -232,12 +227,7 @@ impl Switchyard {
     pub fn wait_admin(&self) {
         let up = || super::try_get(self.admin_addr, "/healthz", &[]).is_ok_and(|r| r.status == 200);
         let msg = "admin API never answered /healthz";
-        assert!(
-            poll_until(Duration::from_secs(10), up),
-            "{msg} on {}\n{}",
-            self.admin_addr,
-            self.logs()
-        );
+        assert!(poll_until(Duration::from_secs(10), up), "{msg} on {}\n{}", self.admin_addr, self.logs());
     }
 
     /// A builder for more control (args, env, quick mode, readiness).
@@ -266,36 +256,21 @@ impl Switchyard {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {SWITCHYARD_BIN}: {e}"));
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {SWITCHYARD_BIN}: {e}"));
         self.child = Some(child);
     }
 
     fn wait_ready(&mut self, how: Ready, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(st) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
-                panic!(
-                    "switchyard exited with {} before it was ready\n{}",
-                    exit_code(st),
-                    self.logs()
-                );
+            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("switchyard exited with {} before it was ready\n{}", exit_code(st), self.logs());
             }
             if probe(self.addr, how) {
                 return;
             }
             if Instant::now() >= deadline {
-                panic!(
-                    "switchyard not ready on {} after {:?}\n{}",
-                    self.addr,
-                    timeout,
-                    self.logs()
-                );
+                panic!("switchyard not ready on {} after {:?}\n{}", self.addr, timeout, self.logs());
             }
             thread::sleep(Duration::from_millis(50));
         }
@@ -413,11 +388,7 @@ impl Switchyard {
     /// PID from the pid file if that process runs on our config (so a
     /// recycled PID is never killed).
     fn pid_from_file(&self) -> Option<u32> {
-        let pid: u32 = fs::read_to_string(self.pid_file())
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
+        let pid: u32 = fs::read_to_string(self.pid_file()).ok()?.trim().parse().ok()?;
         let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
         let ours = String::from_utf8_lossy(&cmdline).contains(&self.config.display().to_string());
         (ours && pid_alive(pid)).then_some(pid)
@@ -497,17 +468,9 @@ fn run_to_end(bin: &str, args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Out
     let Some(status) = wait_child(&mut child, Duration::from_secs(30)) else {
         let _ = child.kill();
         let _ = child.wait();
-        panic!(
-            "{bin} {args:?} still running after 30 s\nstdout:\n{}\nstderr:\n{}",
-            read_lossy(&out),
-            read_lossy(&err)
-        );
+        panic!("{bin} {args:?} still running after 30 s\nstdout:\n{}\nstderr:\n{}", read_lossy(&out), read_lossy(&err));
     };
-    Output {
-        code: exit_code(status),
-        stdout: read_lossy(&out),
-        stderr: read_lossy(&err),
-    }
+    Output { code: exit_code(status), stdout: read_lossy(&out), stderr: read_lossy(&err) }
 }
 
 /// Runs `switchyard ARGS` to completion (30 s bound) in a fresh temp dir
@@ -522,11 +485,7 @@ pub fn run_switchyard(args: &[&str], env: &[(&str, &str)]) -> Output {
 pub fn check_config(yaml: &str) -> (i32, String, String) {
     let dir = TempDir::new();
     let file = dir.join("switchyard.yaml");
-    fs::write(
-        &file,
-        expand_config(yaml, dir.path(), free_port(), free_port()),
-    )
-    .expect("write config");
+    fs::write(&file, expand_config(yaml, dir.path(), free_port(), free_port())).expect("write config");
     let o = check_config_file(&file);
     (o.code, o.stdout, o.stderr)
 }
@@ -555,10 +514,7 @@ impl EchoProcess {
     /// `listening on ADDR` line; panics with its stderr otherwise.
     pub fn start(args: &[&str]) -> EchoProcess {
         let mut all: Vec<String> = Vec::new();
-        if !args
-            .iter()
-            .any(|a| *a == "--listen" || a.starts_with("--listen=") || *a == "-l")
-        {
+        if !args.iter().any(|a| *a == "--listen" || a.starts_with("--listen=") || *a == "-l") {
             all.push("--listen".into());
             all.push(format!("127.0.0.1:{}", free_port()));
         }
@@ -602,16 +558,9 @@ impl EchoProcess {
         let Some(addr) = addr else {
             terminate_child(&mut child, Duration::from_millis(500));
             thread::sleep(Duration::from_millis(50));
-            panic!(
-                "switchyard-echo did not announce itself (first line {line:?})\nstderr:\n{}",
-                lock(&stderr)
-            );
+            panic!("switchyard-echo did not announce itself (first line {line:?})\nstderr:\n{}", lock(&stderr));
         };
-        EchoProcess {
-            child: Some(child),
-            addr,
-            stderr,
-        }
+        EchoProcess { child: Some(child), addr, stderr }
     }
 
     /// The announced listen address.
