@@ -38,11 +38,14 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use rand::Rng;
+use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 use switchyard::config::units::parse_duration;
 
+/// Default of `--listen`.
+const LISTEN: &str = "127.0.0.1:8080";
 /// Largest accepted request head (request line + headers); more gets a 431.
 const MAX_HEAD: usize = 64 * 1024;
 /// A request head must be complete within this long.
@@ -50,19 +53,11 @@ const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Command line of `switchyard-echo`.
 #[derive(Parser, Debug)]
-#[command(
-    name = "switchyard-echo",
-    version,
-    about = "Sample HTTP backend for switchyard: /health answers ok, anything else echoes the request as JSON"
-)]
+/// Sample HTTP backend for switchyard: /health answers ok, anything else echoes the request as JSON.
+#[command(name = "switchyard-echo", version)]
 struct Cli {
     /// Address to listen on.
-    #[arg(
-        short,
-        long,
-        env = "BACKEND_LISTEN_ADDR",
-        default_value = "127.0.0.1:8080"
-    )]
+    #[arg(short, long, env = "BACKEND_LISTEN_ADDR", default_value = LISTEN)]
     listen: String,
 
     /// Backend name reported in every answer (default: the bound address).
@@ -89,11 +84,12 @@ fn parse_rate(s: &str) -> Result<f64, String> {
 
 /// Settings shared by every connection.
 struct Echo {
+    cli: Cli,
+    /// `--name`, or the bound address; also as the `x-backend` value.
     name: String,
     x_backend: HeaderValue,
+    /// The bound address.
     listen: String,
-    error_rate: f64,
-    max_delay: Duration,
 }
 
 #[tokio::main]
@@ -117,18 +113,20 @@ async fn run(cli: Cli) -> i32 {
             return 2;
         }
     };
-    let bound = listener.local_addr().map_or(cli.listen, |a| a.to_string());
-    let name = cli.name.unwrap_or_else(|| bound.clone());
+    let bound = listener
+        .local_addr()
+        .map_or(cli.listen.clone(), |a| a.to_string());
+    let name = cli.name.clone().unwrap_or_else(|| bound.clone());
     let Ok(x_backend) = HeaderValue::from_str(&name) else {
         eprintln!("switchyard-echo: --name {name:?} cannot be sent in a header");
         return 1;
     };
+    let listen = bound.clone();
     let echo = Arc::new(Echo {
+        cli,
         name,
         x_backend,
-        listen: bound.clone(),
-        error_rate: cli.error_rate,
-        max_delay: cli.max_delay,
+        listen,
     });
     // Installed before announcing, so a signal sent right after `listening on` is never lost.
     let (Ok(mut term), Ok(mut int)) = (
@@ -142,9 +140,8 @@ async fn run(cli: Cli) -> i32 {
     let _ = std::io::stdout().flush();
 
     let mut http = http1::Builder::new();
-    http.max_header_size(MAX_HEAD)
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEAD_TIMEOUT);
+    http.max_header_size(MAX_HEAD).timer(TokioTimer::new());
+    http.header_read_timeout(HEAD_TIMEOUT);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -155,11 +152,8 @@ async fn run(cli: Cli) -> i32 {
                 };
                 let _ = stream.set_nodelay(true);
                 let echo = Arc::clone(&echo);
-                let conn = http.serve_connection(
-                    TokioIo::new(stream),
-                    service_fn(move |req| answer(req, Arc::clone(&echo))),
-                );
-                tokio::spawn(conn);
+                let service = service_fn(move |req| answer(req, Arc::clone(&echo)));
+                tokio::spawn(http.serve_connection(TokioIo::new(stream), service));
             }
             _ = term.recv() => return 0,
             _ = int.recv() => return 0,
@@ -174,73 +168,51 @@ async fn answer(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (head, mut body) = req.into_parts();
     // Drain the body (this is when hyper sends `100 Continue`).
-    while let Some(frame) = body.frame().await {
-        if frame.is_err() {
-            let v = serde_json::json!({"error": "malformed request body"});
-            return Ok(reply(
-                &echo,
-                StatusCode::BAD_REQUEST,
-                "application/json",
-                v.to_string(),
-            ));
+    let drained = loop {
+        match body.frame().await {
+            None => break true,
+            Some(Err(_)) => break false,
+            Some(Ok(_)) => {}
         }
-    }
-    let (delay, inject) = {
-        let mut rng = rand::thread_rng();
-        (
-            echo.max_delay.mul_f64(rng.gen::<f64>()),
-            rng.gen::<f64>() < echo.error_rate,
-        )
     };
-    if !delay.is_zero() {
-        tokio::time::sleep(delay).await;
-    }
-    if head.uri.path() == "/health" {
-        return Ok(reply(&echo, StatusCode::OK, "text/plain", "ok".into()));
-    }
-    if inject {
-        let v = serde_json::json!({"backend": echo.name, "error": "injected"});
-        return Ok(reply(
-            &echo,
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "application/json",
-            v.to_string(),
-        ));
-    }
-    let mut headers = serde_json::Map::new();
-    for (k, v) in &head.headers {
-        let v = String::from_utf8_lossy(v.as_bytes());
-        match headers.get_mut(k.as_str()) {
-            Some(serde_json::Value::String(prev)) => *prev = format!("{prev}, {v}"),
-            _ => drop(headers.insert(k.as_str().into(), v.into())),
-        }
-    }
-    let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
-    let v = serde_json::json!({
-        "backend": echo.name, "listen": echo.listen, "method": head.method.as_str(),
-        "path": path, "headers": headers,
-    });
-    Ok(reply(
-        &echo,
-        StatusCode::OK,
-        "application/json",
-        v.to_string(),
-    ))
-}
-
-/// A complete answer with `content-type` and `x-backend`.
-fn reply(
-    echo: &Echo,
-    status: StatusCode,
-    ctype: &'static str,
-    body: String,
-) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let chance = || rand::thread_rng().gen::<f64>(); // the rng is not `Send`: no await while held
+    tokio::time::sleep(echo.cli.max_delay.mul_f64(chance())).await;
+    let inject = chance() < echo.cli.error_rate;
+    const JSON: &str = "application/json";
+    let (status, ctype, text) = if !drained {
+        let v = json!({"error": "malformed request body"});
+        (StatusCode::BAD_REQUEST, JSON, v.to_string())
+    } else if head.uri.path() == "/health" {
+        (StatusCode::OK, "text/plain", "ok".to_string())
+    } else if inject {
+        let v = json!({"backend": echo.name, "error": "injected"});
+        (StatusCode::INTERNAL_SERVER_ERROR, JSON, v.to_string())
+    } else {
+        (StatusCode::OK, JSON, echo.echo(&head).to_string())
+    };
+    let mut r = Response::new(Full::new(Bytes::from(text)));
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(ctype));
     r.headers_mut().insert("x-backend", echo.x_backend.clone());
-    r
+    Ok(r)
+}
+
+impl Echo {
+    /// The JSON echo of a request head; repeated header fields joined with `, `.
+    fn echo(&self, head: &http::request::Parts) -> Value {
+        let mut headers = serde_json::Map::new();
+        for (k, v) in &head.headers {
+            let v = String::from_utf8_lossy(v.as_bytes());
+            match headers.get_mut(k.as_str()) {
+                Some(Value::String(prev)) => *prev = format!("{prev}, {v}"),
+                _ => drop(headers.insert(k.as_str().into(), v.into())),
+            }
+        }
+        let path = head.uri.path_and_query().map_or("/", |p| p.as_str());
+        let (backend, listen, method) = (&self.name, &self.listen, head.method.as_str());
+        json!({"backend": backend, "listen": listen, "method": method, "path": path, "headers": headers})
+    }
 }
 
 #[cfg(test)]
