@@ -51,7 +51,6 @@ const MAX_HEAD: usize = 64 * 1024;
 /// A request head must be complete within this long.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Command line of `switchyard-echo`.
 #[derive(Parser, Debug)]
 /// Sample HTTP backend for switchyard: /health answers ok, anything else echoes the request as JSON.
 #[command(name = "switchyard-echo", version)]
