@@ -3,9 +3,6 @@
 //! Each test starts the real `switchyard` / `switchyard-echo` binaries
 //! against in-process backends on 127.0.0.1.
 
-// The harness API (documented in `common/mod.rs`) is wider than what the
-// current tests use: modes, replies and process options for tests to come.
-#[allow(dead_code)]
 mod common;
 
 mod admin;

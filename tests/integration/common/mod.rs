@@ -20,7 +20,7 @@
 //!   connection), all returning [`Response`] (`status`, `header`, `text`,
 //!   `json`, `chunked`); [`send_raw`] / [`raw_status`] for bytes no client
 //!   sends.
-//! * Processes (`process.rs`): [`Switchyard`] (`start(yaml)`, `builder()`,
+//! * Processes (`switchyard.rs`, `process.rs`): [`Switchyard`] (`start(yaml)`, `builder()`,
 //!   `start_admin(yaml)`, `addr`, `admin_addr`, `logs`, `signal`,
 //!   `write_config`, `spawn_sibling`, `wait_exit`, `kill`), [`check_config`],
 //!   [`run_switchyard`], [`EchoProcess`], [`run_echo`].
@@ -49,11 +49,15 @@ mod backend;
 mod client;
 mod metrics;
 mod process;
+mod reply;
+mod switchyard;
 
 pub use backend::*;
 pub use client::*;
 pub use metrics::*;
 pub use process::*;
+pub use reply::*;
+pub use switchyard::*;
 
 use std::collections::HashSet;
 use std::fs;
