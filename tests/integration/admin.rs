@@ -23,13 +23,13 @@ const ADMIN: &str = "listen: \"{admin}\", state_file: \"{dir}/state.json\"";
 
 /// A whole config: proxy on `{listen}`, `admin: {ADMIN_BODY}`, `routing`
 /// (a flow mapping) and `pools`.
-fn config_with(admin_body: &str, routing: &str, pools: &[String]) -> String {
+fn admin_config_with(admin_body: &str, routing: &str, pools: &[String]) -> String {
     format!("admin: {{{admin_body}}}\n{}", proxy_config(routing, pools))
 }
 
-/// [`config_with`] with the usual admin section and `default_pool: web`.
-fn config(pools: &[String]) -> String {
-    config_with(ADMIN, "{default_pool: web}", pools)
+/// [`admin_config_with`] with the usual admin section and `default_pool: web`.
+fn admin_config(pools: &[String]) -> String {
+    admin_config_with(ADMIN, "{default_pool: web}", pools)
 }
 
 // ---------------------------------------------------------------------------
@@ -57,14 +57,14 @@ fn admin(sy: &Switchyard, method: &str, path: &str, body: &str) -> Response {
 /// `GET /status` as JSON (asserting 200).
 fn status(sy: &Switchyard) -> serde_json::Value {
     let r = admin(sy, "GET", "/status", "");
-    assert_eq!(r.status, 200, "{}\n{}", r.text(), sy.logs());
+    assert_eq!(r.status, 200, "{}", r.text());
     r.json()
 }
 
 /// `GET /metrics` text (asserting 200).
 fn metrics(sy: &Switchyard) -> String {
     let r = admin(sy, "GET", "/metrics", "");
-    assert_eq!(r.status, 200, "{}\n{}", r.text(), sy.logs());
+    assert_eq!(r.status, 200, "{}", r.text());
     r.text()
 }
 
@@ -135,9 +135,9 @@ fn bname(b: &TestBackend) -> String {
 #[test]
 fn healthz_answers_ok_and_no_token_configured_means_open_api() {
     let b1 = TestBackend::start("b1");
-    let sy = Switchyard::start_admin(&config(&[pool("web", &[be(&b1.url(), "")], &[])]));
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&b1.url(), "")], &[])]));
     let r = admin(&sy, "GET", "/healthz", "");
-    assert_eq!(r.status, 200, "{}", sy.logs());
+    assert_eq!(r.status, 200);
     assert_eq!(r.text().trim(), "ok");
     // no token configured: everything is open (loopback only)
     assert_eq!(admin(&sy, "GET", "/status", "").status, 200);
@@ -161,7 +161,7 @@ fn assert_token_guard(sy: &Switchyard, token: &str, spare: &TestBackend) {
     // /healthz never needs the token
     for t in [None, Some("wrong")] {
         let r = admin_as(sy, t, "GET", "/healthz", "");
-        assert_eq!(r.status, 200, "/healthz with token {t:?}\n{}", sy.logs());
+        assert_eq!(r.status, 200, "/healthz with token {t:?}");
         assert_eq!(r.text().trim(), "ok");
     }
 
@@ -178,7 +178,7 @@ fn assert_token_guard(sy: &Switchyard, token: &str, spare: &TestBackend) {
     }
     // nothing was changed by the refused requests
     let st = admin_as(sy, Some(token), "GET", "/status", "");
-    assert_eq!(st.status, 200, "{}", sy.logs());
+    assert_eq!(st.status, 200);
     assert!(
         status_backend(&st.json(), "web", &spare.url()).is_none(),
         "an unauthorised POST /backends changed the pool: {}",
@@ -189,7 +189,7 @@ fn assert_token_guard(sy: &Switchyard, token: &str, spare: &TestBackend) {
     // with the right token each endpoint does its job
     for (method, path, body, code) in guarded_requests(&spare.url()) {
         let r = admin_as(sy, Some(token), method, path, &body);
-        assert_eq!(r.status, code, "{method} {path} with the right token: {}\n{}", r.text(), sy.logs());
+        assert_eq!(r.status, code, "{method} {path} with the right token: {}", r.text());
     }
     let r = admin_as(sy, Some(token), "GET", "/metrics", "");
     assert!(r.text().contains("switchyard_requests_total"), "{}", r.text());
@@ -199,7 +199,7 @@ fn assert_token_guard(sy: &Switchyard, token: &str, spare: &TestBackend) {
 fn token_from_env_guards_every_endpoint_but_healthz() {
     let b1 = TestBackend::start("b1");
     let spare = TestBackend::start("spare");
-    let yaml = config_with(
+    let yaml = admin_config_with(
         &format!("{ADMIN}, token_env: SY_ADMIN_TEST_TOKEN"),
         "{default_pool: web}",
         &[pool("web", &[be(&b1.url(), "")], &[])],
@@ -217,7 +217,7 @@ fn token_from_file_guards_every_endpoint_but_healthz() {
     let token_file = own.join("admin.token");
     // surrounding whitespace / the final newline are not part of the token
     std::fs::write(&token_file, "file-t0ken\n").expect("write token file");
-    let yaml = config_with(
+    let yaml = admin_config_with(
         &format!("{ADMIN}, token_file: \"{}\"", token_file.display()),
         "{default_pool: web}",
         &[pool("web", &[be(&b1.url(), "")], &[])],
@@ -237,7 +237,7 @@ fn status_lists_pools_backends_and_counters() {
     let b3 = TestBackend::start("b3");
     let b4 = TestBackend::start("b4");
     let dead = dead_url();
-    let sy = Switchyard::start_admin(&config_with(
+    let sy = Switchyard::start_admin(&admin_config_with(
         ADMIN,
         "{header: App-Name, default_pool: web}",
         &[
@@ -248,7 +248,7 @@ fn status_lists_pools_backends_and_counters() {
     ));
 
     for _ in 0..8 {
-        assert!(who(&sy, Some("web")).is_some(), "{}", sy.logs());
+        assert!(who(&sy, Some("web")).is_some());
     }
     // until the dead backend was tried once (then it is ejected)
     let mut tries = 0;
@@ -259,9 +259,8 @@ fn status_lists_pools_backends_and_counters() {
             let st = status(&sy);
             status_backend(&st, "flaky", &dead).is_some_and(|b| b["failures"].as_u64() >= Some(1))
         }),
-        "the dead backend's failures never showed in /status: {}\n{}",
-        status(&sy),
-        sy.logs()
+        "the dead backend's failures never showed in /status: {}",
+        status(&sy)
     );
 
     let st = status(&sy);
@@ -315,13 +314,12 @@ fn status_lists_pools_backends_and_counters() {
 fn post_backend_adds_a_backend_that_takes_traffic() {
     let b1 = TestBackend::start("b1");
     let b2 = TestBackend::start("b2");
-    let sy = Switchyard::start_admin(&config(&[pool("web", &[be(&b1.url(), "")], &[])]));
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&b1.url(), "")], &[])]));
     let r = backends_call(&sy, "POST", Some("web"), &b2.url(), ", \"weight\": 2");
-    assert_eq!(r.status, 201, "{}\n{}", r.text(), sy.logs());
+    assert_eq!(r.status, 201, "{}", r.text());
     assert!(
         poll_until(Duration::from_secs(5), || who(&sy, None).as_deref() == Some("b2")),
-        "added backend never served\n{}",
-        sy.logs()
+        "added backend never served"
     );
     let st = status(&sy);
     let added = status_backend(&st, "web", &b2.url()).expect("b2 in /status");
@@ -329,7 +327,7 @@ fn post_backend_adds_a_backend_that_takes_traffic() {
     assert_eq!(added["enabled"], true, "{st}");
     // both now share the traffic
     let got = serve_n(&sy, 12);
-    assert!(got.iter().all(Option::is_some), "{got:?}\n{}", sy.logs());
+    assert!(got.iter().all(Option::is_some), "{got:?}");
     assert!(got.iter().any(|b| b.as_deref() == Some("b1")), "{got:?}");
     assert!(got.iter().any(|b| b.as_deref() == Some("b2")), "{got:?}");
 }
@@ -338,7 +336,7 @@ fn post_backend_adds_a_backend_that_takes_traffic() {
 fn post_backend_rejects_bad_url_unknown_pool_duplicate_and_bad_json() {
     let b1 = TestBackend::start("b1");
     let b2 = TestBackend::start("b2");
-    let sy = Switchyard::start_admin(&config(&[pool("web", &[be(&b1.url(), "")], &[])]));
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&b1.url(), "")], &[])]));
     let cases: Vec<(String, u16, &str)> = vec![
         (body_json(Some("web"), "not a url", ""), 400, "bad URL"),
         (body_json(Some("web"), "http://", ""), 400, "URL without host"),
@@ -354,14 +352,14 @@ fn post_backend_rejects_bad_url_unknown_pool_duplicate_and_bad_json() {
     ];
     for (body, code, what) in cases {
         let r = admin(&sy, "POST", "/backends", &body);
-        assert_eq!(r.status, code, "{what}: {body:?} -> {}\n{}", r.text(), sy.logs());
+        assert_eq!(r.status, code, "{what}: {body:?} -> {}", r.text());
         assert!(r.json()["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}: no error message: {}", r.text());
     }
     // nothing changed
     let st = status(&sy);
     assert_eq!(status_urls(&st, "web"), [b1.url()], "{st}");
     for b in serve_n(&sy, 5) {
-        assert_eq!(b.as_deref(), Some("b1"), "{}", sy.logs());
+        assert_eq!(b.as_deref(), Some("b1"));
     }
     // and a good request after all this still works
     let r = backends_call(&sy, "POST", Some("web"), &b2.url(), "");
@@ -375,19 +373,19 @@ fn post_backend_without_pool_uses_the_default_pool() {
     let b1 = TestBackend::start("b1");
     let api = TestBackend::start("api");
     let extra = TestBackend::start("extra");
-    let sy = Switchyard::start_admin(&config_with(
+    let sy = Switchyard::start_admin(&admin_config_with(
         ADMIN,
         "{header: App-Name, default_pool: web}",
         &[pool("api", &[be(&api.url(), "")], &[]), pool("web", &[be(&b1.url(), "")], &[])],
     ));
     let r = backends_call(&sy, "POST", None, &extra.url(), "");
-    assert_eq!(r.status, 201, "{}\n{}", r.text(), sy.logs());
+    assert_eq!(r.status, 201, "{}", r.text());
     let st = status(&sy);
     let mut want = vec![b1.url(), extra.url()];
     want.sort();
     assert_eq!(status_urls(&st, "web"), want, "{st}");
     assert_eq!(status_urls(&st, "api"), [api.url()], "{st}");
-    assert!(poll_until(Duration::from_secs(5), || who(&sy, Some("web")).as_deref() == Some("extra")), "{}", sy.logs());
+    assert!(poll_until(Duration::from_secs(5), || who(&sy, Some("web")).as_deref() == Some("extra")));
     for _ in 0..6 {
         assert_eq!(who(&sy, Some("api")).as_deref(), Some("api"));
     }
@@ -403,15 +401,15 @@ fn post_backend_without_pool_uses_the_default_pool() {
 fn delete_backend_stops_its_traffic() {
     let b1 = TestBackend::start("b1");
     let b2 = TestBackend::start("b2");
-    let sy = Switchyard::start_admin(&config(&[pool("web", &[be(&b1.url(), ""), be(&b2.url(), "")], &[])]));
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&b1.url(), ""), be(&b2.url(), "")], &[])]));
     let got = serve_n(&sy, 6);
     assert!(got.iter().any(|b| b.as_deref() == Some("b2")), "{got:?}");
 
     let r = backends_call(&sy, "DELETE", Some("web"), &b2.url(), "");
-    assert_eq!(r.status, 200, "{}\n{}", r.text(), sy.logs());
+    assert_eq!(r.status, 200, "{}", r.text());
     let before = b2.app_count();
     for b in serve_n(&sy, 20) {
-        assert_eq!(b.as_deref(), Some("b1"), "{}", sy.logs());
+        assert_eq!(b.as_deref(), Some("b1"));
     }
     assert_eq!(b2.app_count(), before, "a deleted backend got traffic");
     assert_eq!(status_urls(&status(&sy), "web"), [b1.url()]);
@@ -431,19 +429,18 @@ fn delete_backend_stops_its_traffic() {
 fn file_backend_deleted_re_added_and_deleted_again_gets_no_traffic() {
     let b1 = TestBackend::start("b1");
     let b2 = TestBackend::start("b2");
-    let sy = Switchyard::start_admin(&config(&[pool("web", &[be(&b1.url(), ""), be(&b2.url(), "")], &[])]));
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&b1.url(), ""), be(&b2.url(), "")], &[])]));
     let web_b2 = body_json(Some("web"), &b2.url(), "");
     for (method, code) in [("DELETE", 200), ("POST", 201)] {
         let r = admin(&sy, method, "/backends", &web_b2);
-        assert_eq!(r.status, code, "{method}: {}\n{}", r.text(), sy.logs());
+        assert_eq!(r.status, code, "{method}: {}", r.text());
     }
     assert!(
         poll_until(Duration::from_secs(5), || who(&sy, None).as_deref() == Some("b2")),
-        "re-added backend never served\n{}",
-        sy.logs()
+        "re-added backend never served"
     );
     let r = admin(&sy, "DELETE", "/backends", &web_b2);
-    assert_eq!(r.status, 200, "{}\n{}", r.text(), sy.logs());
+    assert_eq!(r.status, 200, "{}", r.text());
     let st = status(&sy);
     assert_eq!(
         status_urls(&st, "web"),
@@ -453,7 +450,7 @@ fn file_backend_deleted_re_added_and_deleted_again_gets_no_traffic() {
     );
     let before = b2.app_count();
     for b in serve_n(&sy, 10) {
-        assert_eq!(b.as_deref(), Some("b1"), "{}", sy.logs());
+        assert_eq!(b.as_deref(), Some("b1"));
     }
     assert_eq!(b2.app_count(), before, "a deleted backend got traffic");
 }
@@ -463,7 +460,7 @@ fn delete_backend_lets_in_flight_requests_finish() {
     let slow = TestBackend::start("slow");
     let fast = TestBackend::start("fast");
     slow.set_delay(Duration::from_millis(800));
-    let sy = Switchyard::start_admin(&config(&[pool("web", &[be(&slow.url(), ""), be(&fast.url(), "")], &[])]));
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&slow.url(), ""), be(&fast.url(), "")], &[])]));
     // only `slow` takes new requests for now
     let r = backends_call(&sy, "PATCH", Some("web"), &fast.url(), ", \"enabled\": false");
     assert_eq!(r.status, 200, "{}", r.text());
@@ -478,12 +475,11 @@ fn delete_backend_lets_in_flight_requests_finish() {
     });
     assert!(
         poll_until(Duration::from_secs(5), || slow.path_count("/slow") == 1),
-        "the slow request never reached the slow backend\n{}",
-        sy.logs()
+        "the slow request never reached the slow backend"
     );
     let t = Instant::now();
     let r = backends_call(&sy, "DELETE", Some("web"), &slow.url(), "");
-    assert_eq!(r.status, 200, "{}\n{}", r.text(), sy.logs());
+    assert_eq!(r.status, 200, "{}", r.text());
     assert!(
         !done.load(Ordering::SeqCst),
         "DELETE took {:?}; the request was no longer in flight, test inconclusive",
@@ -492,8 +488,8 @@ fn delete_backend_lets_in_flight_requests_finish() {
     let got = inflight
         .join()
         .expect("client thread")
-        .unwrap_or_else(|e| panic!("in-flight request failed after DELETE: {e}\n{}", sy.logs()));
-    assert_eq!(got.status, 200, "{}\n{}", got.text(), sy.logs());
+        .unwrap_or_else(|e| panic!("in-flight request failed after DELETE: {e}"));
+    assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(got.header("x-backend"), Some("slow"));
     assert_eq!(got.text(), "slow");
 
@@ -501,7 +497,7 @@ fn delete_backend_lets_in_flight_requests_finish() {
     let r = backends_call(&sy, "PATCH", Some("web"), &fast.url(), ", \"enabled\": true");
     assert_eq!(r.status, 200, "{}", r.text());
     for b in serve_n(&sy, 6) {
-        assert_eq!(b.as_deref(), Some("fast"), "{}", sy.logs());
+        assert_eq!(b.as_deref(), Some("fast"));
     }
     assert_eq!(slow.app_count(), 1);
 }
@@ -510,14 +506,14 @@ fn delete_backend_lets_in_flight_requests_finish() {
 fn patch_backend_drains_and_re_enables() {
     let b1 = TestBackend::start("b1");
     let b2 = TestBackend::start("b2");
-    let sy = Switchyard::start_admin(&config(&[pool("web", &[be(&b1.url(), ""), be(&b2.url(), "")], &[])]));
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&b1.url(), ""), be(&b2.url(), "")], &[])]));
     let r = backends_call(&sy, "PATCH", Some("web"), &b2.url(), ", \"enabled\": false");
-    assert_eq!(r.status, 200, "{}\n{}", r.text(), sy.logs());
+    assert_eq!(r.status, 200, "{}", r.text());
     let st = status(&sy);
     assert_eq!(status_backend(&st, "web", &b2.url()).expect("drained b2 still listed")["enabled"], false, "{st}");
     let before = b2.app_count();
     for b in serve_n(&sy, 20) {
-        assert_eq!(b.as_deref(), Some("b1"), "{}", sy.logs());
+        assert_eq!(b.as_deref(), Some("b1"));
     }
     assert_eq!(b2.app_count(), before, "a drained backend got traffic");
 
@@ -525,8 +521,7 @@ fn patch_backend_drains_and_re_enables() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert!(
         poll_until(Duration::from_secs(5), || who(&sy, None).as_deref() == Some("b2")),
-        "re-enabled backend never served\n{}",
-        sy.logs()
+        "re-enabled backend never served"
     );
     let st = status(&sy);
     assert_eq!(status_backend(&st, "web", &b2.url()).expect("b2")["enabled"], true);
@@ -574,7 +569,7 @@ impl Trio {
             ("PATCH", body_json(Some("web"), &self.b1.url(), ", \"enabled\": false"), 200),
         ] {
             let r = admin(sy, method, "/backends", &body);
-            assert_eq!(r.status, code, "{method} {body}: {}\n{}", r.text(), sy.logs());
+            assert_eq!(r.status, code, "{method} {body}: {}", r.text());
         }
         self.assert_changed(sy, "after the changes");
     }
@@ -583,12 +578,12 @@ impl Trio {
         let st = status(sy);
         let mut want = vec![self.b1.url(), self.b3.url()];
         want.sort();
-        assert_eq!(status_urls(&st, "web"), want, "{when}: {st}\n{}", sy.logs());
+        assert_eq!(status_urls(&st, "web"), want, "{when}: {st}");
         let b1 = status_backend(&st, "web", &self.b1.url()).expect("b1");
         assert_eq!(b1["enabled"], false, "{when}: {st}");
         let before = (self.b1.app_count(), self.b2.app_count());
         for b in serve_n(sy, 12) {
-            assert_eq!(b.as_deref(), Some("b3"), "{when}\n{}", sy.logs());
+            assert_eq!(b.as_deref(), Some("b3"), "{when}");
         }
         assert_eq!(
             (self.b1.app_count(), self.b2.app_count()),
@@ -601,16 +596,15 @@ impl Trio {
 #[test]
 fn admin_changes_survive_a_sighup_reload() {
     let t = Trio::new();
-    let sy = Switchyard::start_admin(&config(&t.pools(false)));
+    let sy = Switchyard::start_admin(&admin_config(&t.pools(false)));
     t.change(&sy);
-    assert!(sy.dir().join("state.json").exists(), "state file not written\n{}", sy.logs());
+    assert!(sy.dir().join("state.json").exists(), "state file not written");
     // an edit that shows the reload happened: a new pool `api`
-    sy.write_config(&config_with(ADMIN, "{header: App-Name, default_pool: web}", &t.pools(true)));
+    sy.write_config(&admin_config_with(ADMIN, "{header: App-Name, default_pool: web}", &t.pools(true)));
     sy.signal(libc::SIGHUP);
     assert!(
         poll_until(Duration::from_secs(10), || who(&sy, Some("api")).as_deref() == Some("b1")),
-        "the reload never happened\n{}",
-        sy.logs()
+        "the reload never happened"
     );
     t.assert_changed(&sy, "after SIGHUP");
 }
@@ -618,15 +612,14 @@ fn admin_changes_survive_a_sighup_reload() {
 #[test]
 fn admin_changes_survive_post_reload() {
     let t = Trio::new();
-    let sy = Switchyard::start_admin(&config(&t.pools(false)));
+    let sy = Switchyard::start_admin(&admin_config(&t.pools(false)));
     t.change(&sy);
-    sy.write_config(&config_with(ADMIN, "{header: App-Name, default_pool: web}", &t.pools(true)));
+    sy.write_config(&admin_config_with(ADMIN, "{header: App-Name, default_pool: web}", &t.pools(true)));
     let r = admin(&sy, "POST", "/reload", "");
-    assert_eq!(r.status, 200, "{}\n{}", r.text(), sy.logs());
+    assert_eq!(r.status, 200, "{}", r.text());
     assert!(
         poll_until(Duration::from_secs(5), || who(&sy, Some("api")).as_deref() == Some("b1")),
-        "the reload never happened\n{}",
-        sy.logs()
+        "the reload never happened"
     );
     t.assert_changed(&sy, "after POST /reload");
     // and again with an unchanged file
@@ -641,12 +634,11 @@ fn admin_changes_survive_a_restart_with_the_same_state_file() {
     let own = TempDir::new();
     let state = own.join("state.json");
     let admin_body = format!("listen: \"{{admin}}\", state_file: \"{}\"", state.display());
-    let yaml = config_with(&admin_body, "{default_pool: web}", &t.pools(false));
+    let yaml = admin_config_with(&admin_body, "{default_pool: web}", &t.pools(false));
 
     let mut first = Switchyard::start_admin(&yaml);
     t.change(&first);
-    let saved = std::fs::read_to_string(&state)
-        .unwrap_or_else(|e| panic!("state file {}: {e}\n{}", state.display(), first.logs()));
+    let saved = std::fs::read_to_string(&state).unwrap_or_else(|e| panic!("state file {}: {e}", state.display()));
     assert!(saved.contains(&t.b3.url()), "state file lacks b3: {saved}");
     first.kill(Duration::from_secs(5));
     drop(first);
@@ -656,7 +648,7 @@ fn admin_changes_survive_a_restart_with_the_same_state_file() {
     // the restarted process keeps recording changes in the same file
     let r = backends_call(&second, "PATCH", Some("web"), &t.b1.url(), ", \"enabled\": true");
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(poll_until(Duration::from_secs(5), || who(&second, None).as_deref() == Some("b1")), "{}", second.logs());
+    assert!(poll_until(Duration::from_secs(5), || who(&second, None).as_deref() == Some("b1")));
 }
 
 // ---------------------------------------------------------------------------
@@ -668,19 +660,18 @@ fn post_reload_applies_a_valid_edit() {
     let web = TestBackend::start("web");
     let api = TestBackend::start("api");
     let routing = "{header: App-Name, default_pool: web}";
-    let sy = Switchyard::start_admin(&config_with(ADMIN, routing, &[pool("web", &[be(&web.url(), "")], &[])]));
+    let sy = Switchyard::start_admin(&admin_config_with(ADMIN, routing, &[pool("web", &[be(&web.url(), "")], &[])]));
     assert_eq!(who(&sy, Some("api")).as_deref(), Some("web"));
-    sy.write_config(&config_with(
+    sy.write_config(&admin_config_with(
         ADMIN,
         routing,
         &[pool("web", &[be(&web.url(), "")], &[]), pool("api", &[be(&api.url(), "")], &[])],
     ));
     let r = admin(&sy, "POST", "/reload", "");
-    assert_eq!(r.status, 200, "{}\n{}", r.text(), sy.logs());
+    assert_eq!(r.status, 200, "{}", r.text());
     assert!(
         poll_until(Duration::from_secs(5), || who(&sy, Some("api")).as_deref() == Some("api")),
-        "new pool never routed after POST /reload\n{}",
-        sy.logs()
+        "new pool never routed after POST /reload"
     );
     assert_eq!(who(&sy, Some("web")).as_deref(), Some("web"));
     assert!(status(&sy)["pools"]["api"].is_object());
@@ -691,14 +682,14 @@ fn post_reload_rejects_an_invalid_edit_and_keeps_serving() {
     let web = TestBackend::start("web");
     let api = TestBackend::start("api");
     let routing = "{header: App-Name, default_pool: web}";
-    let sy = Switchyard::start_admin(&config_with(ADMIN, routing, &[pool("web", &[be(&web.url(), "")], &[])]));
-    sy.write_config(&config_with(
+    let sy = Switchyard::start_admin(&admin_config_with(ADMIN, routing, &[pool("web", &[be(&web.url(), "")], &[])]));
+    sy.write_config(&admin_config_with(
         ADMIN,
         routing,
         &[pool("web", &[be(&web.url(), "")], &["strategy: fastest"]), pool("api", &[be(&api.url(), "")], &[])],
     ));
     let r = admin(&sy, "POST", "/reload", "");
-    assert_eq!(r.status, 400, "{}\n{}", r.text(), sy.logs());
+    assert_eq!(r.status, 400, "{}", r.text());
     let v = r.json();
     let errors = v["errors"].as_array().unwrap_or_else(|| panic!("no errors array: {v}"));
     assert!(!errors.is_empty(), "{v}");
@@ -733,11 +724,14 @@ fn metrics_are_prometheus_text_and_count_requests_by_pool_backend_code() {
     b1.set_handler(|req| {
         (req.path() == "/missing").then(|| Reply::new(404, "nope").with_delay(Duration::from_millis(30)))
     });
-    let sy =
-        Switchyard::start_admin(&config_with(ADMIN, "{header: App-Name}", &[pool("web", &[be(&b1.url(), "")], &[])]));
+    let sy = Switchyard::start_admin(&admin_config_with(
+        ADMIN,
+        "{header: App-Name}",
+        &[pool("web", &[be(&b1.url(), "")], &[])],
+    ));
     for _ in 0..5 {
         let r = get(sy.addr(), "/ok", &[("App-Name", "web")]);
-        assert_eq!(r.status, 200, "{}", sy.logs());
+        assert_eq!(r.status, 200);
     }
     for _ in 0..2 {
         let r = get(sy.addr(), "/missing", &[("App-Name", "web")]);
@@ -819,8 +813,11 @@ fn metrics_count_connect_failures_and_retries() {
     let b1 = TestBackend::start("b1");
     let dead = dead_addr();
     let dead_name = dead.to_string();
-    let sy =
-        Switchyard::start_admin(&config(&[pool("web", &[be(&format!("http://{dead}"), ""), be(&b1.url(), "")], &[])]));
+    let sy = Switchyard::start_admin(&admin_config(&[pool(
+        "web",
+        &[be(&format!("http://{dead}"), ""), be(&b1.url(), "")],
+        &[],
+    )]));
     let be1 = bname(&b1);
     let mut sent = 0;
     assert!(
@@ -834,9 +831,8 @@ fn metrics_count_connect_failures_and_retries() {
             )
             .is_some_and(|n| n >= 1.0)
         }),
-        "no connect_failure attempt counted:\n{}\n{}",
-        metrics(&sy),
-        sy.logs()
+        "no connect_failure attempt counted:\n{}",
+        metrics(&sy)
     );
     let be1_200 = [("pool", "web"), ("backend", be1.as_str()), ("code", "200")];
     let text = settled(&sy, |t| metric(t, "switchyard_requests_total", &be1_200) == Some(sent as f64));
@@ -880,15 +876,14 @@ fn metrics_backend_healthy_follows_health_checks() {
     let down = TestBackend::start("down");
     down.set_healthy(false);
     let hc = "health_check: {type: http, path: /health, interval: 100ms, timeout: 500ms, rise: 1, fall: 1}";
-    let sy = Switchyard::start_admin(&config(&[pool("web", &[be(&up.url(), ""), be(&down.url(), "")], &[hc])]));
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&up.url(), ""), be(&down.url(), "")], &[hc])]));
     let (upn, downn) = (bname(&up), bname(&down));
     let healthy =
         |name: &str| metric(&metrics(&sy), "switchyard_backend_healthy", &[("pool", "web"), ("backend", name)]);
     assert!(
         poll_until(Duration::from_secs(5), || healthy(&upn) == Some(1.0) && healthy(&downn) == Some(0.0)),
-        "{}\n{}",
-        metrics(&sy),
-        sy.logs()
+        "{}",
+        metrics(&sy)
     );
     let st = status(&sy);
     assert_eq!(st["pools"]["web"]["healthy"], 1, "{st}");
@@ -899,9 +894,8 @@ fn metrics_backend_healthy_follows_health_checks() {
     up.set_healthy(false);
     assert!(
         poll_until(Duration::from_secs(5), || healthy(&upn) == Some(0.0) && healthy(&downn) == Some(1.0)),
-        "{}\n{}",
-        metrics(&sy),
-        sy.logs()
+        "{}",
+        metrics(&sy)
     );
 }
 
@@ -909,7 +903,7 @@ fn metrics_backend_healthy_follows_health_checks() {
 fn metrics_show_active_connections() {
     let slow = TestBackend::start("slow");
     slow.set_delay(Duration::from_millis(800));
-    let sy = Switchyard::start_admin(&config(&[pool("web", &[be(&slow.url(), "")], &[])]));
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&slow.url(), "")], &[])]));
     let name = bname(&slow);
     let active =
         || metric(&metrics(&sy), "switchyard_backend_active_connections", &[("pool", "web"), ("backend", &name)]);
@@ -938,7 +932,7 @@ fn metrics_show_active_connections() {
 #[test]
 fn metrics_count_config_reloads_by_result() {
     let web = TestBackend::start("web");
-    let good = config(&[pool("web", &[be(&web.url(), "")], &[])]);
+    let good = admin_config(&[pool("web", &[be(&web.url(), "")], &[])]);
     let sy = Switchyard::start_admin(&good);
     let reloads = |result: &str| must(&metrics(&sy), "switchyard_config_reloads_total", &[("result", result)]);
     let (ok0, err0) = (reloads("ok"), reloads("error"));
@@ -954,10 +948,10 @@ fn metrics_count_config_reloads_by_result() {
 
     // SIGHUP counts the same way
     sy.signal(libc::SIGHUP);
-    assert!(poll_until(Duration::from_secs(5), || reloads("error") == err0 + 2.0), "{}\n{}", metrics(&sy), sy.logs());
+    assert!(poll_until(Duration::from_secs(5), || reloads("error") == err0 + 2.0), "{}", metrics(&sy));
     sy.write_config(&good);
     sy.signal(libc::SIGHUP);
-    assert!(poll_until(Duration::from_secs(5), || reloads("ok") == ok0 + 2.0), "{}\n{}", metrics(&sy), sy.logs());
+    assert!(poll_until(Duration::from_secs(5), || reloads("ok") == ok0 + 2.0), "{}", metrics(&sy));
     assert_eq!(who(&sy, None).as_deref(), Some("web"));
 }
 
@@ -966,7 +960,7 @@ fn metrics_count_won_races() {
     let fast = TestBackend::start("fast");
     let slow = TestBackend::start("slow");
     slow.set_delay(Duration::from_millis(300));
-    let sy = Switchyard::start_admin(&config_with(
+    let sy = Switchyard::start_admin(&admin_config_with(
         ADMIN,
         "{header: App-Name, default_pool: web}",
         &[
@@ -975,7 +969,7 @@ fn metrics_count_won_races() {
         ],
     ));
     for _ in 0..3 {
-        assert_eq!(who(&sy, Some("web")).as_deref(), Some("fast"), "{}", sy.logs());
+        assert_eq!(who(&sy, Some("web")).as_deref(), Some("fast"));
     }
     assert_eq!(who(&sy, Some("plain")).as_deref(), Some("fast"));
     let text = metrics(&sy);
@@ -996,7 +990,7 @@ fn metrics_count_won_races() {
 // ---------------------------------------------------------------------------
 
 fn minimal(admin_body: &str) -> String {
-    config_with(admin_body, "{default_pool: web}", &[pool("web", &[be("http://127.0.0.1:9", "")], &[])])
+    admin_config_with(admin_body, "{default_pool: web}", &[pool("web", &[be("http://127.0.0.1:9", "")], &[])])
 }
 
 #[test]
