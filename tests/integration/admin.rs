@@ -13,9 +13,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-// ---------------------------------------------------------------------------
-// Config helpers
-// ---------------------------------------------------------------------------
+// === Config helpers ===
 
 /// The usual `admin:` mapping body: the `{admin}` port and a state file in
 /// the proxy's temp dir.
@@ -32,9 +30,7 @@ fn admin_config(pools: &[String]) -> String {
     admin_config_with(ADMIN, "{default_pool: web}", pools)
 }
 
-// ---------------------------------------------------------------------------
-// Client helpers
-// ---------------------------------------------------------------------------
+// === Client helpers ===
 
 /// An admin request with an optional bearer token.
 fn admin_as(sy: &Switchyard, token: Option<&str>, method: &str, path: &str, body: &str) -> Response {
@@ -107,9 +103,7 @@ fn body_json(pool: Option<&str>, url: &str, extra: &str) -> String {
     }
 }
 
-// ---------------------------------------------------------------------------
-// Prometheus text parsing
-// ---------------------------------------------------------------------------
+// === Prometheus text parsing ===
 
 /// `/metrics` once `ready` holds for it (2 s bound; the text as it is
 /// then). A request is counted when the proxy finishes it, which can be a
@@ -128,9 +122,7 @@ fn bname(b: &TestBackend) -> String {
     b.addr().to_string()
 }
 
-// ---------------------------------------------------------------------------
-// Authentication
-// ---------------------------------------------------------------------------
+// === Authentication ===
 
 #[test]
 fn healthz_answers_ok_and_no_token_configured_means_open_api() {
@@ -226,9 +218,7 @@ fn token_from_file_guards_every_endpoint_but_healthz() {
     assert_token_guard(&sy, "file-t0ken", &spare);
 }
 
-// ---------------------------------------------------------------------------
-// /status
-// ---------------------------------------------------------------------------
+// === /status ===
 
 #[test]
 fn status_lists_pools_backends_and_counters() {
@@ -252,13 +242,14 @@ fn status_lists_pools_backends_and_counters() {
     }
     // until the dead backend was tried once (then it is ejected)
     let mut tries = 0;
-    assert!(
-        poll_until(Duration::from_secs(5), || {
+    eventually!(
+        5,
+        {
             tries += 1;
-            assert_eq!(who(&sy, Some("flaky")).as_deref(), Some("b4"), "{}", sy.logs());
+            assert_eq!(who(&sy, Some("flaky")).as_deref(), Some("b4"));
             let st = status(&sy);
             status_backend(&st, "flaky", &dead).is_some_and(|b| b["failures"].as_u64() >= Some(1))
-        }),
+        },
         "the dead backend's failures never showed in /status: {}",
         status(&sy)
     );
@@ -306,9 +297,7 @@ fn status_lists_pools_backends_and_counters() {
     assert_eq!(flaky["failures"], 0, "{st}");
 }
 
-// ---------------------------------------------------------------------------
-// POST / DELETE / PATCH /backends
-// ---------------------------------------------------------------------------
+// === POST / DELETE / PATCH /backends ===
 
 #[test]
 fn post_backend_adds_a_backend_that_takes_traffic() {
@@ -317,10 +306,7 @@ fn post_backend_adds_a_backend_that_takes_traffic() {
     let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&b1.url(), "")], &[])]));
     let r = backends_call(&sy, "POST", Some("web"), &b2.url(), ", \"weight\": 2");
     assert_eq!(r.status, 201, "{}", r.text());
-    assert!(
-        poll_until(Duration::from_secs(5), || who(&sy, None).as_deref() == Some("b2")),
-        "added backend never served"
-    );
+    eventually!(5, who(&sy, None).as_deref() == Some("b2"), "added backend never served");
     let st = status(&sy);
     let added = status_backend(&st, "web", &b2.url()).expect("b2 in /status");
     assert_eq!(added["weight"], 2, "{st}");
@@ -385,7 +371,7 @@ fn post_backend_without_pool_uses_the_default_pool() {
     want.sort();
     assert_eq!(status_urls(&st, "web"), want, "{st}");
     assert_eq!(status_urls(&st, "api"), [api.url()], "{st}");
-    assert!(poll_until(Duration::from_secs(5), || who(&sy, Some("web")).as_deref() == Some("extra")));
+    eventually!(5, who(&sy, Some("web")).as_deref() == Some("extra"));
     for _ in 0..6 {
         assert_eq!(who(&sy, Some("api")).as_deref(), Some("api"));
     }
@@ -435,10 +421,7 @@ fn file_backend_deleted_re_added_and_deleted_again_gets_no_traffic() {
         let r = admin(&sy, method, "/backends", &web_b2);
         assert_eq!(r.status, code, "{method}: {}", r.text());
     }
-    assert!(
-        poll_until(Duration::from_secs(5), || who(&sy, None).as_deref() == Some("b2")),
-        "re-added backend never served"
-    );
+    eventually!(5, who(&sy, None).as_deref() == Some("b2"), "re-added backend never served");
     let r = admin(&sy, "DELETE", "/backends", &web_b2);
     assert_eq!(r.status, 200, "{}", r.text());
     let st = status(&sy);
@@ -473,10 +456,7 @@ fn delete_backend_lets_in_flight_requests_finish() {
         flag.store(true, Ordering::SeqCst);
         r
     });
-    assert!(
-        poll_until(Duration::from_secs(5), || slow.path_count("/slow") == 1),
-        "the slow request never reached the slow backend"
-    );
+    eventually!(5, slow.path_count("/slow") == 1, "the slow request never reached the slow backend");
     let t = Instant::now();
     let r = backends_call(&sy, "DELETE", Some("web"), &slow.url(), "");
     assert_eq!(r.status, 200, "{}", r.text());
@@ -519,10 +499,7 @@ fn patch_backend_drains_and_re_enables() {
 
     let r = backends_call(&sy, "PATCH", Some("web"), &b2.url(), ", \"enabled\": true");
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(
-        poll_until(Duration::from_secs(5), || who(&sy, None).as_deref() == Some("b2")),
-        "re-enabled backend never served"
-    );
+    eventually!(5, who(&sy, None).as_deref() == Some("b2"), "re-enabled backend never served");
     let st = status(&sy);
     assert_eq!(status_backend(&st, "web", &b2.url()).expect("b2")["enabled"], true);
 
@@ -535,9 +512,7 @@ fn patch_backend_drains_and_re_enables() {
     assert_eq!(r.status, 404, "unknown pool: {}", r.text());
 }
 
-// ---------------------------------------------------------------------------
-// Admin changes outlive reloads and restarts
-// ---------------------------------------------------------------------------
+// === Admin changes outlive reloads and restarts ===
 
 /// Three backends for the persistence tests: `b1`, `b2` in the file,
 /// `b3` added at run time.
@@ -602,10 +577,7 @@ fn admin_changes_survive_a_sighup_reload() {
     // an edit that shows the reload happened: a new pool `api`
     sy.write_config(&admin_config_with(ADMIN, "{header: App-Name, default_pool: web}", &t.pools(true)));
     sy.signal(libc::SIGHUP);
-    assert!(
-        poll_until(Duration::from_secs(10), || who(&sy, Some("api")).as_deref() == Some("b1")),
-        "the reload never happened"
-    );
+    eventually!(10, who(&sy, Some("api")).as_deref() == Some("b1"), "the reload never happened");
     t.assert_changed(&sy, "after SIGHUP");
 }
 
@@ -617,10 +589,7 @@ fn admin_changes_survive_post_reload() {
     sy.write_config(&admin_config_with(ADMIN, "{header: App-Name, default_pool: web}", &t.pools(true)));
     let r = admin(&sy, "POST", "/reload", "");
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(
-        poll_until(Duration::from_secs(5), || who(&sy, Some("api")).as_deref() == Some("b1")),
-        "the reload never happened"
-    );
+    eventually!(5, who(&sy, Some("api")).as_deref() == Some("b1"), "the reload never happened");
     t.assert_changed(&sy, "after POST /reload");
     // and again with an unchanged file
     let r = admin(&sy, "POST", "/reload", "");
@@ -648,12 +617,10 @@ fn admin_changes_survive_a_restart_with_the_same_state_file() {
     // the restarted process keeps recording changes in the same file
     let r = backends_call(&second, "PATCH", Some("web"), &t.b1.url(), ", \"enabled\": true");
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(poll_until(Duration::from_secs(5), || who(&second, None).as_deref() == Some("b1")));
+    eventually!(5, who(&second, None).as_deref() == Some("b1"));
 }
 
-// ---------------------------------------------------------------------------
-// POST /reload
-// ---------------------------------------------------------------------------
+// === POST /reload ===
 
 #[test]
 fn post_reload_applies_a_valid_edit() {
@@ -669,10 +636,7 @@ fn post_reload_applies_a_valid_edit() {
     ));
     let r = admin(&sy, "POST", "/reload", "");
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(
-        poll_until(Duration::from_secs(5), || who(&sy, Some("api")).as_deref() == Some("api")),
-        "new pool never routed after POST /reload"
-    );
+    eventually!(5, who(&sy, Some("api")).as_deref() == Some("api"), "new pool never routed after POST /reload");
     assert_eq!(who(&sy, Some("web")).as_deref(), Some("web"));
     assert!(status(&sy)["pools"]["api"].is_object());
 }
@@ -713,9 +677,7 @@ fn post_reload_rejects_an_invalid_edit_and_keeps_serving() {
     assert_eq!(who(&sy, Some("web")).as_deref(), Some("web"));
 }
 
-// ---------------------------------------------------------------------------
-// /metrics
-// ---------------------------------------------------------------------------
+// === /metrics ===
 
 #[test]
 fn metrics_are_prometheus_text_and_count_requests_by_pool_backend_code() {
@@ -820,9 +782,10 @@ fn metrics_count_connect_failures_and_retries() {
     )]));
     let be1 = bname(&b1);
     let mut sent = 0;
-    assert!(
-        poll_until(Duration::from_secs(5), || {
-            assert_eq!(who(&sy, None).as_deref(), Some("b1"), "{}", sy.logs());
+    eventually!(
+        5,
+        {
+            assert_eq!(who(&sy, None).as_deref(), Some("b1"));
             sent += 1;
             metric(
                 &metrics(&sy),
@@ -830,7 +793,7 @@ fn metrics_count_connect_failures_and_retries() {
                 &[("pool", "web"), ("backend", &dead_name), ("result", "connect_failure")],
             )
             .is_some_and(|n| n >= 1.0)
-        }),
+        },
         "no connect_failure attempt counted:\n{}",
         metrics(&sy)
     );
@@ -880,11 +843,7 @@ fn metrics_backend_healthy_follows_health_checks() {
     let (upn, downn) = (bname(&up), bname(&down));
     let healthy =
         |name: &str| metric(&metrics(&sy), "switchyard_backend_healthy", &[("pool", "web"), ("backend", name)]);
-    assert!(
-        poll_until(Duration::from_secs(5), || healthy(&upn) == Some(1.0) && healthy(&downn) == Some(0.0)),
-        "{}",
-        metrics(&sy)
-    );
+    eventually!(5, healthy(&upn) == Some(1.0) && healthy(&downn) == Some(0.0), "{}", metrics(&sy));
     let st = status(&sy);
     assert_eq!(st["pools"]["web"]["healthy"], 1, "{st}");
     assert_eq!(status_backend(&st, "web", &down.url()).expect("down")["healthy"], false);
@@ -892,11 +851,7 @@ fn metrics_backend_healthy_follows_health_checks() {
     // the two swap
     down.set_healthy(true);
     up.set_healthy(false);
-    assert!(
-        poll_until(Duration::from_secs(5), || healthy(&upn) == Some(0.0) && healthy(&downn) == Some(1.0)),
-        "{}",
-        metrics(&sy)
-    );
+    eventually!(5, healthy(&upn) == Some(0.0) && healthy(&downn) == Some(1.0), "{}", metrics(&sy));
 }
 
 #[test]
@@ -911,22 +866,14 @@ fn metrics_show_active_connections() {
 
     let addr = sy.addr();
     let clients: Vec<_> = (0..2).map(|_| thread::spawn(move || try_get(addr, "/slow", &[]))).collect();
-    assert!(
-        poll_until(Duration::from_secs(3), || active() == Some(2.0)),
-        "active connections never 2 during two slow requests:\n{}",
-        metrics(&sy)
-    );
+    eventually!(3, active() == Some(2.0), "active connections never 2 during two slow requests:\n{}", metrics(&sy));
     let st = status(&sy);
     assert_eq!(status_backend(&st, "web", &slow.url()).expect("slow")["active_connections"], 2, "{st}");
     for c in clients {
         let r = c.join().expect("client").expect("slow request");
         assert_eq!(r.status, 200);
     }
-    assert!(
-        poll_until(Duration::from_secs(3), || active() == Some(0.0)),
-        "active connections not back to 0:\n{}",
-        metrics(&sy)
-    );
+    eventually!(3, active() == Some(0.0), "active connections not back to 0:\n{}", metrics(&sy));
 }
 
 #[test]
@@ -948,10 +895,10 @@ fn metrics_count_config_reloads_by_result() {
 
     // SIGHUP counts the same way
     sy.signal(libc::SIGHUP);
-    assert!(poll_until(Duration::from_secs(5), || reloads("error") == err0 + 2.0), "{}", metrics(&sy));
+    eventually!(5, reloads("error") == err0 + 2.0, "{}", metrics(&sy));
     sy.write_config(&good);
     sy.signal(libc::SIGHUP);
-    assert!(poll_until(Duration::from_secs(5), || reloads("ok") == ok0 + 2.0), "{}", metrics(&sy));
+    eventually!(5, reloads("ok") == ok0 + 2.0, "{}", metrics(&sy));
     assert_eq!(who(&sy, None).as_deref(), Some("web"));
 }
 
@@ -985,9 +932,7 @@ fn metrics_count_won_races() {
     );
 }
 
-// ---------------------------------------------------------------------------
-// Config validation of `admin:`
-// ---------------------------------------------------------------------------
+// === Config validation of `admin:` ===
 
 fn minimal(admin_body: &str) -> String {
     admin_config_with(admin_body, "{default_pool: web}", &[pool("web", &[be("http://127.0.0.1:9", "")], &[])])

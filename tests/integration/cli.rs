@@ -29,9 +29,7 @@ fn assert_rejected(out: &Output, needles: &[&str]) {
     }
 }
 
-// ---------------------------------------------------------------------------
-// -t
-// ---------------------------------------------------------------------------
+// === -t ===
 
 #[test]
 fn check_accepts_a_good_file() {
@@ -214,9 +212,7 @@ fn invalid_config_at_start_exits_1() {
     assert!(!out.stderr.contains("panicked"), "{out:?}");
 }
 
-// ---------------------------------------------------------------------------
-// Quick mode
-// ---------------------------------------------------------------------------
+// === Quick mode ===
 
 fn assert_quick_mode_routes(sy: &mut Switchyard, api: &TestBackend, web: &TestBackend) {
     let r = get(sy.addr(), "/q", &[("App-Name", "api")]);
@@ -259,9 +255,7 @@ fn quick_mode_bad_list_exits_1() {
     assert!(!out.stderr.contains("panicked"), "{out:?}");
 }
 
-// ---------------------------------------------------------------------------
-// Exit codes
-// ---------------------------------------------------------------------------
+// === Exit codes ===
 
 #[test]
 fn port_in_use_exits_2() {

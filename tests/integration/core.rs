@@ -42,9 +42,7 @@ fn assert_proxy_error(r: &Response, status: u16, pool: &str, logs: &str) {
     assert_eq!(v["pool"], pool, "{text}");
 }
 
-// ---------------------------------------------------------------------------
-// Routing
-// ---------------------------------------------------------------------------
+// === Routing ===
 
 fn web_and_api() -> (TestBackend, TestBackend, Switchyard) {
     let web = TestBackend::start("web");
@@ -137,9 +135,7 @@ fn routing_custom_header() {
     assert_eq!((web.app_count(), api.app_count()), (1, 1));
 }
 
-// ---------------------------------------------------------------------------
-// Strategies
-// ---------------------------------------------------------------------------
+// === Strategies ===
 
 #[test]
 fn round_robin_spreads_evenly() {
@@ -274,9 +270,7 @@ fn consistent_hash_by_header_is_sticky_and_spreads() {
     assert!(used.len() > 1, "24 keys all on {used:?}");
 }
 
-// ---------------------------------------------------------------------------
-// Health checks
-// ---------------------------------------------------------------------------
+// === Health checks ===
 
 /// Sends `n` requests; true when every one is a 200 from `name`.
 fn all_served_by(sy: &Switchyard, n: usize, name: &str) -> bool {
@@ -299,18 +293,19 @@ fn tcp_health_check_takes_stopped_backend_out_and_back() {
     assert_eq!(counts.len(), 2, "both in service at start: {counts:?}");
 
     b1.stop();
-    assert!(poll_until(Duration::from_secs(5), || all_served_by(&sy, 6, "b2")), "stopped backend never taken out");
+    eventually!(5, all_served_by(&sy, 6, "b2"), "stopped backend never taken out");
     // Out for good: every request succeeds on b2 (no retries to hide it).
     let counts = tally(&sy, 20, &[]);
     assert_eq!(counts.get("b2"), Some(&20), "{counts:?}");
 
     let before = b1.app_count();
     b1.restart();
-    assert!(
-        poll_until(Duration::from_secs(5), || {
+    eventually!(
+        5,
+        {
             let _ = try_get(sy.addr(), "/again", &[]);
             b1.app_count() > before
-        }),
+        },
         "restarted backend never got traffic again"
     );
 }
@@ -376,7 +371,7 @@ fn http_health_check_follows_fall_and_rise() {
 
     let t_down = Instant::now();
     probes.set(false);
-    assert!(poll_until(Duration::from_secs(5), || all_served_by(&sy, 6, "b2")), "unhealthy backend never taken out");
+    eventually!(5, all_served_by(&sy, 6, "b2"), "unhealthy backend never taken out");
     let failed_probes = probes.answered(503, t_down);
     assert!(
         failed_probes >= 2,
@@ -392,11 +387,12 @@ fn http_health_check_follows_fall_and_rise() {
 
     let t_up = Instant::now();
     probes.set(true);
-    assert!(
-        poll_until(Duration::from_secs(5), || {
+    eventually!(
+        5,
+        {
             let _ = try_get(sy.addr(), "/again", &[]);
             b1.app_count() > app_before
-        }),
+        },
         "healthy again backend never got traffic"
     );
     let good_probes = probes.answered(200, t_up);
@@ -440,9 +436,7 @@ fn dead_backend_in_config_never_gets_a_request() {
     assert_eq!(live_http.app_count(), 50);
 }
 
-// ---------------------------------------------------------------------------
-// Statuses produced by the proxy
-// ---------------------------------------------------------------------------
+// === Statuses produced by the proxy ===
 
 #[test]
 fn every_backend_down_answers_503_json() {
@@ -532,9 +526,7 @@ fn fallback_pool_serves_when_pool_is_down() {
     assert_eq!(b.app_count(), 2);
 }
 
-// ---------------------------------------------------------------------------
-// What the backend sees
-// ---------------------------------------------------------------------------
+// === What the backend sees ===
 
 fn single_backend() -> (TestBackend, Switchyard) {
     let b = TestBackend::start("b");

@@ -27,9 +27,7 @@ fn delta(before: &[usize], after: &[usize]) -> Vec<usize> {
     after.iter().zip(before).map(|(a, b)| a - b).collect()
 }
 
-// ---------------------------------------------------------------------------
-// Dead backends nobody has noticed yet
-// ---------------------------------------------------------------------------
+// === Dead backends nobody has noticed yet ===
 
 /// Sends 100 GETs (keep-alive) and 20 POSTs with distinct bodies (fresh
 /// connections); every one must get a 200 from a live backend, and every
@@ -86,10 +84,10 @@ fn backend_dying_between_health_probes_causes_no_client_errors() {
     let doomed = TestBackend::start("doomed");
     let sy = Switchyard::start(&config(&[a.url(), doomed.url(), b.url()], "health_check: {type: tcp, interval: 1h}"));
     // It takes traffic while alive (keeps pooled connections to it too).
-    assert!(poll_until(Duration::from_secs(5), || {
+    eventually!(5, {
         get(sy.addr(), "/warm", &[]);
         doomed.app_count() > 0
-    }));
+    });
     for x in [&a, &b] {
         x.reset_counters();
     }
@@ -97,9 +95,7 @@ fn backend_dying_between_health_probes_causes_no_client_errors() {
     hammer_and_check(&sy, &[&a, &b]);
 }
 
-// ---------------------------------------------------------------------------
-// Every attempt fails
-// ---------------------------------------------------------------------------
+// === Every attempt fails ===
 
 #[test]
 fn every_backend_refusing_gives_502_with_attempts() {
@@ -154,9 +150,7 @@ fn failed_request_makes_exactly_attempts_tries_on_distinct_backends() {
     assert_eq!(delta(&before, &counts(&refs)).iter().sum::<usize>(), 1);
 }
 
-// ---------------------------------------------------------------------------
-// What may be retried once the request was sent
-// ---------------------------------------------------------------------------
+// === What may be retried once the request was sent ===
 
 /// Sends `method path body` until one lands on `first` first (round robin
 /// alternates the first pick); returns that response and the per-backend
@@ -258,9 +252,7 @@ fn get_is_retried_after_read_timeout_post_is_not() {
     proxy_error(&r, 504, &sy.logs());
 }
 
-// ---------------------------------------------------------------------------
-// Status-based retries (opt-in)
-// ---------------------------------------------------------------------------
+// === Status-based retries (opt-in) ===
 
 #[test]
 fn http_503_retry_is_opt_in_and_idempotent_only() {
@@ -334,9 +326,7 @@ fn last_try_answering_503_is_passed_through() {
     assert_eq!(delta(&before, &counts(&refs)).iter().sum::<usize>(), 2);
 }
 
-// ---------------------------------------------------------------------------
-// Passive ejection
-// ---------------------------------------------------------------------------
+// === Passive ejection ===
 
 /// GETs until `a` (in a failing mode) has taken one request; every GET
 /// must still succeed (retried on another backend). Returns when it failed.
@@ -374,9 +364,7 @@ fn passive_ejection_keeps_failed_backend_out_for_fail_timeout() {
     assert!(b.app_count() >= 5 && c.app_count() >= 5, "b {} c {}", b.app_count(), c.app_count());
 
     // After fail_timeout it takes traffic again (type: none: no probe needed).
-    assert!(poll_until(Duration::from_secs(5), || {
-        client.get("/back", &[]).unwrap().status == 200 && a.app_count() > 1
-    }));
+    eventually!(5, { client.get("/back", &[]).unwrap().status == 200 && a.app_count() > 1 });
     assert!(failed_at.elapsed() >= Duration::from_millis(1900), "back too early: {:?}", failed_at.elapsed());
 }
 
@@ -393,16 +381,15 @@ fn passive_ejection_needs_max_fails_failures_within_fail_timeout() {
     fail_once(&sy, &a);
     // One failure of two: still in the rotation.
     a.set_mode(Mode::Respond);
-    assert!(
-        poll_until(Duration::from_secs(3), || { get(sy.addr(), "/still-in", &[]).status == 200 && a.app_count() > 1 }),
+    eventually!(
+        3,
+        { get(sy.addr(), "/still-in", &[]).status == 200 && a.app_count() > 1 },
         "backend ejected after 1 of max_fails 2"
     );
     // A second failure within fail_timeout: out for 10 s.
     a.set_mode(Mode::Reset);
     let n = a.app_count();
-    assert!(poll_until(Duration::from_secs(3), || {
-        get(sy.addr(), "/fail2", &[]).status == 200 && a.app_count() > n
-    }));
+    eventually!(3, { get(sy.addr(), "/fail2", &[]).status == 200 && a.app_count() > n });
     a.set_mode(Mode::Respond);
     for i in 0..10 {
         assert_eq!(get(sy.addr(), &format!("/out/{i}"), &[]).status, 200);
@@ -420,17 +407,15 @@ fn reset_on_reused_connection_counts_as_passive_failure() {
     let sy = Switchyard::start(&config(&[a.url(), b.url()], "passive: {max_fails: 1, fail_timeout: 10s}"));
     let mut client = Client::connect(sy.addr()).unwrap();
     // A pooled upstream connection to `a`.
-    assert!(poll_until(Duration::from_secs(3), || {
-        client.get("/warm", &[]).unwrap().status == 200 && a.app_count() > 0
-    }));
+    eventually!(3, { client.get("/warm", &[]).unwrap().status == 200 && a.app_count() > 0 });
     assert_eq!(a.open_connections(), 1);
     a.set_mode(Mode::Reset);
     let n = a.app_count();
-    assert!(poll_until(Duration::from_secs(3), || {
+    eventually!(3, {
         let r = client.get("/fail", &[]).unwrap();
         assert_eq!(r.status, 200, "{:?}", r.text());
         a.app_count() > n
-    }));
+    });
     let failed = a.last_app_request().unwrap();
     assert_eq!(failed.conn_id, 1, "the failure was on the reused connection");
     a.set_mode(Mode::Respond);

@@ -23,10 +23,7 @@ fn sighup_reload_adds_a_pool_and_routes_to_it() {
         &[pool("web", &[web.url()], &[FAST_HC]), pool("api", &[api.url()], &[FAST_HC])],
     ));
     sy.signal(libc::SIGHUP);
-    assert!(
-        poll_until(Duration::from_secs(10), || who(&sy, Some("api")).as_deref() == Some("api")),
-        "api pool never served after reload"
-    );
+    eventually!(10, who(&sy, Some("api")).as_deref() == Some("api"), "api pool never served after reload");
     assert_eq!(who(&sy, Some("web")).as_deref(), Some("web"));
 }
 
@@ -36,7 +33,7 @@ fn invalid_reload_keeps_the_running_configuration() {
     let sy = Switchyard::start(&proxy_config("{default_pool: web}", &[pool("web", &[web.url()], &[FAST_HC])]));
     sy.write_config("pools:\n  web:\n    backends: [ { url: \"not a url\" } ]\n    colour: blue\n");
     sy.signal(libc::SIGHUP);
-    assert!(poll_until(Duration::from_secs(10), || sy.logs().contains("reload rejected")), "rejection not logged");
+    eventually!(10, sy.logs().contains("reload rejected"), "rejection not logged");
     assert!(sy.logs().contains("unknown field `colour`"));
     for _ in 0..20 {
         assert_eq!(who(&sy, Some("web")).as_deref(), Some("web"));
@@ -52,7 +49,7 @@ fn backend_added_by_reload_gets_no_request_before_its_probe_passes() {
 
     sy.write_config(&proxy_config("{default_pool: web}", &[pool("web", &[good.url(), sick.url()], &[FAST_HC])]));
     sy.signal(libc::SIGHUP);
-    assert!(poll_until(Duration::from_secs(10), || sick.path_count("/health") >= 2), "new backend never probed");
+    eventually!(10, sick.path_count("/health") >= 2, "new backend never probed");
     for _ in 0..50 {
         assert_eq!(who(&sy, Some("web")).as_deref(), Some("good"));
     }
@@ -60,7 +57,7 @@ fn backend_added_by_reload_gets_no_request_before_its_probe_passes() {
 
     // once healthy it joins
     sick.set_healthy(true);
-    assert!(poll_until(Duration::from_secs(10), || who(&sy, Some("web")).as_deref() == Some("sick")));
+    eventually!(10, who(&sy, Some("web")).as_deref() == Some("sick"));
 }
 
 #[test]
@@ -78,11 +75,11 @@ fn reload_keeps_the_health_of_unchanged_backends() {
     let sy = Switchyard::start(&pools(false));
     // both admitted at start; now `down` fails its probes and leaves
     down.set_healthy(false);
-    assert!(poll_until(Duration::from_secs(10), || { (0..6).all(|_| who(&sy, Some("web")).as_deref() == Some("up")) }));
+    eventually!(10, { (0..6).all(|_| who(&sy, Some("web")).as_deref() == Some("up")) });
     let before = down.app_count();
     sy.write_config(&pools(true));
     sy.signal(libc::SIGHUP);
-    assert!(poll_until(Duration::from_secs(10), || sy.logs().contains("configuration reloaded")));
+    eventually!(10, sy.logs().contains("configuration reloaded"));
     for _ in 0..40 {
         assert_eq!(who(&sy, Some("web")).as_deref(), Some("up"));
     }
@@ -99,7 +96,7 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     let mut sy = Switchyard::start(&yaml);
     let addr = sy.addr();
     let inflight = thread::spawn(move || try_get(addr, "/slow", &[]));
-    assert!(poll_until(Duration::from_secs(5), || slow.app_count() == 1));
+    eventually!(5, slow.app_count() == 1);
     sy.signal(libc::SIGTERM);
     let r = inflight.join().expect("client thread").expect("in-flight request failed");
     assert_eq!(r.status, 200);
@@ -141,26 +138,22 @@ fn graceful_upgrade_under_load_drops_no_request() {
         })
         .collect();
 
-    assert!(poll_until(Duration::from_secs(5), || ok.load(Ordering::Relaxed) > 20));
+    eventually!(5, ok.load(Ordering::Relaxed) > 20);
     let mut new = old.spawn_sibling(&["-u"]);
     // the new process waits on the upgrade socket; hand the listeners over
-    assert!(poll_until(Duration::from_secs(10), || old.dir().join("sy.sock").exists()));
+    eventually!(10, old.dir().join("sy.sock").exists());
     old.signal(libc::SIGQUIT);
     assert_eq!(old.wait_exit(Duration::from_secs(20)), Some(0));
     let served_after = ok.load(Ordering::Relaxed);
-    assert!(
-        poll_until(Duration::from_secs(5), || ok.load(Ordering::Relaxed) > served_after + 20),
-        "new instance does not serve"
-    );
+    eventually!(5, ok.load(Ordering::Relaxed) > served_after + 20, "new instance does not serve");
     stop.store(true, Ordering::Relaxed);
     let errors: Vec<String> = load.into_iter().flat_map(|t| t.join().expect("load thread")).collect();
     assert!(
         errors.is_empty(),
-        "{} of {} requests failed during the upgrade: {:?}\n{}",
+        "{} of {} requests failed during the upgrade: {:?}",
         errors.len(),
         ok.load(Ordering::Relaxed) + errors.len(),
-        &errors[..errors.len().min(10)],
-        old.logs()
+        &errors[..errors.len().min(10)]
     );
     assert!(new.is_running());
 }
@@ -184,7 +177,7 @@ fn access_log_lines_and_rotation_on_reload() {
             .map(|l| serde_json::from_str(l).expect("json line"))
             .collect()
     };
-    assert!(poll_until(Duration::from_secs(5), || lines().len() >= 2));
+    eventually!(5, lines().len() >= 2);
     let l = lines();
     assert_eq!(l[0]["status"], 200);
     assert_eq!(l[0]["uri"], "/a?x=1");
@@ -200,8 +193,8 @@ fn access_log_lines_and_rotation_on_reload() {
     let rotated = sy.dir().join("access.log.1");
     std::fs::rename(&log, &rotated).expect("rename");
     sy.signal(libc::SIGHUP);
-    assert!(poll_until(Duration::from_secs(10), || {
+    eventually!(10, {
         let _ = try_get(sy.addr(), "/c", &[("App-Name", "web")]);
         lines().iter().any(|l| l["uri"] == "/c")
-    }));
+    });
 }

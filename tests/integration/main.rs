@@ -3,6 +3,7 @@
 //! Each test starts the real `switchyard` / `switchyard-echo` binaries
 //! against in-process backends on 127.0.0.1.
 
+#[macro_use]
 mod common;
 
 mod admin;

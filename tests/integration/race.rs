@@ -38,9 +38,7 @@ fn tcp_state(local: SocketAddr, remote: SocketAddr) -> Option<u8> {
 
 const ESTABLISHED: u8 = 1;
 
-// ---------------------------------------------------------------------------
-// Who wins
-// ---------------------------------------------------------------------------
+// === Who wins ===
 
 #[test]
 fn first_terminal_answer_wins_and_every_backend_is_asked() {
@@ -57,8 +55,9 @@ fn first_terminal_answer_wins_and_every_backend_is_asked() {
     assert!(took >= Duration::from_millis(280), "{took:?}");
     assert!(took < Duration::from_secs(1), "{took:?}");
     // Every backend saw the same request.
-    assert!(
-        poll_until(Duration::from_secs(2), || a.app_count() == 1 && b.app_count() == 1 && c.app_count() == 1),
+    eventually!(
+        2,
+        a.app_count() == 1 && b.app_count() == 1 && c.app_count() == 1,
         "a {} b {} c {}",
         a.app_count(),
         b.app_count(),
@@ -130,7 +129,7 @@ fn race_post_body_arrives_byte_identical_at_every_backend() {
     let chunked = body(43, 20_000);
     let r = request(sy.addr(), "POST", "/chunked", &[("Transfer-Encoding", "chunked")], &chunked);
     assert_eq!(r.status, 200, "{:?}", r.text());
-    assert!(poll_until(Duration::from_secs(3), || [&a, &b, &c].iter().all(|x| x.app_count() == 2)));
+    eventually!(3, [&a, &b, &c].iter().all(|x| x.app_count() == 2));
     for x in [&a, &b, &c] {
         let reqs = x.app_requests();
         for (req, sent) in reqs.iter().zip([&payload, &chunked]) {
@@ -155,16 +154,14 @@ fn bodies_above_race_max_body_go_to_one_backend() {
     // A small one is raced, for contrast.
     let r = request(sy.addr(), "POST", "/small", &[], b"tiny");
     assert_eq!(r.status, 200);
-    assert!(poll_until(Duration::from_secs(2), || refs.iter().map(|b| b.path_count("/small")).sum::<usize>() == 3));
+    eventually!(2, refs.iter().map(|b| b.path_count("/small")).sum::<usize>() == 3);
     let big_seen: usize = refs.iter().map(|b| b.path_count("/big")).sum();
     assert_eq!(big_seen, 1);
     let got = refs.iter().flat_map(|b| b.app_requests()).find(|r| r.target == "/big").unwrap();
     assert!(got.body == big);
 }
 
-// ---------------------------------------------------------------------------
-// Hedging
-// ---------------------------------------------------------------------------
+// === Hedging ===
 
 #[test]
 fn hedged_requests_to_fast_backends_ask_only_one() {
@@ -209,9 +206,7 @@ fn hedge_asks_the_next_backend_after_hedge_delay() {
     assert!(s.app_count() <= 2, "s saw {} of 4", s.app_count());
 }
 
-// ---------------------------------------------------------------------------
-// Losers and failures
-// ---------------------------------------------------------------------------
+// === Losers and failures ===
 
 #[test]
 fn cancelled_losers_connections_are_closed_not_drained() {
@@ -225,7 +220,7 @@ fn cancelled_losers_connections_are_closed_not_drained() {
         (get(addr, "/race", &[]), Instant::now(), start.elapsed())
     });
     // While the race runs, c holds the request on an open connection.
-    assert!(poll_until(Duration::from_secs(2), || c.app_count() == 1));
+    eventually!(2, c.app_count() == 1);
     let peer = c.last_app_request().unwrap().peer;
     assert_eq!(tcp_state(c.addr(), peer), Some(ESTABLISHED));
     let (r, answered_at, took) = t.join().unwrap();
@@ -240,7 +235,7 @@ fn cancelled_losers_connections_are_closed_not_drained() {
         tcp_state(c.addr(), peer)
     );
     // Once c gives up its (discarded) answer, nothing of it stays open.
-    assert!(poll_until(Duration::from_secs(3), || c.open_connections() == 0));
+    eventually!(3, c.open_connections() == 0);
     // The winner's connection is kept alive for reuse.
     assert_eq!(b.open_connections(), 1);
 }

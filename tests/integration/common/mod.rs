@@ -26,7 +26,7 @@
 //!   [`run_switchyard`], [`EchoProcess`], [`run_echo`].
 //! * Metrics (`metrics.rs`): [`metric`], [`must`], [`samples`] over
 //!   Prometheus text, parsed by `prometheus-parse`.
-//! * Here: [`poll_until`], [`free_port`], [`dead_addr`], [`dead_url`],
+//! * Here: [`poll_until`] and `eventually!(secs, cond, msg..)`, [`free_port`], [`dead_addr`], [`dead_url`],
 //!   [`TempDir`], [`test_body`], config builders ([`LISTEN`], [`NO_HC`],
 //!   [`web_pool_config`], [`pool`], [`flow`], [`urls`]) and the answer
 //!   helpers [`served_by`] / [`who`].
@@ -44,6 +44,26 @@
 //!     assert_eq!(b1.path_count("/hello"), 1);
 //! }
 //! ```
+
+/// `assert!` for a condition that must become true within `$secs` seconds,
+/// polled every 20 ms by [`poll_until`]; the optional message as in `assert!`.
+///
+/// ```ignore
+/// eventually!(5, b1.app_count() > 0, "b1 never got traffic");
+/// ```
+macro_rules! eventually {
+    ($secs:expr, $cond:expr $(,)?) => {
+        assert!(
+            $crate::common::poll_until(std::time::Duration::from_secs($secs), || $cond),
+            "not within {} s: {}",
+            $secs,
+            stringify!($cond)
+        )
+    };
+    ($secs:expr, $cond:expr, $($msg:tt)+) => {
+        assert!($crate::common::poll_until(std::time::Duration::from_secs($secs), || $cond), $($msg)+)
+    };
+}
 
 mod backend;
 mod client;
