@@ -19,7 +19,8 @@
 //! HTTP/1.1 is hyper's: keep-alive, pipelining, chunked request bodies (read
 //! and discarded), `Expect: 100-continue`. A malformed request head gets
 //! hyper's 400 (431 past 64 KiB of head) and the connection is closed; a
-//! malformed body gets a 400. A head must arrive within 30 s. Once bound it
+//! malformed body gets a 400. A connection that does not complete a request
+//! head within 30 s (idle keep-alive included) is closed. Once bound it
 //! prints exactly one line `listening on ADDR` on stdout.
 //!
 //! Exit codes: 0 clean exit (SIGTERM, SIGINT), 1 bad arguments, 2 cannot bind.
@@ -48,7 +49,8 @@ use switchyard::config::units::parse_duration;
 const LISTEN: &str = "127.0.0.1:8080";
 /// Largest accepted request head (request line + headers); more gets a 431.
 const MAX_HEAD: usize = 64 * 1024;
-/// A request head must be complete within this long.
+/// A request head must be complete within this long, counted from the end of
+/// the previous answer on a keep-alive connection (hyper's `header_read_timeout`).
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Parser, Debug)]
