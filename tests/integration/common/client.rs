@@ -143,27 +143,11 @@ impl Client {
     /// the body goes chunk-encoded, in two chunks. Use [`send_raw`] for
     /// byte-exact control.
     pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<Response> {
-        let has = |n: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
-        let mut req = Request::builder().method(method).uri(path);
-        if !has("host") {
-            req = req.header("host", self.addr.to_string());
-        }
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let chunked = headers
-            .iter()
-            .any(|(k, v)| k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked"));
-        let req = req.body(body_of(body, chunked));
-        let req = req.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let req = build(self.addr, method, path, headers, body)?;
         let send = &mut self.send;
         block_on(CLIENT_TIMEOUT, async move {
             send.ready().await.map_err(io_error)?;
-            let (head, body) = send.send_request(req).await.map_err(io_error)?.into_parts();
-            let body = body.collect().await.map_err(io_error)?.to_bytes().to_vec();
-            let chunked = is_chunked(&head.headers);
-            let headers = header_list(&head.headers);
-            Ok(Response { status: head.status.as_u16(), headers, body, chunked })
+            exchange(send, req).await
         })
     }
 
@@ -173,8 +157,41 @@ impl Client {
     }
 }
 
+/// The request as [`Client::request`] describes it.
+fn build(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<Request<Body>> {
+    let has = |n: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(n));
+    let mut req = Request::builder().method(method).uri(path);
+    if !has("host") {
+        req = req.header("host", addr.to_string());
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let te = |(k, v): &(&str, &str)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
+    };
+    let req = req.body(body_of(body, headers.iter().any(te)));
+    req.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
+
+/// Sends `req` and reads the whole response.
+async fn exchange(send: &mut SendRequest<Body>, req: Request<Body>) -> io::Result<Response> {
+    let (head, body) = send.send_request(req).await.map_err(io_error)?.into_parts();
+    let body = body.collect().await.map_err(io_error)?.to_bytes().to_vec();
+    let (chunked, headers) = (is_chunked(&head.headers), header_list(&head.headers));
+    Ok(Response { status: head.status.as_u16(), headers, body, chunked })
+}
+
 /// One request on a fresh connection; errors (refused, reset, timeout,
-/// malformed answer) are returned.
+/// malformed answer) are returned. The request is written as soon as the
+/// connection is up (one task drives both), as a real client does, and the
+/// connection is closed after the answer.
 pub fn try_request(
     addr: SocketAddr,
     method: &str,
@@ -182,7 +199,15 @@ pub fn try_request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> io::Result<Response> {
-    Client::connect(addr)?.request(method, path, headers, body)
+    let req = build(addr, method, path, headers, body)?;
+    block_on(CLIENT_TIMEOUT, async move {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let _ = tcp.set_nodelay(true);
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(io_error)?;
+        let ask = async move { exchange(&mut send, req).await }; // `send` dropped at the end: `conn` ends
+        let (answer, _) = tokio::join!(ask, conn);
+        answer
+    })
 }
 
 /// One request on a fresh connection; panics with context on any I/O error.
