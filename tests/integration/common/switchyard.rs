@@ -222,8 +222,7 @@ impl Switchyard {
             if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("switchyard exited with {} before it was ready\n{}", exit_code(st), self.logs());
             }
-            let ours = self.pid().is_some_and(|pid| listens(pid, self.addr.port()));
-            if ours && probe(self.addr, how) {
+            if probe(self.addr, how) {
                 return;
             }
             if Instant::now() >= deadline {
@@ -365,25 +364,6 @@ impl Drop for Switchyard {
             eprintln!("{}", self.logs());
         }
     }
-}
-
-/// Whether process `pid` holds a listening TCP socket on `port` (any
-/// address), so that a readiness probe never mistakes another process that
-/// took the port for a moment for this proxy.
-fn listens(pid: u32, port: u16) -> bool {
-    let mut inodes = Vec::new();
-    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        for line in fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
-            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-            let f: Vec<&str> = line.split_whitespace().collect();
-            let local_port = f.get(1).and_then(|a| a.rsplit(':').next()).and_then(|p| u16::from_str_radix(p, 16).ok());
-            if f.len() > 9 && f[3] == "0A" && local_port == Some(port) {
-                inodes.push(format!("socket:[{}]", f[9]));
-            }
-        }
-    }
-    let fds = fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten();
-    fds.filter_map(|fd| fs::read_link(fd.path()).ok()).any(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str()))
 }
 
 /// One readiness probe of `addr`.
