@@ -20,16 +20,22 @@
 //!   connection), all returning [`Response`] (`status`, `header`, `text`,
 //!   `json`, `chunked`); [`send_raw`] / [`raw_status`] for bytes no client
 //!   sends.
-//! * Processes (`switchyard.rs`, `process.rs`): [`Switchyard`] (`start(yaml)`, `builder()`,
-//!   `start_admin(yaml)`, `addr`, `admin_addr`, `logs`, `signal`,
-//!   `write_config`, `spawn_sibling`, `wait_exit`, `kill`), [`check_config`],
+//! * Processes (`switchyard.rs`, `process.rs`): [`Switchyard`]
+//!   (`start(yaml)`, `start_admin(yaml)`, `builder()`, `addr`, `admin_addr`,
+//!   `logs` (printed anyway when a test fails), `signal`, `write_config`,
+//!   `spawn_sibling`, `wait_exit`, `kill`), [`check_config`],
 //!   [`run_switchyard`], [`EchoProcess`], [`run_echo`].
 //! * Metrics (`metrics.rs`): [`metric`], [`must`], [`samples`] over
 //!   Prometheus text, parsed by `prometheus-parse`.
-//! * Here: [`poll_until`] and `eventually!(secs, cond, msg..)`, [`free_port`], [`dead_addr`], [`dead_url`],
-//!   [`TempDir`], [`test_body`], config builders ([`LISTEN`], [`NO_HC`],
-//!   [`web_pool_config`], [`pool`], [`flow`], [`urls`]) and the answer
-//!   helpers [`served_by`] / [`who`].
+//! * Here: [`poll_until`] and `eventually!(secs, cond[, msg..])`,
+//!   [`free_port`], [`dead_addr`], [`dead_url`], [`TempDir`], [`test_body`];
+//!   config builders ([`LISTEN`], [`NO_HC`], [`start_listening`],
+//!   [`web_pool_config`], [`proxy_config`], [`pool`], [`be`], [`flow`],
+//!   [`urls`]); the answer helpers [`served_by`] / [`who`].
+//!
+//! A new test file is a module: `mod NAME;` in `main.rs`, `use
+//! crate::common::*;` at its top. Test names say the behaviour
+//! (`retry_skips_non_idempotent_post`).
 //!
 //! ```ignore
 //! use crate::common::*;
@@ -39,7 +45,7 @@
 //!     let b1 = TestBackend::start("b1");
 //!     let sy = Switchyard::start(&web_pool_config(&[b1.url()], ""));
 //!     let r = get(sy.addr(), "/hello", &[]);
-//!     assert_eq!(r.status, 200, "{}", sy.logs());
+//!     assert_eq!(r.status, 200, "{}", r.text());
 //!     assert_eq!(served_by(&r), "b1");
 //!     assert_eq!(b1.path_count("/hello"), 1);
 //! }
