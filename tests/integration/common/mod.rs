@@ -31,7 +31,7 @@
 //!   [`free_port`], [`dead_addr`], [`dead_url`], [`TempDir`], [`test_body`];
 //!   config builders ([`LISTEN`], [`NO_HC`], [`start_listening`],
 //!   [`web_pool_config`], [`proxy_config`], [`pool`], [`be`], [`flow`],
-//!   [`urls`]); the answer helpers [`served_by`] / [`who`].
+//!   [`urls`]); the answer helpers [`served_by`], [`who`], [`proxy_error`].
 //!
 //! A new test file is a module: `mod NAME;` in `main.rs`, `use
 //! crate::common::*;` at its top. Test names say the behaviour
@@ -232,6 +232,21 @@ pub fn urls(bs: &[&TestBackend]) -> Vec<String> {
 /// The backend that answered (its `x-backend` header), or "".
 pub fn served_by(r: &Response) -> String {
     r.header("x-backend").unwrap_or("").to_string()
+}
+
+/// Asserts an answer made by the proxy itself (no backend's `x-backend`):
+/// `status`, JSON content type, one line of JSON with a non-empty `error`
+/// (SPEC §3); returns the JSON.
+pub fn proxy_error(r: &Response, status: u16) -> serde_json::Value {
+    let text = r.text();
+    assert_eq!(r.status, status, "body {text:?}");
+    assert_eq!(r.header("x-backend"), None, "expected the proxy's own {status}, got a backend's answer");
+    let ctype = r.header("content-type");
+    assert!(ctype.is_some_and(|c| c.starts_with("application/json")), "content-type {ctype:?}");
+    assert_eq!(text.trim_end().lines().count(), 1, "body is not one line: {text:?}");
+    let v = r.json();
+    assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "no error message in {text}");
+    v
 }
 
 /// The `x-backend` that served `GET /who` for pool `app` (the default pool
