@@ -137,8 +137,13 @@ fn echo_http10_closes_after_answer() {
 #[test]
 fn echo_rejects_malformed_requests_with_400() {
     let e = EchoProcess::start(&[]);
-    let cases: [&[u8]; 9] = [
+    let cases: [&[u8]; 14] = [
         b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/2.0\r\n\r\n",
+        b"GET  / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n",
+        b"GET / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
         b"GET /\r\n\r\n",
         b"GET / HTTP/9.9\r\n\r\n",
         b"GET / HTTP/1.1\r\nno-colon-here\r\n\r\n",
