@@ -132,6 +132,9 @@ fn echo_http10_closes_after_answer() {
     assert_eq!(raw_status(&raw), Some(200));
     // Closed by the server, not by send_raw's 1 s idle limit.
     assert!(start.elapsed() < Duration::from_millis(900));
+    // An empty line before the request line and bare LF line ends (RFC 9112 §2.2).
+    let raw = send_raw(e.addr(), b"\r\nGET /lf HTTP/1.1\nHost: x\nConnection: close\n\n");
+    assert_eq!(raw_status(&raw), Some(200), "{}", String::from_utf8_lossy(&raw));
 }
 
 #[test]
