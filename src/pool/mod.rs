@@ -2,7 +2,8 @@
 //! `LoadBalancer`, with its strategy, probe, timeouts and live backend state.
 //!
 //! Selection, membership, enablement and active health are pingora's; this
-//! module adds what pingora lacks: least-connections ([`least_conn`]), the
+//! module adds what pingora lacks: least-connections ([`least_conn`]), smooth
+//! weighted round robin ([`smooth_wrr`]), the
 //! probe gate for new backends and per-backend counters ([`backend`]).
 //!
 //! A pool is immutable once built. A reload builds a new pool and carries
@@ -11,9 +12,11 @@
 mod backend;
 mod least_conn;
 mod passive;
+mod smooth_wrr;
 
 pub use backend::{state_of, BackendState, InflightGuard};
 pub use least_conn::LeastConn;
+pub use smooth_wrr::SmoothWrr;
 
 use crate::config::{BackendConfig, PoolConfig, Strategy};
 use crate::health;
@@ -23,7 +26,7 @@ use pingora_core::services::background::BackgroundService;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::Result;
 use pingora_load_balancing::discovery::ServiceDiscovery;
-use pingora_load_balancing::selection::{Consistent, Random, RoundRobin};
+use pingora_load_balancing::selection::{Consistent, Random};
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeSet, HashMap};
@@ -39,7 +42,7 @@ const MAX_SELECT_STEPS: usize = 256;
 
 /// One `LoadBalancer` per strategy type.
 enum Balancer {
-    RoundRobin(Arc<LoadBalancer<RoundRobin>>),
+    RoundRobin(Arc<LoadBalancer<SmoothWrr>>),
     Random(Arc<LoadBalancer<Random>>),
     Consistent(Arc<LoadBalancer<Consistent>>),
     LeastConn(Arc<LoadBalancer<LeastConn>>),

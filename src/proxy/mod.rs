@@ -7,14 +7,17 @@
 //! 2. `upstream_peer`: pick a backend in the pool or, when it has none
 //!    usable, in its fallback chain (503 when none); hold an in-flight slot.
 //! 3. `upstream_request_filter`: add the forwarding headers.
-//! 4. failures: `fail_to_connect` / `error_while_proxy` count the backend's
+//! 4. `response_filter`: clean the answer for the client ([`downstream`]).
+//! 5. failures: `fail_to_connect` / `error_while_proxy` count the backend's
 //!    failure; `fail_to_proxy` answers 502/503/504 with a JSON body.
 
 mod ctx;
+mod downstream;
 mod errors;
 mod forward;
 
 pub use ctx::RequestCtx;
+pub use downstream::clean_response;
 pub use errors::is_timeout;
 pub use forward::{add_forwarding_headers, request_id};
 
@@ -88,6 +91,15 @@ impl ProxyHttp for Proxy {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx::default()
+    }
+
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        downstream::prepare_session(session);
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -258,6 +270,16 @@ impl ProxyHttp for Proxy {
             return Err(e.into_up());
         }
         self.answered(ctx);
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        downstream::clean_response(session, upstream_response);
         Ok(())
     }
 
