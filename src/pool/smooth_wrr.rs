@@ -8,11 +8,11 @@
 //! weight wins and is lowered by the sum of all weights. Weights 5:1:1 give
 //! `a a b a c a a`: the same shares, interleaved.
 //!
-//! The iterator yields the pick first and then every other backend (in
-//! descending current weight), so a caller that rejects the first choice
-//! (unhealthy, ejected, already tried) still reaches the rest. As in
-//! pingora's selections, health is not seen here: a rejected pick keeps its
-//! turn's share, which goes to the next backend in that order.
+//! Health is not seen here (pingora's selections never see it); the caller
+//! rejects a backend that is down, ejected or already tried and asks the
+//! iterator for the next one. That step is then undone and redone without
+//! the rejected backend, which is exactly nginx's skipping of an unavailable
+//! peer: the others share its turns in proportion to their weights.
 
 use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use pingora_load_balancing::Backend;
@@ -24,27 +24,6 @@ pub struct SmoothWrr {
     backends: Box<[Backend]>,
     /// Each backend's current weight (nginx's `current_weight`).
     current: Mutex<Vec<i64>>,
-}
-
-impl SmoothWrr {
-    /// One smooth-WRR step: the index picked and the visiting order of the
-    /// others (highest current weight first).
-    fn step(&self) -> Vec<usize> {
-        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut total = 0i64;
-        for (c, b) in current.iter_mut().zip(self.backends.iter()) {
-            let w = b.weight.max(1) as i64;
-            *c += w;
-            total += w;
-        }
-        let mut order: Vec<usize> = (0..self.backends.len()).collect();
-        // highest current weight first; ties to the earlier backend (nginx)
-        order.sort_by(|&a, &b| current[b].cmp(&current[a]).then(a.cmp(&b)));
-        if let Some(&best) = order.first() {
-            current[best] -= total;
-        }
-        order
-    }
 }
 
 impl BackendSelection for SmoothWrr {
@@ -60,25 +39,65 @@ impl BackendSelection for SmoothWrr {
 
     fn iter(self: &Arc<Self>, _key: &[u8]) -> SmoothWrrIter {
         SmoothWrrIter {
-            order: self.step(),
             selection: self.clone(),
-            pos: 0,
+            excluded: Vec::new(),
+            last: None,
         }
     }
 }
 
-/// The backends of one [`SmoothWrr`] step: the pick, then the others.
+/// One selection: each `next` is one smooth-WRR step over the backends not
+/// returned yet. Asking for another backend means the previous one was
+/// rejected (down, ejected, already tried): its step is undone first, so it
+/// is skipped as nginx skips an unavailable peer, without taking or giving
+/// away turns.
 pub struct SmoothWrrIter {
     selection: Arc<SmoothWrr>,
-    order: Vec<usize>,
-    pos: usize,
+    /// Backends returned earlier in this selection (rejected by the caller).
+    excluded: Vec<usize>,
+    /// The previous step: the index picked and the total it was lowered by.
+    last: Option<(usize, i64)>,
+}
+
+impl SmoothWrrIter {
+    fn weight(&self, i: usize) -> i64 {
+        self.selection
+            .backends
+            .get(i)
+            .map_or(1, |b| b.weight.max(1) as i64)
+    }
 }
 
 impl BackendIter for SmoothWrrIter {
     fn next(&mut self) -> Option<&Backend> {
-        let i = *self.order.get(self.pos)?;
-        self.pos += 1;
-        self.selection.backends.get(i)
+        let n = self.selection.backends.len();
+        let mut current = self
+            .selection
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some((picked, total)) = self.last.take() {
+            for i in (0..n).filter(|i| !self.excluded.contains(i)) {
+                current[i] -= self.weight(i);
+            }
+            current[picked] += total;
+            self.excluded.push(picked);
+        }
+        let mut total = 0;
+        let mut best: Option<usize> = None;
+        for i in (0..n).filter(|i| !self.excluded.contains(i)) {
+            current[i] += self.weight(i);
+            total += self.weight(i);
+            // highest current weight wins; ties go to the earlier backend
+            if best.is_none_or(|b| current[i] > current[b]) {
+                best = Some(i);
+            }
+        }
+        let best = best?;
+        current[best] -= total;
+        self.last = Some((best, total));
+        drop(current);
+        self.selection.backends.get(best)
     }
 }
 
@@ -128,6 +147,27 @@ mod tests {
         let seq = picks(&sel, &backends, 50);
         assert!(!seq.contains("aaa"), "{seq}");
         assert_eq!(seq.matches('a').count(), 30);
+    }
+
+    #[test]
+    fn a_rejected_backend_shares_its_turns_by_weight() {
+        let (sel, backends) = selection(&[1, 1, 1]);
+        let mut served = String::new();
+        for _ in 0..12 {
+            let mut it = sel.iter(b"");
+            let mut b = it.next().unwrap().clone();
+            while b.addr == backends[0].addr {
+                b = it.next().unwrap().clone();
+            }
+            served.push(if b.addr == backends[1].addr { 'b' } else { 'c' });
+        }
+        assert_eq!(served, "bc".repeat(6));
+        // every step undone when all are rejected: the next selection is as
+        // if none had happened
+        let (sel, backends) = selection(&[5, 1, 1]);
+        let mut it = sel.iter(b"");
+        while it.next().is_some() {}
+        assert_eq!(picks(&sel, &backends, 7), "aabacaa");
     }
 
     #[test]
