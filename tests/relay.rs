@@ -19,13 +19,15 @@ use std::time::{Duration, Instant};
 
 /// Builds the exact bytes of an answer from the request head it answers.
 type Answer = Arc<dyn Fn(&str) -> Vec<u8> + Send + Sync>;
+/// Request heads and bodies a [`RawBackend`] read, in order.
+type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 
 /// A backend on 127.0.0.1 that answers every request head (and its
 /// `Content-Length` body) on a keep-alive connection with bytes from
 /// `answer`, and records the heads and bodies it read.
 struct RawBackend {
     addr: SocketAddr,
-    seen: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    seen: Seen,
 }
 
 impl RawBackend {
@@ -68,7 +70,7 @@ impl RawBackend {
     }
 }
 
-fn serve(mut conn: TcpStream, answer: &Answer, log: &Mutex<Vec<(String, Vec<u8>)>>) {
+fn serve(mut conn: TcpStream, answer: &Answer, log: &Seen) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
     let mut buf = Vec::new();
     loop {
