@@ -317,3 +317,88 @@ fn weighted_round_robin_interleaves_instead_of_bursting() {
         .collect();
     assert_eq!(shape, "aaxaxaa".repeat(3), "{order}");
 }
+
+#[test]
+fn an_early_answer_to_an_upload_is_not_reset_away() {
+    // The backend refuses the upload as soon as it has read the head,
+    // then reads and discards the body as a careful server does.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let backend = format!("http://{}", listener.local_addr().unwrap());
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = conn.write_all(
+                    b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo big!\n",
+                );
+                while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    // pool `web` is not the default: a request without App-Name gets the
+    // proxy's own early 404
+    let sy = Switchyard::start(
+        &web_pool_config(&[backend], "").replace("routing: {default_pool: web}", "routing: {}"),
+    );
+    for (app, status, body) in [("web", "413", "too big!\n"), ("", "404", "\n")].repeat(2) {
+        let mut conn = TcpStream::connect(sy.addr()).expect("connect");
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let size = 16 << 20;
+        conn.write_all(
+            format!(
+                "POST /upload HTTP/1.1\r\nHost: app.test\r\nApp-Name: {app}\r\n\
+                 Content-Length: {size}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        // a client that sends its whole body before it reads the answer
+        // (curl gives up with "Send failure: Broken pipe" when the proxy
+        // closes on it before that)
+        let chunk = vec![b'x'; 1 << 16];
+        let sent = (0..(size / chunk.len())).try_for_each(|_| conn.write_all(&chunk));
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        let result = loop {
+            match conn.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+                Err(e) => break Err(e),
+            }
+        };
+        let raw = String::from_utf8_lossy(&raw).to_string();
+        assert!(
+            raw.starts_with(&format!("HTTP/1.1 {status}")) && raw.ends_with(body),
+            "answer lost ({result:?}): {raw:?}\n{}",
+            sy.logs()
+        );
+        assert!(sent.is_ok(), "App-Name {app:?}: upload cut: {sent:?}");
+    }
+}
+
+#[test]
+fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
+    let backend = TestBackend::start("slow");
+    backend.set_delay(Duration::from_millis(300));
+    let sy = Switchyard::start(&web_pool_config(&[backend.url()], ""));
+    let mut conn = TcpStream::connect(sy.addr()).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(b"GET /half HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .unwrap();
+    // a FIN after a complete request is not a disconnect (RFC 9112 §9.6)
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut raw = String::new();
+    let _ = conn.read_to_string(&mut raw);
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw:?}\n{}", sy.logs());
+    assert!(raw.ends_with("slow"), "{raw:?}");
+    assert!(first_head(&raw).contains("connection: close"), "{raw}");
+}

@@ -14,6 +14,12 @@
 //!   §9.6), so no client sends another request on a connection that is
 //!   about to close.
 //!
+//! [`linger`] is nginx's lingering close: when the answer went out before
+//! the client finished sending its request body (an early 413 or 401 to an
+//! upload, an error), the rest of the body is read and discarded for up to
+//! [`LINGERING_TIME`] before the connection is closed, so the client's TCP
+//! stack does not answer unread data with a reset that destroys the answer.
+//!
 //! [`prepare_session`] sets up the client session before anything is
 //! forwarded: HTTP/1.1 pipelining on (RFC 9112 §9.3.2: pipelined requests
 //! are answered in order, as nginx and HAProxy do), and for an HTTP/1.0
@@ -23,6 +29,11 @@
 use http::header::{HeaderName, CONNECTION, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
+use std::time::Duration;
+
+/// How long an unread request body is drained after the answer, at most
+/// (nginx's `lingering_timeout` is 5 s per read, `lingering_time` 30 s in all).
+pub const LINGERING_TIME: Duration = Duration::from_secs(5);
 
 /// Hop-by-hop fields that are never relayed, besides those `Connection`
 /// names (RFC 9110 §7.6.1). `Connection` itself is written by pingora for
@@ -36,6 +47,16 @@ pub fn prepare_session(session: &mut Session) {
         session.set_ignore_info_resp(true);
         session.req_header_mut().remove_header(&EXPECT);
     }
+}
+
+/// Sets up the client session for the normal (not raced) proxy path: a
+/// client that closes its sending side after a complete request (a TCP
+/// half-close) is not gone and still gets its answer (RFC 9112 §9.6;
+/// HAProxy's default). A client that closed for good is noticed when the
+/// answer cannot be written. A raced request is cancelled on the FIN
+/// instead: racing multiplies what a departed client costs the backends.
+pub fn prepare_proxied(session: &mut Session) {
+    session.set_abort_on_close(false);
 }
 
 /// Cleans an upstream response head for the client of `session`.
@@ -71,6 +92,15 @@ pub fn clean_response(session: &mut Session, resp: &mut ResponseHeader) {
     if session.is_process_shutting_down() {
         session.set_keepalive(None);
     }
+}
+
+/// Drains what is left of the request body after the answer was written,
+/// for up to [`LINGERING_TIME`] (see the module doc).
+pub async fn linger(session: &mut Session) {
+    if session.response_written().is_none() || session.is_upgrade_req() || session.is_body_done() {
+        return;
+    }
+    let _ = tokio::time::timeout(LINGERING_TIME, session.drain_request_body()).await;
 }
 
 /// Whether the client spoke HTTP/1.0 (or older).

@@ -203,6 +203,7 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
+        downstream::prepare_proxied(session);
         forward::add_forwarding_headers(session, upstream_request)
     }
 
@@ -406,6 +407,7 @@ impl ProxyHttp for Proxy {
         }
         let Some(pool) = &ctx.pool else {
             self.metrics.unrouted.add(code);
+            downstream::linger(session).await;
             return;
         };
         if let Some(started) = ctx.started {
@@ -415,6 +417,7 @@ impl ProxyHttp for Proxy {
             Some(s) => s.codes.add(code),
             None => pool.stats.unserved.add(code),
         }
+        downstream::linger(session).await;
     }
 
     fn suppress_proxy_warn_log(
