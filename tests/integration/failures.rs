@@ -391,10 +391,12 @@ fn passive_ejection_needs_max_fails_failures_within_fail_timeout() {
 }
 
 #[test]
-fn reset_on_reused_connection_counts_as_passive_failure() {
-    // nginx semantics: a reset is a failure, also on a keep-alive
-    // connection the backend had already served on. Here the backend reads
-    // the whole request and then resets, so it is not a stale idle close.
+fn reset_on_reused_connection_is_retried_fresh_and_then_counts() {
+    // A failure on a pooled keep-alive connection before any answer byte
+    // looks the same whether the backend closed it idle or reset after
+    // reading: it is retried on a fresh connection to the same backend
+    // without counting (SPEC §3), and a reset there is the backend's own
+    // failure (nginx semantics), ejecting it with max_fails 1.
     let a = TestBackend::start("a");
     let b = TestBackend::start("b");
     let sy = Switchyard::start(&config(&[a.url(), b.url()], "passive: {max_fails: 1, fail_timeout: 10s}"));
@@ -409,8 +411,10 @@ fn reset_on_reused_connection_counts_as_passive_failure() {
         assert_eq!(r.status, 200, "{:?}", r.text());
         a.app_count() > n
     });
-    let failed = a.last_app_request().unwrap();
-    assert_eq!(failed.conn_id, 1, "the failure was on the reused connection");
+    let fails: Vec<u64> = a.app_requests().iter().filter(|r| r.target == "/fail").map(|r| r.conn_id).collect();
+    assert_eq!(fails.len(), 2, "stale retry not on a: {fails:?}");
+    assert_eq!(fails[0], 1, "the first failure was on the reused connection");
+    assert_ne!(fails[1], 1, "the retry reused the broken connection");
     a.set_mode(Mode::Respond);
     for i in 0..10 {
         assert_eq!(client.get(&format!("/out/{i}"), &[]).unwrap().status, 200);
@@ -418,8 +422,8 @@ fn reset_on_reused_connection_counts_as_passive_failure() {
     let after: Vec<(String, u64)> = a.app_requests().iter().map(|r| (r.target.clone(), r.conn_id)).collect();
     assert_eq!(
         a.app_count(),
-        n + 1,
-        "a reset after the request was read on a reused connection did not \
-         eject the backend (max_fails 1); a's requests (target, conn): {after:?}"
+        n + 2,
+        "a reset on a fresh connection did not eject the backend (max_fails 1); \
+         a's requests (target, conn): {after:?}"
     );
 }

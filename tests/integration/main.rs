@@ -7,9 +7,11 @@
 mod common;
 
 mod admin;
+mod backend_state;
 mod cli;
 mod core;
 mod echo;
 mod failures;
 mod lifecycle;
 mod race;
+mod relay;

@@ -120,6 +120,7 @@ fn block_on<T>(limit: Duration, f: impl std::future::Future<Output = io::Result<
 pub struct Client {
     send: SendRequest<Body>,
     addr: SocketAddr,
+    timeout: Duration,
 }
 
 impl Client {
@@ -133,7 +134,7 @@ impl Client {
             tokio::spawn(conn);
             Ok(send)
         })?;
-        Ok(Client { send, addr })
+        Ok(Client { send, addr, timeout: CLIENT_TIMEOUT })
     }
 
     /// Sends one request and reads its whole response.
@@ -145,10 +146,16 @@ impl Client {
     pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<Response> {
         let req = build(self.addr, method, path, headers, body)?;
         let send = &mut self.send;
-        block_on(CLIENT_TIMEOUT, async move {
+        block_on(self.timeout, async move {
             send.ready().await.map_err(io_error)?;
             exchange(send, req).await
         })
+    }
+
+    /// Sets the limit of each later exchange (default [`CLIENT_TIMEOUT`]).
+    pub fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        self.timeout = timeout;
+        Ok(())
     }
 
     /// `GET path` with `headers`.

@@ -49,6 +49,22 @@ impl Reply {
         Reply { mode: Mode::Respond, status, headers, body, delay, chunked: false, close: false }
     }
 
+    /// A reply that resets the connection.
+    pub fn reset() -> Reply {
+        Reply { mode: Mode::Reset, ..Reply::new(0, "") }
+    }
+
+    /// A reply that closes the connection without answering.
+    pub fn close_silently() -> Reply {
+        Reply { mode: Mode::Close, ..Reply::new(0, "") }
+    }
+
+    /// A reply that never answers.
+    #[allow(dead_code)] // harness API beyond the current tests
+    pub fn hang() -> Reply {
+        Reply { mode: Mode::Hang, ..Reply::new(0, "") }
+    }
+
     /// Adds a response header.
     #[allow(dead_code)] // harness API beyond the current tests
     pub fn with_header(mut self, name: &str, value: &str) -> Reply {
