@@ -21,6 +21,7 @@ use async_trait::async_trait;
 use pingora_core::apps::ServerApp;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,17 @@ use std::time::Duration;
 /// holds after its listeners stopped: a few round trips of a distant client,
 /// well inside the default 5 s grace period.
 pub const ACCEPT_LINGER: Duration = Duration::from_secs(1);
+
+/// Whether this process has begun to retire (set when its listeners stop,
+/// before the linger). A process retires once and for all, so this is
+/// process-wide state; responses written from then on say
+/// `Connection: close` (see `proxy::downstream`).
+static RETIRING: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process is retiring (upgrade hand-off or shutdown begun).
+pub fn retiring() -> bool {
+    RETIRING.load(Ordering::Acquire)
+}
 
 /// A [`ServerApp`] that delays the wrapped app's shutdown cleanup.
 pub struct Lingering<A> {
@@ -57,6 +69,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Lingering<A> {
     }
 
     async fn cleanup(&self) {
+        RETIRING.store(true, Ordering::Release);
         tokio::time::sleep(self.linger).await;
         self.inner.cleanup().await;
     }

@@ -3,11 +3,12 @@
 //! `Server`, which then owns the lifecycle (daemon, pid file, upgrade
 //! socket, SIGQUIT/SIGTERM/SIGINT).
 
-use crate::admin::{AdminApi, AdminState};
+use crate::admin::AdminApi;
 use crate::cli::{Args, EXIT_START};
+use crate::config::AdminState;
 use crate::config::Config;
+use crate::counters::Metrics;
 use crate::linger::Lingering;
-use crate::metrics::Metrics;
 use crate::proxy::Proxy;
 use crate::reload::{build_table, Control, Reloader};
 use arc_swap::ArcSwap;

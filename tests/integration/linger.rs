@@ -4,15 +4,15 @@
 //! connections that is the request a client sends right after its connection
 //! was accepted by the old instance.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::time::Duration;
 
 /// One pool on `backend` with a grace period long enough to cover the linger.
 fn config(backend: &TestBackend) -> String {
-    web_pool_config(&[backend.url()], "")
-        .replace("grace_period_seconds: 0", "grace_period_seconds: 3")
+    "server: { pid_file: \"{pid_file}\", upgrade_sock: \"{upgrade_sock}\", grace_period_seconds: 3, graceful_shutdown_timeout_seconds: 1 }\n"
+        .to_string()
+        + &web_pool_config(&[backend.url()], "")
 }
 
 /// Waits until `sy` logged that its proxy listener stopped accepting.
@@ -30,25 +30,14 @@ fn upgrade_answers_a_request_on_a_connection_accepted_before_the_hand_over() {
     assert_eq!(get(old.addr(), "/before", &[]).status, 200);
 
     let mut new = old.spawn_sibling(&["-u"]);
-    assert!(
-        poll_until(Duration::from_secs(10), || old
-            .dir()
-            .join("sy.sock")
-            .exists()),
-        "{}",
-        new.logs()
-    );
+    assert!(poll_until(Duration::from_secs(10), || old.dir().join("sy.sock").exists()), "{}", new.logs());
     old.signal(libc::SIGQUIT);
     assert!(listener_stopped(&old), "{}", old.logs());
 
-    let r = held
-        .get("/held", &[])
-        .unwrap_or_else(|e| panic!("no answer on the held connection: {e}\n{}", old.logs()));
+    let r = held.get("/held", &[]).unwrap_or_else(|e| panic!("no answer on the held connection: {e}\n{}", old.logs()));
     assert_eq!(r.status, 200, "{}", old.logs());
     assert_eq!(
-        r.header("connection")
-            .map(str::to_ascii_lowercase)
-            .as_deref(),
+        r.header("connection").map(str::to_ascii_lowercase).as_deref(),
         Some("close"),
         "a retiring instance closes the connection after the answer"
     );
@@ -67,14 +56,7 @@ fn sigterm_answers_a_request_on_a_connection_accepted_before_the_stop() {
     sy.signal(libc::SIGTERM);
     assert!(listener_stopped(&sy), "{}", sy.logs());
 
-    let r = held
-        .get("/held", &[])
-        .unwrap_or_else(|e| panic!("no answer on the held connection: {e}\n{}", sy.logs()));
+    let r = held.get("/held", &[]).unwrap_or_else(|e| panic!("no answer on the held connection: {e}\n{}", sy.logs()));
     assert_eq!(r.status, 200, "{}", sy.logs());
-    assert_eq!(
-        sy.wait_exit(Duration::from_secs(15)),
-        Some(0),
-        "{}",
-        sy.logs()
-    );
+    assert_eq!(sy.wait_exit(Duration::from_secs(15)), Some(0), "{}", sy.logs());
 }
