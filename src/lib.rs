@@ -10,15 +10,18 @@
 //! |-- startup::prepare ------------ state file, access log, admin token: checked
 //! |                                  before the sockets are taken (also by `-t`)
 //! `-- server::run ---------------- pingora Server (daemon, pid, upgrade, signals)
+//!     |-- linger::Lingering ---------- retiring: serve accepted connections, then close idle ones
 //!     |-- proxy::Proxy (ProxyHttp) -- one per listener set
 //!     |   `-- ArcSwap<RouteTable> ---- routing::RouteTable (immutable snapshot)
-//!     |       `-- Arc<Pool> x N ------ pool::Pool
-//!     |           |-- LoadBalancer<S> (RoundRobin | Random | Consistent | LeastConn)
-//!     |           |   `-- Backends + health::GatedCheck (Tcp/HttpHealthCheck)
-//!     |           `-- BackendState per backend (probe gate, in-flight, counters)
+//!     |       |-- Arc<Pool> x N ------ pool::Pool
+//!     |       |   |-- LoadBalancer<S> (RoundRobin | Random | Consistent | LeastConn)
+//!     |       |   |   `-- Backends: a view of the probe group's HealthRegistry
+//!     |       |   `-- Arc<BackendState> per backend, Arc<ProbeGroup>
+//!     |       `-- state::Registry ------ backend state by identity, one probe
+//!     |                                   loop per health setting (outlives tables)
 //!     |-- reload::Control (background service: first probes, SIGHUP)
 //!     `-- admin::AdminApi (ServeHttp on admin.listen: status, backends, reload, metrics)
-//!         `-- reload::Reloader (file + admin::AdminState -> new RouteTable)
+//!         `-- reload::Reloader (file + config::AdminState -> new RouteTable)
 //! ```
 //!
 //! ## Request flow
@@ -30,8 +33,8 @@
 //!
 //! ## Reload flow
 //! 1. SIGHUP: [`config::load`] validates the whole file.
-//! 2. [`reload::build_table`] builds new pools aside, carrying the state of
-//!    unchanged backends, and probes new backends once.
+//! 2. [`reload::build_table`] builds new pools aside; every backend they keep
+//!    keeps its state (from [`state::Registry`]); new backends are probed once.
 //! 3. The table is published with one `ArcSwap::store`; in-flight requests
 //!    keep the table they started with.
 
@@ -43,14 +46,18 @@ pub mod access_log;
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod counters;
+pub mod failure;
 pub mod health;
+pub mod linger;
 pub mod log_output;
-pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod race;
 pub mod reload;
+pub mod request;
 pub mod retry;
 pub mod routing;
 pub mod server;
 pub mod startup;
+pub mod state;

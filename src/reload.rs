@@ -5,15 +5,14 @@
 //! File I/O and DNS (reading the file, resolving backend names, opening the
 //! access log, saving the admin state) run on tokio's blocking pool, never
 //! on the runtime that also runs the health checks and the admin API.
-//! New pools are built aside (backends that are unchanged keep their state),
-//! every pool is probed once so new backends are admitted before they can be
-//! chosen, and only then is the table published. Requests in flight keep the
-//! table they started with.
+//! New pools are built aside (backends that stay keep their state: see
+//! [`crate::state`]), new backends are probed once so that they are admitted
+//! before they can be chosen, and only then is the table published. Requests
+//! in flight keep the table they started with.
 
-use crate::access_log;
-use crate::admin::AdminState;
-use crate::config::{self, Config, ConfigErrors};
-use crate::metrics::Metrics;
+use crate::access_log::{self, AccessLogger};
+use crate::config::{self, AdminState, Config, ConfigErrors};
+use crate::counters::Metrics;
 use crate::pool::Pool;
 use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
@@ -28,21 +27,25 @@ use std::sync::Arc;
 /// Builds the table for `config`, reusing backend state from `previous`.
 /// Pools are not probed or started yet: see [`activate`].
 pub fn build_table(config: Arc<Config>, previous: Option<&RouteTable>) -> RouteTable {
+    let registry = previous.map(|t| t.registry.clone()).unwrap_or_default();
     let pools = config
         .pools
         .values()
         .map(|p| {
             let old = previous.and_then(|t| t.pool(&p.name)).map(|p| p.as_ref());
-            Arc::new(Pool::build(p, old))
+            Arc::new(Pool::build(p, old, &registry))
         })
         .collect();
-    RouteTable::new(config, pools)
+    let access_log = AccessLogger::new(&config.log);
+    RouteTable::new(config, pools, registry, access_log)
 }
 
-/// Probes every pool of `table` once (admitting backends that pass), then
-/// starts each pool's periodic health checks on the current runtime.
+/// Probes once every backend of `table` that has not passed a probe yet
+/// (new ones: admitting those that pass), then starts the periodic probes
+/// on the current runtime. Backends the previous table had keep their state
+/// and are not probed again.
 pub async fn activate(table: &RouteTable) {
-    futures::future::join_all(table.pools().iter().map(|p| p.probe_now())).await;
+    futures::future::join_all(table.pools().iter().map(|p| p.probe_new())).await;
     for p in table.pools() {
         p.start();
     }
@@ -167,20 +170,30 @@ impl Reloader {
         let mut sources = self.sources.lock().await;
         let old = self.routes.load_full();
         let mut state = sources.state.clone();
-        change(&mut state, &old.config)?;
-        if let Some(path) = old.config.admin.as_ref().and_then(|a| a.state_file.clone()) {
-            let to_save = state.clone();
-            blocking(move || {
-                to_save
-                    .save(std::path::Path::new(&path))
-                    .map_err(ReloadError::State)
-            })
-            .await?;
-        }
+        let applied = match change(&mut state, &old.config) {
+            Ok(()) => match old.config.admin.as_ref().and_then(|a| a.state_file.clone()) {
+                Some(path) => {
+                    let to_save = state.clone();
+                    blocking(move || {
+                        to_save
+                            .save(std::path::Path::new(&path))
+                            .map_err(ReloadError::State)
+                    })
+                    .await
+                }
+                None => Ok(()),
+            },
+            Err(e) => Err(e),
+        };
+        let counter = match applied {
+            Ok(()) => &self.metrics.admin_changes_ok,
+            Err(_) => &self.metrics.admin_changes_error,
+        };
+        counter.fetch_add(1, Relaxed);
+        applied?;
         self.publish(sources.file.clone(), state.clone(), &old)
             .await?;
         sources.state = state;
-        self.metrics.reloads_ok.fetch_add(1, Relaxed);
         Ok(())
     }
 
@@ -199,7 +212,12 @@ impl Reloader {
         }
         let table = build_table(Arc::new(effective), Some(old));
         activate(&table).await;
-        self.routes.store(Arc::new(table));
+        let table = Arc::new(table);
+        self.routes.store(table.clone());
+        // probe loops only the old table used stop now, even while its
+        // in-flight requests keep it alive
+        let live = table.pools().iter().filter_map(|p| p.probes());
+        table.registry.retire_unused(live);
         Ok(())
     }
 }

@@ -11,7 +11,8 @@ use crate::access_log;
 use crate::admin::AdminApi;
 use crate::cli::{Args, EXIT_START};
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::counters::Metrics;
+use crate::linger::Lingering;
 use crate::proxy::raw_target::TapApp;
 use crate::proxy::Proxy;
 use crate::reload::{build_table, Control, Reloader};
@@ -26,6 +27,7 @@ use pingora_core::services::listening::Service;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Pingora's `ServerConf` for our `server:` section (one file, not two).
 pub fn server_conf(config: &Config, daemon: bool) -> ServerConf {
@@ -119,13 +121,12 @@ pub fn run(args: &Args, prepared: Prepared, path: Option<PathBuf>) -> ExitCode {
     );
     // every client connection is watched for request targets pingora's
     // parser percent-escapes (refused by the proxy: README "Request hygiene")
-    let mut proxy = Service::new(
-        "switchyard proxy".to_string(),
-        TapApp::new(pingora_proxy::http_proxy(
-            &server.configuration,
-            Proxy::new(routes, &server.configuration, metrics.clone()),
-        )),
-    );
+    let app = TapApp::new(pingora_proxy::http_proxy(
+        &server.configuration,
+        Proxy::new(routes, &server.configuration, metrics.clone()),
+    ));
+    let grace = Duration::from_secs(config.server.grace_period_seconds);
+    let mut proxy = Service::new("switchyard proxy".to_string(), Lingering::new(app, grace));
     let buffers = l4_buffers();
     for l in &config.listen {
         proxy.add_listener(ListenerConfig::tcp(l.addr.as_str()).l4_buffer(buffers));

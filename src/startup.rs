@@ -12,7 +12,7 @@
 //! level, and the instance starts from the YAML file (SPEC §5).
 
 use crate::access_log;
-use crate::admin::AdminState;
+use crate::config::AdminState;
 use crate::config::{AccessLog, Config};
 use crate::log_output::Sink;
 use std::path::Path;

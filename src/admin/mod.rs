@@ -20,12 +20,10 @@
 //! [`Reloader::change`], which saves them to `admin.state_file` and rebuilds
 //! the live table; requests in flight finish on the table they started with.
 
-mod state;
+pub mod metrics;
 
-pub use state::{AddedBackend, AdminState, PoolChanges};
-
-use crate::config::{backend_from_url, AdminSettings, BackendConfig, Config};
-use crate::metrics::{self, Metrics};
+use crate::config::{backend_from_url, AddedBackend, AdminSettings, BackendConfig, Config};
+use crate::counters::Metrics;
 use crate::pool::state_of;
 use crate::reload::{ReloadError, Reloader};
 use async_trait::async_trait;
@@ -94,8 +92,8 @@ impl AdminApi {
                 .filter_map(|b| {
                     let s = state_of(b)?;
                     Some(json!({
-                        "url": s.url,
-                        "name": s.name,
+                        "url": &*s.url(),
+                        "name": &*s.name(),
                         "healthy": p.is_healthy(b),
                         "enabled": p.is_enabled(b),
                         "weight": b.weight,

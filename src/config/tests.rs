@@ -100,7 +100,7 @@ fn yaml_syntax_error_has_line() {
 fn urls() {
     use validate_url as v;
     fn validate_url(u: &str) -> Result<(String, String, u16, bool), String> {
-        super::validate::parse_url(u)
+        super::validate_backend::parse_url(u)
     }
     assert_eq!(
         v("http://h:81").unwrap(),

@@ -3,7 +3,7 @@
 //! `admin.state_file` as JSON and applied on top of the YAML file's pools
 //! every time the configuration is built.
 
-use crate::config::{backend_from_url, Config};
+use super::{backend_from_url, Config};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -3,8 +3,7 @@
 //! hidden second request in its body, on a fresh connection and on a
 //! keep-alive connection after a valid request.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -14,9 +13,10 @@ const HIDDEN: &str = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
 
 fn start(extra_server: &str) -> (TestBackend, Switchyard) {
     let web = TestBackend::start("web");
-    let yaml = web_pool_config(&[web.url()], "").replace(
-        "graceful_shutdown_timeout_seconds: 1}",
-        &format!("graceful_shutdown_timeout_seconds: 1{extra_server}}}"),
+    let yaml = format!(
+        "server: {{ pid_file: \"{{pid_file}}\", upgrade_sock: \"{{upgrade_sock}}\", grace_period_seconds: 0, \
+         graceful_shutdown_timeout_seconds: 1{extra_server} }}\n{}",
+        web_pool_config(&[web.url()], "")
     );
     (web, Switchyard::start(&yaml))
 }
@@ -32,12 +32,12 @@ fn answer(addr: SocketAddr, raw: &str) -> (Option<u16>, String) {
 /// status of the valid one, then of `raw` (None: no answer), and whether
 /// the connection was closed after it.
 fn after_valid_request(addr: SocketAddr, raw: &str) -> (u16, Option<u16>, bool) {
-    let mut c = Client::connect(addr).expect("connect");
+    let mut c = RawConn::connect(addr).expect("connect");
     c.set_timeout(Duration::from_secs(3)).expect("timeout");
-    let first = c.get("/first", &[]).expect("valid request").status;
-    c.send_raw(raw.as_bytes()).expect("send");
-    let second = c.read_response("POST").ok().map(|r| r.status);
-    let closed = c.get("/third", &[]).is_err();
+    let first = c.get("/first").expect("valid request").status;
+    c.send(raw.as_bytes()).expect("send");
+    let second = c.read_response().ok().map(|r| r.status);
+    let closed = c.get("/third").is_err();
     (first, second, closed)
 }
 
@@ -53,21 +53,14 @@ fn assert_refused(web: &TestBackend, sy: &Switchyard, raw: &str, status: u16) {
 fn assert_refused_by(web: &TestBackend, sy: &Switchyard, raw: &str, status: u16, json: bool) {
     let (got, text) = answer(sy.addr(), raw);
     assert_eq!(got, Some(status), "{raw:?} ->\n{text}\n{}", sy.logs());
-    assert!(
-        !json || text.contains("\"error\""),
-        "no JSON error body for {raw:?}:\n{text}"
-    );
+    assert!(!json || text.contains("\"error\""), "no JSON error body for {raw:?}:\n{text}");
     assert_eq!(web.app_count(), 0, "{raw:?} reached the backend");
 
     let (first, second, closed) = after_valid_request(sy.addr(), raw);
     assert_eq!(first, 200);
     assert_eq!(second, Some(status), "{raw:?} after a valid request");
     assert!(closed, "connection kept open after refusing {raw:?}");
-    let seen: Vec<String> = web
-        .app_requests()
-        .iter()
-        .map(|r| r.target.clone())
-        .collect();
+    let seen: Vec<String> = web.app_requests().iter().map(|r| r.target.clone()).collect();
     assert_eq!(seen, vec!["/first".to_string()], "{raw:?}");
     web.reset_counters();
 }
@@ -89,19 +82,14 @@ fn chunked_applied_twice_is_refused_with_400() {
 #[test]
 fn transfer_codings_other_than_chunked_are_refused_with_501() {
     let (web, sy) = start("");
-    let raw = format!(
-        "POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n{HIDDEN}"
-    );
+    let raw = format!("POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n{HIDDEN}");
     assert_refused(&web, &sy, &raw, 501);
 }
 
 #[test]
 fn conflicting_content_lengths_are_refused_with_400() {
     let (web, sy) = start("");
-    for cl in [
-        "Content-Length: 5, 6\r\n",
-        "Content-Length: 5\r\nContent-Length: 6\r\n",
-    ] {
+    for cl in ["Content-Length: 5, 6\r\n", "Content-Length: 5\r\nContent-Length: 6\r\n"] {
         let raw = format!("POST /p HTTP/1.1\r\nHost: x\r\n{cl}\r\nhello{HIDDEN}");
         // pingora's parser refuses these before any phase of ours: its
         // bare 400, no JSON body; nothing reaches the backend
@@ -112,27 +100,19 @@ fn conflicting_content_lengths_are_refused_with_400() {
 #[test]
 fn identical_content_lengths_are_forwarded_as_one() {
     let (web, sy) = start("");
-    for cl in [
-        "Content-Length: 5,5\r\n",
-        "Content-Length: 5, 5\r\n",
-        "Content-Length: 5\r\nContent-Length: 5\r\n",
-    ] {
+    for cl in ["Content-Length: 5,5\r\n", "Content-Length: 5, 5\r\n", "Content-Length: 5\r\nContent-Length: 5\r\n"] {
         let raw = format!("POST /p HTTP/1.1\r\nHost: x\r\n{cl}\r\nhello");
-        let mut c = Client::connect(sy.addr()).expect("connect");
+        let mut c = RawConn::connect(sy.addr()).expect("connect");
         c.set_timeout(Duration::from_secs(3)).expect("timeout");
-        c.send_raw(raw.as_bytes()).expect("send");
-        let r = c.read_response("POST").expect("answer");
+        c.send(raw.as_bytes()).expect("send");
+        let r = c.read_response().expect("answer");
         assert_eq!(r.status, 200, "{raw:?}");
         // the connection stays usable: a valid request follows
-        assert_eq!(c.get("/next", &[]).expect("next").status, 200);
+        assert_eq!(c.get("/next").expect("next").status, 200);
         let got = web.app_requests();
         assert_eq!(got.len(), 2, "{raw:?}");
-        let lengths: Vec<&str> = got[0]
-            .headers
-            .iter()
-            .filter(|(k, _)| k == "content-length")
-            .map(|(_, v)| v.as_str())
-            .collect();
+        let lengths: Vec<&str> =
+            got[0].headers.iter().filter(|(k, _)| k == "content-length").map(|(_, v)| v.as_str()).collect();
         assert_eq!(lengths, vec!["5"], "{raw:?}");
         assert_eq!(got[0].body, b"hello");
         web.reset_counters();
@@ -166,9 +146,7 @@ fn underscores_in_headers_lets_them_through() {
 #[test]
 fn request_targets_with_bytes_outside_rfc_9112_are_refused_with_400() {
     let (web, sy) = start("");
-    for target in [
-        "/a\x01b", "/a\0b", "/a\tb", "/a b", "/a\rb", "/a\"b", "/a\x7fb",
-    ] {
+    for target in ["/a\x01b", "/a\0b", "/a\tb", "/a b", "/a\rb", "/a\"b", "/a\x7fb"] {
         let raw = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_refused(&web, &sy, &raw, 400);
     }

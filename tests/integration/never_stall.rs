@@ -2,8 +2,7 @@
 //! requests, upgrades that cannot end in an outage, a durable admin state,
 //! admin token rotation.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -46,18 +45,10 @@ impl Stalled {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let admin = std::net::SocketAddr::from(([127, 0, 0, 1], admin_port));
         let up = poll_until(READY_TIMEOUT, || {
-            matches!(child.try_wait(), Ok(None))
-                && try_get(admin, "/healthz", &[]).is_ok_and(|r| r.status == 200)
+            matches!(child.try_wait(), Ok(None)) && try_get(admin, "/healthz", &[]).is_ok_and(|r| r.status == 200)
         });
         assert!(up, "switchyard with stalled output did not come up");
-        Stalled {
-            child,
-            _dir: dir,
-            addr,
-            admin,
-            _stdout: stdout,
-            _stderr: stderr,
-        }
+        Stalled { child, _dir: dir, addr, admin, _stdout: stdout, _stderr: stderr }
     }
 
     /// `switchyard_log_lines_dropped_total{log="NAME"}`.
@@ -113,10 +104,7 @@ fn hammer(addr: std::net::SocketAddr, n: usize) -> Vec<String> {
             })
         })
         .collect();
-    workers
-        .into_iter()
-        .flat_map(|w| w.join().expect("client thread"))
-        .collect()
+    workers.into_iter().flat_map(|w| w.join().expect("client thread")).collect()
 }
 
 const ADMIN: &str = "admin: { listen: \"{admin}\" }\n";
@@ -124,8 +112,7 @@ const ADMIN: &str = "admin: { listen: \"{admin}\" }\n";
 #[test]
 fn access_log_to_a_stalled_stdout_pipe_never_blocks_requests() {
     let web = TestBackend::start("web");
-    let yaml =
-        web_pool_config(&[web.url()], "") + ADMIN + "log: { access: stdout, format: json }\n";
+    let yaml = web_pool_config(&[web.url()], "") + ADMIN + "log: { access: stdout, format: json }\n";
     let sy = Stalled::start(&yaml, "warn");
     let failures = hammer(sy.addr, 2000);
     assert!(
@@ -134,10 +121,7 @@ fn access_log_to_a_stalled_stdout_pipe_never_blocks_requests() {
         failures.len(),
         &failures[..failures.len().min(5)]
     );
-    assert!(
-        sy.dropped("access") > 0,
-        "no access log line counted as dropped"
-    );
+    assert!(sy.dropped("access") > 0, "no access log line counted as dropped");
 }
 
 #[test]
@@ -153,10 +137,7 @@ fn error_log_to_a_stalled_stderr_pipe_never_blocks_requests() {
         failures.len(),
         &failures[..failures.len().min(5)]
     );
-    assert!(
-        sy.dropped("error") > 0,
-        "no error log line counted as dropped"
-    );
+    assert!(sy.dropped("error") > 0, "no error log line counted as dropped");
 }
 
 /// 6 clients sending requests (fresh connection each) until `stop`; the
@@ -191,8 +172,8 @@ fn load(
 fn corrupt_state_file_is_set_aside_and_an_upgrade_under_load_drops_nothing() {
     let web = TestBackend::start("web");
     let extra = TestBackend::start("extra");
-    let yaml = web_pool_config(&[web.url()], "")
-        .replace("grace_period_seconds: 0", "grace_period_seconds: 1")
+    let yaml = "server: { pid_file: \"{pid_file}\", upgrade_sock: \"{upgrade_sock}\", grace_period_seconds: 1, graceful_shutdown_timeout_seconds: 1 }\n".to_string()
+        + &web_pool_config(&[web.url()], "")
         + "admin: { listen: \"{admin}\", state_file: \"{dir}/state.json\" }\n";
     let mut old = Switchyard::start(&yaml);
     // an admin change writes the state file
@@ -214,47 +195,30 @@ fn corrupt_state_file_is_set_aside_and_an_upgrade_under_load_drops_nothing() {
     let t = check_config_file(old.config_path());
     assert_eq!(t.code, 0, "{t:?}");
     assert!(t.stdout.contains("configuration ok"), "{t:?}");
-    assert!(
-        t.stderr.contains("state.json") && t.stderr.contains("set"),
-        "-t does not report the state file: {t:?}"
-    );
+    assert!(t.stderr.contains("state.json") && t.stderr.contains("set"), "-t does not report the state file: {t:?}");
     assert!(state.exists(), "-t must not move the state file");
 
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicUsize::new(0));
     let clients = load(old.addr(), &stop, &ok);
-    assert!(poll_until(Duration::from_secs(5), || ok
-        .load(Ordering::Relaxed)
-        > 30));
+    assert!(poll_until(Duration::from_secs(5), || ok.load(Ordering::Relaxed) > 30));
 
     let mut new = old.spawn_sibling(&["-u"]);
     assert!(
-        poll_until(Duration::from_secs(10), || old
-            .dir()
-            .join("sy.sock")
-            .exists()),
+        poll_until(Duration::from_secs(10), || old.dir().join("sy.sock").exists()),
         "new instance never opened the upgrade socket\n{}",
         new.logs()
     );
     old.signal(libc::SIGQUIT);
-    assert_eq!(
-        old.wait_exit(Duration::from_secs(20)),
-        Some(0),
-        "{}",
-        old.logs()
-    );
+    assert_eq!(old.wait_exit(Duration::from_secs(20)), Some(0), "{}", old.logs());
     let served_after = ok.load(Ordering::Relaxed);
     assert!(
-        poll_until(Duration::from_secs(5), || ok.load(Ordering::Relaxed)
-            > served_after + 30),
+        poll_until(Duration::from_secs(5), || ok.load(Ordering::Relaxed) > served_after + 30),
         "new instance does not serve\n{}",
         new.logs()
     );
     stop.store(true, Ordering::Relaxed);
-    let errors: Vec<String> = clients
-        .into_iter()
-        .flat_map(|c| c.join().expect("client"))
-        .collect();
+    let errors: Vec<String> = clients.into_iter().flat_map(|c| c.join().expect("client")).collect();
     assert!(
         errors.is_empty(),
         "{} of {} requests failed during the upgrade: {:?}\n{}",
@@ -271,16 +235,10 @@ fn corrupt_state_file_is_set_aside_and_an_upgrade_under_load_drops_nothing() {
         .filter(|n| n.starts_with("state.json.corrupt-"))
         .collect();
     assert_eq!(aside.len(), 1, "bad state file not set aside: {aside:?}");
-    assert!(
-        new.stderr().contains("set aside"),
-        "no loud log line about the state file\n{}",
-        new.logs()
-    );
+    assert!(new.stderr().contains("set aside"), "no loud log line about the state file\n{}", new.logs());
     // the new instance serves the file's pool without the lost admin change
     let status = get(new.admin_addr(), "/status", &[]).json();
-    let backends = status["pools"]["web"]["backends"]
-        .as_array()
-        .map_or(0, |b| b.len());
+    let backends = status["pools"]["web"]["backends"].as_array().map_or(0, |b| b.len());
     assert_eq!(backends, 1, "{status}");
 }
 
@@ -290,9 +248,7 @@ fn dying_binary(dir: &std::path::Path) -> std::path::PathBuf {
     let path = dir.join("switchyard-broken");
     fs::write(
         &path,
-        format!(
-            "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = -u ] && exit 3; done\nexec \"{SWITCHYARD_BIN}\" \"$@\"\n"
-        ),
+        format!("#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = -u ] && exit 3; done\nexec \"{SWITCHYARD_BIN}\" \"$@\"\n"),
     )
     .expect("write script");
     fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -331,10 +287,7 @@ fn run_upgrade_script(sy: &Switchyard, bin: &std::path::Path) -> (bool, String) 
         }
         thread::sleep(Duration::from_millis(50));
     };
-    (
-        status.success(),
-        fs::read_to_string(&err).unwrap_or_default(),
-    )
+    (status.success(), fs::read_to_string(&err).unwrap_or_default())
 }
 
 #[test]
@@ -351,11 +304,7 @@ fn upgrade_script_leaves_the_old_instance_serving_when_the_new_binary_dies() {
     assert!(stderr.contains("keeps serving"), "{stderr}");
     // the old instance was never told to go, and keeps serving
     let quit = || sy.stderr().contains("SIGQUIT");
-    assert!(
-        !poll_until(Duration::from_secs(2), quit),
-        "the old instance got SIGQUIT\n{}",
-        sy.logs()
-    );
+    assert!(!poll_until(Duration::from_secs(2), quit), "the old instance got SIGQUIT\n{}", sy.logs());
     assert!(pid_alive(pid));
     for _ in 0..20 {
         assert_eq!(get(sy.addr(), "/", &[]).status, 200);
@@ -365,25 +314,16 @@ fn upgrade_script_leaves_the_old_instance_serving_when_the_new_binary_dies() {
 #[test]
 fn upgrade_script_hands_over_to_a_working_new_binary() {
     let web = TestBackend::start("web");
-    let yaml = web_pool_config(&[web.url()], "")
-        .replace("grace_period_seconds: 0", "grace_period_seconds: 1");
+    let yaml = "server: { pid_file: \"{pid_file}\", upgrade_sock: \"{upgrade_sock}\", grace_period_seconds: 1, graceful_shutdown_timeout_seconds: 1 }\n".to_string()
+        + &web_pool_config(&[web.url()], "");
     let mut sy = Switchyard::start(&yaml);
     let pid = sy.pid().expect("pid");
     fs::write(sy.pid_file(), format!("{pid}\n")).expect("pid file");
 
     let (success, stderr) = run_upgrade_script(&sy, std::path::Path::new(SWITCHYARD_BIN));
     assert!(success, "upgrade.sh failed: {stderr}\n{}", sy.logs());
-    assert_eq!(
-        sy.wait_exit(Duration::from_secs(20)),
-        Some(0),
-        "{}",
-        sy.logs()
-    );
-    let new: u32 = fs::read_to_string(sy.pid_file())
-        .expect("pid file")
-        .trim()
-        .parse()
-        .expect("pid");
+    assert_eq!(sy.wait_exit(Duration::from_secs(20)), Some(0), "{}", sy.logs());
+    let new: u32 = fs::read_to_string(sy.pid_file()).expect("pid file").trim().parse().expect("pid");
     assert_ne!(new, pid);
     assert!(pid_alive(new));
     assert_eq!(get(sy.addr(), "/", &[]).status, 200);
@@ -400,53 +340,29 @@ fn a_token_rotated_by_reload_replaces_the_old_one_at_once() {
     let token = secrets.join("token");
     fs::write(&token, "old-token\n").expect("token");
     let yaml = web_pool_config(&[web.url()], "")
-        + &format!(
-            "admin: {{ listen: \"{{admin}}\", token_file: \"{}\" }}\n",
-            token.display()
-        );
+        + &format!("admin: {{ listen: \"{{admin}}\", token_file: \"{}\" }}\n", token.display());
     let sy = Switchyard::start(&yaml);
     assert_eq!(admin_get(&sy, "Bearer old-token"), 200);
     assert_eq!(admin_get(&sy, "Bearer new-token"), 401);
 
     fs::write(&token, "new-token\n").expect("token");
-    let reload = request(
-        sy.admin_addr(),
-        "POST",
-        "/reload",
-        &[("Authorization", "Bearer old-token")],
-        b"",
-    );
+    let reload = request(sy.admin_addr(), "POST", "/reload", &[("Authorization", "Bearer old-token")], b"");
     assert_eq!(reload.status, 200, "{}", reload.text());
-    assert_eq!(
-        admin_get(&sy, "Bearer old-token"),
-        401,
-        "old token still works"
-    );
+    assert_eq!(admin_get(&sy, "Bearer old-token"), 401, "old token still works");
     assert_eq!(admin_get(&sy, "Bearer new-token"), 200, "new token refused");
 
     // and by SIGHUP
     fs::write(&token, "third-token\n").expect("token");
     sy.signal(libc::SIGHUP);
-    assert!(
-        poll_until(Duration::from_secs(10), || admin_get(
-            &sy,
-            "Bearer third-token"
-        ) == 200),
-        "{}",
-        sy.logs()
-    );
+    assert!(poll_until(Duration::from_secs(10), || admin_get(&sy, "Bearer third-token") == 200), "{}", sy.logs());
     assert_eq!(admin_get(&sy, "Bearer new-token"), 401);
 }
 
 #[test]
 fn the_bearer_scheme_is_case_insensitive() {
     let web = TestBackend::start("web");
-    let yaml = web_pool_config(&[web.url()], "")
-        + "admin: { listen: \"{admin}\", token_env: SY_TEST_TOKEN }\n";
-    let sy = Switchyard::builder()
-        .config(&yaml)
-        .env("SY_TEST_TOKEN", "s3cret")
-        .start();
+    let yaml = web_pool_config(&[web.url()], "") + "admin: { listen: \"{admin}\", token_env: SY_TEST_TOKEN }\n";
+    let sy = Switchyard::builder().config(&yaml).env("SY_TEST_TOKEN", "s3cret").start();
     assert_eq!(admin_get(&sy, "Bearer s3cret"), 200);
     assert_eq!(admin_get(&sy, "bearer s3cret"), 200);
     assert_eq!(admin_get(&sy, "BEARER s3cret"), 200);
