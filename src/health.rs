@@ -6,11 +6,12 @@
 //! closes that gap: a new backend starts un-admitted (see
 //! [`BackendState::admitted`](crate::pool::BackendState::admitted)) and the
 //! first passing probe admits it, so a dead new backend never gets a request.
-//! Probes run on pingora's own schedule (the `LoadBalancer` background loop)
-//! and flip health after `rise`/`fall` consecutive results.
+//! Probes run on pingora's own schedule (one `HealthCheckService` per
+//! distinct health setting, see [`crate::state::ProbeGroup`]) and flip
+//! health after `rise`/`fall` consecutive results.
 
 use crate::config::{BackendConfig, HealthConfig, HealthKind};
-use crate::pool::state_of;
+use crate::state::state_of;
 use async_trait::async_trait;
 use pingora_core::upstreams::peer::PeerOptions;
 use pingora_core::{Error, ErrorType, Result};
@@ -34,7 +35,7 @@ impl HealthCheck for GatedCheck {
                     log::info!(
                         "pool {} backend {} passed its first probe",
                         self.pool,
-                        state.name
+                        state.name()
                     );
                     state.set_admitted(true);
                 }
@@ -52,7 +53,7 @@ impl HealthCheck for GatedCheck {
 
     fn backend_summary(&self, target: &Backend) -> String {
         match state_of(target) {
-            Some(s) => format!("pool {} backend {} ({})", self.pool, s.name, s.url),
+            Some(s) => format!("pool {} backend {} ({})", self.pool, s.name(), s.url()),
             None => format!("pool {} backend {:?}", self.pool, target.addr),
         }
     }

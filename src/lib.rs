@@ -7,19 +7,24 @@
 //!
 //! ```text
 //! main (src/bin/switchyard.rs)
+//! |-- startup::prepare ------------ state file, access log, admin token: checked
+//! |                                  before the sockets are taken (also by `-t`)
 //! `-- server::run ---------------- pingora Server (daemon, pid, upgrade, signals)
+//!     |-- linger::Lingering ---------- retiring: serve accepted connections, then close idle ones
 //!     |-- edge::EdgeApp (ServerApp) -- client limits per listener (head deadline
 //!     |   |                            and size, keep-alive), h2 by ALPN; TLS
 //!     |   |                            certificates from tls::Resolver (SNI)
 //!     |-- proxy::Proxy (ProxyHttp) -- wrapped by EdgeApp; ratelimit::Limiters
 //!     |   `-- ArcSwap<RouteTable> ---- routing::RouteTable (immutable snapshot)
-//!     |       `-- Arc<Pool> x N ------ pool::Pool
-//!     |           |-- LoadBalancer<S> (RoundRobin | Random | Consistent | LeastConn)
-//!     |           |   `-- Backends + health::GatedCheck (Tcp/HttpHealthCheck)
-//!     |           `-- BackendState per backend (probe gate, in-flight, counters)
+//!     |       |-- Arc<Pool> x N ------ pool::Pool
+//!     |       |   |-- LoadBalancer<S> (RoundRobin | Random | Consistent | LeastConn)
+//!     |       |   |   `-- Backends: a view of the probe group's HealthRegistry
+//!     |       |   `-- Arc<BackendState> per backend, Arc<ProbeGroup>
+//!     |       `-- state::Registry ------ backend state by identity, one probe
+//!     |                                   loop per health setting (outlives tables)
 //!     |-- reload::Control (background service: first probes, SIGHUP)
 //!     `-- admin::AdminApi (ServeHttp on admin.listen: status, backends, reload, metrics)
-//!         `-- reload::Reloader (file + admin::AdminState -> new RouteTable)
+//!         `-- reload::Reloader (file + config::AdminState -> new RouteTable)
 //! ```
 //!
 //! ## Request flow
@@ -31,8 +36,8 @@
 //!
 //! ## Reload flow
 //! 1. SIGHUP: [`config::load`] validates the whole file.
-//! 2. [`reload::build_table`] builds new pools aside, carrying the state of
-//!    unchanged backends, and probes new backends once.
+//! 2. [`reload::build_table`] builds new pools aside; every backend they keep
+//!    keeps its state (from [`state::Registry`]); new backends are probed once.
 //! 3. The table is published with one `ArcSwap::store`; in-flight requests
 //!    keep the table they started with.
 
@@ -45,16 +50,22 @@ pub mod admin;
 pub mod certs;
 pub mod cli;
 pub mod config;
+pub mod counters;
 pub mod edge;
+pub mod failure;
 pub mod health;
-pub mod metrics;
+pub mod linger;
+pub mod log_output;
 pub mod pool;
 pub mod proxy;
 pub mod race;
 pub mod ratelimit;
 pub mod reload;
+pub mod request;
 pub mod retry;
 pub mod routing;
 pub mod server;
+pub mod startup;
+pub mod state;
 pub mod tls;
 pub mod upstream_tls;

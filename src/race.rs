@@ -13,12 +13,19 @@
 //!    pool; every other upstream request is cancelled (its task aborted and
 //!    its connection closed);
 //! 4. no terminal answer: the last non-terminal answer; nobody answered:
-//!    502; `timeouts.request` passed: 504.
+//!    502; `timeouts.request` passed before a head: 504.
+//!
+//! Every raced attempt holds an in-flight slot of its backend (seen by
+//! `least_conn` and `active_connections`); a client that leaves cancels
+//! every attempt at once. A raced pool with no ready backend is not raced:
+//! the request follows the pool's `fallback` chain (see
+//! [`crate::proxy`]).
 
 use crate::config::RacePolicy;
-use crate::metrics::AttemptResult;
-use crate::pool::{socket_addr, Pool};
-use crate::proxy::RequestCtx;
+use crate::counters::AttemptResult;
+use crate::failure;
+use crate::pool::{socket_addr, state_of, InflightGuard, Pool};
+use crate::request::RequestCtx;
 use bytes::{Bytes, BytesMut};
 use pingora_core::connectors::http::Connector;
 use pingora_core::protocols::http::client::HttpSession as ClientSession;
@@ -60,15 +67,27 @@ pub fn eligible(session: &Session, policy: &RacePolicy) -> bool {
     declared.is_none_or(|n| n <= policy.max_body)
 }
 
-/// One finished upstream request: the backend and its outcome.
+/// One finished upstream request: the backend, its in-flight slot (held
+/// until the request ends or is cancelled) and its outcome.
 type Outcome = (
     Backend,
     HttpPeer,
+    Option<InflightGuard>,
     Result<(ClientSession, Box<ResponseHeader>)>,
 );
 
+/// The answer chosen so far: backend, peer, its slot, connection, header.
+type Chosen = (
+    Backend,
+    HttpPeer,
+    Option<InflightGuard>,
+    ClientSession,
+    Box<ResponseHeader>,
+);
+
 /// Runs the race for the request in `session` over `pool`; the response
-/// has been written when this returns `Ok`.
+/// has been written when this returns `Ok`. The caller checked that `pool`
+/// has a ready backend (else its fallback chain serves the request).
 pub async fn run(
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -86,6 +105,7 @@ pub async fn run(
         ));
     }
     pool.stats.races.fetch_add(1, Relaxed);
+    ctx.attempt_pool = Some(pool.clone());
     let deadline = ctx
         .deadline
         .unwrap_or_else(|| Instant::now() + pool.config.timeouts.request);
@@ -93,12 +113,14 @@ pub async fn run(
     let mut set: JoinSet<Outcome> = JoinSet::new();
     let start_one = |set: &mut JoinSet<Outcome>, b: Backend, ctx: &mut RequestCtx| {
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let peer = pool.peer(&b, remaining);
+        let peer = pool.peer(&b, remaining, false);
         let (c, req, body) = (connector.clone(), Box::new(req.clone()), body.clone());
         ctx.tries += 1;
+        // every raced attempt holds an in-flight slot of its backend
+        let slot = state_of(&b).map(|s| s.start_request());
         set.spawn(async move {
             let r = ask(&c, &peer, req, body).await;
-            (b, peer, r)
+            (b, peer, slot, r)
         });
     };
     let hedged = !policy.hedge_delay.is_zero();
@@ -113,12 +135,18 @@ pub async fn run(
     tokio::pin!(sleep);
     let hedge = tokio::time::sleep(policy.hedge_delay);
     tokio::pin!(hedge);
-    let mut fallback: Option<(Backend, HttpPeer, ClientSession, Box<ResponseHeader>)> = None;
-    let mut last_err = None;
+    let mut fallback: Option<Chosen> = None;
     let mut timed_out = false;
+    let mut client_gone = false;
+    let mut watch_client = true;
     let winner = loop {
         tokio::select! {
             _ = &mut sleep => { timed_out = true; break None; }
+            // a client that leaves cancels every attempt at once
+            r = session.downstream_session.read_body_or_idle(true), if watch_client => {
+                if r.is_err() { client_gone = true; break None; }
+                watch_client = false;
+            }
             _ = &mut hedge, if hedged && pending.len() > 0 => {
                 if let Some(b) = pending.next() { start_one(&mut set, b, ctx); }
                 hedge.as_mut().reset((Instant::now() + policy.hedge_delay).into());
@@ -128,24 +156,19 @@ pub async fn run(
                     Some(b) => start_one(&mut set, b, ctx),
                     None => break None,
                 },
-                Some(Ok((b, peer, Ok((up, resp))))) => {
-                    if let Some(st) = crate::pool::state_of(&b) {
+                Some(Ok((b, peer, slot, Ok((up, resp))))) => {
+                    if let Some(st) = state_of(&b) {
                         st.record_attempt(AttemptResult::Ok);
                     }
                     if policy.is_terminal(resp.status.as_u16()) {
-                        break Some((b, peer, up, resp));
+                        break Some((b, peer, slot, up, resp));
                     }
-                    fallback = Some((b, peer, up, resp));
+                    fallback = Some((b, peer, slot, up, resp));
                     if hedged { if let Some(b) = pending.next() { start_one(&mut set, b, ctx); } }
                 }
-                Some(Ok((b, _, Err(e)))) => {
-                    if let Some(st) = crate::pool::state_of(&b) {
-                        st.record_attempt(attempt_result(&e));
-                    }
-                    pool.record_failure(&b);
-                    ctx.tried.push(socket_addr(&b));
-                    ctx.last_timeout = crate::proxy::is_timeout(&e);
-                    last_err = Some(e);
+                Some(Ok((b, _, slot, Err(e)))) => {
+                    drop(slot);
+                    attempt_failed(pool, ctx, &b, &e);
                     if hedged { if let Some(b) = pending.next() { start_one(&mut set, b, ctx); } }
                 }
                 Some(Err(join)) => log::warn!("race task failed: {join}"),
@@ -157,20 +180,22 @@ pub async fn run(
     set.abort_all();
     drop(set);
     pool.stats.race_cancelled.fetch_add(cancelled, Relaxed);
+    if client_gone {
+        return Err(
+            Error::explain(ErrorType::ConnectionClosed, "client left during the race").into_down(),
+        );
+    }
 
     let (outcome, chosen) = match (winner, fallback) {
         (Some(w), _) => ("won", w),
         (None, Some(f)) if !timed_out => ("no_terminal", f),
         (None, _) => {
             pool.stats.race_failed.fetch_add(1, Relaxed);
-            return Err(match (timed_out, last_err) {
-                (true, _) => {
-                    ctx.last_timeout = true;
-                    Error::explain(ErrorType::HTTPStatus(504), "race deadline passed")
-                }
-                (false, Some(_)) | (false, None) => {
-                    Error::explain(ErrorType::HTTPStatus(502), "no backend answered the race")
-                }
+            return Err(if timed_out {
+                ctx.last_timeout = true;
+                Error::explain(ErrorType::HTTPStatus(504), "race deadline passed")
+            } else {
+                Error::explain(ErrorType::HTTPStatus(502), "no backend answered the race")
             });
         }
     };
@@ -178,12 +203,34 @@ pub async fn run(
         "won" => pool.stats.race_won.fetch_add(1, Relaxed),
         _ => pool.stats.race_no_terminal.fetch_add(1, Relaxed),
     };
-    let (backend, peer, up, resp) = chosen;
-    ctx.attempt_pool = Some(pool.clone());
-    ctx.inflight = crate::pool::state_of(&backend).map(|s| s.start_request());
-    ctx.served = crate::pool::state_of(&backend).cloned();
+    let (backend, peer, slot, up, resp) = chosen;
+    ctx.inflight = slot;
+    ctx.served = state_of(&backend).cloned();
+    ctx.head_received = true;
     ctx.backend = Some(backend);
-    relay(session, connector, &peer, up, resp, deadline).await
+    relay(
+        session,
+        connector,
+        &peer,
+        up,
+        resp,
+        pool.config.timeouts.read,
+    )
+    .await
+}
+
+/// Accounts a raced request that failed before its answer (SPEC §3: only
+/// the backend's own failures count; local resource errors never do).
+fn attempt_failed(pool: &Pool, ctx: &mut RequestCtx, b: &Backend, e: &Error) {
+    ctx.tried.push(socket_addr(b));
+    if failure::is_local_resource_error(e) {
+        return;
+    }
+    if let Some(st) = state_of(b) {
+        st.record_attempt(attempt_result(e));
+    }
+    pool.record_failure(b);
+    ctx.last_timeout = failure::is_timeout(e);
 }
 
 /// The metrics label of a failed raced request.
@@ -272,7 +319,7 @@ fn upstream_request(session: &Session, body: &Bytes) -> Result<RequestHeader> {
     if !body.is_empty() || method_has_body {
         req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
     }
-    crate::proxy::add_forwarding_headers(session, &mut req)?;
+    crate::request::add_forwarding_headers(session, &mut req)?;
     Ok(req)
 }
 
@@ -315,7 +362,7 @@ async fn relay(
     peer: &HttpPeer,
     mut up: ClientSession,
     mut resp: Box<ResponseHeader>,
-    deadline: Instant,
+    read: Duration,
 ) -> Result<()> {
     let no_body = session.req_header().method == http::Method::HEAD
         || matches!(resp.status.as_u16(), 204 | 304);
@@ -325,21 +372,15 @@ async fn relay(
     {
         resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
     }
+    crate::proxy::clean_response(session, &mut resp);
     let eos = no_body || up.response_done();
     session.write_response_header(resp, eos).await?;
     if !eos {
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let chunk =
-                tokio::time::timeout(left.max(Duration::from_millis(1)), up.read_response_body())
-                    .await
-                    .map_err(|_| {
-                        Error::explain(ErrorType::ReadTimedout, "race deadline passed").into_up()
-                    })??;
-            match chunk {
-                Some(c) => session.write_response_body(Some(c), false).await?,
-                None => break,
-            }
+        // the body is bounded by `timeouts.read` per read, never by the
+        // request deadline (which ended with the head)
+        up.set_read_timeout(Some(read));
+        while let Some(c) = up.read_response_body().await? {
+            session.write_response_body(Some(c), false).await?;
         }
         session.write_response_body(None, true).await?;
     }

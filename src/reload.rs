@@ -2,14 +2,17 @@
 //! activating its pools, and swapping it in atomically on SIGHUP.
 //!
 //! A reload validates the whole file first; an invalid file changes nothing.
-//! New pools are built aside (backends that are unchanged keep their state),
-//! every pool is probed once so new backends are admitted before they can be
-//! chosen, and only then is the table published. Requests in flight keep the
-//! table they started with.
+//! File I/O and DNS (reading the file, resolving backend names, opening the
+//! access log, saving the admin state) run on tokio's blocking pool, never
+//! on the runtime that also runs the health checks and the admin API.
+//! New pools are built aside (backends that stay keep their state: see
+//! [`crate::state`]), new backends are probed once so that they are admitted
+//! before they can be chosen, and only then is the table published. Requests
+//! in flight keep the table they started with.
 
-use crate::admin::AdminState;
-use crate::config::{self, Config, ConfigErrors};
-use crate::metrics::Metrics;
+use crate::access_log::{self, AccessLogger};
+use crate::config::{self, AdminState, Config, ConfigErrors};
+use crate::counters::Metrics;
 use crate::pool::Pool;
 use crate::routing::RouteTable;
 use crate::tls::TlsListeners;
@@ -25,21 +28,25 @@ use std::sync::Arc;
 /// Builds the table for `config`, reusing backend state from `previous`.
 /// Pools are not probed or started yet: see [`activate`].
 pub fn build_table(config: Arc<Config>, previous: Option<&RouteTable>) -> RouteTable {
+    let registry = previous.map(|t| t.registry.clone()).unwrap_or_default();
     let pools = config
         .pools
         .values()
         .map(|p| {
             let old = previous.and_then(|t| t.pool(&p.name)).map(|p| p.as_ref());
-            Arc::new(Pool::build(p, old))
+            Arc::new(Pool::build(p, old, &registry))
         })
         .collect();
-    RouteTable::new(config, pools)
+    let access_log = AccessLogger::new(&config.log);
+    RouteTable::new(config, pools, registry, access_log)
 }
 
-/// Probes every pool of `table` once (admitting backends that pass), then
-/// starts each pool's periodic health checks on the current runtime.
+/// Probes once every backend of `table` that has not passed a probe yet
+/// (new ones: admitting those that pass), then starts the periodic probes
+/// on the current runtime. Backends the previous table had keep their state
+/// and are not probed again.
 pub async fn activate(table: &RouteTable) {
-    futures::future::join_all(table.pools().iter().map(|p| p.probe_now())).await;
+    futures::future::join_all(table.pools().iter().map(|p| p.probe_new())).await;
     for p in table.pools() {
         p.start();
     }
@@ -54,13 +61,18 @@ pub enum ReloadError {
     Refused(u16, String),
     /// The admin state could not be saved.
     State(String),
+    /// A file the configuration names could not be opened (the access
+    /// log), or blocking work failed.
+    Io(String),
 }
 
 impl std::fmt::Display for ReloadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ReloadError::Config(e) => write!(f, "{e}"),
-            ReloadError::Refused(_, m) | ReloadError::State(m) => f.write_str(m),
+            ReloadError::Refused(_, m) | ReloadError::State(m) | ReloadError::Io(m) => {
+                f.write_str(m)
+            }
         }
     }
 }
@@ -123,27 +135,30 @@ impl Reloader {
                 "quick mode has no configuration file to reload".into(),
             ));
         };
-        let file = match config::load(path) {
-            Ok(c) => Arc::new(c),
+        let path = path.clone();
+        let tls = self.tls.clone();
+        let loaded = blocking(move || {
+            let file = config::load(&path).map_err(ReloadError::Config)?;
+            let sink = access_log::open_sink(&file.log).map_err(ReloadError::Io)?;
+            // certificates too: a file that fails now rejects the reload
+            let certs = tls
+                .as_ref()
+                .map(|t| t.prepare(&file.listen))
+                .transpose()
+                .map_err(|e| {
+                    ReloadError::Config(ConfigErrors {
+                        source: path.display().to_string(),
+                        errors: vec![config::ConfigError::new("listen", e.to_string())],
+                    })
+                })?;
+            Ok((file, sink, certs))
+        })
+        .await;
+        let (file, sink, certs) = match loaded {
+            Ok((file, sink, certs)) => (Arc::new(file), sink, certs),
             Err(e) => {
                 self.metrics.reloads_error.fetch_add(1, Relaxed);
-                return Err(ReloadError::Config(e));
-            }
-        };
-        // certificates first: a file that fails now rejects the reload
-        let certs = match self
-            .tls
-            .as_ref()
-            .map(|t| t.prepare(&file.listen))
-            .transpose()
-        {
-            Ok(c) => c,
-            Err(e) => {
-                self.metrics.reloads_error.fetch_add(1, Relaxed);
-                return Err(ReloadError::Config(ConfigErrors {
-                    source: path.display().to_string(),
-                    errors: vec![config::ConfigError::new("listen", e.to_string())],
-                }));
+                return Err(e);
             }
         };
         let old = self.routes.load_full();
@@ -154,7 +169,7 @@ impl Reloader {
                 .collect::<Vec<_>>()
         };
         if shape(&file.listen) != shape(&old.config.listen)
-            || file.server != old.config.server
+            || old.config.server.needs_upgrade_to_become(&file.server)
             || file.admin.as_ref().map(|a| &a.listen)
                 != old.config.admin.as_ref().map(|a| &a.listen)
         {
@@ -162,13 +177,17 @@ impl Reloader {
                 "reload: changes to `listen`, `server` or `admin.listen` take effect only after a binary upgrade (systemctl reload)"
             );
         }
-        self.publish(&file, &sources.state, &old).await;
+        self.publish(file.clone(), sources.state.clone(), &old)
+            .await?;
         if let Some(c) = certs {
             c.commit();
         }
+        access_log::reopen(sink);
         sources.file = file;
         self.metrics.reloads_ok.fetch_add(1, Relaxed);
-        log::info!("configuration reloaded from {}", path.display());
+        if let Some(path) = &self.path {
+            log::info!("configuration reloaded from {}", path.display());
+        }
         Ok(())
     }
 
@@ -182,32 +201,65 @@ impl Reloader {
         let mut sources = self.sources.lock().await;
         let old = self.routes.load_full();
         let mut state = sources.state.clone();
-        change(&mut state, &old.config)?;
-        if let Some(path) = old
-            .config
-            .admin
-            .as_ref()
-            .and_then(|a| a.state_file.as_ref())
-        {
-            state
-                .save(std::path::Path::new(path))
-                .map_err(ReloadError::State)?;
-        }
-        self.publish(&sources.file, &state, &old).await;
+        let applied = match change(&mut state, &old.config) {
+            Ok(()) => match old.config.admin.as_ref().and_then(|a| a.state_file.clone()) {
+                Some(path) => {
+                    let to_save = state.clone();
+                    blocking(move || {
+                        to_save
+                            .save(std::path::Path::new(&path))
+                            .map_err(ReloadError::State)
+                    })
+                    .await
+                }
+                None => Ok(()),
+            },
+            Err(e) => Err(e),
+        };
+        let counter = match applied {
+            Ok(()) => &self.metrics.admin_changes_ok,
+            Err(_) => &self.metrics.admin_changes_error,
+        };
+        counter.fetch_add(1, Relaxed);
+        applied?;
+        self.publish(sources.file.clone(), state.clone(), &old)
+            .await?;
         sources.state = state;
-        self.metrics.reloads_ok.fetch_add(1, Relaxed);
         Ok(())
     }
 
-    async fn publish(&self, file: &Config, state: &AdminState, old: &RouteTable) {
-        let (effective, warnings) = state.apply(file);
+    /// Builds the table for `file` with `state` applied (on the blocking
+    /// pool: admin-added backends are resolved), probes its new backends,
+    /// then publishes it.
+    async fn publish(
+        &self,
+        file: Arc<Config>,
+        state: AdminState,
+        old: &RouteTable,
+    ) -> Result<(), ReloadError> {
+        let (effective, warnings) = blocking(move || Ok(state.apply(&file))).await?;
         for w in warnings {
             log::warn!("{w}");
         }
         let table = build_table(Arc::new(effective), Some(old));
         activate(&table).await;
-        self.routes.store(Arc::new(table));
+        let table = Arc::new(table);
+        self.routes.store(table.clone());
+        // probe loops only the old table used stop now, even while its
+        // in-flight requests keep it alive
+        let live = table.pools().iter().filter_map(|p| p.probes());
+        table.registry.retire_unused(live);
+        Ok(())
     }
+}
+
+/// Runs blocking `work` (file I/O, DNS) on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ReloadError> + Send + 'static,
+) -> Result<T, ReloadError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(ReloadError::Io(format!("blocking task failed: {e}"))))
 }
 
 /// The background service that activates the first table, reports ready

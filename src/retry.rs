@@ -30,7 +30,7 @@ pub enum Failure {
 }
 
 /// What the proxy knows about the request when an attempt fails.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AttemptState {
     /// Attempts made so far, including the failed one.
     pub tries: usize,

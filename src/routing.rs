@@ -1,12 +1,13 @@
 //! Routing: from the `App-Name` header (or the configured header) to a pool.
 //!
 //! A [`RouteTable`] is the live, immutable snapshot of the configuration and
-//! its pools. Requests hold the table they started with; a reload publishes
+//! its pools; building one does no I/O. Requests hold the table they started with; a reload publishes
 //! a new one (see [`crate::reload`]).
 
 use crate::access_log::AccessLogger;
 use crate::config::Config;
 use crate::pool::Pool;
+use crate::state::Registry;
 use http::HeaderName;
 use std::sync::Arc;
 
@@ -17,31 +18,33 @@ pub struct RouteTable {
     header: HeaderName,
     pools: Vec<Arc<Pool>>,
     default_pool: Option<Arc<Pool>>,
-    /// The access log, opened for this table (`None` when off).
-    pub access_log: Option<Arc<AccessLogger>>,
+    /// The access log's line format (`None` when off).
+    pub access_log: Option<AccessLogger>,
+    /// Where the pools' backend state lives (shared with later tables).
+    pub registry: Arc<Registry>,
 }
 
 impl RouteTable {
-    /// Assembles a table from `config` and its built `pools`.
-    pub fn new(config: Arc<Config>, pools: Vec<Arc<Pool>>) -> Self {
+    /// Assembles a table from `config`, its built `pools`, the registry
+    /// their backend state lives in and the opened access log.
+    pub fn new(
+        config: Arc<Config>,
+        pools: Vec<Arc<Pool>>,
+        registry: Arc<Registry>,
+        access_log: Option<AccessLogger>,
+    ) -> Self {
         let default_pool = config
             .routing
             .default_pool
             .as_deref()
             .and_then(|d| pools.iter().find(|p| p.name() == d).cloned());
-        let access_log = match AccessLogger::open(&config.log) {
-            Ok(l) => l.map(Arc::new),
-            Err(e) => {
-                log::error!("cannot open the access log, not writing it: {e}");
-                None
-            }
-        };
         RouteTable {
             header: config.routing.header.clone(),
             config,
             pools,
             default_pool,
             access_log,
+            registry,
         }
     }
 
@@ -106,12 +109,13 @@ pools:
             "t",
         )
         .unwrap();
+        let registry = Arc::new(Registry::default());
         let pools = config
             .pools
             .values()
-            .map(|p| Arc::new(Pool::build(p, None)))
+            .map(|p| Arc::new(Pool::build(p, None, &registry)))
             .collect();
-        RouteTable::new(Arc::new(config), pools)
+        RouteTable::new(Arc::new(config), pools, registry, None)
     }
 
     #[test]

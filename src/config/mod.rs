@@ -6,19 +6,25 @@
 //! once as [`ConfigErrors`], each naming the file, the key path and, where
 //! known, the line.
 
+mod admin_state;
 pub mod edge;
+mod pool;
 pub mod quick;
 pub mod raw;
 pub mod units;
 mod validate;
+mod validate_backend;
+mod validate_pool;
 
+pub use admin_state::{AddedBackend, AdminState, PoolChanges};
 pub use edge::{CertPair, ClientLimits, ListenerTls, RateKey, RateLimit, UpstreamTls};
-pub use validate::{backend_from_url, validate};
+pub use pool::*;
+pub use validate::validate;
+pub use validate_backend::backend_from_url;
 
 use http::HeaderName;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
@@ -86,6 +92,21 @@ pub struct ServerSettings {
     /// threads, off with one, where a single current-thread runtime is
     /// cheaper per request; README "Performance").
     pub work_stealing: bool,
+    /// Forward request headers whose names contain `_` (default false: they
+    /// are dropped before forwarding, nginx's `underscores_in_headers off`,
+    /// so a backend mapping `_` and `-` alike never sees a spoofed header).
+    /// Applied by a reload, unlike the other `server` keys.
+    pub underscores_in_headers: bool,
+}
+
+impl ServerSettings {
+    /// Whether `other` differs in a key that needs a binary upgrade (all
+    /// but `underscores_in_headers`, which a reload applies).
+    pub fn needs_upgrade_to_become(&self, other: &ServerSettings) -> bool {
+        let mut same = other.clone();
+        same.underscores_in_headers = self.underscores_in_headers;
+        *self != same
+    }
 }
 
 /// One listening socket.
@@ -106,208 +127,6 @@ pub struct Routing {
     pub header: HeaderName,
     /// Pool used for a missing or unknown header value; `None` answers 404.
     pub default_pool: Option<String>,
-}
-
-/// How a pool picks a backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Strategy {
-    /// Weighted round robin.
-    RoundRobin,
-    /// Fewest in-flight requests, relative to weight.
-    LeastConn,
-    /// Weighted random.
-    Random,
-    /// Consistent (Ketama) hashing on a request key.
-    Consistent(HashKey),
-}
-
-impl Strategy {
-    /// The name used in the YAML file and the admin API.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Strategy::RoundRobin => "round_robin",
-            Strategy::LeastConn => "least_conn",
-            Strategy::Random => "random",
-            Strategy::Consistent(_) => "consistent",
-        }
-    }
-}
-
-/// What a consistent-hash pool hashes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HashKey {
-    /// The client's IP address.
-    ClientIp,
-    /// The value of a request header (missing header hashes as empty).
-    Header(HeaderName),
-    /// The request path.
-    Path,
-}
-
-/// A validated pool.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolConfig {
-    /// The pool's name (its key under `pools:`).
-    pub name: String,
-    /// Backend selection.
-    pub strategy: Strategy,
-    /// Members, in file order.
-    pub backends: Vec<BackendConfig>,
-    /// Active health check.
-    pub health: HealthConfig,
-    /// Upstream timeouts.
-    pub timeouts: Timeouts,
-    /// Pool to use when this one has no usable backend.
-    pub fallback: Option<String>,
-    /// Retries on another backend.
-    pub retries: RetryPolicy,
-    /// Passive failure marking.
-    pub passive: PassivePolicy,
-    /// Fan-out racing; `None` is off.
-    pub race: Option<RacePolicy>,
-    /// Token bucket per client; `None` is off.
-    pub rate_limit: Option<RateLimit>,
-    /// Certificate checks of `https://` backends.
-    pub tls: UpstreamTls,
-}
-
-/// A pool's `race:` after defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RacePolicy {
-    /// `terminal[c]` is true when status class `c`xx ends the race (index 1..=5).
-    pub terminal: [bool; 6],
-    /// Zero: ask every backend at once; otherwise one more backend per delay.
-    pub hedge_delay: Duration,
-    /// Largest request body raced, bytes (default 1 MiB).
-    pub max_body: u64,
-}
-
-impl RacePolicy {
-    /// Whether an answer with `status` ends the race.
-    pub fn is_terminal(&self, status: u16) -> bool {
-        self.terminal
-            .get(usize::from(status / 100))
-            .copied()
-            .unwrap_or(false)
-    }
-}
-
-/// A failure kind that `retries.on` can name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RetryOn {
-    /// The TCP/TLS connection could not be made (nothing was sent).
-    ConnectFailure,
-    /// The connection broke after the request was sent.
-    Reset,
-    /// Connect or read timeout.
-    Timeout,
-    /// The backend answered 502.
-    Http502,
-    /// The backend answered 503.
-    Http503,
-    /// The backend answered 504.
-    Http504,
-}
-
-impl RetryOn {
-    /// Every kind with its YAML name.
-    pub const ALL: [(&'static str, RetryOn); 6] = [
-        ("connect_failure", RetryOn::ConnectFailure),
-        ("reset", RetryOn::Reset),
-        ("timeout", RetryOn::Timeout),
-        ("http_502", RetryOn::Http502),
-        ("http_503", RetryOn::Http503),
-        ("http_504", RetryOn::Http504),
-    ];
-}
-
-/// A pool's `retries:` after defaults.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Total tries per request, at least 1 (default 3).
-    pub attempts: usize,
-    /// Failure kinds retried (default connect_failure, reset, timeout).
-    pub on: Vec<RetryOn>,
-    /// Bodies up to this many bytes are replayable (default 64 KiB, the most
-    /// pingora's replay buffer holds).
-    pub max_body: u64,
-}
-
-impl RetryPolicy {
-    /// Whether `kind` is retried.
-    pub fn retries(&self, kind: RetryOn) -> bool {
-        self.on.contains(&kind)
-    }
-}
-
-/// A pool's `passive:` after defaults.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PassivePolicy {
-    /// Failures within `fail_timeout` that eject a backend; 0 turns it off.
-    pub max_fails: u32,
-    /// Counting window and ejection time (default 10s).
-    pub fail_timeout: Duration,
-}
-
-/// A validated backend.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackendConfig {
-    /// The URL as written, normalised to `scheme://host:port`.
-    pub url: String,
-    /// Resolved socket address.
-    pub addr: SocketAddr,
-    /// Whether to speak TLS to it (`https://`).
-    pub tls: bool,
-    /// Host name for SNI and certificate checks (`https://` only).
-    pub host: String,
-    /// Relative weight, at least 1.
-    pub weight: usize,
-    /// Whether it takes traffic.
-    pub enabled: bool,
-    /// Display name.
-    pub name: String,
-}
-
-/// Which probe a pool runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HealthKind {
-    /// A TCP connect.
-    Tcp,
-    /// An HTTP GET of `path`; passes on `expect_status`, or any 2xx when `None`.
-    Http {
-        /// Path to request.
-        path: String,
-        /// The one passing status; `None` is any 2xx.
-        expect_status: Option<u16>,
-    },
-    /// No probe: backends are taken as healthy.
-    None,
-}
-
-/// A pool's active health check.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthConfig {
-    /// The probe.
-    pub kind: HealthKind,
-    /// Time between probes (default 2s).
-    pub interval: Duration,
-    /// Connect and read timeout of a probe (default 1s).
-    pub timeout: Duration,
-    /// Consecutive successes to mark healthy (default 2).
-    pub rise: usize,
-    /// Consecutive failures to mark unhealthy (default 3).
-    pub fall: usize,
-}
-
-/// A pool's upstream timeouts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Timeouts {
-    /// Connect timeout (default 2s).
-    pub connect: Duration,
-    /// Per-read timeout (default 30s).
-    pub read: Duration,
-    /// Whole-request deadline (default 30s).
-    pub request: Duration,
 }
 
 /// Where access log lines go.

@@ -71,6 +71,9 @@ pub struct RawServer {
     pub upstream_keepalive_pool_size: Option<usize>,
     /// Whether tokio work stealing is on (default: on unless `threads: 1`).
     pub work_stealing: Option<bool>,
+    /// Forward request headers whose names contain `_` (default false: they
+    /// are dropped, as nginx's `underscores_in_headers off`).
+    pub underscores_in_headers: Option<bool>,
 }
 
 /// One entry of `listen:`.
@@ -163,6 +166,8 @@ pub struct RawPassive {
     pub max_fails: Option<u32>,
     /// The counting window and the ejection time (default 10s).
     pub fail_timeout: Option<Dur>,
+    /// Most of the pool's backends ejected at once, percent (default 50).
+    pub max_ejected_percent: Option<u32>,
 }
 
 /// One backend of a pool.
@@ -208,8 +213,10 @@ pub struct RawTimeouts {
     pub connect: Option<Dur>,
     /// Timeout of each read of the upstream response (default 30s).
     pub read: Option<Dur>,
-    /// Whole-request deadline (default 30s).
+    /// Deadline for the response head, all attempts included (default 30s).
     pub request: Option<Dur>,
+    /// Idle limit of an upgraded (WebSocket) connection (default 1h).
+    pub idle: Option<Dur>,
 }
 
 /// `log:`.

@@ -2,9 +2,10 @@
 //! cross-references (`default_pool`, `fallback`) and every per-value check.
 //! All errors are collected; none stops the others from being found.
 
-use super::raw::{RawBackend, RawConfig, RawHealthCheck, RawPool};
+use super::raw::RawConfig;
+use super::validate_pool::pool;
 use super::*;
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::net::ToSocketAddrs;
 
 /// Checks `raw` and returns the validated [`Config`], or every problem found.
@@ -109,6 +110,30 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         }
     }
     fallback_cycles(&raw, &mut errs);
+
+    if !server.underscores_in_headers {
+        // such headers are dropped before routing (README "Request hygiene")
+        let dropped = |key: String, name: &HeaderName| {
+            ConfigError::new(
+                key,
+                format!(
+                    "{:?} contains `_`: request headers with `_` in their name are dropped \
+                     unless server.underscores_in_headers is true",
+                    name.as_str()
+                ),
+            )
+        };
+        if header.as_str().contains('_') {
+            errs.push(dropped("routing.header".into(), &header));
+        }
+        for (name, p) in &pools {
+            if let Strategy::Consistent(HashKey::Header(h)) = &p.strategy {
+                if h.as_str().contains('_') {
+                    errs.push(dropped(format!("pools.{name}.hash_key"), h));
+                }
+            }
+        }
+    }
 
     let log = log(&raw, &mut errs);
     let admin = raw.admin.as_ref().map(|a| admin(a, &mut errs));
@@ -230,408 +255,8 @@ fn server(raw: &RawConfig, errs: &mut Vec<ConfigError>) -> ServerSettings {
         // another wants it, and the hand-over often fails ("failed to acquire
         // reusable stream"), opening a new connection; stealing avoids that.
         work_stealing: s.work_stealing.unwrap_or(threads > 1),
+        underscores_in_headers: s.underscores_in_headers.unwrap_or(false),
     }
-}
-
-fn pool(name: &str, p: &RawPool, path: &str, errs: &mut Vec<ConfigError>) -> Option<PoolConfig> {
-    let before = errs.len();
-    let strategy = match p.strategy.as_deref().unwrap_or("round_robin") {
-        "round_robin" => Strategy::RoundRobin,
-        "least_conn" => Strategy::LeastConn,
-        "random" => Strategy::Random,
-        "consistent" => Strategy::Consistent(hash_key(p.hash_key.as_deref(), path, errs)),
-        other => {
-            errs.push(ConfigError::new(
-                format!("{path}.strategy"),
-                format!("unknown strategy {other:?} (round_robin, least_conn, random, consistent)"),
-            ));
-            Strategy::RoundRobin
-        }
-    };
-    if p.hash_key.is_some() && !matches!(strategy, Strategy::Consistent(_)) {
-        errs.push(ConfigError::new(
-            format!("{path}.hash_key"),
-            "hash_key needs strategy: consistent",
-        ));
-    }
-    if p.backends.is_empty() {
-        errs.push(ConfigError::new(
-            format!("{path}.backends"),
-            "a pool needs at least one backend",
-        ));
-    }
-    let mut backends = Vec::new();
-    let mut seen = BTreeSet::new();
-    for (i, b) in p.backends.iter().enumerate() {
-        let bpath = format!("{path}.backends[{i}]");
-        if let Some(b) = backend(b, &bpath, errs) {
-            if !seen.insert(b.addr) {
-                errs.push(ConfigError::new(
-                    format!("{bpath}.url"),
-                    format!("duplicate backend {} in pool {name:?}", b.url),
-                ));
-            } else {
-                backends.push(b);
-            }
-        }
-    }
-    if backends.iter().any(|b| b.tls) && backends.iter().any(|b| !b.tls) {
-        errs.push(ConfigError::new(
-            format!("{path}.backends"),
-            "mixes http:// and https:// backends; use one scheme per pool",
-        ));
-    }
-    let health = health(
-        p.health_check.as_ref(),
-        &format!("{path}.health_check"),
-        errs,
-    );
-    let t = &p.timeouts;
-    let timeouts = Timeouts {
-        connect: t.connect.map_or(Duration::from_secs(2), |d| d.0),
-        read: t.read.map_or(Duration::from_secs(30), |d| d.0),
-        request: t.request.map_or(Duration::from_secs(30), |d| d.0),
-    };
-    for (key, d) in [
-        ("connect", timeouts.connect),
-        ("read", timeouts.read),
-        ("request", timeouts.request),
-    ] {
-        if d.is_zero() {
-            errs.push(ConfigError::new(
-                format!("{path}.timeouts.{key}"),
-                "must be greater than 0",
-            ));
-        }
-    }
-    let retries = retries(p.retries.as_ref(), &format!("{path}.retries"), errs);
-    let passive = PassivePolicy {
-        max_fails: p.passive.as_ref().and_then(|x| x.max_fails).unwrap_or(1),
-        fail_timeout: p
-            .passive
-            .as_ref()
-            .and_then(|x| x.fail_timeout)
-            .map_or(Duration::from_secs(10), |d| d.0),
-    };
-    if passive.max_fails > 0 && passive.fail_timeout.is_zero() {
-        errs.push(ConfigError::new(
-            format!("{path}.passive.fail_timeout"),
-            "must be greater than 0",
-        ));
-    }
-    let race = p
-        .race
-        .as_ref()
-        .map(|r| race(r, &format!("{path}.race"), errs));
-    let rate_limit = p
-        .rate_limit
-        .as_ref()
-        .and_then(|r| super::edge::rate_limit(r, &format!("{path}.rate_limit"), errs));
-    let tls = p.tls.as_ref().map_or_else(UpstreamTls::default, |t| {
-        super::edge::upstream_tls(t, &format!("{path}.tls"), errs)
-    });
-    if p.tls.is_some() && !backends.iter().any(|b| b.tls) {
-        errs.push(ConfigError::new(
-            format!("{path}.tls"),
-            "applies to https:// backends only and this pool has none",
-        ));
-    }
-    (errs.len() == before).then(|| PoolConfig {
-        name: name.to_string(),
-        strategy,
-        backends,
-        health,
-        timeouts,
-        fallback: p.fallback.clone(),
-        retries,
-        passive,
-        race,
-        rate_limit,
-        tls,
-    })
-}
-
-fn race(r: &super::raw::RawRace, path: &str, errs: &mut Vec<ConfigError>) -> RacePolicy {
-    let mut terminal = [false, true, true, true, true, false];
-    if let Some(list) = &r.terminal {
-        terminal = [false; 6];
-        for (i, class) in list.iter().enumerate() {
-            match class.as_bytes() {
-                [d @ b'1'..=b'5', b'x' | b'X', b'x' | b'X'] => {
-                    terminal[usize::from(d - b'0')] = true
-                }
-                _ => errs.push(ConfigError::new(
-                    format!("{path}.terminal[{i}]"),
-                    format!("{class:?} is not a status class (1xx, 2xx, 3xx, 4xx, 5xx)"),
-                )),
-            }
-        }
-    }
-    RacePolicy {
-        terminal,
-        hedge_delay: r.hedge_delay.map_or(Duration::ZERO, |d| d.0),
-        max_body: r.max_body.map_or(1 << 20, |s| s.0),
-    }
-}
-
-/// Largest replayable body: pingora's request replay buffer.
-pub const MAX_REPLAY_BODY: u64 = 64 * 1024;
-
-fn retries(
-    r: Option<&super::raw::RawRetries>,
-    path: &str,
-    errs: &mut Vec<ConfigError>,
-) -> RetryPolicy {
-    let default = super::raw::RawRetries::default();
-    let r = r.unwrap_or(&default);
-    let attempts = r.attempts.unwrap_or(3);
-    if attempts == 0 {
-        errs.push(ConfigError::new(
-            format!("{path}.attempts"),
-            "must be at least 1 (1 = no retries)",
-        ));
-    }
-    let on = match &r.on {
-        None => vec![RetryOn::ConnectFailure, RetryOn::Reset, RetryOn::Timeout],
-        Some(list) => {
-            let mut on = Vec::new();
-            for (i, name) in list.iter().enumerate() {
-                match RetryOn::ALL.iter().find(|(n, _)| n == name) {
-                    Some((_, k)) if !on.contains(k) => on.push(*k),
-                    Some(_) => {}
-                    None => errs.push(ConfigError::new(
-                        format!("{path}.on[{i}]"),
-                        format!(
-                            "unknown retry condition {name:?} (connect_failure, reset, timeout, http_502, http_503, http_504)"
-                        ),
-                    )),
-                }
-            }
-            on
-        }
-    };
-    let max_body = r.max_body.map_or(MAX_REPLAY_BODY, |s| s.0);
-    if max_body > MAX_REPLAY_BODY {
-        errs.push(ConfigError::new(
-            format!("{path}.max_body"),
-            format!("at most 64KiB (the size of the replay buffer), got {max_body} bytes"),
-        ));
-    }
-    RetryPolicy {
-        attempts: attempts.max(1),
-        on,
-        max_body,
-    }
-}
-
-fn hash_key(key: Option<&str>, path: &str, errs: &mut Vec<ConfigError>) -> HashKey {
-    match key.unwrap_or("client_ip") {
-        "client_ip" => HashKey::ClientIp,
-        "path" => HashKey::Path,
-        other => match other.strip_prefix("header:").map(str::trim) {
-            Some(h) => HeaderName::from_bytes(h.as_bytes())
-                .map(HashKey::Header)
-                .unwrap_or_else(|_| {
-                    errs.push(ConfigError::new(
-                        format!("{path}.hash_key"),
-                        format!("{h:?} is not a valid header name"),
-                    ));
-                    HashKey::ClientIp
-                }),
-            None => {
-                errs.push(ConfigError::new(
-                    format!("{path}.hash_key"),
-                    format!("unknown hash_key {other:?} (client_ip, header:NAME, path)"),
-                ));
-                HashKey::ClientIp
-            }
-        },
-    }
-}
-
-/// Parses a backend URL into (normalised url, host, port, tls).
-pub(crate) fn parse_url(url: &str) -> Result<(String, String, u16, bool), String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| format!("{url:?} is not a URL like http://host:port"))?;
-    let tls = match scheme.to_ascii_lowercase().as_str() {
-        "http" => false,
-        "https" => true,
-        other => {
-            return Err(format!(
-                "{url:?}: unsupported scheme {other:?} (http, https)"
-            ))
-        }
-    };
-    let authority = rest.strip_suffix('/').unwrap_or(rest);
-    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
-        return Err(format!(
-            "{url:?} must be scheme://host:port with no path, query or credentials"
-        ));
-    }
-    let default_port = if tls { 443 } else { 80 };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || h.starts_with('[') => {
-            if h.contains(':') && !h.starts_with('[') {
-                (authority.to_string(), default_port) // bare IPv6
-            } else {
-                let port = p
-                    .parse::<u16>()
-                    .ok()
-                    .filter(|p| *p != 0)
-                    .ok_or_else(|| format!("{url:?}: bad port {p:?}"))?;
-                (h.to_string(), port)
-            }
-        }
-        _ => (authority.to_string(), default_port),
-    };
-    if host.is_empty() {
-        return Err(format!("{url:?} has no host"));
-    }
-    let scheme = if tls { "https" } else { "http" };
-    Ok((format!("{scheme}://{host}:{port}"), host, port, tls))
-}
-
-/// A validated backend from a URL and weight (the admin API's `POST /backends`).
-pub fn backend_from_url(url: &str, weight: Option<usize>) -> Result<BackendConfig, String> {
-    let raw = RawBackend {
-        url: url.to_string(),
-        weight,
-        enabled: None,
-        name: None,
-    };
-    let mut errs = Vec::new();
-    backend(&raw, "", &mut errs).ok_or_else(|| {
-        errs.into_iter()
-            .map(|e| e.message)
-            .collect::<Vec<_>>()
-            .join("; ")
-    })
-}
-
-fn backend(b: &RawBackend, path: &str, errs: &mut Vec<ConfigError>) -> Option<BackendConfig> {
-    let (url, host, port, tls) = match parse_url(b.url.trim()) {
-        Ok(v) => v,
-        Err(m) => {
-            errs.push(ConfigError::new(format!("{path}.url"), m));
-            return None;
-        }
-    };
-    let bare = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let addr = match (bare.as_str(), port)
-        .to_socket_addrs()
-        .map(|mut a| a.next())
-    {
-        Ok(Some(a)) => a,
-        _ => {
-            errs.push(ConfigError::new(
-                format!("{path}.url"),
-                format!("cannot resolve host {host:?} of {:?}", b.url),
-            ));
-            return None;
-        }
-    };
-    let weight = b.weight.unwrap_or(1);
-    if weight == 0 || weight > 1000 {
-        errs.push(ConfigError::new(
-            format!("{path}.weight"),
-            format!(
-                "weight {weight} is out of range 1..=1000 (use enabled: false to send nothing)"
-            ),
-        ));
-        return None;
-    }
-    Some(BackendConfig {
-        url,
-        addr,
-        tls,
-        name: b.name.clone().unwrap_or_else(|| format!("{host}:{port}")),
-        host: bare,
-        weight,
-        enabled: b.enabled.unwrap_or(true),
-    })
-}
-
-fn health(h: Option<&RawHealthCheck>, path: &str, errs: &mut Vec<ConfigError>) -> HealthConfig {
-    let default = RawHealthCheck::default();
-    let h = h.unwrap_or(&default);
-    let kind = match h.kind.as_deref().unwrap_or("tcp") {
-        "tcp" => HealthKind::Tcp,
-        "none" => HealthKind::None,
-        "http" => {
-            let path_ = h.path.clone().unwrap_or_else(|| "/".into());
-            if !path_.starts_with('/') || path_.contains(char::is_whitespace) {
-                errs.push(ConfigError::new(
-                    format!("{path}.path"),
-                    format!("{path_:?} must be an absolute path like /health"),
-                ));
-            }
-            if let Some(s) = h.expect_status {
-                if !(100..=599).contains(&s) {
-                    errs.push(ConfigError::new(
-                        format!("{path}.expect_status"),
-                        format!("{s} is not an HTTP status"),
-                    ));
-                }
-            }
-            HealthKind::Http {
-                path: path_,
-                expect_status: h.expect_status,
-            }
-        }
-        other => {
-            errs.push(ConfigError::new(
-                format!("{path}.type"),
-                format!("unknown health check type {other:?} (http, tcp, none)"),
-            ));
-            HealthKind::Tcp
-        }
-    };
-    if !matches!(kind, HealthKind::Http { .. }) {
-        if h.path.is_some() {
-            errs.push(ConfigError::new(
-                format!("{path}.path"),
-                "path needs type: http",
-            ));
-        }
-        if h.expect_status.is_some() {
-            errs.push(ConfigError::new(
-                format!("{path}.expect_status"),
-                "expect_status needs type: http",
-            ));
-        }
-    }
-    let cfg = HealthConfig {
-        kind,
-        interval: h.interval.map_or(Duration::from_secs(2), |d| d.0),
-        timeout: h.timeout.map_or(Duration::from_secs(1), |d| d.0),
-        rise: h.rise.unwrap_or(2),
-        fall: h.fall.unwrap_or(3),
-    };
-    if cfg.interval < Duration::from_millis(10) {
-        errs.push(ConfigError::new(
-            format!("{path}.interval"),
-            "must be at least 10ms",
-        ));
-    }
-    if cfg.timeout.is_zero() {
-        errs.push(ConfigError::new(
-            format!("{path}.timeout"),
-            "must be greater than 0",
-        ));
-    }
-    for (key, v) in [("rise", cfg.rise), ("fall", cfg.fall)] {
-        if v == 0 {
-            errs.push(ConfigError::new(
-                format!("{path}.{key}"),
-                "must be at least 1",
-            ));
-        }
-    }
-    cfg
 }
 
 fn fallback_cycles(raw: &RawConfig, errs: &mut Vec<ConfigError>) {

@@ -5,7 +5,7 @@
 //! [`BackendState`](super::backend::BackendState), so they survive selector
 //! rebuilds), breaking ties round-robin so idle pools still spread load.
 
-use super::backend::state_of;
+use crate::state::state_of;
 use pingora_load_balancing::selection::{BackendIter, BackendSelection};
 use pingora_load_balancing::Backend;
 use std::collections::BTreeSet;
@@ -73,7 +73,7 @@ impl BackendIter for LeastConnIter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pool::backend::BackendState;
+    use crate::state::BackendState;
 
     fn backend(addr: &str, weight: usize) -> (Backend, Arc<BackendState>) {
         let mut b = Backend::new_with_weight(addr, weight).unwrap();

@@ -2,36 +2,38 @@
 //! `LoadBalancer`, with its strategy, probe, timeouts and live backend state.
 //!
 //! Selection, membership, enablement and active health are pingora's; this
-//! module adds what pingora lacks: least-connections ([`least_conn`]), the
-//! probe gate for new backends and per-backend counters ([`backend`]).
+//! module adds what pingora lacks: least-connections (`least_conn`), smooth
+//! weighted round robin (`smooth_wrr`) and, through [`crate::state`], the
+//! probe gate for new backends, passive ejection and per-backend counters.
 //!
-//! A pool is immutable once built. A reload builds a new pool and carries
-//! the live state of unchanged backends over ([`Pool::build`]'s `previous`).
+//! A pool is immutable once built. A reload builds a new pool; its backends'
+//! state and probes come from the [`Registry`], so whatever the new pool
+//! shares with the old one keeps its state.
 
-mod backend;
 mod least_conn;
-mod passive;
+mod smooth_wrr;
 
-pub use backend::{state_of, BackendState, InflightGuard};
+pub use crate::state::{state_of, BackendState, InflightGuard};
 pub use least_conn::LeastConn;
+pub use smooth_wrr::SmoothWrr;
+
+use crate::state::{ProbeGroup, Registry};
 
 use crate::config::{BackendConfig, PoolConfig, Strategy};
 use crate::health;
 use crate::upstream_tls::{self, UpstreamTlsCtx};
 use async_trait::async_trait;
 use futures::FutureExt;
-use pingora_core::services::background::BackgroundService;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::Result;
 use pingora_load_balancing::discovery::ServiceDiscovery;
-use pingora_load_balancing::selection::{Consistent, Random, RoundRobin};
+use pingora_load_balancing::selection::{Consistent, Random};
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
-use tokio::sync::watch;
 
 /// How many raw selector steps one selection may take (pingora's
 /// `max_iterations`); weighted selectors repeat backends, so this is well
@@ -40,7 +42,7 @@ const MAX_SELECT_STEPS: usize = 256;
 
 /// One `LoadBalancer` per strategy type.
 enum Balancer {
-    RoundRobin(Arc<LoadBalancer<RoundRobin>>),
+    RoundRobin(Arc<LoadBalancer<SmoothWrr>>),
     Random(Arc<LoadBalancer<Random>>),
     Consistent(Arc<LoadBalancer<Consistent>>),
     LeastConn(Arc<LoadBalancer<LeastConn>>),
@@ -75,9 +77,9 @@ pub struct PoolStats {
     /// Upstream requests cancelled because another answer won.
     pub race_cancelled: AtomicU64,
     /// Responses to requests of this pool that no backend served (503, ...).
-    pub unserved: crate::metrics::StatusCounts,
+    pub unserved: crate::counters::StatusCounts,
     /// Request durations.
-    pub duration: crate::metrics::Histogram,
+    pub duration: crate::counters::Histogram,
 }
 
 /// A configured pool, ready to select backends.
@@ -89,20 +91,18 @@ pub struct Pool {
     balancer: Balancer,
     /// Every configured backend, in file order, with its state attached.
     members: Vec<Backend>,
-    /// Whether the pool has an active probe (`type` is not `none`).
-    probed: bool,
-    /// Stops the pool's background loop when the pool is dropped.
-    stop: watch::Sender<bool>,
-    started: AtomicBool,
+    /// The pool's probe (`None` for `type: none`), shared with every pool
+    /// that has the same health setting.
+    probes: Option<Arc<ProbeGroup>>,
     /// Certificate checks of `https://` backends (`None`: plain pool).
     upstream_tls: Option<UpstreamTlsCtx>,
 }
 
 impl Pool {
-    /// Builds a pool from `config`. Backends also present in `previous` (same
-    /// address, name and URL) keep their state; one that was not ready there
-    /// must pass a probe again before it takes traffic.
-    pub fn build(config: &PoolConfig, previous: Option<&Pool>) -> Pool {
+    /// Builds a pool from `config` with backend state and probes from
+    /// `registry`; `previous` (the pool of the same name in the table being
+    /// replaced) passes its counters on.
+    pub fn build(config: &PoolConfig, previous: Option<&Pool>, registry: &Registry) -> Pool {
         let upstream_tls = config
             .backends
             .iter()
@@ -112,11 +112,12 @@ impl Pool {
             Some(t) => upstream_tls::probe(&config.name, &config.health, &config.backends, t),
             None => health::probe(&config.name, &config.health, &config.backends),
         };
-        let probed = probe.is_some();
+        let probes = probe
+            .map(|check| registry.probe_group(&config.health, &config.backends, move || check));
         let members: Vec<Backend> = config
             .backends
             .iter()
-            .map(|b| member(b, probed, previous))
+            .map(|c| member(c, registry, probes.as_deref()))
             .collect();
         let discovery = PoolDiscovery {
             backends: members.iter().cloned().collect(),
@@ -127,10 +128,10 @@ impl Pool {
                 .map(|(c, b)| (hash_key(b), c.enabled))
                 .collect(),
         };
-        let mut backends = Backends::new(Box::new(discovery));
-        if let Some(probe) = probe {
-            backends.set_health_check(probe);
-        }
+        let backends = match &probes {
+            Some(g) => Backends::new_with_health_registry(Box::new(discovery), g.registry.clone()),
+            None => Backends::new(Box::new(discovery)),
+        };
         let balancer = match &config.strategy {
             Strategy::RoundRobin => Balancer::RoundRobin(lb(backends, config)),
             Strategy::Random => Balancer::Random(lb(backends, config)),
@@ -142,9 +143,7 @@ impl Pool {
             stats: previous.map(|p| p.stats.clone()).unwrap_or_default(),
             balancer,
             members,
-            probed,
-            stop: watch::channel(false).0,
-            started: AtomicBool::new(false),
+            probes,
             upstream_tls,
         }
     }
@@ -154,23 +153,29 @@ impl Pool {
         &self.config.name
     }
 
-    /// Runs one probe of every backend now (admitting those that pass).
-    pub async fn probe_now(&self) {
-        with_lb!(&self.balancer, lb => lb.backends().run_health_check(true).await)
+    /// Probes, once and at once, every backend of the pool that has not
+    /// passed a probe yet (new backends), admitting those that pass. Others
+    /// are left to the periodic probe.
+    pub async fn probe_new(&self) {
+        let Some(g) = &self.probes else { return };
+        let new = self
+            .members
+            .iter()
+            .filter(|b| state_of(b).is_some_and(|s| !s.admitted()));
+        futures::future::join_all(new.map(|b| g.probe_once(b))).await;
     }
 
-    /// Starts pingora's background loop for this pool (periodic probes) on
-    /// the current tokio runtime. Idempotent; the loop ends when the pool is
-    /// dropped or the process shuts down.
+    /// Starts the periodic probe of the pool's health setting (idempotent;
+    /// it runs while a published table uses that setting).
     pub fn start(&self) {
-        if !self.probed || self.started.swap(true, Relaxed) {
-            return;
+        if let Some(g) = &self.probes {
+            g.start();
         }
-        let stop = self.stop.subscribe();
-        with_lb!(&self.balancer, lb => {
-            let lb = lb.clone();
-            tokio::spawn(async move { lb.start(stop).await });
-        })
+    }
+
+    /// The pool's probe group (`None` for `type: none`).
+    pub fn probes(&self) -> Option<&ProbeGroup> {
+        self.probes.as_deref()
     }
 
     /// Picks a backend for `key` that is enabled, healthy, admitted and
@@ -183,11 +188,19 @@ impl Pool {
     /// Counts a failed request on `b`, ejecting it per `passive:`.
     pub fn record_failure(&self, b: &Backend) {
         if let Some(s) = state_of(b) {
-            if s.record_failure(&self.config.passive, self.probed) {
+            let passive = &self.config.passive;
+            let ejected = self
+                .members
+                .iter()
+                .filter_map(state_of)
+                .filter(|m| m.ejection.is_ejected())
+                .count();
+            let may_eject = ejected < passive.max_ejected(self.members.len());
+            if s.record_failure(passive, self.probes.is_some(), may_eject) {
                 log::warn!(
                     "pool {} backend {} ejected for {:?} after {} failure(s)",
                     self.name(),
-                    s.name,
+                    s.name(),
                     self.config.passive.fail_timeout,
                     self.config.passive.max_fails
                 );
@@ -227,8 +240,12 @@ impl Pool {
         self.members.iter().filter(|b| self.is_ready(b)).count()
     }
 
-    /// The pingora peer for `b`, with this pool's timeouts.
-    pub fn peer(&self, b: &Backend, remaining: std::time::Duration) -> HttpPeer {
+    /// The pingora peer for `b`, with this pool's timeouts. `remaining` is
+    /// what is left of `timeouts.request` (the deadline for the response
+    /// head): it caps the connect timeout and each read or write until then.
+    /// An `upgrade` request (WebSocket) reads and writes with
+    /// `timeouts.idle` instead, as its connection outlives the handshake.
+    pub fn peer(&self, b: &Backend, remaining: std::time::Duration, upgrade: bool) -> HttpPeer {
         let cfg = self
             .config
             .backends
@@ -242,19 +259,18 @@ impl Pool {
         let o = &mut peer.options;
         o.connection_timeout = Some(t.connect.min(remaining));
         o.total_connection_timeout = Some(t.connect.min(remaining));
-        o.read_timeout = Some(t.read.min(remaining));
-        o.write_timeout = Some(t.read.min(remaining));
+        let io = if upgrade {
+            t.idle
+        } else {
+            t.read.min(remaining)
+        };
+        o.read_timeout = Some(io);
+        o.write_timeout = Some(io);
         o.idle_timeout = Some(std::time::Duration::from_secs(60));
         if let Some(t) = &self.upstream_tls {
             t.apply(&mut peer);
         }
         peer
-    }
-}
-
-impl Drop for Pool {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
     }
 }
 
@@ -276,10 +292,9 @@ where
     S: pingora_load_balancing::selection::BackendSelection + Send + Sync + 'static,
     S::Iter: pingora_load_balancing::selection::BackendIter,
 {
-    let mut lb = LoadBalancer::<S>::from_backends(backends);
-    lb.health_check_frequency = Some(config.health.interval);
-    lb.parallel_health_check = true;
-    lb.update_frequency = None;
+    // no background loop: membership is static per pool and probes belong
+    // to the shared ProbeGroup
+    let lb = LoadBalancer::<S>::from_backends(backends);
     // Static discovery answers at once; no runtime is needed here.
     match lb.update().now_or_never() {
         Some(Ok(())) => {}
@@ -289,29 +304,13 @@ where
     Arc::new(lb)
 }
 
-fn member(c: &BackendConfig, probed: bool, previous: Option<&Pool>) -> Backend {
+fn member(c: &BackendConfig, registry: &Registry, probes: Option<&ProbeGroup>) -> Backend {
     let mut b = Backend {
         addr: pingora_core::protocols::l4::socket::SocketAddr::Inet(c.addr),
         weight: c.weight,
         ext: Default::default(),
     };
-    let old = previous.and_then(|p| {
-        let m = p.members.iter().find(|m| socket_addr(m) == c.addr)?;
-        Some((p, m, state_of(m)?))
-    });
-    let state = match old {
-        Some((p, m, s)) => {
-            // healthy and admitted in the old pool: no need to probe again
-            let good = !probed || (p.probed && p.is_ready(m));
-            if good && s.name == c.name && s.url == c.url {
-                s.clone()
-            } else {
-                Arc::new(BackendState::new(c.name.clone(), c.url.clone(), good))
-            }
-        }
-        None => Arc::new(BackendState::new(c.name.clone(), c.url.clone(), !probed)),
-    };
-    b.ext.insert(state);
+    b.ext.insert(registry.state(c, probes));
     b
 }
 

@@ -65,15 +65,6 @@ pub fn status_for(e: &Error, last_was_timeout: bool) -> u16 {
     }
 }
 
-/// Whether `e` is a timeout (connect, read, write or TLS handshake).
-pub fn is_timeout(e: &Error) -> bool {
-    use ErrorType::*;
-    matches!(
-        e.etype(),
-        ConnectTimedout | ReadTimedout | WriteTimedout | TLSHandshakeTimedout
-    )
-}
-
 /// The error text for a status the proxy produced.
 pub fn message_for(status: u16) -> &'static str {
     match status {

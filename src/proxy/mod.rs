@@ -2,27 +2,30 @@
 //! call into routing, pool selection, forwarding and error mapping.
 //!
 //! Flow of a request:
-//! 1. `request_filter`: load the live [`RouteTable`], resolve the pool from
+//! 1. `request_filter`: refuse ambiguous framing and normalise what the
+//!    backend will see ([`hygiene`]); load the live [`RouteTable`], resolve the pool from
 //!    the routing header (404 when none), start the request deadline.
 //! 2. `upstream_peer`: pick a backend in the pool or, when it has none
 //!    usable, in its fallback chain (503 when none); hold an in-flight slot.
 //! 3. `upstream_request_filter`: add the forwarding headers.
-//! 4. failures: `fail_to_connect` / `error_while_proxy` count the backend's
+//! 4. `response_filter`: clean the answer for the client ([`downstream`]).
+//! 5. failures: `fail_to_connect` / `error_while_proxy` count the backend's
 //!    failure; `fail_to_proxy` answers 502/503/504 with a JSON body.
 
-mod ctx;
+mod attempt;
+mod downstream;
 mod errors;
-mod forward;
+pub mod hygiene;
+pub mod raw_target;
 
-pub use ctx::RequestCtx;
-pub use errors::is_timeout;
-pub use forward::{add_forwarding_headers, request_id};
+pub use crate::request::RequestCtx;
+pub use downstream::clean_response;
 
-use crate::access_log::{AccessLogger, Entry};
-use crate::config::HashKey;
-use crate::config::Strategy;
-use crate::metrics::{AttemptResult, Metrics};
-use crate::pool::{socket_addr, state_of, Pool};
+use crate::failure;
+use crate::request::forward;
+
+use crate::counters::{AttemptResult, Metrics};
+use crate::pool::{socket_addr, state_of};
 use crate::race;
 use crate::ratelimit::Limiters;
 use crate::retry;
@@ -67,24 +70,7 @@ impl Proxy {
     }
 }
 
-/// The bytes a consistent-hash pool hashes for this request.
-fn hash_key(pool: &Pool, session: &Session) -> Vec<u8> {
-    match &pool.config.strategy {
-        Strategy::Consistent(HashKey::ClientIp) => session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip().to_string().into_bytes())
-            .unwrap_or_default(),
-        Strategy::Consistent(HashKey::Header(h)) => session
-            .req_header()
-            .headers
-            .get(h)
-            .map(|v| v.as_bytes().to_vec())
-            .unwrap_or_default(),
-        Strategy::Consistent(HashKey::Path) => session.req_header().uri.path().as_bytes().to_vec(),
-        _ => Vec::new(),
-    }
-}
+use attempt::{hash_key, record, write_access_log};
 
 #[async_trait]
 impl ProxyHttp for Proxy {
@@ -94,15 +80,38 @@ impl ProxyHttp for Proxy {
         RequestCtx::default()
     }
 
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        downstream::prepare_session(session);
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         if session.get_keepalive() == Some(0) {
             session.set_keepalive(Some(CLIENT_KEEPALIVE_SECS));
         }
         let table = self.routes.load_full();
-        let value = session.req_header().headers.get(table.header());
-        let resolved = table.resolve(value.map(|v| v.as_bytes())).cloned();
         let now = Instant::now();
         ctx.started = Some(now);
+        let refused = if raw_target::was_escaped(session, session.req_header().raw_path()) {
+            Err(hygiene::BAD_TARGET)
+        } else {
+            hygiene::check_framing(session.req_header())
+        };
+        if let Err((code, why)) = refused {
+            ctx.table = Some(table);
+            errors::respond(session, code, why, "", None).await;
+            return Ok(true);
+        }
+        hygiene::normalise(
+            session.req_header_mut(),
+            table.config.server.underscores_in_headers,
+        );
+        let value = session.req_header().headers.get(table.header());
+        let resolved = table.resolve(value.map(|v| v.as_bytes())).cloned();
         let Some(pool) = resolved else {
             let asked = value
                 .and_then(|v| v.to_str().ok())
@@ -121,18 +130,27 @@ impl ProxyHttp for Proxy {
             .and_then(|v| v.trim().parse::<u64>().ok());
         ctx.body_unreplayable = declared.is_some_and(|n| n > pool.config.retries.max_body);
         ctx.deadline = Some(now + pool.config.timeouts.request);
+        // the first pool of the chain with a ready backend serves: raced
+        // when it races, else through the normal phases below
+        let serving = match pool.config.race {
+            Some(_) => table.chain(&pool).find(|p| p.ready_count() > 0).cloned(),
+            None => None,
+        };
         ctx.table = Some(table);
-        ctx.pool = Some(pool.clone());
         if let Some(secs) = self.limiters.refuse(&pool.config, session) {
             let retry_after = [("retry-after", secs.to_string())];
             let msg = errors::message_for(429);
             errors::respond_with(session, 429, msg, pool.name(), None, &retry_after).await;
+            ctx.pool = Some(pool);
             return Ok(true);
         }
-        if let Some(race) = &pool.config.race {
-            if race::eligible(session, race) {
-                race::run(session, ctx, &pool, race, &self.race_connector).await?;
-                return Ok(true);
+        ctx.pool = Some(pool);
+        if let Some(serving) = serving {
+            if let Some(race) = &serving.config.race {
+                if race::eligible(session, race) {
+                    race::run(session, ctx, &serving, race, &self.race_connector).await?;
+                    return Ok(true);
+                }
             }
         }
         Ok(false)
@@ -167,8 +185,13 @@ impl ProxyHttp for Proxy {
                     .map(|b| (p.clone(), b))
             })
         };
-        // a backend not tried yet when one exists, else any usable one
-        let chosen = pick(true).or_else(|| if tried.is_empty() { None } else { pick(false) });
+        // after a stale pooled connection the same backend; else a backend
+        // not tried yet when one exists, else any usable one
+        let stale = ctx.stale_retry.take().filter(|(p, b)| p.is_ready(b));
+        let chosen =
+            stale
+                .or_else(|| pick(true))
+                .or_else(|| if tried.is_empty() { None } else { pick(false) });
         let Some((attempt_pool, backend)) = chosen else {
             let code = match (ctx.tries, ctx.last_timeout) {
                 (0, _) => 503,
@@ -189,7 +212,12 @@ impl ProxyHttp for Proxy {
         }
         ctx.inflight = None; // release the previous attempt's slot first
         ctx.inflight = state_of(&backend).map(|s| s.start_request());
-        let peer = attempt_pool.peer(&backend, remaining);
+        let upgrade = session
+            .req_header()
+            .headers
+            .contains_key(http::header::UPGRADE);
+        let peer = attempt_pool.peer(&backend, remaining, upgrade);
+        ctx.head_received = false;
         ctx.attempt_pool = Some(attempt_pool);
         ctx.backend = Some(backend);
         Ok(Box::new(peer))
@@ -201,6 +229,7 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
+        downstream::prepare_proxied(session);
         forward::add_forwarding_headers(session, upstream_request)
     }
 
@@ -227,7 +256,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let code = upstream_response.status.as_u16();
-        if upstream_response.status.is_informational() {
+        if upstream_response.status.is_informational() && code != 101 {
             return Ok(());
         }
         // only a retryable status (502/503/504) of a pool that retries it
@@ -271,41 +300,31 @@ impl ProxyHttp for Proxy {
         Ok(())
     }
 
-    fn upstream_response_body_filter(
+    async fn response_filter(
         &self,
-        _session: &mut Session,
-        _body: &mut Option<Bytes>,
-        _end_of_stream: bool,
-        ctx: &mut RequestCtx,
-    ) -> Result<Option<Duration>> {
-        if ctx.deadline.is_some_and(|d| Instant::now() >= d) {
-            ctx.last_timeout = true;
-            return Err(
-                Error::explain(ErrorType::ReadTimedout, "request deadline passed").into_up(),
-            );
-        }
-        Ok(None)
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        downstream::clean_response(session, upstream_response);
+        Ok(())
     }
 
     fn fail_to_connect(
         &self,
         session: &mut Session,
-        _peer: &HttpPeer,
+        peer: &HttpPeer,
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        ctx.last_timeout = errors::is_timeout(&e);
-        let result = if ctx.last_timeout {
-            AttemptResult::Timeout
-        } else {
-            AttemptResult::ConnectFailure
+        let cause = failure::connect_cause(&e);
+        let at = failure::Attempt {
+            reused: false,
+            reused_only: false,
+            head_received: false,
+            state: self.attempt_state(session, ctx),
         };
-        record(ctx, result);
-        self.attempt_failed(ctx, true);
-        let retry = ctx.attempt_pool.as_ref().is_some_and(|p| {
-            let state = self.attempt_state(session, ctx);
-            retry::should_retry(&p.config.retries, retry::classify_connect(&e), state)
-        });
+        let retry = self.account(ctx, cause, at, &e, peer);
         e.set_retry(retry);
         e
     }
@@ -319,48 +338,28 @@ impl ProxyHttp for Proxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
-        // Pingora's own rule first: a failure on a reused (pooled)
-        // connection gets a free retry (it may be a keep-alive close racing
-        // our request), which does not count against `attempts`. As nginx
-        // does, it still counts as a passive failure: pingora drops idle
-        // connections the backend closed, so this is rarely benign.
-        let replayable = session.req_header().method.is_idempotent()
-            && !session.as_ref().retry_buffer_truncated()
-            && !ctx.body_unreplayable;
-        let reused_only = matches!(e.retry, pingora_core::RetryType::ReusedOnly);
-        if replayable {
-            e.retry.decide_reuse(client_reused);
-        } else {
-            e.set_retry(false);
-        }
-        if reused_only && e.retry() && session.response_written().is_none() {
-            record(ctx, AttemptResult::Reset);
-            ctx.tries = ctx.tries.saturating_sub(1);
-            ctx.inflight = None;
-            if let (Some(p), Some(b)) = (&ctx.attempt_pool, ctx.backend.take()) {
-                p.record_failure(&b);
-            }
-            return e;
-        }
-        let failure = retry::classify(&e);
-        if e.esource() == &ErrorSource::Upstream {
-            ctx.last_timeout = failure == retry::Failure::Timeout;
-        }
-        let backend_fault = matches!(failure, retry::Failure::Reset | retry::Failure::Timeout)
-            && e.esource() == &ErrorSource::Upstream;
-        if backend_fault {
-            let result = match failure {
-                retry::Failure::Timeout => AttemptResult::Timeout,
-                _ => AttemptResult::Reset,
-            };
-            record(ctx, result);
-        }
-        self.attempt_failed(ctx, backend_fault);
-        let retry = e.esource() != &ErrorSource::Downstream
-            && ctx.attempt_pool.as_ref().is_some_and(|p| {
+        let reused_only = failure::is_reused_only(&e);
+        // resolves ReusedOnly, so that e.retry() can never panic
+        e.retry.decide_reuse(client_reused);
+        if let (ErrorType::HTTPStatus(code), ErrorSource::Upstream) = (e.etype(), e.esource()) {
+            // a retryable status answer, decided in upstream_response_filter
+            let failure = retry::Failure::Status(*code);
+            self.attempt_failed(ctx, false);
+            let retry = ctx.attempt_pool.as_ref().is_some_and(|p| {
                 let state = self.attempt_state(session, ctx);
                 retry::should_retry(&p.config.retries, failure, state)
             });
+            e.set_retry(retry);
+            return e;
+        }
+        let cause = failure::proxy_cause(&e);
+        let at = failure::Attempt {
+            reused: client_reused,
+            reused_only,
+            head_received: ctx.head_received,
+            state: self.attempt_state(session, ctx),
+        };
+        let retry = self.account(ctx, cause, at, &e, peer);
         e.set_retry(retry);
         e
     }
@@ -371,7 +370,11 @@ impl ProxyHttp for Proxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let code = errors::status_for(e, ctx.last_timeout);
+        let code = match errors::status_for(e, ctx.last_timeout) {
+            // the proxy's own exhaustion is temporary: 503, as HAProxy does
+            502 | 500 if ctx.local_error => 503,
+            code => code,
+        };
         if code > 0 {
             let pool = ctx
                 .attempt_pool
@@ -379,7 +382,12 @@ impl ProxyHttp for Proxy {
                 .or(ctx.pool.as_ref())
                 .map_or("", |p| p.name());
             let attempts = (ctx.tries > 0 && matches!(code, 502 | 504)).then_some(ctx.tries);
-            errors::respond(session, code, errors::message_for(code), pool, attempts).await;
+            let message = if ctx.local_error && code == 503 {
+                "proxy out of resources"
+            } else {
+                errors::message_for(code)
+            };
+            errors::respond(session, code, message, pool, attempts).await;
         }
         FailToProxy {
             error_code: code,
@@ -394,6 +402,7 @@ impl ProxyHttp for Proxy {
         }
         let Some(pool) = &ctx.pool else {
             self.metrics.unrouted.add(code);
+            downstream::linger(session).await;
             return;
         };
         if let Some(started) = ctx.started {
@@ -403,6 +412,7 @@ impl ProxyHttp for Proxy {
             Some(s) => s.codes.add(code),
             None => pool.stats.unserved.add(code),
         }
+        downstream::linger(session).await;
     }
 
     fn suppress_proxy_warn_log(
@@ -417,81 +427,17 @@ impl ProxyHttp for Proxy {
         true
     }
 
-    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, error: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
         // Answered with their status: "no usable backend" and friends, and
         // clients that went away mid-request. Logging each at error level
         // would flood the log during an outage or at every load-test end.
-        matches!(error.etype(), ErrorType::HTTPStatus(_))
+        // Local resource errors are logged once per second where counted.
+        ctx.local_error
+            || matches!(error.etype(), ErrorType::HTTPStatus(_))
             || (error.esource() == &ErrorSource::Downstream
                 && matches!(
                     error.etype(),
                     ErrorType::ConnectionClosed | ErrorType::WriteError | ErrorType::ReadError
                 ))
     }
-}
-
-impl Proxy {
-    /// Ends the current attempt as failed: releases its in-flight slot,
-    /// remembers the backend so a retry picks another, and (for connect
-    /// errors, resets and timeouts) feeds passive ejection.
-    fn attempt_failed(&self, ctx: &mut RequestCtx, backend_fault: bool) {
-        ctx.inflight = None;
-        if let Some(b) = ctx.backend.take() {
-            if backend_fault {
-                if let Some(p) = &ctx.attempt_pool {
-                    p.record_failure(&b);
-                }
-            }
-            ctx.tried.push(socket_addr(&b));
-        }
-    }
-
-    /// The current backend's answer is the one going to the client.
-    fn answered(&self, ctx: &mut RequestCtx) {
-        record(ctx, AttemptResult::Ok);
-        ctx.served = ctx.backend.as_ref().and_then(|b| state_of(b).cloned());
-    }
-
-    /// What a retry decision needs to know about the request now.
-    fn attempt_state(&self, session: &Session, ctx: &RequestCtx) -> retry::AttemptState {
-        retry::AttemptState {
-            tries: ctx.tries,
-            idempotent: session.req_header().method.is_idempotent(),
-            replayable: !ctx.body_unreplayable && !session.as_ref().retry_buffer_truncated(),
-            response_started: session.response_written().is_some(),
-        }
-    }
-}
-
-/// Counts the current attempt's result on its backend.
-fn record(ctx: &RequestCtx, result: AttemptResult) {
-    if let Some(s) = ctx.backend.as_ref().and_then(state_of) {
-        s.record_attempt(result);
-    }
-}
-
-/// Writes the request's access log line.
-fn write_access_log(log: &AccessLogger, session: &Session, ctx: &RequestCtx, status: u16) {
-    let client = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip().to_string())
-        .unwrap_or_default();
-    let req = session.req_header();
-    // the request target as an HTTP/1.1 client sends it: HTTP/2 requests
-    // carry scheme and authority in their URI, which the log leaves out
-    let uri = req
-        .uri
-        .path_and_query()
-        .map_or_else(|| req.uri.to_string(), |p| p.to_string());
-    log.write(&Entry {
-        client: &client,
-        method: req.method.as_str(),
-        uri: &uri,
-        status,
-        pool: ctx.pool_name(),
-        backend: ctx.served.as_ref().map_or("", |s| s.name.as_str()),
-        attempts: ctx.tries,
-        duration: ctx.started.map_or(Duration::ZERO, |s| s.elapsed()),
-    });
 }

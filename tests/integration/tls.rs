@@ -3,8 +3,7 @@
 //! with plain HTTP. Certificates are generated per test with rcgen; the
 //! client is rustls (blocking) or curl for HTTP/2.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
@@ -48,9 +47,7 @@ impl ServerCertVerifier for AnyCert {
         Ok(HandshakeSignatureValid::assertion())
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
+        rustls::crypto::ring::default_provider().signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -61,13 +58,12 @@ struct Tls {
 
 impl Tls {
     fn connect(addr: SocketAddr, sni: &str, alpn: &[&[u8]]) -> std::io::Result<Tls> {
-        let mut config =
-            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-                .with_safe_default_protocol_versions()
-                .expect("protocol versions")
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(AnyCert))
-                .with_no_client_auth();
+        let mut config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("protocol versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert))
+            .with_no_client_auth();
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let name = ServerName::try_from(sni.to_string()).expect("server name");
         let conn = ClientConnection::new(Arc::new(config), name).expect("client connection");
@@ -85,11 +81,7 @@ impl Tls {
     }
 
     fn cert(&self) -> Vec<u8> {
-        self.stream
-            .conn
-            .peer_certificates()
-            .expect("peer certificate")[0]
-            .to_vec()
+        self.stream.conn.peer_certificates().expect("peer certificate")[0].to_vec()
     }
 
     /// One HTTP/1.1 GET on this connection (kept alive); status and body.
@@ -115,28 +107,19 @@ impl Tls {
                     })
                     .unwrap_or(0);
                 if body.len() >= len {
-                    let status = head
-                        .split(' ')
-                        .nth(1)
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or(0);
+                    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
                     return Ok((status, body[..len].to_string()));
                 }
             }
         }
-        Err(std::io::Error::other(format!(
-            "incomplete response: {}",
-            String::from_utf8_lossy(&buf)
-        )))
+        Err(std::io::Error::other(format!("incomplete response: {}", String::from_utf8_lossy(&buf))))
     }
 }
 
 /// A self-signed certificate for `names`, written to `dir/stem.{crt,key}`;
 /// returns the certificate's DER.
 fn write_cert(dir: &Path, stem: &str, names: &[&str]) -> Vec<u8> {
-    let c =
-        rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-            .expect("rcgen");
+    let c = rcgen::generate_simple_self_signed(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).expect("rcgen");
     std::fs::write(dir.join(format!("{stem}.crt")), c.cert.pem()).unwrap();
     std::fs::write(dir.join(format!("{stem}.key")), c.key_pair.serialize_pem()).unwrap();
     c.cert.der().to_vec()
@@ -164,11 +147,7 @@ fn https_is_served_over_h2_and_http11_by_alpn() {
     write_cert(dir.path(), "site", &["localhost"]);
     let (port, plain_h1) = (free_port(), free_port());
     let d = dir.path().display();
-    let mut yaml = tls_config(
-        port,
-        &format!("{{cert: \"{d}/site.crt\", key: \"{d}/site.key\"}}"),
-        &b.url(),
-    );
+    let mut yaml = tls_config(port, &format!("{{cert: \"{d}/site.crt\", key: \"{d}/site.key\"}}"), &b.url());
     yaml = yaml.replace(
         "admin:",
         &format!("  - addr: \"127.0.0.1:{plain_h1}\"\n    tls: {{cert: \"{d}/site.crt\", key: \"{d}/site.key\", http2: false}}\nadmin:"),
@@ -191,14 +170,7 @@ fn https_is_served_over_h2_and_http11_by_alpn() {
 
     // a real HTTP/2 request, proxied to the HTTP/1.1 backend
     let out = Command::new("curl")
-        .args([
-            "-sk",
-            "--http2",
-            "-o",
-            "-",
-            "-w",
-            "\n%{http_version} %{http_code}",
-        ])
+        .args(["-sk", "--http2", "-o", "-", "-w", "\n%{http_version} %{http_code}"])
         .arg(format!("https://localhost:{port}/over-h2"))
         .output()
         .expect("curl");
@@ -210,26 +182,15 @@ fn https_is_served_over_h2_and_http11_by_alpn() {
     assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
     // logged like an HTTP/1.1 request
     let logged = || std::fs::read_to_string(sy.dir().join("access.log")).unwrap_or_default();
-    assert!(
-        poll_until(Duration::from_secs(5), || logged().contains("\"/over-h2\"")),
-        "{}",
-        logged()
-    );
-    let line = logged()
-        .lines()
-        .find(|l| l.contains("/over-h2"))
-        .unwrap()
-        .to_string();
+    assert!(poll_until(Duration::from_secs(5), || logged().contains("\"/over-h2\"")), "{}", logged());
+    let line = logged().lines().find(|l| l.contains("/over-h2")).unwrap().to_string();
     let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(entry["uri"], "/over-h2");
     assert_eq!(entry["status"], 200);
     assert_eq!(entry["pool"], "web");
     // the plain listener still says http
     assert_eq!(get(sy.addr(), "/plain", &[]).status, 200);
-    assert_eq!(
-        b.last_app_request().unwrap().header("x-forwarded-proto"),
-        Some("http")
-    );
+    assert_eq!(b.last_app_request().unwrap().header("x-forwarded-proto"), Some("http"));
 }
 
 #[test]
@@ -248,16 +209,8 @@ fn sni_picks_the_certificate_whose_names_match() {
         ),
         &b.url(),
     ));
-    let served = |sni: &str| {
-        Tls::connect(tls_addr(port), sni, &[b"http/1.1"])
-            .unwrap()
-            .cert()
-    };
-    assert!(
-        served("a.test") == a,
-        "a.test got another certificate\n{}",
-        sy.logs()
-    );
+    let served = |sni: &str| Tls::connect(tls_addr(port), sni, &[b"http/1.1"]).unwrap().cert();
+    assert!(served("a.test") == a, "a.test got another certificate\n{}", sy.logs());
     assert!(served("A.TEST") == a);
     assert!(served("www.b.test") == wild);
     assert!(served("x.y.b.test") == default);
@@ -273,16 +226,9 @@ fn certificate_replaced_on_disk_is_served_after_sighup_and_a_bad_one_is_refused(
     let first = write_cert(dir.path(), "site", &["localhost"]);
     let port = free_port();
     let d = dir.path().display();
-    let sy = Switchyard::start(&tls_config(
-        port,
-        &format!("{{cert: \"{d}/site.crt\", key: \"{d}/site.key\"}}"),
-        &b.url(),
-    ));
-    let served = || {
-        Tls::connect(tls_addr(port), "localhost", &[b"http/1.1"])
-            .unwrap()
-            .cert()
-    };
+    let sy =
+        Switchyard::start(&tls_config(port, &format!("{{cert: \"{d}/site.crt\", key: \"{d}/site.key\"}}"), &b.url()));
+    let served = || Tls::connect(tls_addr(port), "localhost", &[b"http/1.1"]).unwrap().cert();
     assert!(served() == first);
     let mut open = Tls::connect(tls_addr(port), "localhost", &[b"http/1.1"]).unwrap();
     assert_eq!(open.get("/before").unwrap().0, 200);
@@ -317,11 +263,7 @@ fn bad_certificate_files_are_config_errors_naming_the_file() {
     let dir = TempDir::new();
     write_cert(dir.path(), "a", &["a.test"]);
     write_cert(dir.path(), "b", &["b.test"]);
-    std::fs::write(
-        dir.path().join("garbage.crt"),
-        "-----BEGIN CERTIFICATE-----\nnope\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("garbage.crt"), "-----BEGIN CERTIFICATE-----\nnope\n").unwrap();
     let d = dir.path().display();
     let cases = [
         (format!("{{cert: \"{d}/missing.crt\", key: \"{d}/a.key\"}}"), "missing.crt"),
@@ -336,28 +278,13 @@ fn bad_certificate_files_are_config_errors_naming_the_file() {
         let yaml = tls_config(free_port(), &tls, "http://127.0.0.1:9");
         let (code, _out, err) = check_config(&yaml);
         assert_eq!(code, 1, "{tls}: {err}");
-        assert!(
-            err.contains(named),
-            "{tls}: error does not name {named}: {err}"
-        );
+        assert!(err.contains(named), "{tls}: error does not name {named}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
     // at start (not -t) the same file is a failure to start: exit 2
-    let yaml = tls_config(
-        free_port(),
-        &format!("{{cert: \"{d}/a.crt\", key: \"{d}/b.key\"}}"),
-        "http://127.0.0.1:9",
-    );
-    let mut sy = Switchyard::builder()
-        .config(&yaml)
-        .ready(Ready::NoWait)
-        .start();
-    assert_eq!(
-        sy.wait_exit(Duration::from_secs(10)),
-        Some(2),
-        "{}",
-        sy.logs()
-    );
+    let yaml = tls_config(free_port(), &format!("{{cert: \"{d}/a.crt\", key: \"{d}/b.key\"}}"), "http://127.0.0.1:9");
+    let mut sy = Switchyard::builder().config(&yaml).ready(Ready::NoWait).start();
+    assert_eq!(sy.wait_exit(Duration::from_secs(10)), Some(2), "{}", sy.logs());
     assert!(sy.logs().contains("b.key"), "{}", sy.logs());
 }
 
@@ -368,16 +295,9 @@ fn plain_http_on_the_tls_port_never_reaches_the_backend() {
     write_cert(dir.path(), "site", &["localhost"]);
     let port = free_port();
     let d = dir.path().display();
-    let sy = Switchyard::start(&tls_config(
-        port,
-        &format!("{{cert: \"{d}/site.crt\", key: \"{d}/site.key\"}}"),
-        &b.url(),
-    ));
-    let raw = send_raw_timeout(
-        tls_addr(port),
-        b"GET /plain HTTP/1.1\r\nHost: x\r\n\r\n",
-        Duration::from_secs(3),
-    );
+    let sy =
+        Switchyard::start(&tls_config(port, &format!("{{cert: \"{d}/site.crt\", key: \"{d}/site.key\"}}"), &b.url()));
+    let raw = send_raw_timeout(tls_addr(port), b"GET /plain HTTP/1.1\r\nHost: x\r\n\r\n", Duration::from_secs(3));
     assert_eq!(raw_status(&raw), None, "a TLS port answered HTTP: {raw:?}");
     assert_eq!(b.app_count(), 0, "{}", sy.logs());
     // and it serves TLS normally afterwards
@@ -430,16 +350,11 @@ fn websocket_round_trip<S: Read + Write>(stream: S) {
     let (mut ws, resp) = tungstenite::client("ws://sy.test/chat", stream).expect("handshake");
     assert_eq!(resp.status().as_u16(), 101);
     let text = |m: tungstenite::Message| m.into_text().expect("text frame").to_string();
-    let m = ws
-        .read()
-        .unwrap_or_else(|e| panic!("reading greeting: {e}"));
+    let m = ws.read().unwrap_or_else(|e| panic!("reading greeting: {e}"));
     assert_eq!(text(m), "hello from backend");
     for i in 0..3 {
-        ws.send(tungstenite::Message::Text(format!("ping {i}")))
-            .unwrap();
-        let m = ws
-            .read()
-            .unwrap_or_else(|e| panic!("reading echo {i}: {e}"));
+        ws.send(tungstenite::Message::Text(format!("ping {i}"))).unwrap();
+        let m = ws.read().unwrap_or_else(|e| panic!("reading echo {i}: {e}"));
         assert_eq!(text(m), format!("echo: ping {i}"));
     }
     ws.close(None).unwrap();
@@ -452,11 +367,8 @@ fn websocket_passes_through_plain_and_tls_listeners() {
     write_cert(dir.path(), "site", &["localhost"]);
     let port = free_port();
     let d = dir.path().display();
-    let sy = Switchyard::start(&tls_config(
-        port,
-        &format!("{{cert: \"{d}/site.crt\", key: \"{d}/site.key\"}}"),
-        &backend,
-    ));
+    let sy =
+        Switchyard::start(&tls_config(port, &format!("{{cert: \"{d}/site.crt\", key: \"{d}/site.key\"}}"), &backend));
     let plain = TcpStream::connect(sy.addr()).unwrap();
     plain.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
     websocket_round_trip(plain);
@@ -475,17 +387,13 @@ fn write_ca_and_leaves(dir: &Path, names: &[&str]) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "switchyard test CA");
+    ca_params.distinguished_name.push(rcgen::DnType::CommonName, "switchyard test CA");
     let ca = ca_params.self_signed(&ca_key).unwrap();
     std::fs::write(dir.join("ca.crt"), ca.pem()).unwrap();
     for (i, name) in names.iter().enumerate() {
         let key = rcgen::KeyPair::generate().unwrap();
-        let leaf = rcgen::CertificateParams::new(vec![name.to_string()])
-            .unwrap()
-            .signed_by(&key, &ca, &ca_key)
-            .unwrap();
+        let leaf =
+            rcgen::CertificateParams::new(vec![name.to_string()]).unwrap().signed_by(&key, &ca, &ca_key).unwrap();
         std::fs::write(dir.join(format!("leaf{i}.crt")), leaf.pem()).unwrap();
         std::fs::write(dir.join(format!("leaf{i}.key")), key.serialize_pem()).unwrap();
     }
@@ -497,24 +405,19 @@ fn https_front(cert: &Path, key: &Path, backend: &TestBackend) -> (Switchyard, u
     let port = free_port();
     let sy = Switchyard::start(&tls_config(
         port,
-        &format!(
-            "{{cert: \"{}\", key: \"{}\"}}",
-            cert.display(),
-            key.display()
-        ),
+        &format!("{{cert: \"{}\", key: \"{}\"}}", cert.display(), key.display()),
         &backend.url(),
     ));
     (sy, port)
 }
 
 fn https_pool(backends: &[String], tls: &str) -> String {
-    let mut y = String::from("listen: [{addr: \"{listen}\"}]\nrouting: {default_pool: web}\npools:\n  web:\n    backends:\n");
+    let mut y =
+        String::from("listen: [{addr: \"{listen}\"}]\nrouting: {default_pool: web}\npools:\n  web:\n    backends:\n");
     for b in backends {
         y.push_str(&format!("      - url: \"{b}\"\n"));
     }
-    y.push_str(
-        "    health_check: {type: http, path: /health, interval: 300ms, rise: 1, fall: 1}\n",
-    );
+    y.push_str("    health_check: {type: http, path: /health, interval: 300ms, rise: 1, fall: 1}\n");
     if !tls.is_empty() {
         y.push_str(&format!("    tls: {tls}\n"));
     }
@@ -529,10 +432,7 @@ fn https_backends_with_different_names_are_each_verified_by_their_own_name() {
     let (_f1, p1) = https_front(&dir.join("leaf0.crt"), &dir.join("leaf0.key"), &b1);
     let (_f2, p2) = https_front(&dir.join("leaf1.crt"), &dir.join("leaf1.key"), &b2);
     let sy = Switchyard::start(&https_pool(
-        &[
-            format!("https://localhost:{p1}"),
-            format!("https://127.0.0.1:{p2}"),
-        ],
+        &[format!("https://localhost:{p1}"), format!("https://127.0.0.1:{p2}")],
         &format!("{{ca: \"{}\"}}", dir.join("ca.crt").display()),
     ));
     let both = poll_until(Duration::from_secs(10), || {
@@ -554,21 +454,10 @@ fn verify_false_accepts_a_self_signed_backend_and_says_so() {
 
     // verified against the system's roots: never admitted
     let strict = Switchyard::start(&https_pool(std::slice::from_ref(&url), ""));
-    assert_eq!(
-        get(strict.addr(), "/strict", &[]).status,
-        503,
-        "{}",
-        strict.logs()
-    );
+    assert_eq!(get(strict.addr(), "/strict", &[]).status, 503, "{}", strict.logs());
 
     let lax = Switchyard::start(&https_pool(&[url], "{verify: false}"));
-    assert!(
-        poll_until(Duration::from_secs(10), || get(lax.addr(), "/lax", &[])
-            .status
-            == 200),
-        "{}",
-        lax.logs()
-    );
+    assert!(poll_until(Duration::from_secs(10), || get(lax.addr(), "/lax", &[]).status == 200), "{}", lax.logs());
     assert!(lax.logs().contains("NOT checked"), "{}", lax.logs());
     assert_eq!(b.path_count("/strict"), 0);
 }
@@ -577,16 +466,10 @@ fn verify_false_accepts_a_self_signed_backend_and_says_so() {
 fn unreadable_backend_ca_is_a_config_error_naming_the_file() {
     let dir = TempDir::new();
     let missing = dir.join("missing-ca.pem");
-    let yaml = https_pool(
-        &["https://localhost:9".to_string()],
-        &format!("{{ca: \"{}\"}}", missing.display()),
-    );
+    let yaml = https_pool(&["https://localhost:9".to_string()], &format!("{{ca: \"{}\"}}", missing.display()));
     let (code, _out, err) = check_config(&yaml);
     assert_eq!(code, 1, "{err}");
-    assert!(
-        err.contains("pools.web.tls.ca") && err.contains("missing-ca.pem"),
-        "{err}"
-    );
+    assert!(err.contains("pools.web.tls.ca") && err.contains("missing-ca.pem"), "{err}");
     let plain = "listen: [{addr: \"{listen}\"}]\npools:\n  web:\n    backends: [{url: \"http://127.0.0.1:9\"}]\n    tls: {verify: false}\n";
     let (code, _out, err) = check_config(plain);
     assert_eq!(code, 1, "tls on a plain pool: {err}");
@@ -613,16 +496,7 @@ fn http2_requests_are_routed_and_retried_like_http11() {
     let sy = Switchyard::start(&yaml);
     for i in 0..6 {
         let out = Command::new("curl")
-            .args([
-                "-sk",
-                "--http2",
-                "-H",
-                "App-Name: API",
-                "-o",
-                "/dev/null",
-                "-w",
-                "%{http_version} %{http_code}",
-            ])
+            .args(["-sk", "--http2", "-H", "App-Name: API", "-o", "/dev/null", "-w", "%{http_version} %{http_code}"])
             .arg(format!("https://localhost:{port}/r{i}"))
             .output()
             .expect("curl");

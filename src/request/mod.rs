@@ -1,4 +1,10 @@
-//! The per-request state carried through pingora's phases.
+//! The per-request state carried through pingora's phases ([`RequestCtx`])
+//! and the forwarding headers of the upstream request ([`forward`]), shared
+//! by the proxy phases and racing.
+
+pub mod forward;
+
+pub use forward::{add_forwarding_headers, request_id};
 
 use crate::pool::{BackendState, InflightGuard, Pool};
 use crate::routing::RouteTable;
@@ -19,6 +25,9 @@ pub struct RequestCtx {
     pub attempt_pool: Option<Arc<Pool>>,
     /// The backend of the current attempt.
     pub backend: Option<Backend>,
+    /// A backend whose pooled connection turned out stale: the next attempt
+    /// goes to it again (still usable), on another connection.
+    pub stale_retry: Option<(Arc<Pool>, Backend)>,
     /// Holds the current backend's in-flight slot; released on drop.
     pub inflight: Option<InflightGuard>,
     /// Attempts made so far.
@@ -37,6 +46,11 @@ pub struct RequestCtx {
     pub body_unreplayable: bool,
     /// Retries made (attempts after the first).
     pub retries: usize,
+    /// The current attempt's response head arrived (failures after it
+    /// never count against the backend).
+    pub head_received: bool,
+    /// The last attempt failed for lack of a local resource (answered 503).
+    pub local_error: bool,
     /// The backend whose answer went to the client.
     pub served: Option<Arc<BackendState>>,
 }

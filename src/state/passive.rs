@@ -50,7 +50,10 @@ impl Ejection {
     }
 
     /// Counts a failure; returns true when it ejects the backend.
-    pub fn record_failure(&self, policy: &PassivePolicy) -> bool {
+    /// `may_eject` is false when the pool already has
+    /// `max_ejected_percent` of its backends ejected: the failure is counted
+    /// in the window, and ejects on a later failure once there is room.
+    pub fn record_failure(&self, policy: &PassivePolicy, may_eject: bool) -> bool {
         if policy.max_fails == 0 {
             return false;
         }
@@ -62,8 +65,8 @@ impl Ejection {
         if now.duration_since(w.1) > policy.fail_timeout {
             *w = (0, now);
         }
-        w.0 += 1;
-        if w.0 < policy.max_fails {
+        w.0 = w.0.saturating_add(1);
+        if w.0 < policy.max_fails || !may_eject {
             return false;
         }
         *w = (0, now);
@@ -93,11 +96,12 @@ mod tests {
         let p = PassivePolicy {
             max_fails: 2,
             fail_timeout: Duration::from_millis(200),
+            max_ejected_percent: 100,
         };
         let e = Ejection::default();
-        assert!(!e.record_failure(&p));
+        assert!(!e.record_failure(&p, true));
         assert!(!e.is_ejected());
-        assert!(e.record_failure(&p));
+        assert!(e.record_failure(&p, true));
         assert!(e.is_ejected());
         std::thread::sleep(Duration::from_millis(250));
         assert!(!e.is_ejected());
@@ -105,13 +109,41 @@ mod tests {
     }
 
     #[test]
+    fn no_ejection_without_room_in_the_pool() {
+        let p = PassivePolicy {
+            max_fails: 1,
+            fail_timeout: Duration::from_secs(5),
+            max_ejected_percent: 50,
+        };
+        let e = Ejection::default();
+        assert!(!e.record_failure(&p, false));
+        assert!(!e.is_ejected());
+        assert!(e.record_failure(&p, true));
+    }
+
+    #[test]
+    fn max_ejected_rounds_down() {
+        let p = |pct| PassivePolicy {
+            max_fails: 1,
+            fail_timeout: Duration::from_secs(5),
+            max_ejected_percent: pct,
+        };
+        assert_eq!(p(50).max_ejected(1), 0);
+        assert_eq!(p(50).max_ejected(2), 1);
+        assert_eq!(p(50).max_ejected(5), 2);
+        assert_eq!(p(100).max_ejected(1), 1);
+        assert_eq!(p(0).max_ejected(10), 0);
+    }
+
+    #[test]
     fn off_when_max_fails_is_zero() {
         let p = PassivePolicy {
             max_fails: 0,
             fail_timeout: Duration::from_secs(1),
+            max_ejected_percent: 100,
         };
         let e = Ejection::default();
-        assert!(!e.record_failure(&p));
+        assert!(!e.record_failure(&p, true));
         assert!(!e.is_ejected());
     }
 }

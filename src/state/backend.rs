@@ -1,25 +1,28 @@
 //! Per-backend live state that pingora's `Backend` does not carry: the probe
-//! gate, in-flight and request counters.
+//! gate, passive ejection, in-flight and request counters.
 //!
 //! A [`BackendState`] rides in `Backend::ext` (which pingora ignores for
 //! identity), so every clone of a backend that the selectors and health
-//! checks hand around points at the same counters. Reloads carry the state of
-//! an unchanged backend over to the new pool.
+//! checks hand around points at the same counters. One state exists per
+//! backend identity ([`super::Registry`]), shared by every pool and every
+//! configuration generation that lists the backend.
 
 use super::passive::Ejection;
 use crate::config::PassivePolicy;
-use crate::metrics::{AttemptResult, StatusCounts};
+use crate::counters::{AttemptResult, StatusCounts};
 use pingora_load_balancing::Backend;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// Live state of one backend of one pool.
 #[derive(Debug)]
 pub struct BackendState {
-    /// Display name (`name:` or `host:port`).
-    pub name: String,
-    /// Normalised URL, `scheme://host:port`.
-    pub url: String,
+    /// Display name (`name:` or `host:port`) and normalised URL
+    /// (`scheme://host:port`), as the latest configuration says.
+    labels: Mutex<(Arc<str>, Arc<str>)>,
+    /// Ids of the probe groups that have listed it, latest last (a backend
+    /// in pools with different health settings has several).
+    probe_groups: Mutex<Vec<u64>>,
     /// Whether a probe has passed since the backend joined the pool; until
     /// then it takes no traffic. Always true for `health_check.type: none`.
     admitted: AtomicBool,
@@ -44,8 +47,8 @@ impl BackendState {
     /// New state; `admitted` is false when the backend must pass a probe first.
     pub fn new(name: String, url: String, admitted: bool) -> Self {
         BackendState {
-            name,
-            url,
+            labels: Mutex::new((name.into(), url.into())),
+            probe_groups: Mutex::new(Vec::new()),
             admitted: AtomicBool::new(admitted),
             inflight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
@@ -55,6 +58,48 @@ impl BackendState {
             codes: StatusCounts::default(),
             attempts: Default::default(),
         }
+    }
+
+    /// The display name.
+    pub fn name(&self) -> Arc<str> {
+        self.lock_labels().0.clone()
+    }
+
+    /// The normalised URL.
+    pub fn url(&self) -> Arc<str> {
+        self.lock_labels().1.clone()
+    }
+
+    fn lock_labels(&self) -> std::sync::MutexGuard<'_, (Arc<str>, Arc<str>)> {
+        self.labels.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Updates name and URL to what the latest configuration says.
+    pub(super) fn set_labels(&self, name: &str, url: &str) {
+        let mut l = self.lock_labels();
+        if &*l.0 != name {
+            l.0 = name.into();
+        }
+        if &*l.1 != url {
+            l.1 = url.into();
+        }
+    }
+
+    /// Records that probe group `id` lists the backend; returns whether it
+    /// is new to it (and the backend was listed by another one before).
+    pub(super) fn joined_probe_group(&self, id: u64) -> bool {
+        /// Groups remembered; older ones belong to replaced settings.
+        const KEEP: usize = 8;
+        let mut groups = self.probe_groups.lock().unwrap_or_else(|p| p.into_inner());
+        if groups.contains(&id) {
+            return false;
+        }
+        let moved = !groups.is_empty();
+        if groups.len() == KEEP {
+            groups.remove(0);
+        }
+        groups.push(id);
+        moved
     }
 
     /// Whether the backend passed its first probe.
@@ -107,9 +152,9 @@ impl BackendState {
     /// Counts a failed attempt; returns true when it ejects the backend.
     /// With an active probe, an ejected backend must pass a probe again
     /// before it returns.
-    pub fn record_failure(&self, policy: &PassivePolicy, probed: bool) -> bool {
+    pub fn record_failure(&self, policy: &PassivePolicy, probed: bool, may_eject: bool) -> bool {
         self.failures.fetch_add(1, Relaxed);
-        let ejected = self.ejection.record_failure(policy);
+        let ejected = self.ejection.record_failure(policy, may_eject);
         if ejected && probed {
             self.set_admitted(false);
         }

@@ -1,115 +1,11 @@
-//! Prometheus metrics, rendered on the admin API's `GET /metrics`.
-//!
-//! The counters live where the events happen, as plain atomics: per backend
-//! in [`BackendState`](crate::pool::BackendState), per pool in
-//! [`PoolStats`](crate::pool::PoolStats), process-wide in [`Metrics`]. The
-//! hot path only increments them; this module reads them at scrape time.
+//! Prometheus text rendering of every counter for `GET /metrics`; the
+//! counters themselves are plain structs in [`crate::counters`].
 
+use crate::counters::{AttemptResult, Metrics, BUCKETS};
 use crate::pool::{state_of, Pool};
 use crate::routing::RouteTable;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
-
-/// Counters by HTTP status code (100..=599; 0 counts "no response").
-pub struct StatusCounts([AtomicU64; 600]);
-
-impl Default for StatusCounts {
-    fn default() -> Self {
-        StatusCounts(std::array::from_fn(|_| AtomicU64::new(0)))
-    }
-}
-
-impl std::fmt::Debug for StatusCounts {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StatusCounts")
-    }
-}
-
-impl StatusCounts {
-    /// Counts one response with `code` (0 = the client got none).
-    pub fn add(&self, code: u16) {
-        let i = if (100..600).contains(&code) {
-            code as usize
-        } else {
-            0
-        };
-        self.0[i].fetch_add(1, Relaxed);
-    }
-
-    /// Non-zero counts as (code, count).
-    pub fn nonzero(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
-        self.0
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (i, c.load(Relaxed)))
-            .filter(|(_, n)| *n > 0)
-    }
-}
-
-/// Upper bounds of the request duration histogram, seconds.
-pub const BUCKETS: [f64; 14] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
-
-/// A fixed-bucket latency histogram.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    buckets: [AtomicU64; 14],
-    count: AtomicU64,
-    sum_us: AtomicU64,
-}
-
-impl Histogram {
-    /// Records one observation.
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        if let Some(i) = BUCKETS.iter().position(|b| secs <= *b) {
-            self.buckets[i].fetch_add(1, Relaxed);
-        }
-        self.count.fetch_add(1, Relaxed);
-        self.sum_us.fetch_add(d.as_micros() as u64, Relaxed);
-    }
-}
-
-/// The outcome of one upstream attempt (`result` label).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AttemptResult {
-    /// A response header arrived and was used.
-    Ok,
-    /// The connection could not be made.
-    ConnectFailure,
-    /// The connection broke after the request was sent.
-    Reset,
-    /// Connect or read timeout.
-    Timeout,
-    /// A 502/503/504 answer that was retried on another backend.
-    RetriedStatus,
-}
-
-impl AttemptResult {
-    /// Every result with its label, in index order.
-    pub const ALL: [(AttemptResult, &'static str); 5] = [
-        (AttemptResult::Ok, "ok"),
-        (AttemptResult::ConnectFailure, "connect_failure"),
-        (AttemptResult::Reset, "reset"),
-        (AttemptResult::Timeout, "timeout"),
-        (AttemptResult::RetriedStatus, "retried_status"),
-    ];
-}
-
-/// Process-wide counters.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    /// Requests no pool took (404), by status.
-    pub unrouted: StatusCounts,
-    /// Successful configuration reloads (SIGHUP, `POST /reload`, admin changes).
-    pub reloads_ok: AtomicU64,
-    /// Rejected reloads.
-    pub reloads_error: AtomicU64,
-    /// Rate-limit buckets and refusal counts of every pool.
-    pub rate_limiters: std::sync::Arc<crate::ratelimit::Limiters>,
-}
+use std::sync::atomic::Ordering::Relaxed;
 
 fn esc(v: &str) -> String {
     v.replace('\\', "\\\\")
@@ -165,15 +61,16 @@ pub fn render(table: &RouteTable, m: &Metrics) -> String {
     for p in pools {
         let pool = esc(p.name());
         let h = &p.stats.duration;
+        let counts = h.buckets();
         let mut cumulative = 0;
         for (i, le) in BUCKETS.iter().enumerate() {
-            cumulative += h.buckets[i].load(Relaxed);
+            cumulative += counts[i];
             let _ = writeln!(
                 out,
                 "switchyard_request_duration_seconds_bucket{{pool=\"{pool}\",le=\"{le}\"}} {cumulative}"
             );
         }
-        let count = h.count.load(Relaxed);
+        let count = h.count();
         let _ = writeln!(
             out,
             "switchyard_request_duration_seconds_bucket{{pool=\"{pool}\",le=\"+Inf\"}} {count}"
@@ -181,7 +78,7 @@ pub fn render(table: &RouteTable, m: &Metrics) -> String {
         let _ = writeln!(
             out,
             "switchyard_request_duration_seconds_sum{{pool=\"{pool}\"}} {}",
-            h.sum_us.load(Relaxed) as f64 / 1e6
+            h.sum_seconds()
         );
         let _ = writeln!(
             out,
@@ -264,7 +161,7 @@ pub fn render(table: &RouteTable, m: &Metrics) -> String {
         &mut out,
         pools,
         ("switchyard_backend_ejections_total", "counter"),
-        "Passive ejections of the backend.",
+        "Passive ejections of the backend (max_fails failures within fail_timeout).",
         |_, _, s| s.ejection.ejections(),
     );
 
@@ -287,7 +184,7 @@ pub fn render(table: &RouteTable, m: &Metrics) -> String {
         &mut out,
         "switchyard_config_reloads_total",
         "counter",
-        "Configuration reloads by result.",
+        "Configuration reloads (SIGHUP, POST /reload) by result.",
     );
     let _ = writeln!(
         out,
@@ -299,6 +196,47 @@ pub fn render(table: &RouteTable, m: &Metrics) -> String {
         "switchyard_config_reloads_total{{result=\"error\"}} {}",
         m.reloads_error.load(Relaxed)
     );
+    help(
+        &mut out,
+        "switchyard_admin_changes_total",
+        "counter",
+        "Admin API changes (POST, PATCH, DELETE /backends) by result.",
+    );
+    for (result, c) in [
+        ("ok", &m.admin_changes_ok),
+        ("error", &m.admin_changes_error),
+    ] {
+        let _ = writeln!(
+            out,
+            "switchyard_admin_changes_total{{result=\"{result}\"}} {}",
+            c.load(Relaxed)
+        );
+    }
+    help(
+        &mut out,
+        "switchyard_local_errors_total",
+        "counter",
+        "Upstream attempts that failed for lack of a local resource (file descriptors, buffers, memory, ports); never counted against a backend.",
+    );
+    let _ = writeln!(
+        out,
+        "switchyard_local_errors_total {}",
+        m.local_errors.load(Relaxed)
+    );
+    help(
+        &mut out,
+        "switchyard_log_lines_dropped_total",
+        "counter",
+        "Log lines dropped because the output could not keep up, by log (access, error).",
+    );
+    for log in [&crate::log_output::ACCESS, &crate::log_output::ERROR] {
+        let _ = writeln!(
+            out,
+            "switchyard_log_lines_dropped_total{{log=\"{}\"}} {}",
+            log.name(),
+            log.dropped()
+        );
+    }
     out
 }
 
@@ -318,7 +256,7 @@ fn per_backend(
                 let _ = writeln!(
                     out,
                     "{name}{{pool=\"{pool}\",backend=\"{}\"}} {}",
-                    esc(&s.name),
+                    esc(&s.name()),
                     value(p, b, s)
                 );
             }
@@ -329,7 +267,7 @@ fn per_backend(
 fn for_backends(p: &Pool, mut f: impl FnMut(&str, &crate::pool::BackendState)) {
     for b in p.members() {
         if let Some(s) = state_of(b) {
-            f(&esc(&s.name), s);
+            f(&esc(&s.name()), s);
         }
     }
 }

@@ -1,0 +1,145 @@
+//! One upstream attempt's bookkeeping: failure accounting (through
+//! [`crate::failure`]), in-flight slots, the answered backend, the retry
+//! state, the consistent-hash key and the access log line.
+
+use super::{Proxy, RequestCtx};
+use crate::access_log::{AccessLogger, Entry};
+use crate::config::{HashKey, Strategy};
+use crate::counters::AttemptResult;
+use crate::failure;
+use crate::pool::{socket_addr, state_of, Pool};
+use crate::retry;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::{Error, ErrorSource};
+use pingora_proxy::Session;
+use std::time::Duration;
+
+/// The bytes a consistent-hash pool hashes for this request.
+pub(super) fn hash_key(pool: &Pool, session: &Session) -> Vec<u8> {
+    match &pool.config.strategy {
+        Strategy::Consistent(HashKey::ClientIp) => session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip().to_string().into_bytes())
+            .unwrap_or_default(),
+        Strategy::Consistent(HashKey::Header(h)) => session
+            .req_header()
+            .headers
+            .get(h)
+            .map(|v| v.as_bytes().to_vec())
+            .unwrap_or_default(),
+        Strategy::Consistent(HashKey::Path) => session.req_header().uri.path().as_bytes().to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+impl Proxy {
+    /// Applies the failure accounting of one failed attempt (see
+    /// [`failure::decide`]) and returns whether to retry.
+    pub(super) fn account(
+        &self,
+        ctx: &mut RequestCtx,
+        cause: failure::Cause,
+        at: failure::Attempt,
+        e: &Error,
+        peer: &HttpPeer,
+    ) -> bool {
+        let Some(policy) = ctx.attempt_pool.as_ref().map(|p| p.config.retries.clone()) else {
+            return false;
+        };
+        let d = failure::decide(cause, at, &policy);
+        if let Some(result) = d.result {
+            record(ctx, result);
+        }
+        ctx.local_error = cause == failure::Cause::Local;
+        if ctx.local_error && self.metrics.local_error() {
+            log::error!(
+                "upstream attempt to {peer} failed for lack of a local resource (not counted against the backend; at most one such line per second): {e}"
+            );
+        }
+        if !at.head_received && d.result.is_some() {
+            ctx.last_timeout = d.result == Some(AttemptResult::Timeout);
+        }
+        if d.free {
+            // the same backend again, on a fresh connection (or another
+            // pooled one): a stale connection says nothing about the backend
+            ctx.tries = ctx.tries.saturating_sub(1);
+            ctx.inflight = None;
+            ctx.stale_retry = ctx.attempt_pool.clone().zip(ctx.backend.take());
+        } else if cause != failure::Cause::Client {
+            self.attempt_failed(ctx, d.count_against_backend);
+        }
+        d.retry && e.esource() != &ErrorSource::Downstream
+    }
+
+    /// Ends the current attempt as failed: releases its in-flight slot,
+    /// remembers the backend so a retry picks another, and (for connect
+    /// errors, resets and timeouts) feeds passive ejection.
+    pub(super) fn attempt_failed(&self, ctx: &mut RequestCtx, backend_fault: bool) {
+        ctx.inflight = None;
+        if let Some(b) = ctx.backend.take() {
+            if backend_fault {
+                if let Some(p) = &ctx.attempt_pool {
+                    p.record_failure(&b);
+                }
+            }
+            ctx.tried.push(socket_addr(&b));
+        }
+    }
+
+    /// The current backend's answer is the one going to the client.
+    pub(super) fn answered(&self, ctx: &mut RequestCtx) {
+        ctx.head_received = true;
+        record(ctx, AttemptResult::Ok);
+        ctx.served = ctx.backend.as_ref().and_then(|b| state_of(b).cloned());
+    }
+
+    /// What a retry decision needs to know about the request now.
+    pub(super) fn attempt_state(&self, session: &Session, ctx: &RequestCtx) -> retry::AttemptState {
+        retry::AttemptState {
+            tries: ctx.tries,
+            idempotent: session.req_header().method.is_idempotent(),
+            replayable: !ctx.body_unreplayable && !session.as_ref().retry_buffer_truncated(),
+            response_started: session.response_written().is_some(),
+        }
+    }
+}
+
+/// Counts the current attempt's result on its backend.
+pub(super) fn record(ctx: &RequestCtx, result: AttemptResult) {
+    if let Some(s) = ctx.backend.as_ref().and_then(state_of) {
+        s.record_attempt(result);
+    }
+}
+
+/// Writes the request's access log line.
+pub(super) fn write_access_log(
+    log: &AccessLogger,
+    session: &Session,
+    ctx: &RequestCtx,
+    status: u16,
+) {
+    let client = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
+    let req = session.req_header();
+    // the request target as an HTTP/1.1 client sends it: HTTP/2 requests
+    // carry scheme and authority in their URI, which the log leaves out
+    let uri = req
+        .uri
+        .path_and_query()
+        .map_or_else(|| req.uri.to_string(), |p| p.to_string());
+    let backend = ctx.served.as_ref().map(|s| s.name());
+    log.write(&Entry {
+        client: &client,
+        method: req.method.as_str(),
+        uri: &uri,
+        status,
+        pool: ctx.pool_name(),
+        backend: backend.as_deref().unwrap_or(""),
+        attempts: ctx.tries,
+        duration: ctx.started.map_or(Duration::ZERO, |s| s.elapsed()),
+    });
+}
