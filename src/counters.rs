@@ -129,6 +129,8 @@ pub struct Metrics {
     pub local_errors: AtomicU64,
     /// Second (since process start) of the last local-error log line.
     local_error_logged: AtomicU64,
+    /// Rate-limit buckets and refusal counts of every pool.
+    pub rate_limiters: std::sync::Arc<crate::ratelimit::Limiters>,
     /// DNS discovery lookups by pool and result.
     pub discovery_lookups: LookupCounts,
 }

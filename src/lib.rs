@@ -7,8 +7,14 @@
 //!
 //! ```text
 //! main (src/bin/switchyard.rs)
+//! |-- startup::prepare ------------ state file, access log, admin token: checked
+//! |                                  before the sockets are taken (also by `-t`)
 //! `-- server::run ---------------- pingora Server (daemon, pid, upgrade, signals)
-//!     |-- proxy::Proxy (ProxyHttp) -- one per listener set
+//!     |-- linger::Lingering ---------- retiring: serve accepted connections, then close idle ones
+//!     |-- edge::EdgeApp (ServerApp) -- client limits per listener (head deadline
+//!     |   |                            and size, keep-alive), h2 by ALPN; TLS
+//!     |   |                            certificates from tls::Resolver (SNI)
+//!     |-- proxy::Proxy (ProxyHttp) -- wrapped by EdgeApp; ratelimit::Limiters
 //!     |   `-- ArcSwap<RouteTable> ---- routing::RouteTable (immutable snapshot)
 //!     |       |-- Arc<Pool> x N ------ pool::Pool
 //!     |       |   |-- LoadBalancer<S> (RoundRobin | Random | Consistent | LeastConn)
@@ -46,18 +52,26 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod counters;
 pub mod discovery;
+pub mod edge;
 pub mod failure;
 pub mod health;
+pub mod linger;
+pub mod log_output;
 pub mod pool;
 pub mod proxy;
 pub mod race;
+pub mod ratelimit;
 pub mod reload;
 pub mod request;
 pub mod retry;
 pub mod routing;
 pub mod server;
+pub mod startup;
 pub mod state;
+pub mod tls;
+pub mod upstream_tls;

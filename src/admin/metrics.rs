@@ -174,8 +174,9 @@ pub fn render(table: &RouteTable, m: &Metrics) -> String {
     for p in pools {
         let _ = writeln!(
             out,
-            "switchyard_rate_limited_total{{pool=\"{}\"}} 0",
-            esc(p.name())
+            "switchyard_rate_limited_total{{pool=\"{}\"}} {}",
+            esc(p.name()),
+            m.rate_limiters.refused(p.name())
         );
     }
 
@@ -237,6 +238,20 @@ pub fn render(table: &RouteTable, m: &Metrics) -> String {
         "switchyard_local_errors_total {}",
         m.local_errors.load(Relaxed)
     );
+    help(
+        &mut out,
+        "switchyard_log_lines_dropped_total",
+        "counter",
+        "Log lines dropped because the output could not keep up, by log (access, error).",
+    );
+    for log in [&crate::log_output::ACCESS, &crate::log_output::ERROR] {
+        let _ = writeln!(
+            out,
+            "switchyard_log_lines_dropped_total{{log=\"{}\"}} {}",
+            log.name(),
+            log.dropped()
+        );
+    }
     out
 }
 

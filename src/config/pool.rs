@@ -62,6 +62,10 @@ pub struct PoolConfig {
     pub passive: PassivePolicy,
     /// Fan-out racing; `None` is off.
     pub race: Option<RacePolicy>,
+    /// Token bucket per client; `None` is off.
+    pub rate_limit: Option<super::RateLimit>,
+    /// Certificate checks of `https://` backends.
+    pub tls: super::UpstreamTls,
     /// Membership from DNS; `None` is the static `backends` only.
     pub discovery: Option<DiscoveryConfig>,
 }

@@ -138,3 +138,26 @@ fn work_stealing_defaults_off_for_one_thread_only() {
     assert!(with("threads: 1, work_stealing: true"));
     assert!(!with("threads: 4, work_stealing: false"));
 }
+
+#[test]
+fn underscore_routing_or_hash_headers_need_underscores_in_headers() {
+    let yaml = "routing: { header: App_Name }
+pools:
+  a:
+    strategy: consistent
+    hash_key: header:X_User
+    backends: [ { url: \"http://127.0.0.1:1\" } ]
+";
+    let e = errors(yaml);
+    let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, vec!["routing.header", "pools.a.hash_key"], "{e:?}");
+    let allowed = format!("server: {{ underscores_in_headers: true }}\n{yaml}");
+    let c = parse(&allowed, "t.yaml").expect("valid");
+    assert!(c.server.underscores_in_headers);
+    assert!(
+        !parse(GOOD, "t.yaml")
+            .expect("valid")
+            .server
+            .underscores_in_headers
+    );
+}

@@ -128,6 +128,19 @@ pub(super) fn pool(
         .race
         .as_ref()
         .map(|r| race(r, &format!("{path}.race"), errs));
+    let rate_limit = p
+        .rate_limit
+        .as_ref()
+        .and_then(|r| super::edge::rate_limit(r, &format!("{path}.rate_limit"), errs));
+    let tls = p.tls.as_ref().map_or_else(UpstreamTls::default, |t| {
+        super::edge::upstream_tls(t, &format!("{path}.tls"), errs)
+    });
+    if p.tls.is_some() && !backends.iter().any(|b| b.tls) {
+        errs.push(ConfigError::new(
+            format!("{path}.tls"),
+            "applies to https:// backends only and this pool has none",
+        ));
+    }
     (errs.len() == before).then(|| PoolConfig {
         name: name.to_string(),
         strategy,
@@ -138,6 +151,8 @@ pub(super) fn pool(
         retries,
         passive,
         race,
+        rate_limit,
+        tls,
         discovery,
     })
 }

@@ -4,8 +4,7 @@
 //! weights, A records, a stopped server, TTL pacing, `/status` sources and
 //! the admin API's refusal.
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use hickory_proto::rr::rdata::{A, SOA, SRV};
 use hickory_proto::rr::{LowerName, Name, RData, Record, RecordType, RrKey};
@@ -37,11 +36,7 @@ struct Logging {
 
 #[async_trait::async_trait]
 impl RequestHandler for Logging {
-    async fn handle_request<R: ResponseHandler>(
-        &self,
-        request: &Request,
-        response: R,
-    ) -> ResponseInfo {
+    async fn handle_request<R: ResponseHandler>(&self, request: &Request, response: R) -> ResponseInfo {
         if let Ok(info) = request.request_info() {
             let q = info.query;
             self.log.lock().unwrap().push((
@@ -69,40 +64,19 @@ fn name(n: &str) -> Name {
 
 impl DnsServer {
     fn start() -> DnsServer {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .expect("runtime");
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().expect("runtime");
         let origin = name(ZONE);
-        let zone = Arc::new(InMemoryAuthority::empty(
-            origin.clone(),
-            ZoneType::Primary,
-            false,
-        ));
-        let soa = SOA::new(
-            name("ns.sy.test."),
-            name("admin.sy.test."),
-            1,
-            60,
-            60,
-            60,
-            1,
-        );
+        let zone = Arc::new(InMemoryAuthority::empty(origin.clone(), ZoneType::Primary, false));
+        let soa = SOA::new(name("ns.sy.test."), name("admin.sy.test."), 1, 60, 60, 60, 1);
         rt.block_on(zone.upsert(Record::from_rdata(origin.clone(), 60, RData::SOA(soa)), 1));
         let mut catalog = Catalog::new();
         catalog.upsert(LowerName::new(&origin), vec![zone.clone()]);
         let log = QueryLog::default();
-        let handler = Logging {
-            catalog,
-            log: log.clone(),
-        };
+        let handler = Logging { catalog, log: log.clone() };
         let addr = rt.block_on(async {
             // one port for UDP and TCP: retry while the TCP port is taken
             let (udp, tcp, addr) = loop {
-                let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
-                    .await
-                    .expect("udp");
+                let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("udp");
                 let addr = udp.local_addr().expect("addr");
                 if let Ok(tcp) = tokio::net::TcpListener::bind(addr).await {
                     break (udp, tcp, addr);
@@ -116,12 +90,7 @@ impl DnsServer {
             });
             addr
         });
-        DnsServer {
-            addr,
-            zone,
-            log,
-            rt: Some(rt),
-        }
+        DnsServer { addr, zone, log, rt: Some(rt) }
     }
 
     /// Replaces the records of `owner`/`rtype` with `records` (data, TTL).
@@ -129,24 +98,16 @@ impl DnsServer {
         let rt = self.rt.as_ref().expect("running");
         let owner = name(owner);
         rt.block_on(async {
-            self.zone
-                .records_mut()
-                .await
-                .remove(&RrKey::new(LowerName::new(&owner), rtype));
+            self.zone.records_mut().await.remove(&RrKey::new(LowerName::new(&owner), rtype));
             for data in records {
-                self.zone
-                    .upsert(Record::from_rdata(owner.clone(), ttl, data), 1)
-                    .await;
+                self.zone.upsert(Record::from_rdata(owner.clone(), ttl, data), 1).await;
             }
         });
     }
 
     /// SRV records of `owner` on `target`, one per (port, weight).
     fn set_srv(&self, owner: &str, ttl: u32, target: &str, ports: &[(u16, u16)]) {
-        let data = ports
-            .iter()
-            .map(|&(port, weight)| RData::SRV(SRV::new(0, weight, port, name(target))))
-            .collect();
+        let data = ports.iter().map(|&(port, weight)| RData::SRV(SRV::new(0, weight, port, name(target)))).collect();
         self.set(owner, RecordType::SRV, ttl, data);
     }
 
@@ -199,10 +160,7 @@ fn config(dns: &DnsServer, statics: &[String], interval: &str, extra: &str) -> S
     let backends = if statics.is_empty() {
         String::new()
     } else {
-        let list: Vec<String> = statics
-            .iter()
-            .map(|u| format!("{{url: \"{u}\"}}"))
-            .collect();
+        let list: Vec<String> = statics.iter().map(|u| format!("{{url: \"{u}\"}}")).collect();
         format!("    backends: [{}]\n", list.join(", "))
     };
     format!(
@@ -218,13 +176,7 @@ fn config(dns: &DnsServer, statics: &[String], interval: &str, extra: &str) -> S
 }
 
 fn admin(sy: &Switchyard, method: &str, path: &str, body: &str) -> Response {
-    request(
-        sy.admin_addr(),
-        method,
-        path,
-        &[("Content-Type", "application/json")],
-        body.as_bytes(),
-    )
+    request(sy.admin_addr(), method, path, &[("Content-Type", "application/json")], body.as_bytes())
 }
 
 /// `url` → `source` of pool `pool`'s backends in `/status`.
@@ -234,12 +186,7 @@ fn members(sy: &Switchyard, pool: &str) -> Vec<(String, String)> {
         .as_array()
         .map(|a| {
             a.iter()
-                .map(|b| {
-                    (
-                        b["url"].as_str().unwrap_or("").to_string(),
-                        b["source"].as_str().unwrap_or("").to_string(),
-                    )
-                })
+                .map(|b| (b["url"].as_str().unwrap_or("").to_string(), b["source"].as_str().unwrap_or("").to_string()))
                 .collect()
         })
         .unwrap_or_default();
@@ -249,16 +196,12 @@ fn members(sy: &Switchyard, pool: &str) -> Vec<(String, String)> {
 
 /// Sends `n` requests to the proxy; returns how many got 200.
 fn send(sy: &Switchyard, n: usize) -> usize {
-    (0..n)
-        .filter(|_| try_get(sy.addr(), "/", &[]).is_ok_and(|r| r.status == 200))
-        .count()
+    (0..n).filter(|_| try_get(sy.addr(), "/", &[]).is_ok_and(|r| r.status == 200)).count()
 }
 
 fn counter(sy: &Switchyard, series: &str) -> u64 {
     let text = admin(sy, "GET", "/metrics", "").text();
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
-        .unwrap_or(0)
+    text.lines().find_map(|l| l.strip_prefix(series)?.trim().parse().ok()).unwrap_or(0)
 }
 
 // ---------------------------------------------------------------------------
@@ -292,15 +235,11 @@ fn records_added_and_removed_change_membership() {
         c.set_timeout(Duration::from_secs(20)).expect("timeout");
         c.get("/slow", &[])
     });
-    assert!(
-        poll_until(Duration::from_secs(5), || a.path_count("/slow") == 1),
-        "the slow request did not reach a"
-    );
+    assert!(poll_until(Duration::from_secs(5), || a.path_count("/slow") == 1), "the slow request did not reach a");
     // ... then the records move from a to b
     dns.set_srv(SRV_NAME, 1, HOST, &[(b.addr().port(), 1)]);
     assert!(
-        poll_until(Duration::from_secs(4), || members(&sy, "web")
-            == vec![(b.url(), "dns".to_string())]),
+        poll_until(Duration::from_secs(4), || members(&sy, "web") == vec![(b.url(), "dns".to_string())]),
         "a was not replaced by b: {:?}",
         members(&sy, "web")
     );
@@ -310,11 +249,7 @@ fn records_added_and_removed_change_membership() {
     assert_eq!(a.app_count(), a_now, "a removed but still chosen");
     assert_eq!(b.app_count(), 10);
     let first = b.requests().first().map(|r| r.target.clone());
-    assert_eq!(
-        first.as_deref(),
-        Some("/health"),
-        "b served before its probe"
-    );
+    assert_eq!(first.as_deref(), Some("/health"), "b served before its probe");
     let r = slow.join().expect("thread").expect("slow response");
     assert_eq!((r.status, r.text().as_str()), (200, "a"));
 }
@@ -327,36 +262,17 @@ fn dns_server_stopped_keeps_the_last_good_set() {
     let a = TestBackend::start("a");
     let b = TestBackend::start("b");
     dns.set_a(HOST, 1, &[Ipv4Addr::LOCALHOST]);
-    dns.set_srv(
-        SRV_NAME,
-        1,
-        HOST,
-        &[(a.addr().port(), 1), (b.addr().port(), 1)],
-    );
+    dns.set_srv(SRV_NAME, 1, HOST, &[(a.addr().port(), 1), (b.addr().port(), 1)]);
     let sy = Switchyard::start(&config(&dns, &[], "1s", ""));
-    assert!(poll_until(Duration::from_secs(10), || members(&sy, "web")
-        .len()
-        == 2
-        && send(&sy, 1) == 1));
+    assert!(poll_until(Duration::from_secs(10), || members(&sy, "web").len() == 2 && send(&sy, 1) == 1));
     dns.stop();
     let errors = "switchyard_discovery_lookups_total{pool=\"web\",result=\"error\"}";
-    assert!(
-        poll_until(Duration::from_secs(15), || counter(&sy, errors) >= 2),
-        "no failed lookup counted"
-    );
-    assert!(
-        counter(
-            &sy,
-            "switchyard_discovery_lookups_total{pool=\"web\",result=\"ok\"}"
-        ) >= 1
-    );
+    assert!(poll_until(Duration::from_secs(15), || counter(&sy, errors) >= 2), "no failed lookup counted");
+    assert!(counter(&sy, "switchyard_discovery_lookups_total{pool=\"web\",result=\"ok\"}") >= 1);
     assert_eq!(members(&sy, "web").len(), 2);
     let (a0, b0) = (a.app_count(), b.app_count());
     assert_eq!(send(&sy, 20), 20);
-    assert!(
-        a.app_count() > a0 && b.app_count() > b0,
-        "traffic left the last good set"
-    );
+    assert!(a.app_count() > a0 && b.app_count() > b0, "traffic left the last good set");
 }
 
 /// Two SRV records on one host, different ports: two backends weighted by
@@ -370,12 +286,7 @@ fn srv_ports_weights_sources_and_admin_refusal() {
     let c = TestBackend::start("c");
     dns.set_a(HOST, 5, &[Ipv4Addr::LOCALHOST]);
     dns.set_a("api.sy.test.", 5, &[Ipv4Addr::LOCALHOST]);
-    dns.set_srv(
-        SRV_NAME,
-        5,
-        HOST,
-        &[(a.addr().port(), 3), (b.addr().port(), 1)],
-    );
+    dns.set_srv(SRV_NAME, 5, HOST, &[(a.addr().port(), 3), (b.addr().port(), 1)]);
     let api = format!(
         "  api:\n    discovery: {{dns: api.sy.test, type: a, port: {}, resolver: \"{}\"}}\n\
          \x20   health_check: {{type: none}}\n",
@@ -384,19 +295,11 @@ fn srv_ports_weights_sources_and_admin_refusal() {
     );
     let sy = Switchyard::start(&config(&dns, &[c.url()], "5s", &api));
     let want = {
-        let mut v = vec![
-            (a.url(), "dns".to_string()),
-            (b.url(), "dns".to_string()),
-            (c.url(), "config".to_string()),
-        ];
+        let mut v = vec![(a.url(), "dns".to_string()), (b.url(), "dns".to_string()), (c.url(), "config".to_string())];
         v.sort();
         v
     };
-    assert!(
-        poll_until(Duration::from_secs(10), || members(&sy, "web") == want),
-        "{:?}",
-        members(&sy, "web")
-    );
+    assert!(poll_until(Duration::from_secs(10), || members(&sy, "web") == want), "{:?}", members(&sy, "web"));
     let st = admin(&sy, "GET", "/status", "").json();
     let weight = |url: &str| {
         st["pools"]["web"]["backends"]
@@ -407,24 +310,12 @@ fn srv_ports_weights_sources_and_admin_refusal() {
     assert_eq!(weight(&a.url()), Some(3.into()));
     assert_eq!(weight(&b.url()), Some(1.into()));
     assert_eq!(members(&sy, "api"), vec![(c.url(), "dns".to_string())]);
-    assert!(poll_until(Duration::from_secs(5), || {
-        get(sy.addr(), "/", &[("App-Name", "api")]).text() == "c"
-    }));
+    assert!(poll_until(Duration::from_secs(5), || { get(sy.addr(), "/", &[("App-Name", "api")]).text() == "c" }));
 
-    let del = admin(
-        &sy,
-        "DELETE",
-        "/backends",
-        &format!("{{\"pool\": \"web\", \"url\": \"{}\"}}", a.url()),
-    );
+    let del = admin(&sy, "DELETE", "/backends", &format!("{{\"pool\": \"web\", \"url\": \"{}\"}}", a.url()));
     assert_eq!(del.status, 409, "{}", del.text());
     assert!(del.text().contains("DNS"), "{}", del.text());
-    let add = admin(
-        &sy,
-        "POST",
-        "/backends",
-        "{\"pool\": \"web\", \"url\": \"http://127.0.0.1:1\"}",
-    );
+    let add = admin(&sy, "POST", "/backends", "{\"pool\": \"web\", \"url\": \"http://127.0.0.1:1\"}");
     assert_eq!(add.status, 409, "{}", add.text());
     assert_eq!(members(&sy, "web"), want);
 }
@@ -450,14 +341,8 @@ fn lookups_follow_the_ttl_within_interval() {
     assert!(poll_until(Duration::from_secs(10), || fast().len() >= 2));
     let q = fast();
     let gap = q[1] - q[0];
-    assert!(
-        gap <= Duration::from_secs(2),
-        "1 s TTL re-resolved after {gap:?}"
-    );
-    assert!(
-        gap >= Duration::from_millis(900),
-        "re-resolved after {gap:?}, under 1 s"
-    );
+    assert!(gap <= Duration::from_secs(2), "1 s TTL re-resolved after {gap:?}");
+    assert!(gap >= Duration::from_millis(900), "re-resolved after {gap:?}, under 1 s");
 
     let slow_q = || dns.queries(slow_name, RecordType::SRV);
     assert!(poll_until(Duration::from_secs(10), || slow_q().len() >= 2));
@@ -530,22 +415,10 @@ fn a_backend_that_stays_keeps_its_state() {
             .and_then(|x| x["requests"].as_u64())
     };
     assert_eq!(requests(&a.url()), Some(5));
-    dns.set_srv(
-        SRV_NAME,
-        1,
-        HOST,
-        &[(a.addr().port(), 1), (b.addr().port(), 1)],
-    );
-    assert!(poll_until(Duration::from_secs(5), || members(&sy, "web")
-        .len()
-        == 2));
+    dns.set_srv(SRV_NAME, 1, HOST, &[(a.addr().port(), 1), (b.addr().port(), 1)]);
+    assert!(poll_until(Duration::from_secs(5), || members(&sy, "web").len() == 2));
     assert_eq!(requests(&a.url()), Some(5), "a's state was reset");
     let probe = b.requests().into_iter().find(|r| r.target == "/health");
-    let host = probe.and_then(|r| {
-        r.headers
-            .iter()
-            .find(|(n, _)| n == "host")
-            .map(|(_, v)| v.clone())
-    });
+    let host = probe.and_then(|r| r.headers.iter().find(|(n, _)| n == "host").map(|(_, v)| v.clone()));
     assert_eq!(host.as_deref(), Some("_http._tcp.web.sy.test"));
 }
