@@ -402,6 +402,7 @@ async fn relay(
     {
         resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
     }
+    crate::proxy::clean_response(session, &mut resp);
     let eos = no_body || up.response_done();
     session.write_response_header(resp, eos).await?;
     if !eos {

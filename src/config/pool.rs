@@ -65,6 +65,61 @@ pub struct PoolConfig {
     pub passive: PassivePolicy,
     /// Fan-out racing; `None` is off.
     pub race: Option<RacePolicy>,
+    /// Token bucket per client; `None` is off.
+    pub rate_limit: Option<super::RateLimit>,
+    /// Certificate checks of `https://` backends.
+    pub tls: super::UpstreamTls,
+    /// Membership from DNS; `None` is the static `backends` only.
+    pub discovery: Option<DiscoveryConfig>,
+}
+
+/// A pool's `discovery:` after defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// The name to resolve, as written.
+    pub dns: String,
+    /// SRV records (port and weight from each record), or A/AAAA on `port`.
+    pub kind: DiscoveryKind,
+    /// The DNS server to ask; `None` is the system's (`/etc/resolv.conf`).
+    pub resolver: Option<SocketAddr>,
+    /// Longest time between lookups (default 5 s); a shorter record TTL
+    /// re-resolves sooner, but never more than once per second.
+    pub interval: Duration,
+}
+
+/// Which records a pool's discovery reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscoveryKind {
+    /// SRV records: target, port and weight per record.
+    Srv,
+    /// A and AAAA records, every address on this port.
+    A {
+        /// The backends' port.
+        port: u16,
+    },
+}
+
+/// Where a backend of a live pool comes from (`/status` `"source"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BackendSource {
+    /// The configuration file (`backends:`, or `--backends` in quick mode).
+    #[default]
+    Config,
+    /// The admin API (`POST /backends`).
+    Admin,
+    /// The pool's `discovery:` lookups.
+    Dns,
+}
+
+impl BackendSource {
+    /// The name `/status` shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendSource::Config => "config",
+            BackendSource::Admin => "admin",
+            BackendSource::Dns => "dns",
+        }
+    }
 }
 
 /// A pool's `race:` after defaults.
@@ -221,6 +276,8 @@ pub struct BackendConfig {
     pub enabled: bool,
     /// Display name.
     pub name: String,
+    /// Where it comes from.
+    pub source: BackendSource,
 }
 
 /// Which probe a pool runs.

@@ -71,6 +71,9 @@ pub struct RawServer {
     pub upstream_keepalive_pool_size: Option<usize>,
     /// Whether tokio work stealing is on (default: on unless `threads: 1`).
     pub work_stealing: Option<bool>,
+    /// Forward request headers whose names contain `_` (default false: they
+    /// are dropped, as nginx's `underscores_in_headers off`).
+    pub underscores_in_headers: Option<bool>,
 }
 
 /// One entry of `listen:`.
@@ -79,6 +82,16 @@ pub struct RawServer {
 pub struct RawListen {
     /// `host:port` to bind.
     pub addr: String,
+    /// TLS termination; absent means plain HTTP.
+    pub tls: Option<super::edge::RawTls>,
+    /// Time to receive a whole request head (default 10s).
+    pub header_timeout: Option<Dur>,
+    /// Idle time between requests of a keep-alive connection (default 75s).
+    pub keepalive_timeout: Option<Dur>,
+    /// Requests per connection (default 1000).
+    pub keepalive_requests: Option<u32>,
+    /// Largest request head (default 32KiB).
+    pub max_header_size: Option<Size>,
 }
 
 /// `routing:`.
@@ -115,6 +128,29 @@ pub struct RawPool {
     pub passive: Option<RawPassive>,
     /// Fan-out racing; absent means off.
     pub race: Option<RawRace>,
+    /// Token bucket per client; absent means off.
+    pub rate_limit: Option<super::edge::RawRateLimit>,
+    /// Certificate checks of `https://` backends.
+    pub tls: Option<super::edge::RawUpstreamTls>,
+    /// Membership from DNS; absent means the static `backends` only.
+    pub discovery: Option<RawDiscovery>,
+}
+
+/// `discovery:` of a pool.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscovery {
+    /// The name to resolve (`web.service.consul`, `_http._tcp.web.ns.svc.cluster.local`).
+    pub dns: Option<String>,
+    /// `srv` (default: host and port from SRV records) or `a` (A/AAAA, with `port`).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// `type: a` only: the backends' port.
+    pub port: Option<u16>,
+    /// `IP` or `IP:port` of the DNS server (default: the system's resolvers).
+    pub resolver: Option<String>,
+    /// Longest time between lookups (default 5s, at least 1s).
+    pub interval: Option<Dur>,
 }
 
 /// `race:` of a pool.

@@ -179,3 +179,26 @@ fn bad_budget_and_percentile_are_errors() {
     let e = errors(&LATENCY.replace("ratio: 0.5", "ratio: -1"));
     assert!(e.iter().any(|e| e.path.ends_with("budget.ratio")), "{e:?}");
 }
+
+#[test]
+fn underscore_routing_or_hash_headers_need_underscores_in_headers() {
+    let yaml = "routing: { header: App_Name }
+pools:
+  a:
+    strategy: consistent
+    hash_key: header:X_User
+    backends: [ { url: \"http://127.0.0.1:1\" } ]
+";
+    let e = errors(yaml);
+    let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, vec!["routing.header", "pools.a.hash_key"], "{e:?}");
+    let allowed = format!("server: {{ underscores_in_headers: true }}\n{yaml}");
+    let c = parse(&allowed, "t.yaml").expect("valid");
+    assert!(c.server.underscores_in_headers);
+    assert!(
+        !parse(GOOD, "t.yaml")
+            .expect("valid")
+            .server
+            .underscores_in_headers
+    );
+}

@@ -149,6 +149,10 @@ mod tests {
         assert!(parse_duration("2").is_err());
         assert!(parse_duration("2 weeks").is_err());
         assert!(parse_duration("s").is_err());
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        for bad in ["", "1", "-1s", "1x", "abc", "1e3s", "1..2s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
     }
 
     #[test]

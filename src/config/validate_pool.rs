@@ -35,10 +35,14 @@ pub(super) fn pool(
             "hash_key needs strategy: consistent",
         ));
     }
-    if p.backends.is_empty() {
+    let discovery = p
+        .discovery
+        .as_ref()
+        .and_then(|d| super::validate_discovery::discovery(d, &format!("{path}.discovery"), errs));
+    if p.backends.is_empty() && p.discovery.is_none() {
         errs.push(ConfigError::new(
             format!("{path}.backends"),
-            "a pool needs at least one backend",
+            "a pool needs at least one backend (or `discovery:`)",
         ));
     }
     let mut backends = Vec::new();
@@ -60,6 +64,12 @@ pub(super) fn pool(
         errs.push(ConfigError::new(
             format!("{path}.backends"),
             "mixes http:// and https:// backends; use one scheme per pool",
+        ));
+    }
+    if p.discovery.is_some() && backends.iter().any(|b| b.tls) {
+        errs.push(ConfigError::new(
+            format!("{path}.backends"),
+            "discovered backends speak http://; a pool with `discovery:` takes http:// backends only",
         ));
     }
     let health = health(
@@ -120,6 +130,19 @@ pub(super) fn pool(
         .race
         .as_ref()
         .map(|r| race(r, &format!("{path}.race"), errs));
+    let rate_limit = p
+        .rate_limit
+        .as_ref()
+        .and_then(|r| super::edge::rate_limit(r, &format!("{path}.rate_limit"), errs));
+    let tls = p.tls.as_ref().map_or_else(UpstreamTls::default, |t| {
+        super::edge::upstream_tls(t, &format!("{path}.tls"), errs)
+    });
+    if p.tls.is_some() && !backends.iter().any(|b| b.tls) {
+        errs.push(ConfigError::new(
+            format!("{path}.tls"),
+            "applies to https:// backends only and this pool has none",
+        ));
+    }
     (errs.len() == before).then(|| PoolConfig {
         name: name.to_string(),
         strategy,
@@ -130,6 +153,9 @@ pub(super) fn pool(
         retries,
         passive,
         race,
+        rate_limit,
+        tls,
+        discovery,
     })
 }
 

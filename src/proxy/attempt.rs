@@ -161,7 +161,12 @@ pub(super) fn write_access_log(
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     let req = session.req_header();
-    let uri = req.uri.to_string();
+    // the request target as an HTTP/1.1 client sends it: HTTP/2 requests
+    // carry scheme and authority in their URI, which the log leaves out
+    let uri = req
+        .uri
+        .path_and_query()
+        .map_or_else(|| req.uri.to_string(), |p| p.to_string());
     let backend = ctx.served.as_ref().map(|s| s.name());
     log.write(&Entry {
         client: &client,

@@ -2,18 +2,24 @@
 //! call into routing, pool selection, forwarding and error mapping.
 //!
 //! Flow of a request:
-//! 1. `request_filter`: load the live [`RouteTable`], resolve the pool from
+//! 1. `request_filter`: refuse ambiguous framing and normalise what the
+//!    backend will see ([`hygiene`]); load the live [`RouteTable`], resolve the pool from
 //!    the routing header (404 when none), start the request deadline.
 //! 2. `upstream_peer`: pick a backend in the pool or, when it has none
 //!    usable, in its fallback chain (503 when none); hold an in-flight slot.
 //! 3. `upstream_request_filter`: add the forwarding headers.
-//! 4. failures: `fail_to_connect` / `error_while_proxy` count the backend's
+//! 4. `response_filter`: clean the answer for the client ([`downstream`]).
+//! 5. failures: `fail_to_connect` / `error_while_proxy` count the backend's
 //!    failure; `fail_to_proxy` answers 502/503/504 with a JSON body.
 
 mod attempt;
+mod downstream;
 mod errors;
+pub mod hygiene;
+pub mod raw_target;
 
 pub use crate::request::RequestCtx;
+pub use downstream::clean_response;
 
 use crate::failure;
 use crate::request::forward;
@@ -21,6 +27,7 @@ use crate::request::forward;
 use crate::counters::{AttemptResult, Metrics};
 use crate::pool::{socket_addr, state_of};
 use crate::race;
+use crate::ratelimit::Limiters;
 use crate::retry;
 use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
@@ -46,6 +53,8 @@ pub struct Proxy {
     /// Upstream connections of raced requests (pingora's proxy pool is private).
     race_connector: Arc<Connector>,
     metrics: Arc<Metrics>,
+    /// Rate-limit buckets of every pool (outlive reloads).
+    limiters: Arc<Limiters>,
 }
 
 impl Proxy {
@@ -55,6 +64,7 @@ impl Proxy {
         Proxy {
             routes,
             race_connector: Arc::new(Connector::new(Some(options))),
+            limiters: metrics.rate_limiters.clone(),
             metrics,
         }
     }
@@ -71,15 +81,38 @@ impl ProxyHttp for Proxy {
         RequestCtx::default()
     }
 
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        downstream::prepare_session(session);
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         if session.get_keepalive() == Some(0) {
             session.set_keepalive(Some(CLIENT_KEEPALIVE_SECS));
         }
         let table = self.routes.load_full();
-        let value = session.req_header().headers.get(table.header());
-        let resolved = table.resolve(value.map(|v| v.as_bytes())).cloned();
         let now = Instant::now();
         ctx.started = Some(now);
+        let refused = if raw_target::was_escaped(session, session.req_header().raw_path()) {
+            Err(hygiene::BAD_TARGET)
+        } else {
+            hygiene::check_framing(session.req_header())
+        };
+        if let Err((code, why)) = refused {
+            ctx.table = Some(table);
+            errors::respond(session, code, why, "", None).await;
+            return Ok(true);
+        }
+        hygiene::normalise(
+            session.req_header_mut(),
+            table.config.server.underscores_in_headers,
+        );
+        let value = session.req_header().headers.get(table.header());
+        let resolved = table.resolve(value.map(|v| v.as_bytes())).cloned();
         let Some(pool) = resolved else {
             let asked = value
                 .and_then(|v| v.to_str().ok())
@@ -105,6 +138,13 @@ impl ProxyHttp for Proxy {
             None => None,
         };
         ctx.table = Some(table);
+        if let Some(secs) = self.limiters.refuse(&pool.config, session) {
+            let retry_after = [("retry-after", secs.to_string())];
+            let msg = errors::message_for(429);
+            errors::respond_with(session, 429, msg, pool.name(), None, &retry_after).await;
+            ctx.pool = Some(pool);
+            return Ok(true);
+        }
         ctx.pool = Some(pool);
         if let Some(serving) = serving {
             if let Some(race) = &serving.config.race {
@@ -195,6 +235,7 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
+        downstream::prepare_proxied(session);
         forward::add_forwarding_headers(session, upstream_request)
     }
 
@@ -267,6 +308,16 @@ impl ProxyHttp for Proxy {
             return Err(e.into_up());
         }
         self.answered(ctx);
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        downstream::clean_response(session, upstream_response);
         Ok(())
     }
 
@@ -365,6 +416,7 @@ impl ProxyHttp for Proxy {
         }
         let Some(pool) = &ctx.pool else {
             self.metrics.unrouted.add(code);
+            downstream::linger(session).await;
             return;
         };
         if let Some(started) = ctx.started {
@@ -374,6 +426,7 @@ impl ProxyHttp for Proxy {
             Some(s) => s.codes.add(code),
             None => pool.stats.unserved.add(code),
         }
+        downstream::linger(session).await;
     }
 
     fn suppress_proxy_warn_log(

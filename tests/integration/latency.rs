@@ -3,9 +3,8 @@
 //! SPEC §4a, against real backends with short latencies (5 ms against
 //! 50–100 ms).
 
-mod common;
-use common::web_pool_config as config;
-use common::*;
+use crate::common::web_pool_config as config;
+use crate::common::*;
 
 use std::time::{Duration, Instant};
 
@@ -38,9 +37,7 @@ fn status(sy: &Switchyard) -> serde_json::Value {
 fn metric(sy: &Switchyard, name: &str, labels: &str) -> Option<f64> {
     let text = get(sy.admin_addr(), "/metrics", &[]).text();
     let key = format!("{name}{{{labels}}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&key))
-        .and_then(|v| v.trim().parse().ok())
+    text.lines().find_map(|l| l.strip_prefix(&key)).and_then(|v| v.trim().parse().ok())
 }
 
 /// Sends `n` requests one after another, asserting 200; returns each
@@ -62,10 +59,7 @@ fn send_concurrently(sy: &Switchyard, n: usize, threads: usize) {
     let workers: Vec<_> = (0..threads)
         .map(|t| {
             std::thread::spawn(move || {
-                (0..n / threads)
-                    .map(|i| get(addr, &format!("/c{t}-{i}"), &[]).status)
-                    .filter(|s| *s != 200)
-                    .count()
+                (0..n / threads).map(|i| get(addr, &format!("/c{t}-{i}"), &[]).status).filter(|s| *s != 200).count()
             })
         })
         .collect();
@@ -108,12 +102,8 @@ fn peak_ewma_avoids_a_slow_backend_and_gives_it_back_its_share() {
 
     // the EWMA is exported and shown per backend, once per backend
     let c_name = c.addr().to_string();
-    let ewma = metric(
-        &sy,
-        "switchyard_backend_latency_ewma_seconds",
-        &format!("pool=\"web\",backend=\"{c_name}\""),
-    )
-    .expect("latency metric");
+    let ewma = metric(&sy, "switchyard_backend_latency_ewma_seconds", &format!("pool=\"web\",backend=\"{c_name}\""))
+        .expect("latency metric");
     assert!(ewma > 0.02, "{ewma}");
     let st = status(&sy);
     let shown = st["pools"]["web"]["backends"]
@@ -132,12 +122,7 @@ fn peak_ewma_avoids_a_slow_backend_and_gives_it_back_its_share() {
         send(&sy, 20);
         c.app_count() > 0
     });
-    assert!(
-        tried,
-        "not tried again after {:?}\n{}",
-        t.elapsed(),
-        sy.logs()
-    );
+    assert!(tried, "not tried again after {:?}\n{}", t.elapsed(), sy.logs());
     // and it gets its share back within 30 s (four clients at once, so
     // that load spreads between equal latencies)
     let recovered = poll_until(Duration::from_secs(30) - t.elapsed(), || {
@@ -145,13 +130,7 @@ fn peak_ewma_avoids_a_slow_backend_and_gives_it_back_its_share() {
         send_concurrently(&sy, 60, 4);
         c.app_count() >= 12
     });
-    assert!(
-        recovered,
-        "c got {} of the last 60 after {:?}\n{}",
-        c.app_count(),
-        t.elapsed(),
-        sy.logs()
-    );
+    assert!(recovered, "c got {} of the last 60 after {:?}\n{}", c.app_count(), t.elapsed(), sy.logs());
 }
 
 #[test]
@@ -160,19 +139,12 @@ fn a_backend_that_fails_fast_is_not_preferred() {
     c.set_mode(Mode::Reset);
     let all = [&a, &b, &c];
     // no passive ejection: only the balancer keeps traffic away from c
-    let sy = Switchyard::start(&config(
-        &urls(&all),
-        "strategy: peak_ewma\npassive: {max_fails: 0}",
-    ));
+    let sy = Switchyard::start(&config(&urls(&all), "strategy: peak_ewma\npassive: {max_fails: 0}"));
     send(&sy, 200);
     let tried = c.request_count();
     // every request succeeded (a reset GET is retried on another backend);
     // c was tried only a few times, not on every draw that included it
-    assert!(
-        tried < 20,
-        "failing backend tried {tried} times\n{}",
-        sy.logs()
-    );
+    assert!(tried < 20, "failing backend tried {tried} times\n{}", sy.logs());
     assert_eq!(a.app_count() + b.app_count(), 200);
 }
 
@@ -199,10 +171,7 @@ fn the_retry_budget_caps_retries_of_a_pool_that_times_out() {
         let r = get(sy.addr(), &format!("/t{i}"), &[]);
         assert_eq!(r.status, 504, "{}\n{}", r.text(), sy.logs());
     }
-    assert!(
-        start.elapsed() < Duration::from_secs(9),
-        "outside one window"
-    );
+    assert!(start.elapsed() < Duration::from_secs(9), "outside one window");
     // every upstream request is seen by a backend (Hang reads the request)
     assert!(
         poll_until(Duration::from_secs(2), || total(&all) >= 54),
@@ -215,12 +184,7 @@ fn the_retry_budget_caps_retries_of_a_pool_that_times_out() {
     let retries = metric(&sy, "switchyard_retries_total", "pool=\"web\"");
     assert_eq!(retries, Some(14.0));
     // a request retries twice, or is refused once: at most 7 got both
-    let exhausted = metric(
-        &sy,
-        "switchyard_retry_budget_exhausted_total",
-        "pool=\"web\"",
-    )
-    .expect("exhausted metric");
+    let exhausted = metric(&sy, "switchyard_retry_budget_exhausted_total", "pool=\"web\"").expect("exhausted metric");
     assert!((33.0..=40.0).contains(&exhausted), "{exhausted}");
     let budget = &status(&sy)["pools"]["web"]["retry_budget"];
     assert_eq!(budget["first_attempts"], 40, "{budget}");
@@ -240,14 +204,7 @@ fn connect_failures_never_draw_on_the_budget() {
     )));
     send(&sy, 20);
     assert_eq!(a.app_count(), 20);
-    assert_eq!(
-        metric(
-            &sy,
-            "switchyard_retry_budget_exhausted_total",
-            "pool=\"web\""
-        ),
-        Some(0.0)
-    );
+    assert_eq!(metric(&sy, "switchyard_retry_budget_exhausted_total", "pool=\"web\""), Some(0.0));
 }
 
 // ---------------------------------------------------------------------------
@@ -300,11 +257,7 @@ fn p95_hedging_costs_about_five_percent_and_cuts_the_tail_of_a_slow_backend() {
     send(&sy, n);
     let hedged = cancelled() - before;
     let share = hedged / n as f64;
-    assert!(
-        (0.02..=0.12).contains(&share),
-        "{hedged} hedged requests of {n}\n{}",
-        sy.logs()
-    );
+    assert!((0.02..=0.12).contains(&share), "{hedged} hedged requests of {n}\n{}", sy.logs());
 
     // one backend turns slow (200 ms, 15x the mean): hedging cuts the p99
     // to about p95 + an answer of another backend
@@ -340,13 +293,7 @@ fn the_retry_budget_survives_a_reload() {
     );
     sy.write_config(&reloaded);
     sy.signal(libc::SIGHUP);
-    assert!(
-        poll_until(Duration::from_secs(10), || sy
-            .logs()
-            .contains("configuration reloaded")),
-        "{}",
-        sy.logs()
-    );
+    assert!(poll_until(Duration::from_secs(10), || sy.logs().contains("configuration reloaded")), "{}", sy.logs());
     assert_eq!(get(sy.addr(), "/after", &[]).status, 504);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(total(&all), 21, "{}", sy.logs());
