@@ -39,6 +39,9 @@ pub fn from_backends(list: &str, port: u16) -> Result<Config, ConfigErrors> {
                 retries: None,
                 passive: None,
                 race: None,
+                rate_limit: None,
+                tls: None,
+                discovery: None,
             })
             .backends
             .push(RawBackend {
@@ -56,6 +59,11 @@ pub fn from_backends(list: &str, port: u16) -> Result<Config, ConfigErrors> {
     }
     raw.listen.push(RawListen {
         addr: format!("0.0.0.0:{port}"),
+        tls: None,
+        header_timeout: None,
+        keepalive_timeout: None,
+        keepalive_requests: None,
+        max_header_size: None,
     });
     let fail = |errors| ConfigErrors {
         source: "--backends".into(),

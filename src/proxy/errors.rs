@@ -15,6 +15,18 @@ pub async fn respond(
     pool: &str,
     attempts: Option<usize>,
 ) {
+    respond_with(session, status, error, pool, attempts, &[]).await
+}
+
+/// [`respond`] with `headers` added (such as `Retry-After`).
+pub async fn respond_with(
+    session: &mut Session,
+    status: u16,
+    error: &str,
+    pool: &str,
+    attempts: Option<usize>,
+    headers: &[(&'static str, String)],
+) {
     let mut json = serde_json::json!({ "error": error, "pool": pool });
     if let Some(n) = attempts {
         json["attempts"] = n.into();
@@ -26,6 +38,9 @@ pub async fn respond(
     let _ = resp.insert_header(http::header::CONTENT_TYPE, "application/json");
     let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
     let _ = resp.insert_header(http::header::CACHE_CONTROL, "no-store");
+    for (name, value) in headers {
+        let _ = resp.insert_header(*name, value.as_str());
+    }
     if let Err(e) = session.write_error_response(resp, body).await {
         log::debug!("could not send {status} to client: {e}");
     }

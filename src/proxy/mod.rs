@@ -2,18 +2,24 @@
 //! call into routing, pool selection, forwarding and error mapping.
 //!
 //! Flow of a request:
-//! 1. `request_filter`: load the live [`RouteTable`], resolve the pool from
+//! 1. `request_filter`: refuse ambiguous framing and normalise what the
+//!    backend will see ([`hygiene`]); load the live [`RouteTable`], resolve the pool from
 //!    the routing header (404 when none), start the request deadline.
 //! 2. `upstream_peer`: pick a backend in the pool or, when it has none
 //!    usable, in its fallback chain (503 when none); hold an in-flight slot.
 //! 3. `upstream_request_filter`: add the forwarding headers.
-//! 4. failures: `fail_to_connect` / `error_while_proxy` count the backend's
+//! 4. `response_filter`: clean the answer for the client ([`downstream`]).
+//! 5. failures: `fail_to_connect` / `error_while_proxy` count the backend's
 //!    failure; `fail_to_proxy` answers 502/503/504 with a JSON body.
 
 mod attempt;
+mod downstream;
 mod errors;
+pub mod hygiene;
+pub mod raw_target;
 
 pub use crate::request::RequestCtx;
+pub use downstream::clean_response;
 
 use crate::failure;
 use crate::request::forward;
@@ -21,6 +27,7 @@ use crate::request::forward;
 use crate::counters::{AttemptResult, Metrics};
 use crate::pool::{socket_addr, state_of};
 use crate::race;
+use crate::ratelimit::Limiters;
 use crate::retry;
 use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
@@ -46,6 +53,8 @@ pub struct Proxy {
     /// Upstream connections of raced requests (pingora's proxy pool is private).
     race_connector: Arc<Connector>,
     metrics: Arc<Metrics>,
+    /// Rate-limit buckets of every pool (outlive reloads).
+    limiters: Arc<Limiters>,
 }
 
 impl Proxy {
@@ -55,11 +64,13 @@ impl Proxy {
         Proxy {
             routes,
             race_connector: Arc::new(Connector::new(Some(options))),
+            limiters: metrics.rate_limiters.clone(),
             metrics,
         }
     }
 }
 
+pub(crate) use attempt::observe_latency;
 use attempt::{hash_key, record, write_access_log};
 
 #[async_trait]
@@ -70,15 +81,38 @@ impl ProxyHttp for Proxy {
         RequestCtx::default()
     }
 
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        downstream::prepare_session(session);
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         if session.get_keepalive() == Some(0) {
             session.set_keepalive(Some(CLIENT_KEEPALIVE_SECS));
         }
         let table = self.routes.load_full();
-        let value = session.req_header().headers.get(table.header());
-        let resolved = table.resolve(value.map(|v| v.as_bytes())).cloned();
         let now = Instant::now();
         ctx.started = Some(now);
+        let refused = if raw_target::was_escaped(session, session.req_header().raw_path()) {
+            Err(hygiene::BAD_TARGET)
+        } else {
+            hygiene::check_framing(session.req_header())
+        };
+        if let Err((code, why)) = refused {
+            ctx.table = Some(table);
+            errors::respond(session, code, why, "", None).await;
+            return Ok(true);
+        }
+        hygiene::normalise(
+            session.req_header_mut(),
+            table.config.server.underscores_in_headers,
+        );
+        let value = session.req_header().headers.get(table.header());
+        let resolved = table.resolve(value.map(|v| v.as_bytes())).cloned();
         let Some(pool) = resolved else {
             let asked = value
                 .and_then(|v| v.to_str().ok())
@@ -104,6 +138,13 @@ impl ProxyHttp for Proxy {
             None => None,
         };
         ctx.table = Some(table);
+        if let Some(secs) = self.limiters.refuse(&pool.config, session) {
+            let retry_after = [("retry-after", secs.to_string())];
+            let msg = errors::message_for(429);
+            errors::respond_with(session, 429, msg, pool.name(), None, &retry_after).await;
+            ctx.pool = Some(pool);
+            return Ok(true);
+        }
         ctx.pool = Some(pool);
         if let Some(serving) = serving {
             if let Some(race) = &serving.config.race {
@@ -164,6 +205,11 @@ impl ProxyHttp for Proxy {
             ));
         };
         ctx.tries += 1;
+        if !ctx.budget_deposited {
+            ctx.budget_deposited = true;
+            attempt_pool.stats.budget.deposit();
+        }
+        ctx.attempt_started = Some(Instant::now());
         if ctx.tries > 1 {
             ctx.retries += 1;
             pool.stats
@@ -189,6 +235,7 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
+        downstream::prepare_proxied(session);
         forward::add_forwarding_headers(session, upstream_request)
     }
 
@@ -246,7 +293,12 @@ impl ProxyHttp for Proxy {
                 })
             })
         });
-        if alternative && retry::should_retry(&pool.config.retries, failure, state) {
+        // a status retry re-sends a request the backend received: it draws
+        // on the retry budget, and a spent budget answers as it is
+        if alternative
+            && retry::should_retry(&pool.config.retries, failure, state)
+            && pool.stats.budget.try_withdraw(&pool.config.retries.budget)
+        {
             record(ctx, AttemptResult::RetriedStatus);
             let mut e = Error::explain(
                 ErrorType::HTTPStatus(code),
@@ -256,6 +308,16 @@ impl ProxyHttp for Proxy {
             return Err(e.into_up());
         }
         self.answered(ctx);
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        downstream::clean_response(session, upstream_response);
         Ok(())
     }
 
@@ -293,6 +355,9 @@ impl ProxyHttp for Proxy {
         if let (ErrorType::HTTPStatus(code), ErrorSource::Upstream) = (e.etype(), e.esource()) {
             // a retryable status answer, decided in upstream_response_filter
             let failure = retry::Failure::Status(*code);
+            if let Some(b) = ctx.backend.clone() {
+                attempt::penalise(ctx, &b);
+            }
             self.attempt_failed(ctx, false);
             let retry = ctx.attempt_pool.as_ref().is_some_and(|p| {
                 let state = self.attempt_state(session, ctx);
@@ -351,6 +416,7 @@ impl ProxyHttp for Proxy {
         }
         let Some(pool) = &ctx.pool else {
             self.metrics.unrouted.add(code);
+            downstream::linger(session).await;
             return;
         };
         if let Some(started) = ctx.started {
@@ -363,6 +429,7 @@ impl ProxyHttp for Proxy {
             Some(s) => s.codes.add(code),
             None => pool.stats.unserved.add(code),
         }
+        downstream::linger(session).await;
     }
 
     fn suppress_proxy_warn_log(

@@ -53,6 +53,11 @@ pub struct RequestCtx {
     pub local_error: bool,
     /// The backend whose answer went to the client.
     pub served: Option<Arc<BackendState>>,
+    /// When the current attempt started (its response-head latency feeds
+    /// `peak_ewma` and adaptive hedging).
+    pub attempt_started: Option<Instant>,
+    /// The request was counted as a first attempt in its pool's retry budget.
+    pub budget_deposited: bool,
 }
 
 impl RequestCtx {

@@ -1,5 +1,5 @@
 //! Per-backend live state that pingora's `Backend` does not carry: the probe
-//! gate, passive ejection, in-flight and request counters.
+//! gate, passive ejection, in-flight and request counters, latency.
 //!
 //! A [`BackendState`] rides in `Backend::ext` (which pingora ignores for
 //! identity), so every clone of a backend that the selectors and health
@@ -7,6 +7,7 @@
 //! backend identity ([`super::Registry`]), shared by every pool and every
 //! configuration generation that lists the backend.
 
+use super::latency::PeakEwma;
 use super::passive::Ejection;
 use super::recent::Recent;
 use crate::config::PassivePolicy;
@@ -42,6 +43,9 @@ pub struct BackendState {
     pub codes: StatusCounts,
     /// Attempts by result (indexed as [`AttemptResult::ALL`]).
     attempts: [AtomicU64; 5],
+    /// Peak-EWMA of response-head latency (`peak_ewma`'s measure), one per
+    /// backend whichever pools list it.
+    pub latency: PeakEwma,
     /// The last 5 minutes of responses, errors and latency (status page).
     pub recent: Recent,
 }
@@ -60,6 +64,7 @@ impl BackendState {
             healthy: AtomicBool::new(true),
             codes: StatusCounts::default(),
             attempts: Default::default(),
+            latency: PeakEwma::default(),
             recent: Recent::default(),
         }
     }
