@@ -1,23 +1,21 @@
-//! The access log (`log:`): one line per request, JSON or text, to stdout
-//! or a file, written in pingora's `logging` phase.
+//! The access log (`log:`): one line per request, JSON or text, written in
+//! pingora's `logging` phase to stdout or a file.
 //!
-//! The file is opened (in append mode) when a configuration is built, so a
-//! reload (SIGHUP) reopens it: rename the file, then reload, to rotate.
+//! A request only formats its line and queues it on
+//! [`log_output::ACCESS`](crate::log_output::ACCESS), whose own thread
+//! writes it: a stalled stdout or a slow disk drops and counts lines, it
+//! never holds up a request. The file is opened (in append mode) at start
+//! and again on every reload (SIGHUP, `POST /reload`): rename the file, then
+//! reload, to rotate.
 
 use crate::config::{AccessLog, LogSettings};
-use std::io::Write;
-use std::sync::Mutex;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use crate::log_output::{rfc3339, Sink, ACCESS};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
 
-/// Where lines go.
-enum Sink {
-    Stdout,
-    File(Mutex<std::io::LineWriter<std::fs::File>>),
-}
-
-/// An open access log.
+/// The access log's line format; `None` from [`AccessLogger::new`] when it is off.
+#[derive(Debug, Clone, Copy)]
 pub struct AccessLogger {
-    sink: Sink,
     json: bool,
 }
 
@@ -44,27 +42,38 @@ pub struct Entry<'a> {
     pub cache: &'a str,
 }
 
+/// Opens the destination `settings` names (blocking: call it before the
+/// runtime starts or on a blocking thread). Errors name the file.
+pub fn open_sink(settings: &LogSettings) -> Result<Sink, String> {
+    match &settings.access {
+        AccessLog::Off => Ok(Sink::Discard),
+        AccessLog::Stdout => Ok(Sink::Stdout),
+        AccessLog::File(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map(|f| Sink::File(Arc::new(f)))
+            .map_err(|e| format!("cannot open the access log {path}: {e}")),
+    }
+}
+
+/// Sends the access log's following lines to `sink` (from [`open_sink`]).
+pub fn reopen(sink: Sink) {
+    ACCESS.reopen(sink);
+}
+
 impl AccessLogger {
-    /// Opens the log `settings` name; `Ok(None)` when it is off.
-    pub fn open(settings: &LogSettings) -> std::io::Result<Option<AccessLogger>> {
-        let sink = match &settings.access {
-            AccessLog::Off => return Ok(None),
-            AccessLog::Stdout => Sink::Stdout,
-            AccessLog::File(path) => {
-                let f = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?;
-                Sink::File(Mutex::new(std::io::LineWriter::new(f)))
-            }
-        };
-        Ok(Some(AccessLogger {
-            sink,
-            json: settings.json,
-        }))
+    /// The logger for `settings`; `None` when the access log is off.
+    pub fn new(settings: &LogSettings) -> Option<AccessLogger> {
+        match settings.access {
+            AccessLog::Off => None,
+            _ => Some(AccessLogger {
+                json: settings.json,
+            }),
+        }
     }
 
-    /// Writes one line; errors are dropped (a full disk must not stop traffic).
+    /// Queues one line; never blocks (a full queue drops and counts it).
     pub fn write(&self, e: &Entry<'_>) {
         let ts = rfc3339(SystemTime::now());
         let ms = e.duration.as_secs_f64() * 1000.0;
@@ -89,51 +98,6 @@ impl AccessLogger {
                 e.client, e.method, e.uri, e.status, e.pool, e.backend, e.attempts, ms
             )
         };
-        match &self.sink {
-            Sink::Stdout => {
-                let _ = std::io::stdout().lock().write_all(line.as_bytes());
-            }
-            Sink::File(f) => {
-                if let Ok(mut f) = f.lock() {
-                    let _ = f.write_all(line.as_bytes());
-                }
-            }
-        }
-    }
-}
-
-/// `2026-11-21T22:01:02.345Z`.
-fn rfc3339(t: SystemTime) -> String {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs();
-    let (days, rem) = (secs / 86400, secs % 86400);
-    // civil-from-days (Howard Hinnant), days since 1970-01-01
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        d.subsec_millis()
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats_utc_time() {
-        let t = UNIX_EPOCH + Duration::from_millis(1_795_305_662_345);
-        assert_eq!(rfc3339(t), "2026-11-22T00:01:02.345Z");
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        ACCESS.push(line.into_bytes());
     }
 }

@@ -129,6 +129,34 @@ pub struct Metrics {
     pub local_errors: AtomicU64,
     /// Second (since process start) of the last local-error log line.
     local_error_logged: AtomicU64,
+    /// Rate-limit buckets and refusal counts of every pool.
+    pub rate_limiters: std::sync::Arc<crate::ratelimit::Limiters>,
+    /// DNS discovery lookups by pool and result.
+    pub discovery_lookups: LookupCounts,
+    /// The latest reload (SIGHUP, `POST /reload`), for the status page.
+    pub last_reload: std::sync::Mutex<Option<LastReload>>,
+}
+
+/// When the latest reload happened and how it ended.
+#[derive(Debug, Clone)]
+pub struct LastReload {
+    /// Milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// Whether the new configuration was applied.
+    pub ok: bool,
+    /// Why it was rejected (one line per error); empty when applied.
+    pub errors: Vec<String>,
+}
+
+impl Metrics {
+    /// Remembers a reload's outcome.
+    pub fn note_reload(&self, ok: bool, errors: Vec<String>) {
+        let at_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut last = self.last_reload.lock().unwrap_or_else(|p| p.into_inner());
+        *last = Some(LastReload { at_ms, ok, errors });
+    }
 }
 
 impl Metrics {
@@ -148,6 +176,34 @@ impl Metrics {
                 .local_error_logged
                 .compare_exchange(last, now, Relaxed, Relaxed)
                 .is_ok()
+    }
+}
+
+/// `switchyard_discovery_lookups_total{pool,result}`.
+#[derive(Debug, Default)]
+pub struct LookupCounts(std::sync::Mutex<std::collections::BTreeMap<String, [u64; 3]>>);
+
+impl LookupCounts {
+    /// The `result` label values, in counter order.
+    pub const RESULTS: [&'static str; 3] = ["ok", "empty", "error"];
+
+    /// Counts one lookup of `pool` with the result at `result` of [`Self::RESULTS`].
+    pub fn add(&self, pool: &str, result: usize) {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let counts = m.entry(pool.to_string()).or_default();
+        if let Some(c) = counts.get_mut(result) {
+            *c += 1;
+        }
+    }
+
+    /// Every pool that has looked up, with its counts (as [`Self::RESULTS`]).
+    pub fn snapshot(&self) -> Vec<(String, [u64; 3])> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
     }
 }
 

@@ -18,7 +18,10 @@
 //!   would fail the same way;
 //! - the client leaving or being slow never counts;
 //! - a failure after the response head (a body cut short) never counts: the
-//!   backend did answer, and the request cannot be retried anyway.
+//!   backend did answer, and the request cannot be retried anyway;
+//! - a retry of a request the backend received (a reset or timeout after
+//!   connecting) draws on the pool's retry budget; connect failures and
+//!   stale pooled connections never do (`retries.budget`, SPEC §2).
 
 use crate::config::RetryPolicy;
 use crate::counters::AttemptResult;
@@ -70,6 +73,11 @@ pub struct Decision {
     /// The attempt's `result` label; `None` for client and local errors,
     /// which are not the backend's attempts going wrong.
     pub result: Option<AttemptResult>,
+    /// The retry draws on the pool's retry budget ([`crate::budget`]): the
+    /// backend received the request (a reset or timeout after connecting).
+    /// When the budget is spent the caller answers the failure as if no
+    /// retry were configured.
+    pub draws_budget: bool,
 }
 
 /// Decides what a failed attempt means; see the module doc for the rules.
@@ -79,6 +87,7 @@ pub fn decide(cause: Cause, at: Attempt, policy: &RetryPolicy) -> Decision {
         free: false,
         count_against_backend: false,
         result: None,
+        draws_budget: false,
     };
     let result = match cause {
         Cause::Client | Cause::Local => return NOTHING,
@@ -102,6 +111,7 @@ pub fn decide(cause: Cause, at: Attempt, policy: &RetryPolicy) -> Decision {
             free: replayable,
             count_against_backend: false,
             result: Some(result),
+            draws_budget: false,
         };
     }
     let failure = match cause {
@@ -109,11 +119,14 @@ pub fn decide(cause: Cause, at: Attempt, policy: &RetryPolicy) -> Decision {
         Cause::Timeout => Failure::Timeout,
         _ => Failure::Reset,
     };
+    let retry = retry::should_retry(policy, failure, at.state);
     Decision {
-        retry: retry::should_retry(policy, failure, at.state),
+        retry,
         free: false,
         count_against_backend: true,
         result: Some(result),
+        // a connect failure (even a timed-out one) reached no backend
+        draws_budget: retry && !matches!(failure, Failure::Connect { .. }),
     }
 }
 
@@ -207,6 +220,7 @@ mod tests {
             attempts: 3,
             on: vec![RetryOn::ConnectFailure, RetryOn::Reset, RetryOn::Timeout],
             max_body: 65536,
+            budget: Default::default(),
         }
     }
 
@@ -229,6 +243,29 @@ mod tests {
         let d = decide(Cause::Connect { timeout: false }, fresh(false), &policy());
         assert!(d.retry && d.count_against_backend && !d.free);
         assert_eq!(d.result, Some(AttemptResult::ConnectFailure));
+    }
+
+    #[test]
+    fn only_retries_of_received_requests_draw_on_the_budget() {
+        for cause in [
+            Cause::Connect { timeout: false },
+            Cause::Connect { timeout: true },
+        ] {
+            let d = decide(cause, fresh(true), &policy());
+            assert!(d.retry && !d.draws_budget, "{cause:?}");
+        }
+        for cause in [Cause::Reset, Cause::Timeout] {
+            let d = decide(cause, fresh(true), &policy());
+            assert!(d.retry && d.draws_budget, "{cause:?}");
+        }
+        // no retry, nothing to draw
+        let d = decide(Cause::Reset, fresh(false), &policy());
+        assert!(!d.retry && !d.draws_budget);
+        let mut stale = fresh(true);
+        stale.reused = true;
+        stale.reused_only = true;
+        let d = decide(Cause::Reset, stale, &policy());
+        assert!(d.retry && d.free && !d.draws_budget);
     }
 
     #[test]

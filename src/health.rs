@@ -13,6 +13,7 @@
 use crate::config::{BackendConfig, HealthConfig, HealthKind};
 use crate::state::state_of;
 use async_trait::async_trait;
+use pingora_core::upstreams::peer::PeerOptions;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_load_balancing::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
@@ -28,6 +29,11 @@ pub struct GatedCheck {
 impl HealthCheck for GatedCheck {
     async fn check(&self, target: &Backend) -> Result<()> {
         let result = self.inner.check(target).await;
+        if let (Err(e), Some(state)) = (&result, state_of(target)) {
+            state
+                .recent
+                .record_failure(format!("health check: {}", e.to_string().trim()), false);
+        }
         if result.is_ok() {
             if let Some(state) = state_of(target) {
                 if !state.admitted() {
@@ -71,6 +77,17 @@ pub fn probe(
     cfg: &HealthConfig,
     backends: &[BackendConfig],
 ) -> Option<Box<dyn HealthCheck + Send + Sync>> {
+    probe_with(pool, cfg, backends, &|_| {})
+}
+
+/// [`probe`] with `patch` applied to the probe's peer options (TLS
+/// verification settings of `https://` pools, see [`crate::upstream_tls`]).
+pub fn probe_with(
+    pool: &str,
+    cfg: &HealthConfig,
+    backends: &[BackendConfig],
+    patch: &dyn Fn(&mut PeerOptions),
+) -> Option<Box<dyn HealthCheck + Send + Sync>> {
     let tls = backends.first().is_some_and(|b| b.tls);
     let host = backends.first().map_or("localhost", |b| b.host.as_str());
     let inner: Box<dyn HealthCheck + Send + Sync> = match &cfg.kind {
@@ -85,6 +102,7 @@ pub fn probe(
             hc.consecutive_failure = cfg.fall;
             hc.peer_template.options.connection_timeout = Some(cfg.timeout);
             hc.peer_template.options.total_connection_timeout = Some(cfg.timeout);
+            patch(&mut hc.peer_template.options);
             hc
         }
         HealthKind::Http {
@@ -98,6 +116,7 @@ pub fn probe(
             hc.peer_template.options.total_connection_timeout = Some(cfg.timeout);
             hc.peer_template.options.read_timeout = Some(cfg.timeout);
             hc.peer_template.options.write_timeout = Some(cfg.timeout);
+            patch(&mut hc.peer_template.options);
             if let Ok(mut req) = RequestHeader::build("GET", path.as_bytes(), None) {
                 // path was validated; the fallback keeps pingora's `GET /`
                 let _ = req.insert_header("Host", host);

@@ -7,19 +7,26 @@
 //!
 //! ```text
 //! main (src/bin/switchyard.rs)
+//! |-- startup::prepare ------------ state file, access log, admin token: checked
+//! |                                  before the sockets are taken (also by `-t`)
 //! `-- server::run ---------------- pingora Server (daemon, pid, upgrade, signals)
-//!     |-- proxy::Proxy (ProxyHttp) -- one per listener set
+//!     |-- linger::Lingering ---------- retiring: serve accepted connections, then close idle ones
+//!     |-- edge::EdgeApp (ServerApp) -- client limits per listener (head deadline
+//!     |   |                            and size, keep-alive), h2 by ALPN; TLS
+//!     |   |                            certificates from tls::Resolver (SNI)
+//!     |-- proxy::Proxy (ProxyHttp) -- wrapped by EdgeApp; ratelimit::Limiters
 //!     |   |-- cache::Cache ('static) -- RFC 9111 store, LRU eviction, cache lock
 //!     |   `-- ArcSwap<RouteTable> ---- routing::RouteTable (immutable snapshot)
 //!     |       |-- Arc<Pool> x N ------ pool::Pool
-//!     |       |   |-- LoadBalancer<S> (RoundRobin | Random | Consistent | LeastConn)
+//!     |       |   |-- LoadBalancer<S> (RoundRobin | Random | Consistent | LeastConn | PeakEwmaP2c)
 //!     |       |   |   `-- Backends: a view of the probe group's HealthRegistry
 //!     |       |   `-- Arc<BackendState> per backend, Arc<ProbeGroup>
 //!     |       `-- state::Registry ------ backend state by identity, one probe
 //!     |                                   loop per health setting (outlives tables)
-//!     |-- reload::Control (background service: first probes, SIGHUP)
+//!     |-- reload::Control (background service: first probes, SIGHUP, DNS changes)
 //!     `-- admin::AdminApi (ServeHttp on admin.listen: status, backends, reload, metrics)
-//!         `-- reload::Reloader (file + config::AdminState -> new RouteTable)
+//!         `-- reload::Reloader (file + discovery::Discovery + config::AdminState
+//!                               -> new RouteTable)
 //! ```
 //!
 //! ## Request flow
@@ -35,6 +42,10 @@
 //!    keeps its state (from [`state::Registry`]); new backends are probed once.
 //! 3. The table is published with one `ArcSwap::store`; in-flight requests
 //!    keep the table they started with.
+//!
+//! A pool's `discovery:` ([`discovery`]) takes the same path: when a DNS
+//! lookup changes its set, the table is rebuilt from the same file with the
+//! discovered backends added.
 
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -42,18 +53,29 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod budget;
 pub mod cache;
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod counters;
+pub mod discovery;
+pub mod edge;
 pub mod failure;
 pub mod health;
+pub mod hedge;
+pub mod linger;
+pub mod log_output;
 pub mod pool;
 pub mod proxy;
 pub mod race;
+pub mod ratelimit;
 pub mod reload;
 pub mod request;
 pub mod retry;
 pub mod routing;
 pub mod server;
+pub mod startup;
 pub mod state;
+pub mod tls;
+pub mod upstream_tls;

@@ -6,8 +6,11 @@
 //! there (`Ok(true)`). Steps:
 //! 1. buffer the request body (up to `race.max_body`);
 //! 2. start one upstream request per ready backend: all at once
-//!    (`hedge_delay: 0`), or one more each `hedge_delay`, and at once when
-//!    an earlier one failed;
+//!    (`hedge_delay: 0`), or one more each `hedge_delay` (or, with `pNN`,
+//!    each time the pool's recent percentile of response-head latency
+//!    passes, see [`crate::hedge`]), and at once when an earlier one
+//!    failed; hedged attempts draw on the pool's retry budget (connect
+//!    failures excepted) and stop when it is spent;
 //! 3. the first answer whose status class is terminal wins: its header and
 //!    body are streamed to the client and its connection goes back to the
 //!    pool; every other upstream request is cancelled (its task aborted and
@@ -74,6 +77,7 @@ type Outcome = (
     HttpPeer,
     Option<InflightGuard>,
     Result<(ClientSession, Box<ResponseHeader>)>,
+    Duration,
 );
 
 /// The answer chosen so far: backend, peer, its slot, connection, header.
@@ -105,6 +109,8 @@ pub async fn run(
         ));
     }
     pool.stats.races.fetch_add(1, Relaxed);
+    pool.stats.budget.deposit();
+    ctx.budget_deposited = true;
     ctx.attempt_pool = Some(pool.clone());
     let deadline = ctx
         .deadline
@@ -119,11 +125,15 @@ pub async fn run(
         // every raced attempt holds an in-flight slot of its backend
         let slot = state_of(&b).map(|s| s.start_request());
         set.spawn(async move {
+            let started = Instant::now();
             let r = ask(&c, &peer, req, body).await;
-            (b, peer, slot, r)
+            (b, peer, slot, r, started.elapsed())
         });
     };
-    let hedged = !policy.hedge_delay.is_zero();
+    let hedged = policy.hedged();
+    let plan = crate::hedge::Plan::new(pool, policy, deadline);
+    // timed hedges draw on the retry budget; the first refusal ends them
+    let mut hedging = plan.timed();
     for b in pending.by_ref() {
         start_one(&mut set, b, ctx);
         if hedged {
@@ -133,7 +143,7 @@ pub async fn run(
 
     let sleep = tokio::time::sleep_until(deadline.into());
     tokio::pin!(sleep);
-    let hedge = tokio::time::sleep(policy.hedge_delay);
+    let hedge = tokio::time::sleep_until(plan.next().into());
     tokio::pin!(hedge);
     let mut fallback: Option<Chosen> = None;
     let mut timed_out = false;
@@ -147,29 +157,48 @@ pub async fn run(
                 if r.is_err() { client_gone = true; break None; }
                 watch_client = false;
             }
-            _ = &mut hedge, if hedged && pending.len() > 0 => {
-                if let Some(b) = pending.next() { start_one(&mut set, b, ctx); }
-                hedge.as_mut().reset((Instant::now() + policy.hedge_delay).into());
+            _ = &mut hedge, if hedging && pending.len() > 0 => {
+                if plan.draw() {
+                    if let Some(b) = pending.next() { start_one(&mut set, b, ctx); }
+                    hedge.as_mut().reset(plan.next().into());
+                } else {
+                    hedging = false;
+                }
             }
             next = set.join_next() => match next {
                 None => match pending.next() {
                     Some(b) => start_one(&mut set, b, ctx),
                     None => break None,
                 },
-                Some(Ok((b, peer, slot, Ok((up, resp))))) => {
+                Some(Ok((b, peer, slot, Ok((up, resp)), took))) => {
                     if let Some(st) = state_of(&b) {
                         st.record_attempt(AttemptResult::Ok);
                     }
+                    crate::proxy::observe_latency(pool, &b, took);
                     if policy.is_terminal(resp.status.as_u16()) {
                         break Some((b, peer, slot, up, resp));
                     }
                     fallback = Some((b, peer, slot, up, resp));
-                    if hedged { if let Some(b) = pending.next() { start_one(&mut set, b, ctx); } }
+                    // another backend after a non-terminal answer draws on
+                    // the budget; refused, the request asks no one else
+                    if hedged && pending.len() > 0 && !plan.draw() {
+                        pending = Vec::new().into_iter();
+                    } else if let Some(b) = pending.next().filter(|_| hedged) {
+                        start_one(&mut set, b, ctx);
+                    }
                 }
-                Some(Ok((b, _, slot, Err(e)))) => {
+                Some(Ok((b, _, slot, Err(e), took))) => {
                     drop(slot);
-                    attempt_failed(pool, ctx, &b, &e);
-                    if hedged { if let Some(b) = pending.next() { start_one(&mut set, b, ctx); } }
+                    attempt_failed(pool, ctx, &b, &e, took);
+                    // a replacement draws on the budget unless the failed
+                    // attempt never connected
+                    let connect = matches!(e.etype(), ErrorType::ConnectTimedout)
+                        || attempt_result(&e) == AttemptResult::ConnectFailure;
+                    if hedged && pending.len() > 0 && !connect && !plan.draw() {
+                        pending = Vec::new().into_iter();
+                    } else if let Some(b) = pending.next().filter(|_| hedged) {
+                        start_one(&mut set, b, ctx);
+                    }
                 }
                 Some(Err(join)) => log::warn!("race task failed: {join}"),
             }
@@ -221,13 +250,14 @@ pub async fn run(
 
 /// Accounts a raced request that failed before its answer (SPEC §3: only
 /// the backend's own failures count; local resource errors never do).
-fn attempt_failed(pool: &Pool, ctx: &mut RequestCtx, b: &Backend, e: &Error) {
+fn attempt_failed(pool: &Pool, ctx: &mut RequestCtx, b: &Backend, e: &Error, took: Duration) {
     ctx.tried.push(socket_addr(b));
     if failure::is_local_resource_error(e) {
         return;
     }
     if let Some(st) = state_of(b) {
         st.record_attempt(attempt_result(e));
+        st.latency.observe_failure(took);
     }
     pool.record_failure(b);
     ctx.last_timeout = failure::is_timeout(e);
@@ -372,6 +402,7 @@ async fn relay(
     {
         resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
     }
+    crate::proxy::clean_response(session, &mut resp);
     let eos = no_body || up.response_done();
     session.write_response_header(resp, eos).await?;
     if !eos {

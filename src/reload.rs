@@ -2,16 +2,21 @@
 //! activating its pools, and swapping it in atomically on SIGHUP.
 //!
 //! A reload validates the whole file first; an invalid file changes nothing.
+//! File I/O and DNS (reading the file, resolving backend names, opening the
+//! access log, saving the admin state) run on tokio's blocking pool, never
+//! on the runtime that also runs the health checks and the admin API.
 //! New pools are built aside (backends that stay keep their state: see
 //! [`crate::state`]), new backends are probed once so that they are admitted
-//! before they can be chosen, and only then is the table published. Requests in flight keep the
-//! table they started with.
+//! before they can be chosen, and only then is the table published. Requests
+//! in flight keep the table they started with.
 
-use crate::access_log::AccessLogger;
+use crate::access_log::{self, AccessLogger};
 use crate::config::{self, AdminState, Config, ConfigErrors};
 use crate::counters::Metrics;
+use crate::discovery::Discovery;
 use crate::pool::Pool;
 use crate::routing::RouteTable;
+use crate::tls::TlsListeners;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora_core::server::ShutdownWatch;
@@ -34,13 +39,7 @@ pub fn build_table(config: Arc<Config>, previous: Option<&RouteTable>) -> RouteT
             Arc::new(Pool::build(p, old, &registry))
         })
         .collect();
-    let access_log = match AccessLogger::open(&config.log) {
-        Ok(l) => l.map(Arc::new),
-        Err(e) => {
-            log::error!("cannot open the access log, not writing it: {e}");
-            None
-        }
-    };
+    let access_log = AccessLogger::new(&config.log);
     RouteTable::new(config, pools, registry, access_log)
 }
 
@@ -64,13 +63,18 @@ pub enum ReloadError {
     Refused(u16, String),
     /// The admin state could not be saved.
     State(String),
+    /// A file the configuration names could not be opened (the access
+    /// log), or blocking work failed.
+    Io(String),
 }
 
 impl std::fmt::Display for ReloadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ReloadError::Config(e) => write!(f, "{e}"),
-            ReloadError::Refused(_, m) | ReloadError::State(m) => f.write_str(m),
+            ReloadError::Refused(_, m) | ReloadError::State(m) | ReloadError::Io(m) => {
+                f.write_str(m)
+            }
         }
     }
 }
@@ -89,6 +93,10 @@ pub struct Reloader {
     routes: Arc<ArcSwap<RouteTable>>,
     metrics: Arc<Metrics>,
     sources: tokio::sync::Mutex<Sources>,
+    /// Certificates of the TLS listeners, re-read on reload.
+    tls: Option<Arc<TlsListeners>>,
+    /// Membership from DNS, merged into every table built.
+    discovery: Discovery,
 }
 
 impl Reloader {
@@ -104,14 +112,59 @@ impl Reloader {
         Reloader {
             path,
             routes,
+            discovery: Discovery::new(metrics.clone()),
             metrics,
             sources: tokio::sync::Mutex::new(Sources { file, state }),
+            tls: None,
         }
+    }
+
+    /// Certificate files of `tls` are re-read on every reload.
+    pub fn with_tls(mut self, tls: Arc<TlsListeners>) -> Self {
+        self.tls = Some(tls);
+        self
     }
 
     /// The live route table.
     pub fn routes(&self) -> &Arc<ArcSwap<RouteTable>> {
         &self.routes
+    }
+
+    /// The DNS discovery of the live pools.
+    pub fn discovery(&self) -> &Discovery {
+        &self.discovery
+    }
+
+    /// Starts DNS discovery for the live configuration and, when a pool
+    /// discovers, waits for the first lookups (at most `limit`) and
+    /// publishes the table with their backends.
+    pub async fn start_discovery(&self, limit: std::time::Duration) {
+        let sources = self.sources.lock().await;
+        if sources.file.pools.values().all(|p| p.discovery.is_none()) {
+            return;
+        }
+        self.discovery.sync(&sources.file);
+        self.discovery.first_lookups(limit).await;
+        let old = self.routes.load_full();
+        if let Err(e) = self
+            .publish(sources.file.clone(), sources.state.clone(), &old)
+            .await
+        {
+            log::error!("discovery: could not publish the discovered backends: {e}");
+        }
+    }
+
+    /// Rebuilds and publishes the table from the same file and admin state
+    /// (a discovered set changed).
+    pub async fn refresh(&self) {
+        let sources = self.sources.lock().await;
+        let old = self.routes.load_full();
+        if let Err(e) = self
+            .publish(sources.file.clone(), sources.state.clone(), &old)
+            .await
+        {
+            log::error!("discovery: could not publish the changed backends: {e}");
+        }
     }
 
     /// Re-reads the file; if valid, builds, probes and publishes the new
@@ -124,16 +177,43 @@ impl Reloader {
                 "quick mode has no configuration file to reload".into(),
             ));
         };
-        let file = match config::load(path) {
-            Ok(c) => Arc::new(c),
+        let path = path.clone();
+        let tls = self.tls.clone();
+        let loaded = blocking(move || {
+            let file = config::load(&path).map_err(ReloadError::Config)?;
+            let sink = access_log::open_sink(&file.log).map_err(ReloadError::Io)?;
+            // certificates too: a file that fails now rejects the reload
+            let certs = tls
+                .as_ref()
+                .map(|t| t.prepare(&file.listen))
+                .transpose()
+                .map_err(|e| {
+                    ReloadError::Config(ConfigErrors {
+                        source: path.display().to_string(),
+                        errors: vec![config::ConfigError::new("listen", e.to_string())],
+                    })
+                })?;
+            Ok((file, sink, certs))
+        })
+        .await;
+        let (file, sink, certs) = match loaded {
+            Ok((file, sink, certs)) => (Arc::new(file), sink, certs),
             Err(e) => {
                 self.metrics.reloads_error.fetch_add(1, Relaxed);
-                return Err(ReloadError::Config(e));
+                let errors = e.to_string().lines().map(String::from).collect();
+                self.metrics.note_reload(false, errors);
+                return Err(e);
             }
         };
         let old = self.routes.load_full();
-        if file.listen != old.config.listen
-            || file.server != old.config.server
+        // certificate paths and contents apply live; the rest of `listen` does not
+        let shape = |l: &[config::Listener]| {
+            l.iter()
+                .map(|x| (x.addr.clone(), x.tls.as_ref().map(|t| t.http2), x.limits))
+                .collect::<Vec<_>>()
+        };
+        if shape(&file.listen) != shape(&old.config.listen)
+            || old.config.server.needs_upgrade_to_become(&file.server)
             || file.admin.as_ref().map(|a| &a.listen)
                 != old.config.admin.as_ref().map(|a| &a.listen)
         {
@@ -141,10 +221,18 @@ impl Reloader {
                 "reload: changes to `listen`, `server` or `admin.listen` take effect only after a binary upgrade (systemctl reload)"
             );
         }
-        self.publish(&file, &sources.state, &old).await;
+        self.publish(file.clone(), sources.state.clone(), &old)
+            .await?;
+        if let Some(c) = certs {
+            c.commit();
+        }
+        access_log::reopen(sink);
         sources.file = file;
         self.metrics.reloads_ok.fetch_add(1, Relaxed);
-        log::info!("configuration reloaded from {}", path.display());
+        self.metrics.note_reload(true, Vec::new());
+        if let Some(path) = &self.path {
+            log::info!("configuration reloaded from {}", path.display());
+        }
         Ok(())
     }
 
@@ -158,32 +246,45 @@ impl Reloader {
         let mut sources = self.sources.lock().await;
         let old = self.routes.load_full();
         let mut state = sources.state.clone();
-        let applied = change(&mut state, &old.config).and_then(|()| {
-            match old
-                .config
-                .admin
-                .as_ref()
-                .and_then(|a| a.state_file.as_ref())
-            {
-                Some(path) => state
-                    .save(std::path::Path::new(path))
-                    .map_err(ReloadError::State),
+        let applied = match change(&mut state, &old.config) {
+            Ok(()) => match old.config.admin.as_ref().and_then(|a| a.state_file.clone()) {
+                Some(path) => {
+                    let to_save = state.clone();
+                    blocking(move || {
+                        to_save
+                            .save(std::path::Path::new(&path))
+                            .map_err(ReloadError::State)
+                    })
+                    .await
+                }
                 None => Ok(()),
-            }
-        });
+            },
+            Err(e) => Err(e),
+        };
         let counter = match applied {
             Ok(()) => &self.metrics.admin_changes_ok,
             Err(_) => &self.metrics.admin_changes_error,
         };
         counter.fetch_add(1, Relaxed);
         applied?;
-        self.publish(&sources.file, &state, &old).await;
+        self.publish(sources.file.clone(), state.clone(), &old)
+            .await?;
         sources.state = state;
         Ok(())
     }
 
-    async fn publish(&self, file: &Config, state: &AdminState, old: &RouteTable) {
-        let (effective, warnings) = state.apply(file);
+    /// Builds the table for `file` with `state` applied (on the blocking
+    /// pool: admin-added backends are resolved), probes its new backends,
+    /// then publishes it.
+    async fn publish(
+        &self,
+        file: Arc<Config>,
+        state: AdminState,
+        old: &RouteTable,
+    ) -> Result<(), ReloadError> {
+        self.discovery.sync(&file);
+        let merged = self.discovery.merge(&file);
+        let (effective, warnings) = blocking(move || Ok(state.apply(&merged))).await?;
         for w in warnings {
             log::warn!("{w}");
         }
@@ -195,7 +296,17 @@ impl Reloader {
         // in-flight requests keep it alive
         let live = table.pools().iter().filter_map(|p| p.probes());
         table.registry.retire_unused(live);
+        Ok(())
     }
+}
+
+/// Runs blocking `work` (file I/O, DNS) on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ReloadError> + Send + 'static,
+) -> Result<T, ReloadError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .unwrap_or_else(|e| Err(ReloadError::Io(format!("blocking task failed: {e}"))))
 }
 
 /// The background service that activates the first table, reports ready
@@ -221,6 +332,9 @@ impl BackgroundService for Control {
                 None
             }
         };
+        self.reloader
+            .start_discovery(std::time::Duration::from_secs(5))
+            .await;
         activate(&self.reloader.routes.load()).await;
         ready.notify_ready();
         loop {
@@ -232,6 +346,7 @@ impl BackgroundService for Control {
                         log::error!("reload rejected, keeping the running configuration:\n{e}");
                     }
                 }
+                () = self.reloader.discovery().changed() => self.reloader.refresh().await,
             }
         }
     }

@@ -98,6 +98,7 @@ mod tests {
             attempts: 3,
             on: on.to_vec(),
             max_body: 65536,
+            budget: Default::default(),
         }
     }
 

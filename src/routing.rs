@@ -18,8 +18,8 @@ pub struct RouteTable {
     header: HeaderName,
     pools: Vec<Arc<Pool>>,
     default_pool: Option<Arc<Pool>>,
-    /// The access log, opened for this table (`None` when off).
-    pub access_log: Option<Arc<AccessLogger>>,
+    /// The access log's line format (`None` when off).
+    pub access_log: Option<AccessLogger>,
     /// Where the pools' backend state lives (shared with later tables).
     pub registry: Arc<Registry>,
 }
@@ -31,7 +31,7 @@ impl RouteTable {
         config: Arc<Config>,
         pools: Vec<Arc<Pool>>,
         registry: Arc<Registry>,
-        access_log: Option<Arc<AccessLogger>>,
+        access_log: Option<AccessLogger>,
     ) -> Self {
         let default_pool = config
             .routing

@@ -2,15 +2,25 @@
 //! `ServerConf`, the proxy and control services added to a pingora
 //! `Server`, which then owns the lifecycle (daemon, pid file, upgrade
 //! socket, SIGQUIT/SIGTERM/SIGINT).
+//!
+//! Everything that can fail is loaded before (see [`crate::startup`]): once
+//! `bootstrap()` has taken the sockets from a running instance (`-u`), this
+//! instance must come up.
 
+use crate::access_log;
 use crate::admin::AdminApi;
 use crate::cli::{Args, EXIT_START};
-use crate::config::AdminState;
 use crate::config::Config;
 use crate::counters::Metrics;
+use crate::edge::EdgeApp;
+use crate::linger::Lingering;
+use crate::proxy::raw_target::TapApp;
 use crate::proxy::Proxy;
 use crate::reload::{build_table, Control, Reloader};
+use crate::startup::Prepared;
+use crate::tls::TlsListeners;
 use arc_swap::ArcSwap;
+use pingora_core::apps::HttpServerOptions;
 use pingora_core::listeners::ListenerConfig;
 use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -20,6 +30,7 @@ use pingora_core::services::listening::Service;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Pingora's `ServerConf` for our `server:` section (one file, not two).
 pub fn server_conf(config: &Config, daemon: bool) -> ServerConf {
@@ -70,14 +81,36 @@ fn l4_buffers() -> L4BufferSettings {
     }
 }
 
-/// Builds the pingora server for `config` and runs it until shutdown.
-pub fn run(args: &Args, config: Config, path: Option<PathBuf>) -> ExitCode {
+/// Options of the HTTP/2 side of TLS listeners: an h2 connection idle for
+/// the longest `keepalive_timeout` of the TLS listeners is closed
+/// (pingora's options are per service, not per listener).
+fn h2_options(config: &Config) -> HttpServerOptions {
+    let mut o = HttpServerOptions::default();
+    o.h2_idle_timeout = config
+        .listen
+        .iter()
+        .filter(|l| l.tls.is_some())
+        .map(|l| l.limits.keepalive_timeout)
+        .max();
+    o
+}
+
+/// Builds the pingora server for what [`crate::startup::prepare`] loaded
+/// and runs it until shutdown.
+pub fn run(args: &Args, prepared: Prepared, path: Option<PathBuf>) -> ExitCode {
+    let Prepared {
+        file,
+        state,
+        effective: config,
+        access_log,
+    } = prepared;
     if !args.upgrade {
         if let Err(e) = preflight(&config) {
             eprintln!("switchyard: {e}");
             return ExitCode::from(EXIT_START);
         }
     }
+    access_log::reopen(access_log);
     let opt = Opt {
         upgrade: args.upgrade,
         daemon: args.daemon,
@@ -85,56 +118,63 @@ pub fn run(args: &Args, config: Config, path: Option<PathBuf>) -> ExitCode {
     };
     let conf = server_conf(&config, args.daemon);
     let mut server = Server::new_with_opt_and_conf(opt, conf);
+    // certificates are loaded before taking the sockets from a running
+    // instance (upgrade), so a bad file never costs the old one its listeners
+    let mut tls = TlsListeners::default();
+    let mut tls_settings = Vec::new();
+    for l in &config.listen {
+        tls_settings.push(match &l.tls {
+            Some(t) => match tls.add(l, t) {
+                Ok(settings) => Some(settings),
+                Err(e) => {
+                    eprintln!("switchyard: listen {}: {e}", l.addr);
+                    return ExitCode::from(EXIT_START);
+                }
+            },
+            None => None,
+        });
+    }
     server.bootstrap();
 
-    let file = Arc::new(config);
-    let state = match file.admin.as_ref().and_then(|a| a.state_file.as_ref()) {
-        Some(p) => match AdminState::load(std::path::Path::new(p)) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("switchyard: {e}");
-                return ExitCode::from(crate::cli::EXIT_CONFIG);
-            }
-        },
-        None => AdminState::default(),
-    };
-    let (effective, warnings) = state.apply(&file);
-    for w in warnings {
-        log::warn!("{w}");
-    }
-    let config = Arc::new(effective);
     let metrics = Arc::new(Metrics::default());
     let routes = Arc::new(ArcSwap::from_pointee(build_table(config.clone(), None)));
-    let reloader = Arc::new(Reloader::new(
-        path,
-        routes.clone(),
-        metrics.clone(),
-        file,
-        state,
-    ));
+    let reloader = Reloader::new(path, routes.clone(), metrics.clone(), file, state);
 
+    let mut http = pingora_proxy::http_proxy(
+        &server.configuration,
+        Proxy::new(routes, &server.configuration, metrics.clone()),
+    );
+    http.server_options = Some(h2_options(&config));
+    // client limits per listener (EdgeApp); every client connection watched
+    // for request targets pingora's parser percent-escapes (TapApp, README
+    // "Request hygiene"); a retiring instance still answers the connections
+    // it holds for a moment (Lingering)
+    let app = TapApp::new(EdgeApp::new(http, &config.listen));
+    let grace = Duration::from_secs(config.server.grace_period_seconds);
+    let mut proxy = Service::new("switchyard proxy".to_string(), Lingering::new(app, grace));
+    let buffers = l4_buffers();
+    for (l, settings) in config.listen.iter().zip(tls_settings) {
+        let mut listener = ListenerConfig::tcp(l.addr.as_str()).l4_buffer(buffers);
+        if let Some(settings) = settings {
+            listener = listener.tls(settings);
+        }
+        proxy.add_listener(listener);
+    }
+    let reloader = reloader.with_tls(Arc::new(tls));
+    let reloader = Arc::new(reloader);
     let control = background_service(
         "switchyard control",
         Control {
             reloader: reloader.clone(),
         },
     );
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Proxy::new(routes, &server.configuration, metrics.clone()),
-        "switchyard proxy",
-    );
-    let buffers = l4_buffers();
-    for l in &config.listen {
-        proxy.add_listener(ListenerConfig::tcp(l.addr.as_str()).l4_buffer(buffers));
-    }
     let control = server.add_service(control);
     let proxy = server.add_service(proxy);
     proxy.add_dependency(&control);
     if let Some(a) = &config.admin {
         let mut admin = Service::new(
             "switchyard admin".to_string(),
-            AdminApi::new(reloader, metrics, a.token.clone()),
+            AdminApi::new(reloader, metrics, a),
         );
         admin.add_tcp(&a.listen);
         server.add_service(admin).add_dependency(&control);

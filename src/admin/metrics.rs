@@ -122,6 +122,39 @@ pub fn render(table: &RouteTable, m: &Metrics) -> String {
 
     help(
         &mut out,
+        "switchyard_retry_budget_exhausted_total",
+        "counter",
+        "Retries and hedged attempts refused because the pool's retry budget was spent.",
+    );
+    for p in pools {
+        let _ = writeln!(
+            out,
+            "switchyard_retry_budget_exhausted_total{{pool=\"{}\"}} {}",
+            esc(p.name()),
+            p.stats.budget.exhausted()
+        );
+    }
+
+    help(
+        &mut out,
+        "switchyard_backend_latency_ewma_seconds",
+        "gauge",
+        "Peak-EWMA of the backend's response-head latency (decay 10 s); absent before its first answer.",
+    );
+    for p in pools {
+        let pool = esc(p.name());
+        for_backends(p, |name, s| {
+            if let Some(v) = s.latency.estimate() {
+                let _ = writeln!(
+                    out,
+                    "switchyard_backend_latency_ewma_seconds{{pool=\"{pool}\",backend=\"{name}\"}} {v}"
+                );
+            }
+        });
+    }
+
+    help(
+        &mut out,
         "switchyard_race_requests_total",
         "counter",
         "Raced requests by outcome (won, no_terminal, failed) and upstream requests cancelled.",
@@ -174,8 +207,9 @@ pub fn render(table: &RouteTable, m: &Metrics) -> String {
     for p in pools {
         let _ = writeln!(
             out,
-            "switchyard_rate_limited_total{{pool=\"{}\"}} 0",
-            esc(p.name())
+            "switchyard_rate_limited_total{{pool=\"{}\"}} {}",
+            esc(p.name()),
+            m.rate_limiters.refused(p.name())
         );
     }
 
@@ -195,6 +229,21 @@ pub fn render(table: &RouteTable, m: &Metrics) -> String {
         "switchyard_config_reloads_total{{result=\"error\"}} {}",
         m.reloads_error.load(Relaxed)
     );
+    help(
+        &mut out,
+        "switchyard_discovery_lookups_total",
+        "counter",
+        "DNS discovery lookups by pool and result (ok, empty, error).",
+    );
+    for (pool, counts) in m.discovery_lookups.snapshot() {
+        for (result, n) in crate::counters::LookupCounts::RESULTS.iter().zip(counts) {
+            let _ = writeln!(
+                out,
+                "switchyard_discovery_lookups_total{{pool=\"{}\",result=\"{result}\"}} {n}",
+                esc(&pool)
+            );
+        }
+    }
     help(
         &mut out,
         "switchyard_admin_changes_total",
@@ -223,6 +272,20 @@ pub fn render(table: &RouteTable, m: &Metrics) -> String {
         m.local_errors.load(Relaxed)
     );
     super::cache::render(&mut out, table);
+    help(
+        &mut out,
+        "switchyard_log_lines_dropped_total",
+        "counter",
+        "Log lines dropped because the output could not keep up, by log (access, error).",
+    );
+    for log in [&crate::log_output::ACCESS, &crate::log_output::ERROR] {
+        let _ = writeln!(
+            out,
+            "switchyard_log_lines_dropped_total{{log=\"{}\"}} {}",
+            log.name(),
+            log.dropped()
+        );
+    }
     out
 }
 

@@ -4,7 +4,9 @@
 //! | request | answer |
 //! |---|---|
 //! | `GET /healthz` | 200 `ok` (never needs the token) |
+//! | `GET /` | the status page (loads without the token; its data needs it) |
 //! | `GET /status` | pools, their backends and counters |
+//! | `GET /status/series` | per-pool req/s and p99 over the last 5 minutes |
 //! | `POST /backends` `{"pool", "url", "weight"?}` | 201; 400 bad URL; 404 unknown pool; 409 already there |
 //! | `DELETE /backends` `{"pool", "url"}` | 200; 404 unknown |
 //! | `PATCH /backends` `{"pool", "url", "enabled"}` | 200: drain or re-enable |
@@ -12,14 +14,20 @@
 //! | `GET /metrics` | Prometheus text format |
 //!
 //! With a token configured every endpoint but `/healthz` needs
-//! `Authorization: Bearer TOKEN` (401 otherwise). Backend changes go through
+//! `Authorization: Bearer TOKEN` (401 otherwise); the scheme name is
+//! case-insensitive (RFC 9110 §11.1, formerly RFC 7235 §2.1) and the token
+//! is compared in constant time. The token is the one of the live
+//! configuration, so a reload that changes it (a new `token_file`, a new
+//! file content) replaces the old one at once. Backend changes go through
 //! [`Reloader::change`], which saves them to `admin.state_file` and rebuilds
 //! the live table; requests in flight finish on the table they started with.
 
 pub mod cache;
+pub mod live;
 pub mod metrics;
+mod page;
 
-use crate::config::{backend_from_url, AddedBackend, Config};
+use crate::config::{backend_from_url, AddedBackend, AdminSettings, BackendConfig, Config};
 use crate::counters::Metrics;
 use crate::pool::state_of;
 use crate::reload::{ReloadError, Reloader};
@@ -38,32 +46,48 @@ const MAX_BODY: usize = 64 * 1024;
 pub struct AdminApi {
     reloader: Arc<Reloader>,
     metrics: Arc<Metrics>,
-    token: Option<String>,
+    /// The settings the listener was started with.
+    started: AdminSettings,
+    /// When the process started (status page uptime).
+    since: live::Started,
 }
 
 impl AdminApi {
-    /// An admin API over `reloader`'s live table; `token` guards it.
-    pub fn new(reloader: Arc<Reloader>, metrics: Arc<Metrics>, token: Option<String>) -> Self {
+    /// An admin API over `reloader`'s live table, listening as `settings`
+    /// say (the token then comes from the live configuration).
+    pub fn new(reloader: Arc<Reloader>, metrics: Arc<Metrics>, settings: &AdminSettings) -> Self {
         AdminApi {
             reloader,
             metrics,
-            token,
+            since: live::Started::now(),
+            started: settings.clone(),
+        }
+    }
+
+    /// The token of the live configuration. When the live file no longer
+    /// describes this listener (its `admin` section was removed or its
+    /// `listen` changed, which needs a binary upgrade), the token the
+    /// listener started with stays: a reload never opens a listener that
+    /// was guarded.
+    fn token(&self) -> Option<String> {
+        let table = self.reloader.routes().load();
+        match table.config.admin.as_ref() {
+            Some(live) if live.listen == self.started.listen => live.token.clone(),
+            _ => self.started.token.clone(),
         }
     }
 
     fn authorized(&self, session: &ServerSession) -> bool {
-        let Some(token) = &self.token else {
+        let Some(token) = self.token() else {
             return true;
         };
         let given = session
             .req_header()
             .headers
             .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .unwrap_or("");
-        constant_time_eq(given.as_bytes(), token.as_bytes())
+            .and_then(|v| bearer_token(v.as_bytes()))
+            .unwrap_or(b"");
+        constant_time_eq(given, token.as_bytes())
     }
 
     fn status(&self) -> Value {
@@ -78,12 +102,14 @@ impl AdminApi {
                     Some(json!({
                         "url": &*s.url(),
                         "name": &*s.name(),
+                        "source": p.source(b).name(),
                         "healthy": p.is_healthy(b),
                         "enabled": p.is_enabled(b),
                         "weight": b.weight,
                         "active_connections": s.inflight(),
                         "requests": s.requests(),
                         "failures": s.failures(),
+                        "latency_ewma_seconds": s.latency.estimate(),
                     }))
                 })
                 .collect();
@@ -91,13 +117,21 @@ impl AdminApi {
                 "strategy": p.config.strategy.name(),
                 "healthy": p.ready_count(),
                 "backends": backends,
+                "retry_budget": budget_status(p),
             });
             if let Some(c) = cache::status(p) {
                 entry["cache"] = c;
             }
+            // adaptive hedging: the delay now (null before enough samples)
+            if let Some(q) = p.config.race.and_then(|r| r.hedge_percentile) {
+                let d = p.stats.latency.percentile(q).map(|d| d.as_secs_f64());
+                entry["hedge_delay_seconds"] = json!(d);
+            }
             pools.insert(p.name().to_string(), entry);
         }
-        json!({ "pools": pools })
+        let mut doc = json!({ "pools": pools });
+        live::enrich(&mut doc, &table, &self.metrics, self.since);
+        doc
     }
 
     async fn backends(&self, method: &Method, body: &[u8]) -> (StatusCode, Value) {
@@ -107,13 +141,14 @@ impl AdminApi {
         };
         let outcome = match *method {
             Method::POST => {
-                let added = match backend_from_url(&req.url, req.weight) {
+                let added = match resolve(req.url.clone(), req.weight).await {
                     Ok(b) => b,
                     Err(e) => return bad_request(e),
                 };
                 self.reloader
                     .change(|state, live| {
                         let pool = pool_name(live, req.pool.as_deref())?;
+                        not_discovering(live, &pool)?;
                         let p = &live.pools[&pool];
                         if p.backends
                             .iter()
@@ -137,11 +172,12 @@ impl AdminApi {
                     .map(|()| StatusCode::CREATED)
             }
             Method::DELETE => {
-                let url = normalise(&req.url);
+                let url = normalise(&req.url).await;
                 self.reloader
                     .change(|state, live| {
                         let pool = pool_name(live, req.pool.as_deref())?;
                         known_backend(live, &pool, &url)?;
+                        not_discovering(live, &pool)?;
                         let ch = state.pools.entry(pool).or_default();
                         ch.added.retain(|a| a.url != url);
                         // also when it was admin-added: the file may list it too
@@ -158,7 +194,7 @@ impl AdminApi {
                 let Some(enabled) = req.enabled else {
                     return bad_request("PATCH /backends needs \"enabled\": true or false".into());
                 };
-                let url = normalise(&req.url);
+                let url = normalise(&req.url).await;
                 self.reloader
                     .change(|state, live| {
                         let pool = pool_name(live, req.pool.as_deref())?;
@@ -199,6 +235,21 @@ struct BackendRequest {
     enabled: Option<bool>,
 }
 
+/// A pool's retry budget use for `/status`.
+fn budget_status(p: &crate::pool::Pool) -> Value {
+    let policy = &p.config.retries.budget;
+    let u = p.stats.budget.usage(policy);
+    json!({
+        "ratio": policy.ratio(),
+        "min_per_second": policy.min_per_second,
+        "window_seconds": crate::budget::WINDOW_SECS,
+        "first_attempts": u.first_attempts,
+        "retries": u.retries,
+        "allowed": u.allowed,
+        "exhausted": u.exhausted,
+    })
+}
+
 /// The pool a request names, or the default pool; 404 when unknown.
 fn pool_name(live: &Config, asked: Option<&str>) -> Result<String, ReloadError> {
     let name =
@@ -226,15 +277,54 @@ fn known_backend(live: &Config, pool: &str, url: &str) -> Result<(), ReloadError
     }
 }
 
+/// A backend from a URL, resolved on the blocking pool (DNS blocks).
+async fn resolve(url: String, weight: Option<usize>) -> Result<BackendConfig, String> {
+    tokio::task::spawn_blocking(move || backend_from_url(&url, weight))
+        .await
+        .unwrap_or_else(|e| Err(format!("cannot resolve the URL: {e}")))
+}
+
+/// Refuses adding to or removing from a pool whose members come from DNS
+/// (the next lookup would undo it); draining with `PATCH` stays allowed.
+fn not_discovering(live: &Config, pool: &str) -> Result<(), ReloadError> {
+    match &live.pools[pool].discovery {
+        Some(d) => Err(ReloadError::Refused(
+            409,
+            format!(
+                "pool {pool} takes its members from DNS ({}): change the DNS records or the \
+                 file's `backends:` instead (PATCH /backends still drains a backend)",
+                d.dns
+            ),
+        )),
+        None => Ok(()),
+    }
+}
+
 /// The URL as the configuration stores it (`scheme://host:port`).
-fn normalise(url: &str) -> String {
-    backend_from_url(url, None).map_or_else(|_| url.trim().to_string(), |b| b.url)
+async fn normalise(url: &str) -> String {
+    resolve(url.to_string(), None)
+        .await
+        .map_or_else(|_| url.trim().to_string(), |b| b.url)
+}
+
+/// The token of an `Authorization: Bearer TOKEN` value: the scheme name is
+/// case-insensitive (RFC 9110 §11.1), followed by one or more spaces; `None`
+/// for another scheme.
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    let value = value.trim_ascii();
+    let space = value.iter().position(|&c| c == b' ')?;
+    let (scheme, rest) = value.split_at(space);
+    scheme
+        .eq_ignore_ascii_case(b"bearer")
+        .then(|| rest.trim_ascii())
 }
 
 fn bad_request(msg: String) -> (StatusCode, Value) {
     (StatusCode::BAD_REQUEST, json!({ "error": msg }))
 }
 
+/// Compares without an early exit on the first differing byte (only the
+/// length can be told apart by timing).
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -286,6 +376,10 @@ impl ServeHttp for AdminApi {
         if path == "/healthz" {
             return respond(StatusCode::OK, "text/plain", b"ok\n".to_vec());
         }
+        if path == "/" && method == Method::GET {
+            // the page holds no data; it asks for the token itself
+            return page::response();
+        }
         if !self.authorized(session) {
             let mut r = json_response(
                 StatusCode::UNAUTHORIZED,
@@ -299,6 +393,10 @@ impl ServeHttp for AdminApi {
         }
         match (method.as_str(), path.as_str()) {
             ("GET", "/status") => json_response(StatusCode::OK, &self.status()),
+            ("GET", "/status/series") => json_response(
+                StatusCode::OK,
+                &live::series(&self.reloader.routes().load_full()),
+            ),
             ("GET", "/metrics") => {
                 let table = self.reloader.routes().load_full();
                 respond(
@@ -335,16 +433,35 @@ impl ServeHttp for AdminApi {
                 let (code, v) = self.backends(&method, &body).await;
                 json_response(code, &v)
             }
-            (_, "/status" | "/metrics" | "/reload" | "/backends" | "/cache/purge") => {
-                json_response(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    &json!({ "error": format!("{method} is not allowed on {path}") }),
-                )
-            }
+            (
+                _,
+                "/" | "/status" | "/status/series" | "/metrics" | "/reload" | "/backends"
+                | "/cache/purge",
+            ) => json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({ "error": format!("{method} is not allowed on {path}") }),
+            ),
             _ => json_response(
                 StatusCode::NOT_FOUND,
                 &json!({ "error": format!("no endpoint {path}") }),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{bearer_token, constant_time_eq};
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        assert_eq!(bearer_token(b"Bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"bearer abc"), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"BEARER   abc "), Some(&b"abc"[..]));
+        assert_eq!(bearer_token(b"Basic abc"), None);
+        assert_eq!(bearer_token(b"Bearerabc"), None);
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
     }
 }

@@ -8,16 +8,19 @@
 
 mod admin_state;
 pub mod cache;
+pub mod edge;
 mod pool;
 pub mod quick;
 pub mod raw;
 pub mod units;
 mod validate;
 mod validate_backend;
+mod validate_discovery;
 mod validate_pool;
 
 pub use admin_state::{AddedBackend, AdminState, PoolChanges};
 pub use cache::{CachePolicy, CacheStoreSettings};
+pub use edge::{CertPair, ClientLimits, ListenerTls, RateKey, RateLimit, UpstreamTls};
 pub use pool::*;
 pub use validate::validate;
 pub use validate_backend::backend_from_url;
@@ -94,6 +97,21 @@ pub struct ServerSettings {
     /// threads, off with one, where a single current-thread runtime is
     /// cheaper per request; README "Performance").
     pub work_stealing: bool,
+    /// Forward request headers whose names contain `_` (default false: they
+    /// are dropped before forwarding, nginx's `underscores_in_headers off`,
+    /// so a backend mapping `_` and `-` alike never sees a spoofed header).
+    /// Applied by a reload, unlike the other `server` keys.
+    pub underscores_in_headers: bool,
+}
+
+impl ServerSettings {
+    /// Whether `other` differs in a key that needs a binary upgrade (all
+    /// but `underscores_in_headers`, which a reload applies).
+    pub fn needs_upgrade_to_become(&self, other: &ServerSettings) -> bool {
+        let mut same = other.clone();
+        same.underscores_in_headers = self.underscores_in_headers;
+        *self != same
+    }
 }
 
 /// One listening socket.
@@ -101,6 +119,10 @@ pub struct ServerSettings {
 pub struct Listener {
     /// `host:port` exactly as written (pingora matches inherited sockets by this string).
     pub addr: String,
+    /// TLS termination; `None` is plain HTTP.
+    pub tls: Option<ListenerTls>,
+    /// Limits on this listener's clients.
+    pub limits: ClientLimits,
 }
 
 /// `routing:` after defaults.

@@ -16,6 +16,8 @@ pub enum Strategy {
     Random,
     /// Consistent (Ketama) hashing on a request key.
     Consistent(HashKey),
+    /// Power of two choices over peak-EWMA latency x (in-flight + 1).
+    PeakEwma,
 }
 
 impl Strategy {
@@ -26,6 +28,7 @@ impl Strategy {
             Strategy::LeastConn => "least_conn",
             Strategy::Random => "random",
             Strategy::Consistent(_) => "consistent",
+            Strategy::PeakEwma => "peak_ewma",
         }
     }
 }
@@ -64,6 +67,61 @@ pub struct PoolConfig {
     pub race: Option<RacePolicy>,
     /// Response caching; `None` is off.
     pub cache: Option<super::CachePolicy>,
+    /// Token bucket per client; `None` is off.
+    pub rate_limit: Option<super::RateLimit>,
+    /// Certificate checks of `https://` backends.
+    pub tls: super::UpstreamTls,
+    /// Membership from DNS; `None` is the static `backends` only.
+    pub discovery: Option<DiscoveryConfig>,
+}
+
+/// A pool's `discovery:` after defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiscoveryConfig {
+    /// The name to resolve, as written.
+    pub dns: String,
+    /// SRV records (port and weight from each record), or A/AAAA on `port`.
+    pub kind: DiscoveryKind,
+    /// The DNS server to ask; `None` is the system's (`/etc/resolv.conf`).
+    pub resolver: Option<SocketAddr>,
+    /// Longest time between lookups (default 5 s); a shorter record TTL
+    /// re-resolves sooner, but never more than once per second.
+    pub interval: Duration,
+}
+
+/// Which records a pool's discovery reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscoveryKind {
+    /// SRV records: target, port and weight per record.
+    Srv,
+    /// A and AAAA records, every address on this port.
+    A {
+        /// The backends' port.
+        port: u16,
+    },
+}
+
+/// Where a backend of a live pool comes from (`/status` `"source"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BackendSource {
+    /// The configuration file (`backends:`, or `--backends` in quick mode).
+    #[default]
+    Config,
+    /// The admin API (`POST /backends`).
+    Admin,
+    /// The pool's `discovery:` lookups.
+    Dns,
+}
+
+impl BackendSource {
+    /// The name `/status` shows.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendSource::Config => "config",
+            BackendSource::Admin => "admin",
+            BackendSource::Dns => "dns",
+        }
+    }
 }
 
 /// A pool's `race:` after defaults.
@@ -73,11 +131,20 @@ pub struct RacePolicy {
     pub terminal: [bool; 6],
     /// Zero: ask every backend at once; otherwise one more backend per delay.
     pub hedge_delay: Duration,
+    /// `hedge_delay: pNN`: one more backend after the pool's recent
+    /// response-head latency at this percentile (`hedge_delay` is then 0).
+    pub hedge_percentile: Option<u8>,
     /// Largest request body raced, bytes (default 1 MiB).
     pub max_body: u64,
 }
 
 impl RacePolicy {
+    /// Whether attempts are added one at a time (fixed or adaptive delay)
+    /// rather than all at once.
+    pub fn hedged(&self) -> bool {
+        !self.hedge_delay.is_zero() || self.hedge_percentile.is_some()
+    }
+
     /// Whether an answer with `status` ends the race.
     pub fn is_terminal(&self, status: u16) -> bool {
         self.terminal
@@ -126,6 +193,45 @@ pub struct RetryPolicy {
     /// Bodies up to this many bytes are replayable (default 64 KiB, the most
     /// pingora's replay buffer holds).
     pub max_body: u64,
+    /// Cap on retries and hedged attempts.
+    pub budget: BudgetPolicy,
+}
+
+/// A pool's `retries.budget:` after defaults (see [`crate::budget`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BudgetPolicy {
+    /// `ratio` in millionths (default 200 000 = 0.2), kept integral so the
+    /// configuration stays comparable.
+    pub ratio_ppm: u32,
+    /// Retries per second allowed on top of the ratio (default 10).
+    pub min_per_second: u32,
+}
+
+impl Default for BudgetPolicy {
+    fn default() -> Self {
+        BudgetPolicy::new(0.2, 10)
+    }
+}
+
+impl BudgetPolicy {
+    /// A budget of `ratio` (clamped to 0..=1000) and `min_per_second`.
+    pub fn new(ratio: f64, min_per_second: u32) -> Self {
+        BudgetPolicy {
+            ratio_ppm: (ratio.clamp(0.0, 1000.0) * 1e6).round() as u32,
+            min_per_second,
+        }
+    }
+
+    /// The ratio as a number.
+    pub fn ratio(&self) -> f64 {
+        f64::from(self.ratio_ppm) / 1e6
+    }
+
+    /// Retries allowed in a window that saw `first_attempts`.
+    pub fn allowed(&self, first_attempts: u64) -> u64 {
+        let by_ratio = first_attempts.saturating_mul(u64::from(self.ratio_ppm)) / 1_000_000;
+        by_ratio + u64::from(self.min_per_second) * crate::budget::WINDOW_SECS
+    }
 }
 
 impl RetryPolicy {
@@ -172,6 +278,8 @@ pub struct BackendConfig {
     pub enabled: bool,
     /// Display name.
     pub name: String,
+    /// Where it comes from.
+    pub source: BackendSource,
 }
 
 /// Which probe a pool runs.

@@ -40,6 +40,9 @@ pub fn from_backends(list: &str, port: u16) -> Result<Config, ConfigErrors> {
                 passive: None,
                 race: None,
                 cache: None,
+                rate_limit: None,
+                tls: None,
+                discovery: None,
             })
             .backends
             .push(RawBackend {
@@ -57,6 +60,11 @@ pub fn from_backends(list: &str, port: u16) -> Result<Config, ConfigErrors> {
     }
     raw.listen.push(RawListen {
         addr: format!("0.0.0.0:{port}"),
+        tls: None,
+        header_timeout: None,
+        keepalive_timeout: None,
+        keepalive_requests: None,
+        max_header_size: None,
     });
     let fail = |errors| ConfigErrors {
         source: "--backends".into(),

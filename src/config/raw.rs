@@ -6,7 +6,7 @@
 //! not depend on other keys live here; everything else is checked in
 //! [`super::validate`].
 
-use super::units::{Dur, Size};
+use super::units::{Dur, HedgeDelay, Size};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -73,6 +73,9 @@ pub struct RawServer {
     pub upstream_keepalive_pool_size: Option<usize>,
     /// Whether tokio work stealing is on (default: on unless `threads: 1`).
     pub work_stealing: Option<bool>,
+    /// Forward request headers whose names contain `_` (default false: they
+    /// are dropped, as nginx's `underscores_in_headers off`).
+    pub underscores_in_headers: Option<bool>,
 }
 
 /// One entry of `listen:`.
@@ -81,6 +84,16 @@ pub struct RawServer {
 pub struct RawListen {
     /// `host:port` to bind.
     pub addr: String,
+    /// TLS termination; absent means plain HTTP.
+    pub tls: Option<super::edge::RawTls>,
+    /// Time to receive a whole request head (default 10s).
+    pub header_timeout: Option<Dur>,
+    /// Idle time between requests of a keep-alive connection (default 75s).
+    pub keepalive_timeout: Option<Dur>,
+    /// Requests per connection (default 1000).
+    pub keepalive_requests: Option<u32>,
+    /// Largest request head (default 32KiB).
+    pub max_header_size: Option<Size>,
 }
 
 /// `routing:`.
@@ -97,7 +110,7 @@ pub struct RawRouting {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPool {
-    /// `round_robin` (default), `least_conn`, `random` or `consistent`.
+    /// `round_robin` (default), `least_conn`, `random`, `consistent` or `peak_ewma`.
     pub strategy: Option<String>,
     /// `consistent` only: `client_ip` (default), `header:NAME` or `path`.
     pub hash_key: Option<String>,
@@ -119,6 +132,29 @@ pub struct RawPool {
     pub race: Option<RawRace>,
     /// RFC 9111 response caching; absent means off.
     pub cache: Option<super::cache::RawPoolCache>,
+    /// Token bucket per client; absent means off.
+    pub rate_limit: Option<super::edge::RawRateLimit>,
+    /// Certificate checks of `https://` backends.
+    pub tls: Option<super::edge::RawUpstreamTls>,
+    /// Membership from DNS; absent means the static `backends` only.
+    pub discovery: Option<RawDiscovery>,
+}
+
+/// `discovery:` of a pool.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDiscovery {
+    /// The name to resolve (`web.service.consul`, `_http._tcp.web.ns.svc.cluster.local`).
+    pub dns: Option<String>,
+    /// `srv` (default: host and port from SRV records) or `a` (A/AAAA, with `port`).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// `type: a` only: the backends' port.
+    pub port: Option<u16>,
+    /// `IP` or `IP:port` of the DNS server (default: the system's resolvers).
+    pub resolver: Option<String>,
+    /// Longest time between lookups (default 5s, at least 1s).
+    pub interval: Option<Dur>,
 }
 
 /// `race:` of a pool.
@@ -127,8 +163,9 @@ pub struct RawPool {
 pub struct RawRace {
     /// Status classes that end the race (default 1xx, 2xx, 3xx, 4xx).
     pub terminal: Option<Vec<String>>,
-    /// 0 sends to every backend at once; more adds one backend per delay.
-    pub hedge_delay: Option<Dur>,
+    /// 0 sends to every backend at once; more adds one backend per delay;
+    /// `pNN` waits for the pool's recent latency at that percentile.
+    pub hedge_delay: Option<HedgeDelay>,
     /// Largest request body raced (default 1MiB); larger ones go to one backend.
     pub max_body: Option<Size>,
 }
@@ -143,6 +180,18 @@ pub struct RawRetries {
     pub on: Option<Vec<String>>,
     /// Largest request body buffered for replay (default and maximum 64KiB).
     pub max_body: Option<Size>,
+    /// Cap on retries and hedges (default ratio 0.2, min_per_second 10).
+    pub budget: Option<RawBudget>,
+}
+
+/// `retries.budget` of a pool.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    /// Retries allowed per first attempt over the last 10 s (default 0.2).
+    pub ratio: Option<f64>,
+    /// Retries allowed per second on top of the ratio (default 10).
+    pub min_per_second: Option<u32>,
 }
 
 /// `passive:` of a pool.

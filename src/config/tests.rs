@@ -138,3 +138,67 @@ fn work_stealing_defaults_off_for_one_thread_only() {
     assert!(with("threads: 1, work_stealing: true"));
     assert!(!with("threads: 4, work_stealing: false"));
 }
+
+const LATENCY: &str = "
+listen: [{addr: 127.0.0.1:8080}]
+pools:
+  web:
+    strategy: peak_ewma
+    backends: [{url: http://127.0.0.1:8001}]
+    retries: {budget: {ratio: 0.5, min_per_second: 3}}
+    race: {hedge_delay: p95}
+  fixed:
+    backends: [{url: http://127.0.0.1:8001}]
+    race: {hedge_delay: 20ms}
+";
+
+#[test]
+fn peak_ewma_budget_and_adaptive_hedging_parse() {
+    let c = parse(LATENCY, "t.yaml").expect("valid");
+    let web = &c.pools["web"];
+    assert_eq!(web.strategy, Strategy::PeakEwma);
+    assert_eq!(web.retries.budget, BudgetPolicy::new(0.5, 3));
+    // 0.5 x 10 first attempts + 3/s x 10 s
+    assert_eq!(web.retries.budget.allowed(10), 35);
+    let race = web.race.expect("race");
+    assert_eq!(race.hedge_percentile, Some(95));
+    assert!(race.hedge_delay.is_zero() && race.hedged());
+    let fixed = c.pools["fixed"].race.expect("race");
+    assert_eq!(
+        (fixed.hedge_delay, fixed.hedge_percentile),
+        (Duration::from_millis(20), None)
+    );
+    // defaults: ratio 0.2, 10 per second
+    assert_eq!(c.pools["fixed"].retries.budget, BudgetPolicy::new(0.2, 10));
+}
+
+#[test]
+fn bad_budget_and_percentile_are_errors() {
+    let e = errors(&LATENCY.replace("p95", "p100"));
+    assert!(e[0].message.contains("not a percentile"), "{e:?}");
+    let e = errors(&LATENCY.replace("ratio: 0.5", "ratio: -1"));
+    assert!(e.iter().any(|e| e.path.ends_with("budget.ratio")), "{e:?}");
+}
+
+#[test]
+fn underscore_routing_or_hash_headers_need_underscores_in_headers() {
+    let yaml = "routing: { header: App_Name }
+pools:
+  a:
+    strategy: consistent
+    hash_key: header:X_User
+    backends: [ { url: \"http://127.0.0.1:1\" } ]
+";
+    let e = errors(yaml);
+    let paths: Vec<&str> = e.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, vec!["routing.header", "pools.a.hash_key"], "{e:?}");
+    let allowed = format!("server: {{ underscores_in_headers: true }}\n{yaml}");
+    let c = parse(&allowed, "t.yaml").expect("valid");
+    assert!(c.server.underscores_in_headers);
+    assert!(
+        !parse(GOOD, "t.yaml")
+            .expect("valid")
+            .server
+            .underscores_in_headers
+    );
+}

@@ -39,6 +39,34 @@ impl TryFrom<UnitText> for Dur {
     }
 }
 
+/// `race.hedge_delay`: a duration, or `pNN` (the pool's recent
+/// response-head latency at that percentile, 1 to 99).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "UnitText")]
+pub enum HedgeDelay {
+    /// A fixed delay.
+    Fixed(Duration),
+    /// A percentile of recent latency.
+    Percentile(u8),
+}
+
+impl TryFrom<UnitText> for HedgeDelay {
+    type Error = String;
+    fn try_from(v: UnitText) -> Result<Self, String> {
+        if let UnitText::Text(s) = &v {
+            if let Some(n) = s.trim().strip_prefix('p') {
+                return match n.parse::<u8>() {
+                    Ok(p @ 1..=99) => Ok(HedgeDelay::Percentile(p)),
+                    _ => Err(format!(
+                        "{s:?} is not a percentile: write p50, p90, p95 or p99 (p1 to p99)"
+                    )),
+                };
+            }
+        }
+        Dur::try_from(v).map(|d| HedgeDelay::Fixed(d.0))
+    }
+}
+
 impl TryFrom<UnitText> for Size {
     type Error = String;
     fn try_from(v: UnitText) -> Result<Self, String> {
@@ -121,6 +149,10 @@ mod tests {
         assert!(parse_duration("2").is_err());
         assert!(parse_duration("2 weeks").is_err());
         assert!(parse_duration("s").is_err());
+        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
+        for bad in ["", "1", "-1s", "1x", "abc", "1e3s", "1..2s"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be rejected");
+        }
     }
 
     #[test]

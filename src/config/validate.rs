@@ -32,14 +32,31 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
                 format!("{:?} is listed twice", l.addr),
             ));
         } else {
+            let at = format!("listen[{i}]");
+            let limits = super::edge::limits(
+                l.header_timeout,
+                l.keepalive_timeout,
+                l.keepalive_requests,
+                l.max_header_size,
+                &at,
+                &mut errs,
+            );
+            let tls = l
+                .tls
+                .as_ref()
+                .and_then(|t| super::edge::tls(t, &format!("{at}.tls"), &mut errs));
             listen.push(Listener {
                 addr: l.addr.clone(),
+                tls,
+                limits,
             });
         }
     }
     if raw.listen.is_empty() {
         listen.push(Listener {
             addr: "0.0.0.0:8080".into(),
+            tls: None,
+            limits: ClientLimits::default(),
         });
     }
 
@@ -93,6 +110,30 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         }
     }
     fallback_cycles(&raw, &mut errs);
+
+    if !server.underscores_in_headers {
+        // such headers are dropped before routing (README "Request hygiene")
+        let dropped = |key: String, name: &HeaderName| {
+            ConfigError::new(
+                key,
+                format!(
+                    "{:?} contains `_`: request headers with `_` in their name are dropped \
+                     unless server.underscores_in_headers is true",
+                    name.as_str()
+                ),
+            )
+        };
+        if header.as_str().contains('_') {
+            errs.push(dropped("routing.header".into(), &header));
+        }
+        for (name, p) in &pools {
+            if let Strategy::Consistent(HashKey::Header(h)) = &p.strategy {
+                if h.as_str().contains('_') {
+                    errs.push(dropped(format!("pools.{name}.hash_key"), h));
+                }
+            }
+        }
+    }
 
     let log = log(&raw, &mut errs);
     let admin = raw.admin.as_ref().map(|a| admin(a, &mut errs));
@@ -229,6 +270,7 @@ fn server(raw: &RawConfig, errs: &mut Vec<ConfigError>) -> ServerSettings {
         // another wants it, and the hand-over often fails ("failed to acquire
         // reusable stream"), opening a new connection; stealing avoids that.
         work_stealing: s.work_stealing.unwrap_or(threads > 1),
+        underscores_in_headers: s.underscores_in_headers.unwrap_or(false),
     }
 }
 

@@ -68,6 +68,7 @@ pub(super) fn backend(
         host: bare,
         weight,
         enabled: b.enabled.unwrap_or(true),
+        source: BackendSource::Config,
     })
 }
 

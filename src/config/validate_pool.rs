@@ -3,6 +3,7 @@
 //! [`super::validate_backend`]). Every error is collected.
 
 use super::raw::RawPool;
+use super::units::HedgeDelay;
 use super::validate_backend::{backend, health};
 use super::*;
 use std::collections::BTreeSet;
@@ -18,11 +19,12 @@ pub(super) fn pool(
         "round_robin" => Strategy::RoundRobin,
         "least_conn" => Strategy::LeastConn,
         "random" => Strategy::Random,
+        "peak_ewma" => Strategy::PeakEwma,
         "consistent" => Strategy::Consistent(hash_key(p.hash_key.as_deref(), path, errs)),
         other => {
             errs.push(ConfigError::new(
                 format!("{path}.strategy"),
-                format!("unknown strategy {other:?} (round_robin, least_conn, random, consistent)"),
+                format!("unknown strategy {other:?} (round_robin, least_conn, random, consistent, peak_ewma)"),
             ));
             Strategy::RoundRobin
         }
@@ -33,10 +35,14 @@ pub(super) fn pool(
             "hash_key needs strategy: consistent",
         ));
     }
-    if p.backends.is_empty() {
+    let discovery = p
+        .discovery
+        .as_ref()
+        .and_then(|d| super::validate_discovery::discovery(d, &format!("{path}.discovery"), errs));
+    if p.backends.is_empty() && p.discovery.is_none() {
         errs.push(ConfigError::new(
             format!("{path}.backends"),
-            "a pool needs at least one backend",
+            "a pool needs at least one backend (or `discovery:`)",
         ));
     }
     let mut backends = Vec::new();
@@ -58,6 +64,12 @@ pub(super) fn pool(
         errs.push(ConfigError::new(
             format!("{path}.backends"),
             "mixes http:// and https:// backends; use one scheme per pool",
+        ));
+    }
+    if p.discovery.is_some() && backends.iter().any(|b| b.tls) {
+        errs.push(ConfigError::new(
+            format!("{path}.backends"),
+            "discovered backends speak http://; a pool with `discovery:` takes http:// backends only",
         ));
     }
     let health = health(
@@ -122,6 +134,19 @@ pub(super) fn pool(
         .cache
         .as_ref()
         .map(|c| super::cache::pool_cache(c, &format!("{path}.cache"), errs));
+    let rate_limit = p
+        .rate_limit
+        .as_ref()
+        .and_then(|r| super::edge::rate_limit(r, &format!("{path}.rate_limit"), errs));
+    let tls = p.tls.as_ref().map_or_else(UpstreamTls::default, |t| {
+        super::edge::upstream_tls(t, &format!("{path}.tls"), errs)
+    });
+    if p.tls.is_some() && !backends.iter().any(|b| b.tls) {
+        errs.push(ConfigError::new(
+            format!("{path}.tls"),
+            "applies to https:// backends only and this pool has none",
+        ));
+    }
     (errs.len() == before).then(|| PoolConfig {
         name: name.to_string(),
         strategy,
@@ -133,6 +158,9 @@ pub(super) fn pool(
         passive,
         race,
         cache,
+        rate_limit,
+        tls,
+        discovery,
     })
 }
 
@@ -154,7 +182,14 @@ fn race(r: &super::raw::RawRace, path: &str, errs: &mut Vec<ConfigError>) -> Rac
     }
     RacePolicy {
         terminal,
-        hedge_delay: r.hedge_delay.map_or(Duration::ZERO, |d| d.0),
+        hedge_delay: match r.hedge_delay {
+            Some(HedgeDelay::Fixed(d)) => d,
+            _ => Duration::ZERO,
+        },
+        hedge_percentile: match r.hedge_delay {
+            Some(HedgeDelay::Percentile(p)) => Some(p),
+            _ => None,
+        },
         max_body: r.max_body.map_or(1 << 20, |s| s.0),
     }
 }
@@ -206,7 +241,29 @@ fn retries(
         attempts: attempts.max(1),
         on,
         max_body,
+        budget: budget(r.budget.as_ref(), path, errs),
     }
+}
+
+fn budget(
+    b: Option<&super::raw::RawBudget>,
+    path: &str,
+    errs: &mut Vec<ConfigError>,
+) -> BudgetPolicy {
+    let Some(b) = b else {
+        return BudgetPolicy::default();
+    };
+    let ratio = b.ratio.unwrap_or(0.2);
+    if !(0.0..=1000.0).contains(&ratio) {
+        errs.push(ConfigError::new(
+            format!("{path}.budget.ratio"),
+            format!("must be a number from 0 to 1000 (retries per first attempt), got {ratio}"),
+        ));
+    }
+    BudgetPolicy::new(
+        if ratio.is_finite() { ratio } else { 0.2 },
+        b.min_per_second.unwrap_or(10),
+    )
 }
 
 fn hash_key(key: Option<&str>, path: &str, errs: &mut Vec<ConfigError>) -> HashKey {

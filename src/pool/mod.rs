@@ -2,7 +2,8 @@
 //! `LoadBalancer`, with its strategy, probe, timeouts and live backend state.
 //!
 //! Selection, membership, enablement and active health are pingora's; this
-//! module adds what pingora lacks: least-connections (`least_conn`) and,
+//! module adds what pingora lacks: least-connections (`least_conn`), smooth
+//! weighted round robin (`smooth_wrr`), latency-aware P2C (`peak_ewma`) and,
 //! through [`crate::state`], the probe gate for new backends, passive
 //! ejection and per-backend counters.
 //!
@@ -11,20 +12,25 @@
 //! shares with the old one keeps its state.
 
 mod least_conn;
+mod peak_ewma;
+mod smooth_wrr;
 
 pub use crate::state::{state_of, BackendState, InflightGuard};
 pub use least_conn::LeastConn;
+pub use peak_ewma::PeakEwmaP2c;
+pub use smooth_wrr::SmoothWrr;
 
 use crate::state::{ProbeGroup, Registry};
 
 use crate::config::{BackendConfig, PoolConfig, Strategy};
 use crate::health;
+use crate::upstream_tls::{self, UpstreamTlsCtx};
 use async_trait::async_trait;
 use futures::FutureExt;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::Result;
 use pingora_load_balancing::discovery::ServiceDiscovery;
-use pingora_load_balancing::selection::{Consistent, Random, RoundRobin};
+use pingora_load_balancing::selection::{Consistent, Random};
 use pingora_load_balancing::{Backend, Backends, LoadBalancer};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeSet, HashMap};
@@ -39,10 +45,11 @@ const MAX_SELECT_STEPS: usize = 256;
 
 /// One `LoadBalancer` per strategy type.
 enum Balancer {
-    RoundRobin(Arc<LoadBalancer<RoundRobin>>),
+    RoundRobin(Arc<LoadBalancer<SmoothWrr>>),
     Random(Arc<LoadBalancer<Random>>),
     Consistent(Arc<LoadBalancer<Consistent>>),
     LeastConn(Arc<LoadBalancer<LeastConn>>),
+    PeakEwma(Arc<LoadBalancer<PeakEwmaP2c>>),
 }
 
 /// Runs `$body` with `$lb` bound to the pool's `Arc<LoadBalancer<_>>`.
@@ -53,6 +60,7 @@ macro_rules! with_lb {
             Balancer::Random($lb) => $body,
             Balancer::Consistent($lb) => $body,
             Balancer::LeastConn($lb) => $body,
+            Balancer::PeakEwma($lb) => $body,
         }
     };
 }
@@ -77,6 +85,10 @@ pub struct PoolStats {
     pub unserved: crate::counters::StatusCounts,
     /// Request durations.
     pub duration: crate::counters::Histogram,
+    /// The retry budget (`retries.budget`), shared by retries and hedges.
+    pub budget: crate::budget::RetryBudget,
+    /// Recent response-head latencies, for `race.hedge_delay: pNN`.
+    pub latency: crate::hedge::LatencyWindow,
 }
 
 /// A configured pool, ready to select backends.
@@ -91,6 +103,8 @@ pub struct Pool {
     /// The pool's probe (`None` for `type: none`), shared with every pool
     /// that has the same health setting.
     probes: Option<Arc<ProbeGroup>>,
+    /// Certificate checks of `https://` backends (`None`: plain pool).
+    upstream_tls: Option<UpstreamTlsCtx>,
 }
 
 impl Pool {
@@ -98,7 +112,16 @@ impl Pool {
     /// `registry`; `previous` (the pool of the same name in the table being
     /// replaced) passes its counters on.
     pub fn build(config: &PoolConfig, previous: Option<&Pool>, registry: &Registry) -> Pool {
-        let probes = health::probe(&config.name, &config.health, &config.backends)
+        let upstream_tls = config
+            .backends
+            .iter()
+            .any(|b| b.tls)
+            .then(|| UpstreamTlsCtx::new(&config.name, &config.tls));
+        let probe = match &upstream_tls {
+            Some(t) => upstream_tls::probe(&config.name, &config.health, &config.backends, t),
+            None => health::probe(&config.name, &config.health, &config.backends),
+        };
+        let probes = probe
             .map(|check| registry.probe_group(&config.health, &config.backends, move || check));
         let members: Vec<Backend> = config
             .backends
@@ -123,6 +146,7 @@ impl Pool {
             Strategy::Random => Balancer::Random(lb(backends, config)),
             Strategy::Consistent(_) => Balancer::Consistent(lb(backends, config)),
             Strategy::LeastConn => Balancer::LeastConn(lb(backends, config)),
+            Strategy::PeakEwma => Balancer::PeakEwma(lb(backends, config)),
         };
         Pool {
             config: config.clone(),
@@ -130,6 +154,7 @@ impl Pool {
             balancer,
             members,
             probes,
+            upstream_tls,
         }
     }
 
@@ -215,6 +240,15 @@ impl Pool {
             .is_some_and(|c| c.enabled)
     }
 
+    /// Where `b` comes from: the file, the admin API or DNS discovery.
+    pub fn source(&self, b: &Backend) -> crate::config::BackendSource {
+        self.config
+            .backends
+            .iter()
+            .find(|c| c.addr == socket_addr(b))
+            .map_or_else(Default::default, |c| c.source)
+    }
+
     /// Every configured backend, in file order.
     pub fn members(&self) -> &[Backend] {
         &self.members
@@ -252,6 +286,9 @@ impl Pool {
         o.read_timeout = Some(io);
         o.write_timeout = Some(io);
         o.idle_timeout = Some(std::time::Duration::from_secs(60));
+        if let Some(t) = &self.upstream_tls {
+            t.apply(&mut peer);
+        }
         peer
     }
 }

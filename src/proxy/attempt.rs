@@ -10,7 +10,7 @@ use crate::failure;
 use crate::pool::{socket_addr, state_of, Pool};
 use crate::retry;
 use pingora_core::upstreams::peer::HttpPeer;
-use pingora_core::{Error, ErrorSource};
+use pingora_core::{Error, ErrorSource, ErrorType};
 use pingora_proxy::Session;
 use std::time::Duration;
 
@@ -47,7 +47,14 @@ impl Proxy {
         let Some(policy) = ctx.attempt_pool.as_ref().map(|p| p.config.retries.clone()) else {
             return false;
         };
-        let d = failure::decide(cause, at, &policy);
+        let mut d = failure::decide(cause, at, &policy);
+        if d.retry && d.draws_budget && e.esource() != &ErrorSource::Downstream {
+            // spent budget: answered as if no retry were configured
+            d.retry = ctx
+                .attempt_pool
+                .as_ref()
+                .is_some_and(|p| p.stats.budget.try_withdraw(&policy.budget));
+        }
         if let Some(result) = d.result {
             record(ctx, result);
         }
@@ -79,6 +86,7 @@ impl Proxy {
         ctx.inflight = None;
         if let Some(b) = ctx.backend.take() {
             if backend_fault {
+                penalise(ctx, &b);
                 if let Some(p) = &ctx.attempt_pool {
                     p.record_failure(&b);
                 }
@@ -91,10 +99,59 @@ impl Proxy {
     pub(super) fn answered(&self, ctx: &mut RequestCtx) {
         ctx.head_received = true;
         record(ctx, AttemptResult::Ok);
+        if let (Some(started), Some(b)) = (ctx.attempt_started, ctx.backend.as_ref()) {
+            if let Some(p) = &ctx.attempt_pool {
+                observe_latency(p, b, started.elapsed());
+            }
+        }
         ctx.served = ctx.backend.as_ref().and_then(|b| state_of(b).cloned());
     }
 
     /// What a retry decision needs to know about the request now.
+    /// A retryable status (502/503/504) of a pool that retries it: an
+    /// error that makes pingora retry when another backend can take the
+    /// request and the retry budget allows; otherwise the client gets it.
+    pub(super) fn retry_status(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        pool: &Pool,
+        code: u16,
+    ) -> pingora_core::Result<()> {
+        let failure = retry::Failure::Status(code);
+        let state = self.attempt_state(session, ctx);
+        // Retry only when another backend can take it; otherwise the client
+        // gets this answer as it is.
+        let current = ctx.backend.as_ref().map(socket_addr);
+        let alternative = ctx.table.as_ref().is_some_and(|t| {
+            ctx.pool.as_ref().is_some_and(|routed| {
+                t.chain(routed).any(|p| {
+                    p.select(b"", |b| {
+                        let a = socket_addr(b);
+                        Some(a) != current && !ctx.tried.contains(&a)
+                    })
+                    .is_some()
+                })
+            })
+        });
+        // a status retry re-sends a request the backend received: it draws
+        // on the retry budget, and a spent budget answers as it is
+        if alternative
+            && retry::should_retry(&pool.config.retries, failure, state)
+            && pool.stats.budget.try_withdraw(&pool.config.retries.budget)
+        {
+            record(ctx, AttemptResult::RetriedStatus);
+            let mut e = Error::explain(
+                ErrorType::HTTPStatus(code),
+                "backend answered a retryable status",
+            );
+            e.set_retry(true);
+            return Err(e.into_up());
+        }
+        self.answered(ctx);
+        Ok(())
+    }
+
     pub(super) fn attempt_state(&self, session: &Session, ctx: &RequestCtx) -> retry::AttemptState {
         retry::AttemptState {
             tries: ctx.tries,
@@ -102,6 +159,29 @@ impl Proxy {
             replayable: !ctx.body_unreplayable && !session.as_ref().retry_buffer_truncated(),
             response_started: session.response_written().is_some(),
         }
+    }
+}
+
+/// Feeds a response-head latency to the backend's peak-EWMA and, for an
+/// adaptively hedged pool, to the pool's latency window.
+pub(crate) fn observe_latency(pool: &Pool, b: &pingora_load_balancing::Backend, took: Duration) {
+    if let Some(s) = state_of(b) {
+        s.latency.observe(took);
+    }
+    if pool
+        .config
+        .race
+        .is_some_and(|r| r.hedge_percentile.is_some())
+    {
+        pool.stats.latency.record(took);
+    }
+}
+
+/// Counts a failed attempt on `b` as slow in its peak-EWMA.
+pub(super) fn penalise(ctx: &RequestCtx, b: &pingora_load_balancing::Backend) {
+    if let Some(s) = state_of(b) {
+        s.latency
+            .observe_failure(ctx.attempt_started.map_or(Duration::ZERO, |t| t.elapsed()));
     }
 }
 
@@ -125,7 +205,12 @@ pub(super) fn write_access_log(
         .map(|a| a.ip().to_string())
         .unwrap_or_default();
     let req = session.req_header();
-    let uri = req.uri.to_string();
+    // the request target as an HTTP/1.1 client sends it: HTTP/2 requests
+    // carry scheme and authority in their URI, which the log leaves out
+    let uri = req
+        .uri
+        .path_and_query()
+        .map_or_else(|| req.uri.to_string(), |p| p.to_string());
     let backend = ctx.served.as_ref().map(|s| s.name());
     log.write(&Entry {
         client: &client,

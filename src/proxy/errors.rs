@@ -15,17 +15,17 @@ pub async fn respond(
     pool: &str,
     attempts: Option<usize>,
 ) {
-    respond_with_cache_status(session, status, error, pool, attempts, None).await
+    respond_with(session, status, error, pool, attempts, &[]).await
 }
 
-/// [`respond`], with the `Cache-Status` of a caching pool when given.
-pub async fn respond_with_cache_status(
+/// [`respond`] with `headers` added (such as `Retry-After`).
+pub async fn respond_with(
     session: &mut Session,
     status: u16,
     error: &str,
     pool: &str,
     attempts: Option<usize>,
-    cache_status: Option<&str>,
+    headers: &[(&'static str, String)],
 ) {
     let mut json = serde_json::json!({ "error": error, "pool": pool });
     if let Some(n) = attempts {
@@ -38,8 +38,8 @@ pub async fn respond_with_cache_status(
     let _ = resp.insert_header(http::header::CONTENT_TYPE, "application/json");
     let _ = resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string());
     let _ = resp.insert_header(http::header::CACHE_CONTROL, "no-store");
-    if let Some(v) = cache_status {
-        let _ = resp.insert_header("cache-status", v);
+    for (name, value) in headers {
+        let _ = resp.insert_header(*name, value.as_str());
     }
     if let Err(e) = session.write_error_response(resp, body).await {
         log::debug!("could not send {status} to client: {e}");

@@ -2,33 +2,40 @@
 //! call into routing, pool selection, forwarding and error mapping.
 //!
 //! Flow of a request:
-//! 1. `request_filter`: load the live [`RouteTable`], resolve the pool from
+//! 1. `request_filter`: refuse ambiguous framing and normalise what the
+//!    backend will see ([`hygiene`]); load the live [`RouteTable`], resolve the pool from
 //!    the routing header (404 when none), start the request deadline.
 //! 2. `upstream_peer`: pick a backend in the pool or, when it has none
 //!    usable, in its fallback chain (503 when none); hold an in-flight slot.
 //! 3. `upstream_request_filter`: add the forwarding headers.
-//! 4. failures: `fail_to_connect` / `error_while_proxy` count the backend's
+//! 4. `response_filter`: clean the answer for the client ([`downstream`]).
+//!    A caching pool's requests also pass pingora's cache phases
+//!    ([`cache_phases`] into [`crate::cache::http`]); `Cache-Status` is set here.
+//! 5. failures: `fail_to_connect` / `error_while_proxy` count the backend's
 //!    failure; `fail_to_proxy` answers 502/503/504 with a JSON body.
 
 mod attempt;
+mod cache_phases;
+mod downstream;
 mod errors;
+pub mod hygiene;
+pub mod raw_target;
 
 pub use crate::request::RequestCtx;
+pub use downstream::clean_response;
 
-use crate::cache;
 use crate::failure;
 use crate::request::forward;
 
-use crate::counters::{AttemptResult, Metrics};
+use crate::counters::Metrics;
 use crate::pool::{socket_addr, state_of};
 use crate::race;
+use crate::ratelimit::Limiters;
 use crate::retry;
 use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
-use pingora_cache::key::HashBinary;
-use pingora_cache::{CacheKey, CacheMeta, RespCacheable};
 use pingora_core::connectors::http::Connector;
 use pingora_core::connectors::ConnectorOptions;
 use pingora_core::server::configuration::ServerConf;
@@ -49,6 +56,8 @@ pub struct Proxy {
     /// Upstream connections of raced requests (pingora's proxy pool is private).
     race_connector: Arc<Connector>,
     metrics: Arc<Metrics>,
+    /// Rate-limit buckets of every pool (outlive reloads).
+    limiters: Arc<Limiters>,
 }
 
 impl Proxy {
@@ -58,12 +67,14 @@ impl Proxy {
         Proxy {
             routes,
             race_connector: Arc::new(Connector::new(Some(options))),
+            limiters: metrics.rate_limiters.clone(),
             metrics,
         }
     }
 }
 
-use attempt::{hash_key, record, write_access_log};
+pub(crate) use attempt::observe_latency;
+use attempt::{hash_key, write_access_log};
 
 #[async_trait]
 impl ProxyHttp for Proxy {
@@ -73,15 +84,38 @@ impl ProxyHttp for Proxy {
         RequestCtx::default()
     }
 
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        downstream::prepare_session(session);
+        Ok(())
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         if session.get_keepalive() == Some(0) {
             session.set_keepalive(Some(CLIENT_KEEPALIVE_SECS));
         }
         let table = self.routes.load_full();
-        let value = session.req_header().headers.get(table.header());
-        let resolved = table.resolve(value.map(|v| v.as_bytes())).cloned();
         let now = Instant::now();
         ctx.started = Some(now);
+        let refused = if raw_target::was_escaped(session, session.req_header().raw_path()) {
+            Err(hygiene::BAD_TARGET)
+        } else {
+            hygiene::check_framing(session.req_header())
+        };
+        if let Err((code, why)) = refused {
+            ctx.table = Some(table);
+            errors::respond(session, code, why, "", None).await;
+            return Ok(true);
+        }
+        hygiene::normalise(
+            session.req_header_mut(),
+            table.config.server.underscores_in_headers,
+        );
+        let value = session.req_header().headers.get(table.header());
+        let resolved = table.resolve(value.map(|v| v.as_bytes())).cloned();
         let Some(pool) = resolved else {
             let asked = value
                 .and_then(|v| v.to_str().ok())
@@ -106,10 +140,15 @@ impl ProxyHttp for Proxy {
             Some(_) => table.chain(&pool).find(|p| p.ready_count() > 0).cloned(),
             None => None,
         };
-        // a caching pool's requests go through the cache (its misses and
-        // invalidations need the normal phases): they are not raced
-        let cached = pool.config.cache.is_some() && cache::get().is_some();
+        let cached = cache_phases::caching(&pool);
         ctx.table = Some(table);
+        if let Some(secs) = self.limiters.refuse(&pool.config, session) {
+            let retry_after = [("retry-after", secs.to_string())];
+            let msg = errors::message_for(429);
+            errors::respond_with(session, 429, msg, pool.name(), None, &retry_after).await;
+            ctx.pool = Some(pool);
+            return Ok(true);
+        }
         ctx.pool = Some(pool);
         if let Some(serving) = serving {
             if let Some(race) = &serving.config.race {
@@ -122,51 +161,7 @@ impl ProxyHttp for Proxy {
         Ok(false)
     }
 
-    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
-        cache::http::enable(session, ctx);
-        Ok(())
-    }
-
-    fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
-        Ok(cache::http::key(session, ctx))
-    }
-
-    fn response_cache_filter(
-        &self,
-        session: &Session,
-        resp: &ResponseHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<RespCacheable> {
-        Ok(cache::http::decide(session, resp, ctx))
-    }
-
-    fn cache_vary_filter(
-        &self,
-        meta: &CacheMeta,
-        _ctx: &mut RequestCtx,
-        req: &RequestHeader,
-    ) -> Option<HashBinary> {
-        cache::http::variance(meta, req)
-    }
-
-    fn should_serve_stale(
-        &self,
-        _session: &mut Session,
-        _ctx: &mut RequestCtx,
-        error: Option<&Error>,
-    ) -> bool {
-        cache::http::serve_stale(error)
-    }
-
-    async fn response_filter(
-        &self,
-        session: &mut Session,
-        upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
-    ) -> Result<()> {
-        cache::http::annotate(session, upstream_response, ctx);
-        Ok(())
-    }
+    cache_phases::cache_phases!();
 
     async fn upstream_peer(
         &self,
@@ -216,6 +211,11 @@ impl ProxyHttp for Proxy {
             ));
         };
         ctx.tries += 1;
+        if !ctx.budget_deposited {
+            ctx.budget_deposited = true;
+            attempt_pool.stats.budget.deposit();
+        }
+        ctx.attempt_started = Some(Instant::now());
         if ctx.tries > 1 {
             ctx.retries += 1;
             pool.stats
@@ -241,6 +241,7 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         _ctx: &mut RequestCtx,
     ) -> Result<()> {
+        downstream::prepare_proxied(session);
         forward::add_forwarding_headers(session, upstream_request)
     }
 
@@ -282,32 +283,17 @@ impl ProxyHttp for Proxy {
             self.answered(ctx);
             return Ok(());
         };
-        let failure = retry::Failure::Status(code);
-        let state = self.attempt_state(session, ctx);
-        // Retry only when another backend can take it; otherwise the client
-        // gets this answer as it is.
-        let current = ctx.backend.as_ref().map(socket_addr);
-        let alternative = ctx.table.as_ref().is_some_and(|t| {
-            ctx.pool.as_ref().is_some_and(|routed| {
-                t.chain(routed).any(|p| {
-                    p.select(b"", |b| {
-                        let a = socket_addr(b);
-                        Some(a) != current && !ctx.tried.contains(&a)
-                    })
-                    .is_some()
-                })
-            })
-        });
-        if alternative && retry::should_retry(&pool.config.retries, failure, state) {
-            record(ctx, AttemptResult::RetriedStatus);
-            let mut e = Error::explain(
-                ErrorType::HTTPStatus(code),
-                "backend answered a retryable status",
-            );
-            e.set_retry(true);
-            return Err(e.into_up());
-        }
-        self.answered(ctx);
+        self.retry_status(session, ctx, &pool, code)
+    }
+
+    async fn response_filter(
+        &self,
+        session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        crate::cache::http::annotate(session, upstream_response, ctx);
+        downstream::clean_response(session, upstream_response);
         Ok(())
     }
 
@@ -345,6 +331,9 @@ impl ProxyHttp for Proxy {
         if let (ErrorType::HTTPStatus(code), ErrorSource::Upstream) = (e.etype(), e.esource()) {
             // a retryable status answer, decided in upstream_response_filter
             let failure = retry::Failure::Status(*code);
+            if let Some(b) = ctx.backend.clone() {
+                attempt::penalise(ctx, &b);
+            }
             self.attempt_failed(ctx, false);
             let retry = ctx.attempt_pool.as_ref().is_some_and(|p| {
                 let state = self.attempt_state(session, ctx);
@@ -377,6 +366,7 @@ impl ProxyHttp for Proxy {
             code => code,
         };
         if code > 0 {
+            let headers = cache_phases::error_headers(ctx);
             let pool = ctx
                 .attempt_pool
                 .as_ref()
@@ -388,9 +378,7 @@ impl ProxyHttp for Proxy {
             } else {
                 errors::message_for(code)
             };
-            let cache_status = ctx.cache.as_mut().map(|c| c.failed());
-            errors::respond_with_cache_status(session, code, message, pool, attempts, cache_status)
-                .await;
+            errors::respond_with(session, code, message, pool, attempts, &headers).await;
         }
         FailToProxy {
             error_code: code,
@@ -400,21 +388,26 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         let code = session.response_written().map_or(0, |r| r.status.as_u16());
-        cache::http::count(ctx);
+        crate::cache::http::count(ctx);
         if let Some(log) = ctx.table.as_ref().and_then(|t| t.access_log.as_ref()) {
             write_access_log(log, session, ctx, code);
         }
         let Some(pool) = &ctx.pool else {
             self.metrics.unrouted.add(code);
+            downstream::linger(session).await;
             return;
         };
         if let Some(started) = ctx.started {
             pool.stats.duration.observe(started.elapsed());
+            if let Some(s) = &ctx.served {
+                s.recent.record_response(started.elapsed(), code);
+            }
         }
         match &ctx.served {
             Some(s) => s.codes.add(code),
             None => pool.stats.unserved.add(code),
         }
+        downstream::linger(session).await;
     }
 
     fn suppress_proxy_warn_log(

@@ -55,6 +55,11 @@ pub struct RequestCtx {
     pub served: Option<Arc<BackendState>>,
     /// The cache's state for a request of a caching pool.
     pub cache: Option<Box<crate::cache::http::CacheCtx>>,
+    /// When the current attempt started (its response-head latency feeds
+    /// `peak_ewma` and adaptive hedging).
+    pub attempt_started: Option<Instant>,
+    /// The request was counted as a first attempt in its pool's retry budget.
+    pub budget_deposited: bool,
 }
 
 impl RequestCtx {

@@ -1,5 +1,5 @@
 //! Per-backend live state that pingora's `Backend` does not carry: the probe
-//! gate, passive ejection, in-flight and request counters.
+//! gate, passive ejection, in-flight and request counters, latency.
 //!
 //! A [`BackendState`] rides in `Backend::ext` (which pingora ignores for
 //! identity), so every clone of a backend that the selectors and health
@@ -7,7 +7,9 @@
 //! backend identity ([`super::Registry`]), shared by every pool and every
 //! configuration generation that lists the backend.
 
+use super::latency::PeakEwma;
 use super::passive::Ejection;
+use super::recent::Recent;
 use crate::config::PassivePolicy;
 use crate::counters::{AttemptResult, StatusCounts};
 use pingora_load_balancing::Backend;
@@ -41,6 +43,11 @@ pub struct BackendState {
     pub codes: StatusCounts,
     /// Attempts by result (indexed as [`AttemptResult::ALL`]).
     attempts: [AtomicU64; 5],
+    /// Peak-EWMA of response-head latency (`peak_ewma`'s measure), one per
+    /// backend whichever pools list it.
+    pub latency: PeakEwma,
+    /// The last 5 minutes of responses, errors and latency (status page).
+    pub recent: Recent,
 }
 
 impl BackendState {
@@ -57,6 +64,8 @@ impl BackendState {
             healthy: AtomicBool::new(true),
             codes: StatusCounts::default(),
             attempts: Default::default(),
+            latency: PeakEwma::default(),
+            recent: Recent::default(),
         }
     }
 
@@ -126,6 +135,10 @@ impl BackendState {
     pub fn record_attempt(&self, result: AttemptResult) {
         if let Some(i) = AttemptResult::ALL.iter().position(|(r, _)| *r == result) {
             self.attempts[i].fetch_add(1, Relaxed);
+            if result != AttemptResult::Ok {
+                self.recent
+                    .record_failure(AttemptResult::ALL[i].1.to_string(), true);
+            }
         }
     }
 

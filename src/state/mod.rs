@@ -18,10 +18,13 @@
 //! using it is dropped.
 
 mod backend;
+pub mod latency;
 mod passive;
+mod recent;
 
 pub use backend::{state_of, BackendState, InflightGuard};
 pub use passive::Ejection;
+pub use recent::{current_slot, LastFailure, Recent, Window, SLOTS, SLOT_SECS};
 
 use crate::config::{BackendConfig, HealthConfig};
 use pingora_load_balancing::health_check::HealthCheck;
@@ -288,6 +291,15 @@ mod tests {
         drop((s1, s2));
         // nothing references it any more: a later listing starts afresh
         assert_eq!(r.state(&a, None).requests(), 0);
+    }
+
+    #[test]
+    fn a_backend_in_two_pools_has_one_latency_estimate() {
+        let r = Registry::default();
+        let a = backend("http://127.0.0.1:9001", "127.0.0.1");
+        let (web, api) = (r.state(&a, None), r.state(&a, None));
+        web.latency.observe(Duration::from_millis(40));
+        assert!(api.latency.estimate().is_some_and(|v| v > 0.03));
     }
 
     #[test]

@@ -142,6 +142,28 @@ def parse_wrk(text):
     return r
 
 
+def parse_h2load(text):
+    """h2load output in parse_wrk's shape (h2load reports no percentiles)."""
+    r = {"requests": None, "seconds": None, "rps": None, "p50_ms": None,
+         "p75_ms": None, "p90_ms": None, "p99_ms": None, "non2xx": 0,
+         "sock_connect": 0, "sock_read": 0, "sock_write": 0, "sock_timeout": 0}
+    m = re.search(r"^finished in ([\d.]+)(us|ms|s|m|h), ([\d.]+) req/s", text, re.M)
+    if m:
+        r["seconds"] = _ms(m.group(1) + m.group(2)) / 1000.0
+        r["rps"] = float(m.group(3))
+    m = re.search(r"^requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                  r"(\d+) errored, (\d+) timeout", text, re.M)
+    if m:
+        done, _ok, _failed, errored, timeout = map(int, m.groups())
+        r["requests"] = done
+        r["sock_read"] = errored
+        r["sock_timeout"] = timeout
+    m = re.search(r"^status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", text, re.M)
+    if m:
+        r["non2xx"] = int(m.group(3)) + int(m.group(4))
+    return r
+
+
 # ---------------------------------------------------------------- report
 
 TARGET_LABEL = {
@@ -160,6 +182,11 @@ SCEN_TITLE = {
     "1k": "1k — round robin, 1 KiB body",
     "64k": "64k — round robin, 64 KiB body",
     "race": "race — switchyard pool with `race: {}` over 3 backends (every request fans out to all 3)",
+    "https": "https — HTTP/1.1 keep-alive over TLS (wrk), round robin, 3-byte body",
+    "https_new": "https_new — a new TLS connection per request (wrk, `Connection: close`): "
+                 "req/s = handshakes/s, µs/req = CPU per handshake and request",
+    "h2": "h2 — HTTP/2 over TLS (`h2load -t1 -c64 -m1 -D`), round robin, 3-byte body; "
+          "h2load gives no percentiles",
 }
 
 
@@ -328,7 +355,8 @@ def report(args):
 
 def record(args):
     with open(args.wrk) as f:
-        w = parse_wrk(f.read())
+        text = f.read()
+    w = parse_h2load(text) if re.search(r"^finished in ", text, re.M) else parse_wrk(text)
     tck = os.sysconf("SC_CLK_TCK")
     dt = (args.ticks_after - args.ticks_before) / tck
     w.update({

@@ -11,7 +11,10 @@
 #   ROUNDS [3]       measured rounds per scenario; target order is rotated each round
 #   DURATION [10]    seconds of each measured wrk run (wrk -t1 -c64 --latency)
 #   WARMUP [2]       seconds of wrk warm-up before each measured run
-#   SCENARIOS ["rr least_conn 1k 64k race idle"]
+#   SCENARIOS ["rr least_conn 1k 64k race idle https https_new h2"]
+#                    https: HTTP/1.1 keep-alive over TLS (wrk); https_new: a new TLS
+#                    connection (full handshake) per request (wrk, Connection: close);
+#                    h2: HTTP/2 over TLS (h2load -c64 -m1); same certificate everywhere
 #   IDLE_CONNS [10000], IDLE_HOLD [5]   idle scenario: connections held open, seconds held
 #   SKIP_BUILD [0]   1 = use the existing target/release/switchyard and
 #                    target/release/examples/pingora_floor as they are
@@ -45,7 +48,7 @@ done
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
-SCENARIOS=${SCENARIOS:-"rr least_conn 1k 64k race idle"}
+SCENARIOS=${SCENARIOS:-"rr least_conn 1k 64k race idle https https_new h2"}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 IDLE_HOLD=${IDLE_HOLD:-5}
 SKIP_BUILD=${SKIP_BUILD:-0}
@@ -65,7 +68,7 @@ for n in "$ROUNDS" "$DURATION" "$WARMUP" "$IDLE_CONNS" "$IDLE_HOLD" "$NOISE_MAX"
 done
 [ "$ROUNDS" -ge 1 ] && [ "$DURATION" -ge 1 ] || die "ROUNDS and DURATION must be >= 1"
 for s in $SCENARIOS; do
-    case $s in rr|least_conn|1k|64k|race|idle) ;; *) die "unknown scenario '$s' (rr least_conn 1k 64k race idle)";; esac
+    case $s in rr|least_conn|1k|64k|race|idle|https|https_new|h2) ;; *) die "unknown scenario '$s' (rr least_conn 1k 64k race idle https https_new h2)";; esac
 done
 for t in ${TARGETS:-}; do
     case $t in direct|nginx|haproxy|pingora|switchyard) ;; *) die "unknown target '$t' (direct nginx haproxy pingora switchyard)";; esac
@@ -80,6 +83,8 @@ command -v haproxy >/dev/null || missing+=(haproxy)
 command -v curl >/dev/null || missing+=(curl)
 command -v taskset >/dev/null || missing+=(util-linux)
 command -v python3 >/dev/null || missing+=(python3)
+command -v openssl >/dev/null || missing+=(openssl)
+if [[ " $SCENARIOS " == *" h2 "* ]]; then command -v h2load >/dev/null || missing+=(nghttp2-client); fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         log "installing Debian packages: ${missing[*]}"
@@ -179,13 +184,25 @@ if [ "$PF_OK" = 0 ] && { [ -z "${TARGETS:-}" ] || [[ " $TARGETS " == *" pingora 
 fi
 
 # ------------------------------------------------------------------ ports
-read -r -a PORTS <<<"$(python3 "$BENCH_PY" freeports 7 19001)"
+read -r -a PORTS <<<"$(python3 "$BENCH_PY" freeports 10 19001)"
 BE_PORTS=("${PORTS[0]}" "${PORTS[1]}" "${PORTS[2]}")
 NGINX_PORT=${PORTS[3]}
 HAPROXY_PORT=${PORTS[4]}
 SY_PORT=${PORTS[5]}
 PF_PORT=${PORTS[6]}
-log "ports: backends ${BE_PORTS[*]}, nginx $NGINX_PORT, haproxy $HAPROXY_PORT, switchyard $SY_PORT, pingora floor $PF_PORT"
+# TLS listeners (https, https_new, h2 scenarios)
+NGINX_TLS_PORT=${PORTS[7]}
+HAPROXY_TLS_PORT=${PORTS[8]}
+SY_TLS_PORT=${PORTS[9]}
+log "ports: backends ${BE_PORTS[*]}, nginx $NGINX_PORT, haproxy $HAPROXY_PORT, switchyard $SY_PORT, pingora floor $PF_PORT; TLS: nginx $NGINX_TLS_PORT, haproxy $HAPROXY_TLS_PORT, switchyard $SY_TLS_PORT"
+
+# one certificate (ECDSA P-256, as most sites now serve) for every TLS listener
+TLS="$WORK/tls"; mkdir -p "$TLS"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+    -keyout "$TLS/key.pem" -out "$TLS/cert.pem" >/dev/null 2>&1 || die "openssl could not make the test certificate"
+cat "$TLS/cert.pem" "$TLS/key.pem" >"$TLS/combined.pem"   # HAProxy wants both in one file
+chmod 644 "$TLS"/*.pem   # nginx workers read them unprivileged
 
 # wait_http URL [curl args...]: until the URL answers 200 (at most 15 s)
 wait_http() {
@@ -279,6 +296,9 @@ write_nginx() {
     }
     server {
         listen 127.0.0.1:$NGINX_PORT;
+        listen 127.0.0.1:$NGINX_TLS_PORT ssl http2;
+        ssl_certificate $TLS/cert.pem;
+        ssl_certificate_key $TLS/key.pem;
         location / {
             proxy_pass http://web;
             proxy_http_version 1.1;
@@ -310,6 +330,7 @@ defaults
 
 frontend fe
     bind 127.0.0.1:$HAPROXY_PORT
+    bind 127.0.0.1:$HAPROXY_TLS_PORT ssl crt $TLS/combined.pem alpn h2,http/1.1
     default_backend web
 
 backend web
@@ -333,6 +354,8 @@ server:
   upgrade_sock: $d/upgrade.sock
 listen:
   - addr: 127.0.0.1:$SY_PORT
+  - addr: 127.0.0.1:$SY_TLS_PORT
+    tls: {cert: $TLS/cert.pem, key: $TLS/key.pem}
 routing:
   default_pool: web
 pools:
@@ -465,35 +488,51 @@ measure_once() {
         1k) path=/1k ;;
         64k) path=/64k ;;
         race) extra=race; hdr=(-H "App-Name: race") ;;
+        https_new) hdr=(-H "Connection: close") ;;
     esac
+    local scheme=http tls=0
+    case $sc in https|https_new|h2) scheme=https; tls=1 ;; esac
     if [ "$t" = direct ]; then
         pid=${BE_PIDS[0]}; port=${BE_PORTS[0]}
     else
         start_proxy "$t" "$strat" $extra
         pid=$PROXY_PID; port=$PROXY_PORT
+        if [ "$tls" = 1 ]; then
+            case $t in nginx) port=$NGINX_TLS_PORT ;; haproxy) port=$HAPROXY_TLS_PORT ;; switchyard) port=$SY_TLS_PORT ;; esac
+        fi
     fi
-    local url="http://127.0.0.1:$port$path"
+    # TLS: the certificate names localhost; curl checks nothing (-k)
+    local host=127.0.0.1; [ "$tls" = 1 ] && host=localhost
+    local url="$scheme://$host:$port$path"
+    local curl_tls=(); [ "$tls" = 1 ] && curl_tls=(-k)
     local ylog_before=0
     if [ "$t" = switchyard ]; then ylog_before=$(cat "$PROXY_LOG" 2>/dev/null | wc -l); fi
-    if ! wait_http "$url" "${hdr[@]}"; then
+    if ! wait_http "$url" "${curl_tls[@]}" "${hdr[@]}"; then
         note "$sc/$t round $rnd: $t did not answer 200 on $url within 15 s; run skipped ($(tail -n 3 "${PROXY_LOG:-/dev/null}" 2>/dev/null | tr '\n' ' '))"
         [ "$t" != direct ] && stop_proxy "$t" "$pid"
         return 0
     fi
     local want_len=3; [ "$path" = /1k ] && want_len=1024; [ "$path" = /64k ] && want_len=65536
     local got_len
-    got_len=$(curl -s --max-time 2 "${hdr[@]}" "$url" | wc -c)
+    got_len=$(curl -s --max-time 2 "${curl_tls[@]}" "${hdr[@]}" "$url" | wc -c)
     [ "$got_len" = "$want_len" ] || note "$sc/$t round $rnd: body was $got_len bytes, expected $want_len"
 
-    timeout $((WARMUP + 30)) taskset -c "$LOAD_CPU" wrk -t1 -c$CONNS -d"${WARMUP}s" "${hdr[@]}" "$url" >/dev/null 2>&1 || true
+    # load: wrk (HTTP/1.1), or h2load (HTTP/2, one stream per connection at a time)
+    local load=(wrk -t1 -c$CONNS) run_args=(--latency) warm_args=()
+    if [ "$sc" = h2 ]; then
+        load=(h2load -t1 -c$CONNS -m1); run_args=(-D "$DURATION"); warm_args=(-D "$WARMUP")
+    else
+        run_args+=(-d"${DURATION}s"); warm_args=(-d"${WARMUP}s")
+    fi
+    timeout $((WARMUP + 30)) taskset -c "$LOAD_CPU" "${load[@]}" "${warm_args[@]}" "${hdr[@]}" "$url" >/dev/null 2>&1 || true
     local tb hb ta ha cb ca be_before be_after out="$WORK/wrk/$sc-$t-r$rnd.txt"
     read -r tb hb _ _ cb < <(python3 "$BENCH_PY" stat "$pid")
     be_before=$(backend_counts)
-    timeout $((DURATION + 30)) taskset -c "$LOAD_CPU" wrk -t1 -c$CONNS -d"${DURATION}s" --latency "${hdr[@]}" "$url" >"$out" 2>&1 || true
+    timeout $((DURATION + 30)) taskset -c "$LOAD_CPU" "${load[@]}" "${run_args[@]}" "${hdr[@]}" "$url" >"$out" 2>&1 || true
     read -r ta ha _ _ ca < <(python3 "$BENCH_PY" stat "$pid")
     be_after=$(backend_counts)
-    if ! grep -q 'requests in' "$out"; then
-        note "$sc/$t round $rnd: wrk produced no result: $(tr '\n' ' ' <"$out" | head -c 300)"
+    if ! grep -qE 'requests in|^finished in' "$out"; then
+        note "$sc/$t round $rnd: ${load[0]} produced no result: $(tr '\n' ' ' <"$out" | head -c 300)"
     else
         python3 "$BENCH_PY" record --raw "$RAW" --wrk "$out" --scenario "$sc" --target "$t" --round "$rnd" \
             --ticks-before "$tb" --ticks-after "$ta" --hwm-kb "$ha" \
@@ -561,7 +600,7 @@ for sc in $SCENARIOS; do
         rr|1k|64k)
             targets=(direct nginx haproxy pingora switchyard)
             [ "$PF_OK" = 0 ] && targets=(direct nginx haproxy switchyard) ;;
-        least_conn) targets=(nginx haproxy switchyard) ;;
+        least_conn|https|https_new|h2) targets=(nginx haproxy switchyard) ;;
         race)
             f=$(write_switchyard rr race)
             if ! out=$("$SY_BIN" -t -c "$f" 2>&1); then
@@ -589,7 +628,8 @@ done
 [ "$SY_LOG_DOWN" -gt 0 ] && note "switchyard logged $SY_LOG_DOWN 'Fail to proxy: Downstream ConnectionClosed/WriteError' errors in all; they come from wrk closing its connections with requests in flight at the end of each warm-up and measured run (at most $CONNS per wrk run), not from failed requests"
 
 # ------------------------------------------------------------------ report
-versions="$(wrk -v 2>&1 | head -n 1 | awk '{print $1, $2}'), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v 2>&1 | head -n 1 | awk '{print "HAProxy", $3}')"
+versions="$(wrk -v 2>&1 | head -n 1 | awk '{print $1, $2}'), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v 2>&1 | head -n 1 | awk '{print "HAProxy", $3}'), $(openssl version | awk '{print $1, $2}')"
+if command -v h2load >/dev/null; then versions="$versions, $(h2load --version 2>&1 | head -n 1)"; fi
 PF_DESC="not found ($PF_BIN)"; [ "$PF_OK" = 1 ] && PF_DESC="$PF_BIN"
 BENCH_DATE=$(date -u '+%Y-%m-%d %H:%M:%S UTC') BENCH_CMD="$CMD" BENCH_REV="$SY_REV" BENCH_VERSIONS="$versions" \
 BENCH_PF="$PF_DESC" \

@@ -3,41 +3,15 @@
 //! produces itself (404/502/503/504), fallback pools, forwarded headers,
 //! upstream keep-alive and malformed requests. Real sockets, real process.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 
-/// Health checking off: no probe traffic, backends healthy at once.
-const NO_HC: &str = "health_check: {type: none}";
 /// Only the active check decides: no retries, no passive ejection.
 const NO_MASKING: &str = "retries: {attempts: 1}, passive: {max_fails: 0}";
-
-/// Starts switchyard listening on `{listen}` with `body` (routing + pools).
-fn start(body: &str) -> Switchyard {
-    Switchyard::start(&format!(
-        "server: {{pid_file: \"{{pid_file}}\", upgrade_sock: \"{{upgrade_sock}}\", \
-         grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1}}\n\
-         listen: [{{addr: \"{{listen}}\"}}]\n{body}"
-    ))
-}
-
-/// `{url: "..."}, {url: "..."}` for a flow-style `backends:` list.
-fn urls(bs: &[&TestBackend]) -> String {
-    bs.iter()
-        .map(|b| format!("{{url: \"{}\"}}", b.url()))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// The backend that answered (its `x-backend` header), or "".
-fn served_by(r: &Response) -> String {
-    r.header("x-backend").unwrap_or("").to_string()
-}
 
 /// Sends `n` GETs on one keep-alive connection, asserts each is a 200, and
 /// counts the answers per backend.
@@ -45,52 +19,24 @@ fn tally(sy: &Switchyard, n: usize, headers: &[(&str, &str)]) -> HashMap<String,
     let mut c = Client::connect(sy.addr()).expect("connect to switchyard");
     let mut counts = HashMap::new();
     for i in 0..n {
-        let r = c
-            .get(&format!("/req/{i}"), headers)
-            .unwrap_or_else(|e| panic!("request {i} failed: {e}\n{}", sy.logs()));
-        assert_eq!(r.status, 200, "request {i}: {}\n{}", r.text(), sy.logs());
+        let r = c.get(&format!("/req/{i}"), headers).unwrap_or_else(|e| panic!("request {i} failed: {e}"));
+        assert_eq!(r.status, 200, "request {i}: {}", r.text());
         *counts.entry(served_by(&r)).or_insert(0) += 1;
     }
     counts
 }
 
-/// Asserts a proxy-produced error: status, JSON content type, one line of
-/// JSON with a non-empty `error` and the expected `pool`.
-fn assert_proxy_error(r: &Response, status: u16, pool: &str, logs: &str) {
-    assert_eq!(r.status, status, "body {:?}\n{logs}", r.text());
-    assert!(
-        r.header("content-type")
-            .is_some_and(|c| c.starts_with("application/json")),
-        "content-type {:?}",
-        r.header("content-type")
-    );
-    let text = r.text();
-    assert_eq!(
-        text.trim_end().lines().count(),
-        1,
-        "body is not one line: {text:?}"
-    );
-    let v = r.json();
-    assert!(
-        v["error"].as_str().is_some_and(|e| !e.is_empty()),
-        "no error message in {text}"
-    );
-    assert_eq!(v["pool"], pool, "{text}");
-}
-
-// ---------------------------------------------------------------------------
-// Routing
-// ---------------------------------------------------------------------------
+// === Routing ===
 
 fn web_and_api() -> (TestBackend, TestBackend, Switchyard) {
     let web = TestBackend::start("web");
     let api = TestBackend::start("api");
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{backends: [{}], {NO_HC}}}\n  \
          api: {{backends: [{}], {NO_HC}}}\n",
-        urls(&[&web]),
-        urls(&[&api])
+        flow(&[&web]),
+        flow(&[&api])
     ));
     (web, api, sy)
 }
@@ -100,24 +46,14 @@ fn routing_header_is_case_insensitive_and_trimmed() {
     let (web, api, sy) = web_and_api();
     for value in ["api", "  API ", "Api", "\tapi"] {
         let r = get(sy.addr(), "/x", &[("App-Name", value)]);
-        assert_eq!(r.status, 200, "{value:?}\n{}", sy.logs());
+        assert_eq!(r.status, 200, "{value:?}");
         assert_eq!(served_by(&r), "api", "App-Name {value:?}");
     }
     // The exact bytes on the wire, with the spaces of the issue.
-    let raw = send_raw(
-        sy.addr(),
-        b"GET /raw HTTP/1.1\r\nHost: t\r\nApp-Name:  API \r\nConnection: close\r\n\r\n",
-    );
-    assert_eq!(
-        raw_status(&raw),
-        Some(200),
-        "{}",
-        String::from_utf8_lossy(&raw)
-    );
+    let raw = send_raw(sy.addr(), b"GET /raw HTTP/1.1\r\nHost: t\r\nApp-Name:  API \r\nConnection: close\r\n\r\n");
+    assert_eq!(raw_status(&raw), Some(200), "{}", String::from_utf8_lossy(&raw));
     assert!(
-        String::from_utf8_lossy(&raw)
-            .to_ascii_lowercase()
-            .contains("x-backend: api"),
+        String::from_utf8_lossy(&raw).to_ascii_lowercase().contains("x-backend: api"),
         "{}",
         String::from_utf8_lossy(&raw)
     );
@@ -129,7 +65,7 @@ fn routing_header_is_case_insensitive_and_trimmed() {
 fn routing_missing_header_uses_default_pool() {
     let (web, api, sy) = web_and_api();
     let r = get(sy.addr(), "/x", &[]);
-    assert_eq!(r.status, 200, "{}", sy.logs());
+    assert_eq!(r.status, 200);
     assert_eq!(served_by(&r), "web");
     // An empty value counts as missing.
     let r = get(sy.addr(), "/x", &[("App-Name", "")]);
@@ -142,7 +78,7 @@ fn routing_missing_header_uses_default_pool() {
 fn routing_unknown_value_uses_default_pool() {
     let (web, api, sy) = web_and_api();
     let r = get(sy.addr(), "/x", &[("App-Name", "billing")]);
-    assert_eq!(r.status, 200, "{}", sy.logs());
+    assert_eq!(r.status, 200);
     assert_eq!(served_by(&r), "web");
     assert_eq!(web.app_count(), 1);
     assert_eq!(api.app_count(), 0);
@@ -151,14 +87,11 @@ fn routing_unknown_value_uses_default_pool() {
 #[test]
 fn routing_without_default_pool_answers_404_json() {
     let api = TestBackend::start("api");
-    let sy = start(&format!(
-        "pools:\n  api: {{backends: [{}], {NO_HC}}}\n",
-        urls(&[&api])
-    ));
+    let sy = start_listening(&format!("pools:\n  api: {{backends: [{}], {NO_HC}}}\n", flow(&[&api])));
     let r = get(sy.addr(), "/x", &[("App-Name", "billing")]);
-    assert_proxy_error(&r, 404, "billing", &sy.logs());
+    assert_eq!(proxy_error(&r, 404)["pool"], "billing");
     let r = get(sy.addr(), "/x", &[]);
-    assert_eq!(r.status, 404, "{}", sy.logs());
+    assert_eq!(r.status, 404);
     assert!(r.json()["pool"].is_string(), "{}", r.text());
     // The known pool still works.
     let r = get(sy.addr(), "/x", &[("App-Name", "API")]);
@@ -170,15 +103,15 @@ fn routing_without_default_pool_answers_404_json() {
 fn routing_custom_header() {
     let web = TestBackend::start("web");
     let api = TestBackend::start("api");
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{header: X-Pool, default_pool: web}}\npools:\n  \
          web: {{backends: [{}], {NO_HC}}}\n  \
          api: {{backends: [{}], {NO_HC}}}\n",
-        urls(&[&web]),
-        urls(&[&api])
+        flow(&[&web]),
+        flow(&[&api])
     ));
     let r = get(sy.addr(), "/x", &[("x-pool", " API")]);
-    assert_eq!(r.status, 200, "{}", sy.logs());
+    assert_eq!(r.status, 200);
     assert_eq!(served_by(&r), "api");
     // App-Name is no longer the routing header.
     let r = get(sy.addr(), "/x", &[("App-Name", "api")]);
@@ -186,30 +119,21 @@ fn routing_custom_header() {
     assert_eq!((web.app_count(), api.app_count()), (1, 1));
 }
 
-// ---------------------------------------------------------------------------
-// Strategies
-// ---------------------------------------------------------------------------
+// === Strategies ===
 
 #[test]
 fn round_robin_spreads_evenly() {
-    let bs: Vec<TestBackend> = ["b1", "b2", "b3"]
-        .iter()
-        .map(|n| TestBackend::start(n))
-        .collect();
+    let bs: Vec<TestBackend> = ["b1", "b2", "b3"].iter().map(|n| TestBackend::start(n)).collect();
     let refs: Vec<&TestBackend> = bs.iter().collect();
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{strategy: round_robin, backends: [{}], {NO_HC}}}\n",
-        urls(&refs)
+        flow(&refs)
     ));
     let counts = tally(&sy, 300, &[]);
     for b in &bs {
         let n = b.app_count();
-        assert!(
-            (95..=105).contains(&n),
-            "{}: {n} of 300 ({counts:?})",
-            b.name()
-        );
+        assert!((95..=105).contains(&n), "{}: {n} of 300 ({counts:?})", b.name());
         assert_eq!(counts.get(b.name()), Some(&n));
     }
 }
@@ -218,7 +142,7 @@ fn round_robin_spreads_evenly() {
 fn round_robin_respects_weights() {
     let heavy = TestBackend::start("heavy");
     let light = TestBackend::start("light");
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{backends: [{{url: \"{}\", weight: 3}}, {{url: \"{}\"}}], {NO_HC}}}\n",
         heavy.url(),
@@ -236,7 +160,7 @@ fn disabled_backend_gets_no_traffic() {
     let on1 = TestBackend::start("on1");
     let off = TestBackend::start("off");
     let on2 = TestBackend::start("on2");
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  web:\n    {NO_HC}\n    backends:\n      \
          - url: \"{}\"\n      - url: \"{}\"\n        enabled: false\n      - url: \"{}\"\n",
         on1.url(),
@@ -254,10 +178,10 @@ fn least_conn_keeps_requests_off_a_slow_backend() {
     let slow = TestBackend::start("slow");
     slow.set_delay(Duration::from_millis(1500));
     let fast = TestBackend::start("fast");
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{strategy: least_conn, backends: [{}], {NO_HC}}}\n",
-        urls(&[&slow, &fast])
+        flow(&[&slow, &fast])
     ));
     let addr = sy.addr();
     let results = Arc::new(Mutex::new(Vec::new()));
@@ -266,10 +190,7 @@ fn least_conn_keeps_requests_off_a_slow_backend() {
         let results = Arc::clone(&results);
         handles.push(thread::spawn(move || {
             let r = try_get(addr, &format!("/lc/{i}"), &[]);
-            results
-                .lock()
-                .unwrap()
-                .push(r.map(|r| (r.status, served_by(&r))));
+            results.lock().unwrap().push(r.map(|r| (r.status, served_by(&r))));
         }));
         thread::sleep(Duration::from_millis(40));
     }
@@ -280,7 +201,7 @@ fn least_conn_keeps_requests_off_a_slow_backend() {
     for r in results.iter() {
         match r {
             Ok((200, _)) => {}
-            other => panic!("request failed: {other:?}\n{}", sy.logs()),
+            other => panic!("request failed: {other:?}"),
         }
     }
     let (s, f) = (slow.app_count(), fast.app_count());
@@ -291,21 +212,18 @@ fn least_conn_keeps_requests_off_a_slow_backend() {
 
 #[test]
 fn consistent_hash_by_client_ip_is_sticky() {
-    let bs: Vec<TestBackend> = ["h1", "h2", "h3"]
-        .iter()
-        .map(|n| TestBackend::start(n))
-        .collect();
+    let bs: Vec<TestBackend> = ["h1", "h2", "h3"].iter().map(|n| TestBackend::start(n)).collect();
     let refs: Vec<&TestBackend> = bs.iter().collect();
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{strategy: consistent, hash_key: client_ip, backends: [{}], {NO_HC}}}\n",
-        urls(&refs)
+        flow(&refs)
     ));
     // Every request comes from 127.0.0.1, on separate connections.
     let mut seen = HashSet::new();
     for _ in 0..15 {
         let r = get(sy.addr(), "/x", &[]);
-        assert_eq!(r.status, 200, "{}", sy.logs());
+        assert_eq!(r.status, 200);
         seen.insert(served_by(&r));
     }
     assert_eq!(seen.len(), 1, "one client went to {seen:?}");
@@ -313,15 +231,12 @@ fn consistent_hash_by_client_ip_is_sticky() {
 
 #[test]
 fn consistent_hash_by_header_is_sticky_and_spreads() {
-    let bs: Vec<TestBackend> = ["h1", "h2", "h3"]
-        .iter()
-        .map(|n| TestBackend::start(n))
-        .collect();
+    let bs: Vec<TestBackend> = ["h1", "h2", "h3"].iter().map(|n| TestBackend::start(n)).collect();
     let refs: Vec<&TestBackend> = bs.iter().collect();
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{strategy: consistent, hash_key: \"header:X-User\", backends: [{}], {NO_HC}}}\n",
-        urls(&refs)
+        flow(&refs)
     ));
     let mut c = Client::connect(sy.addr()).unwrap();
     let mut owner: HashMap<String, String> = HashMap::new();
@@ -329,7 +244,7 @@ fn consistent_hash_by_header_is_sticky_and_spreads() {
         for u in 0..24 {
             let user = format!("user-{u}");
             let r = c.get("/x", &[("X-User", &user)]).unwrap();
-            assert_eq!(r.status, 200, "{}", sy.logs());
+            assert_eq!(r.status, 200);
             let b = served_by(&r);
             let first = owner.entry(user.clone()).or_insert_with(|| b.clone());
             assert_eq!(*first, b, "{user} moved in round {round}");
@@ -339,16 +254,12 @@ fn consistent_hash_by_header_is_sticky_and_spreads() {
     assert!(used.len() > 1, "24 keys all on {used:?}");
 }
 
-// ---------------------------------------------------------------------------
-// Health checks
-// ---------------------------------------------------------------------------
+// === Health checks ===
 
 /// Sends `n` requests; true when every one is a 200 from `name`.
 fn all_served_by(sy: &Switchyard, n: usize, name: &str) -> bool {
     (0..n).all(|_| {
-        try_get(sy.addr(), "/probe-traffic", &[])
-            .map(|r| r.status == 200 && served_by(&r) == name)
-            .unwrap_or(false)
+        try_get(sy.addr(), "/probe-traffic", &[]).map(|r| r.status == 200 && served_by(&r) == name).unwrap_or(false)
     })
 }
 
@@ -356,34 +267,30 @@ fn all_served_by(sy: &Switchyard, n: usize, name: &str) -> bool {
 fn tcp_health_check_takes_stopped_backend_out_and_back() {
     let b1 = TestBackend::start("b1");
     let b2 = TestBackend::start("b2");
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{backends: [{}], {NO_MASKING}, \
          health_check: {{type: tcp, interval: 100ms, timeout: 200ms, rise: 1, fall: 1}}}}\n",
-        urls(&[&b1, &b2])
+        flow(&[&b1, &b2])
     ));
     let counts = tally(&sy, 10, &[]);
     assert_eq!(counts.len(), 2, "both in service at start: {counts:?}");
 
     b1.stop();
-    assert!(
-        poll_until(Duration::from_secs(5), || all_served_by(&sy, 6, "b2")),
-        "stopped backend never taken out\n{}",
-        sy.logs()
-    );
+    eventually!(5, all_served_by(&sy, 6, "b2"), "stopped backend never taken out");
     // Out for good: every request succeeds on b2 (no retries to hide it).
     let counts = tally(&sy, 20, &[]);
     assert_eq!(counts.get("b2"), Some(&20), "{counts:?}");
 
     let before = b1.app_count();
     b1.restart();
-    assert!(
-        poll_until(Duration::from_secs(5), || {
+    eventually!(
+        5,
+        {
             let _ = try_get(sy.addr(), "/again", &[]);
             b1.app_count() > before
-        }),
-        "restarted backend never got traffic again\n{}",
-        sy.logs()
+        },
+        "restarted backend never got traffic again"
     );
 }
 
@@ -403,11 +310,7 @@ impl HealthSwitch {
             if req.path() != "/health" {
                 return None;
             }
-            let status = if h.load(std::sync::atomic::Ordering::SeqCst) {
-                200
-            } else {
-                503
-            };
+            let status = if h.load(std::sync::atomic::Ordering::SeqCst) { 200 } else { 503 };
             l.lock().unwrap().push((Instant::now(), status));
             Some(Reply::new(status, "probe"))
         });
@@ -415,18 +318,12 @@ impl HealthSwitch {
     }
 
     fn set(&self, healthy: bool) {
-        self.healthy
-            .store(healthy, std::sync::atomic::Ordering::SeqCst);
+        self.healthy.store(healthy, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Probes answered with `status` since `since`.
     fn answered(&self, status: u16, since: Instant) -> usize {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(t, s)| *s == status && *t >= since)
-            .count()
+        self.log.lock().unwrap().iter().filter(|(t, s)| *s == status && *t >= since).count()
     }
 
     /// The log relative to `origin`, for failure messages.
@@ -447,30 +344,25 @@ fn http_health_check_follows_fall_and_rise() {
     let b1 = TestBackend::start("b1");
     let b2 = TestBackend::start("b2");
     let probes = HealthSwitch::install(&b1);
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{backends: [{}], {NO_MASKING}, health_check: {{type: http, path: /health, \
          interval: 100ms, timeout: 1s, rise: 2, fall: 2}}}}\n",
-        urls(&[&b1, &b2])
+        flow(&[&b1, &b2])
     ));
     let counts = tally(&sy, 10, &[]);
     assert_eq!(counts.len(), 2, "both in service at start: {counts:?}");
 
     let t_down = Instant::now();
     probes.set(false);
-    assert!(
-        poll_until(Duration::from_secs(5), || all_served_by(&sy, 6, "b2")),
-        "unhealthy backend never taken out\n{}",
-        sy.logs()
-    );
+    eventually!(5, all_served_by(&sy, 6, "b2"), "unhealthy backend never taken out");
     let failed_probes = probes.answered(503, t_down);
     assert!(
         failed_probes >= 2,
         "out after {failed_probes} failed probe(s), fall is 2; probes (since start, \
-         set unhealthy at {:?}): {}\n{}",
+         set unhealthy at {:?}): {}",
         t_down - origin,
-        probes.dump(origin),
-        sy.logs()
+        probes.dump(origin)
     );
     let app_before = b1.app_count();
     let counts = tally(&sy, 20, &[]);
@@ -479,13 +371,13 @@ fn http_health_check_follows_fall_and_rise() {
 
     let t_up = Instant::now();
     probes.set(true);
-    assert!(
-        poll_until(Duration::from_secs(5), || {
+    eventually!(
+        5,
+        {
             let _ = try_get(sy.addr(), "/again", &[]);
             b1.app_count() > app_before
-        }),
-        "healthy again backend never got traffic\n{}",
-        sy.logs()
+        },
+        "healthy again backend never got traffic"
     );
     let good_probes = probes.answered(200, t_up);
     assert!(
@@ -501,7 +393,7 @@ fn dead_backend_in_config_never_gets_a_request() {
     let live_tcp = TestBackend::start("live-tcp");
     let live_http = TestBackend::start("live-http");
     let (dead1, dead2) = (dead_url(), dead_url());
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: tcp}}\npools:\n  \
          tcp: {{backends: [{{url: \"{dead1}\"}}, {{url: \"{}\"}}], {NO_MASKING}, \
          health_check: {{type: tcp, interval: 1s, timeout: 200ms}}}}\n  \
@@ -523,18 +415,16 @@ fn dead_backend_in_config_never_gets_a_request() {
             }
         }
     }
-    assert!(errors.is_empty(), "{errors:?}\n{}", sy.logs());
+    assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(live_tcp.app_count(), 50);
     assert_eq!(live_http.app_count(), 50);
 }
 
-// ---------------------------------------------------------------------------
-// Statuses produced by the proxy
-// ---------------------------------------------------------------------------
+// === Statuses produced by the proxy ===
 
 #[test]
 fn every_backend_down_answers_503_json() {
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{backends: [{{url: \"{}\"}}, {{url: \"{}\"}}], \
          health_check: {{type: tcp, interval: 1s, timeout: 200ms}}}}\n",
@@ -543,31 +433,23 @@ fn every_backend_down_answers_503_json() {
     ));
     let start = Instant::now();
     let r = get(sy.addr(), "/x", &[]);
-    assert!(
-        start.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        start.elapsed()
-    );
-    assert_proxy_error(&r, 503, "web", &sy.logs());
+    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
+    assert_eq!(proxy_error(&r, 503)["pool"], "web");
 }
 
 #[test]
 fn backend_reset_answers_502_json() {
     let b = TestBackend::start("b");
     b.set_mode(Mode::Reset);
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{backends: [{}], retries: {{attempts: 1}}, {NO_HC}}}\n",
-        urls(&[&b])
+        flow(&[&b])
     ));
     let start = Instant::now();
     let r = get(sy.addr(), "/x", &[]);
-    assert!(
-        start.elapsed() < Duration::from_secs(2),
-        "{:?}",
-        start.elapsed()
-    );
-    assert_proxy_error(&r, 502, "web", &sy.logs());
+    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
+    assert_eq!(proxy_error(&r, 502)["pool"], "web");
     assert_eq!(b.path_count("/x"), 1, "tried exactly once");
 }
 
@@ -575,15 +457,15 @@ fn backend_reset_answers_502_json() {
 fn slow_backend_read_timeout_answers_504_json() {
     let b = TestBackend::start("b");
     b.set_delay(Duration::from_secs(2));
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{backends: [{}], retries: {{attempts: 1}}, timeouts: {{read: 300ms}}, {NO_HC}}}\n",
-        urls(&[&b])
+        flow(&[&b])
     ));
     let start = Instant::now();
     let r = get(sy.addr(), "/x", &[]);
     let took = start.elapsed();
-    assert_proxy_error(&r, 504, "web", &sy.logs());
+    assert_eq!(proxy_error(&r, 504)["pool"], "web");
     assert!(
         took >= Duration::from_millis(250) && took < Duration::from_millis(1500),
         "504 after {took:?} with read: 300ms"
@@ -594,15 +476,15 @@ fn slow_backend_read_timeout_answers_504_json() {
 fn request_deadline_answers_504_json() {
     let b = TestBackend::start("b");
     b.set_delay(Duration::from_secs(3));
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{backends: [{}], timeouts: {{read: 10s, request: 500ms}}, {NO_HC}}}\n",
-        urls(&[&b])
+        flow(&[&b])
     ));
     let start = Instant::now();
     let r = get(sy.addr(), "/x", &[]);
     let took = start.elapsed();
-    assert_proxy_error(&r, 504, "web", &sy.logs());
+    assert_eq!(proxy_error(&r, 504)["pool"], "web");
     assert!(
         took >= Duration::from_millis(450) && took < Duration::from_millis(2000),
         "504 after {took:?} with request: 500ms"
@@ -612,31 +494,29 @@ fn request_deadline_answers_504_json() {
 #[test]
 fn fallback_pool_serves_when_pool_is_down() {
     let b = TestBackend::start("legacy");
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  \
          web: {{backends: [{{url: \"{}\"}}], fallback: legacy, \
          health_check: {{type: tcp, interval: 1s, timeout: 200ms}}}}\n  \
          legacy: {{backends: [{}], {NO_HC}}}\n",
         dead_url(),
-        urls(&[&b])
+        flow(&[&b])
     ));
     for headers in [&[][..], &[("App-Name", "web")]] {
         let r = get(sy.addr(), "/x", headers);
-        assert_eq!(r.status, 200, "{}\n{}", r.text(), sy.logs());
+        assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(served_by(&r), "legacy");
     }
     assert_eq!(b.app_count(), 2);
 }
 
-// ---------------------------------------------------------------------------
-// What the backend sees
-// ---------------------------------------------------------------------------
+// === What the backend sees ===
 
 fn single_backend() -> (TestBackend, Switchyard) {
     let b = TestBackend::start("b");
-    let sy = start(&format!(
+    let sy = start_listening(&format!(
         "routing: {{default_pool: web}}\npools:\n  web: {{backends: [{}], {NO_HC}}}\n",
-        urls(&[&b])
+        flow(&[&b])
     ));
     (b, sy)
 }
@@ -645,47 +525,28 @@ fn single_backend() -> (TestBackend, Switchyard) {
 fn forwarded_headers_reach_the_backend() {
     let (b, sy) = single_backend();
     let r = get(sy.addr(), "/fw", &[("Host", "shop.example:8080")]);
-    assert_eq!(r.status, 200, "{}", sy.logs());
+    assert_eq!(r.status, 200);
     let seen = b.last_app_request().unwrap();
     assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
     assert_eq!(seen.header("x-forwarded-host"), Some("shop.example:8080"));
     assert_eq!(seen.header("host"), Some("shop.example:8080"));
     let id = seen.header("x-request-id").unwrap_or("");
-    assert!(
-        id.len() == 32 && id.bytes().all(|c| c.is_ascii_hexdigit()),
-        "generated x-request-id {id:?}"
-    );
+    assert!(id.len() == 32 && id.bytes().all(|c| c.is_ascii_hexdigit()), "generated x-request-id {id:?}");
 
     // Client-sent X-Forwarded-For is appended to; a client X-Request-Id is kept.
-    let r = get(
-        sy.addr(),
-        "/fw2",
-        &[
-            ("X-Forwarded-For", "10.1.2.3"),
-            ("X-Request-Id", "req-abc-1"),
-        ],
-    );
+    let r = get(sy.addr(), "/fw2", &[("X-Forwarded-For", "10.1.2.3"), ("X-Request-Id", "req-abc-1")]);
     assert_eq!(r.status, 200);
     let seen = b.last_app_request().unwrap();
     assert_eq!(seen.header("x-forwarded-for"), Some("10.1.2.3, 127.0.0.1"));
     assert_eq!(seen.header("x-request-id"), Some("req-abc-1"));
-    assert_eq!(
-        seen.headers
-            .iter()
-            .filter(|(k, _)| k == "x-request-id")
-            .count(),
-        1
-    );
+    assert_eq!(seen.headers.iter().filter(|(k, _)| k == "x-request-id").count(), 1);
     // Two requests without an id get two different ids.
     get(sy.addr(), "/fw3", &[]);
     get(sy.addr(), "/fw4", &[]);
     let reqs = b.app_requests();
     let n = reqs.len();
-    assert_ne!(
-        reqs[n - 1].header("x-request-id"),
-        reqs[n - 2].header("x-request-id")
-    );
+    assert_ne!(reqs[n - 1].header("x-request-id"), reqs[n - 2].header("x-request-id"));
 }
 
 #[test]
@@ -703,17 +564,14 @@ fn hop_by_hop_headers_are_not_forwarded() {
             ("X-Kept", "yes"),
         ],
     );
-    assert_eq!(r.status, 200, "{}", sy.logs());
+    assert_eq!(r.status, 200);
     let seen = b.last_app_request().unwrap();
     assert_eq!(seen.header("x-kept"), Some("yes"), "{:?}", seen.headers);
     for h in ["x-secret", "keep-alive", "te", "proxy-connection"] {
         assert_eq!(seen.header(h), None, "{h} forwarded: {:?}", seen.headers);
     }
     if let Some(c) = seen.header("connection") {
-        assert!(
-            !c.to_ascii_lowercase().contains("x-secret"),
-            "connection: {c}"
-        );
+        assert!(!c.to_ascii_lowercase().contains("x-secret"), "connection: {c}");
     }
 }
 
@@ -723,7 +581,7 @@ fn upstream_keepalive_connections_are_reused() {
     for i in 0..30 {
         // A fresh client connection each time: reuse is upstream-side.
         let r = get(sy.addr(), &format!("/ka/{i}"), &[]);
-        assert_eq!(r.status, 200, "{}", sy.logs());
+        assert_eq!(r.status, 200);
     }
     assert_eq!(b.app_count(), 30);
     let conns = b.connections_accepted();
@@ -743,14 +601,13 @@ fn malformed_request_gets_4xx_and_proxy_keeps_serving() {
         let status = raw_status(&raw);
         assert!(
             status.is_some_and(|s| (400..500).contains(&s)),
-            "{:?} -> {:?}\n{}",
+            "{:?} -> {:?}",
             String::from_utf8_lossy(case),
-            String::from_utf8_lossy(&raw),
-            sy.logs()
+            String::from_utf8_lossy(&raw)
         );
     }
     assert_eq!(b.app_count(), 0, "a malformed request reached the backend");
     let r = get(sy.addr(), "/after", &[]);
-    assert_eq!(r.status, 200, "{}", sy.logs());
+    assert_eq!(r.status, 200);
     assert!(sy.is_running());
 }

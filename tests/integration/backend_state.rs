@@ -2,8 +2,7 @@
 //! what the request deadline bounds, and what a reload or an admin change
 //! keeps (health, rise progress, ejection, in-flight count, probes).
 
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -72,11 +71,7 @@ fn read_head(r: &mut BufReader<TcpStream>) -> Option<Vec<String>> {
 
 /// An admin API request with a JSON body.
 fn admin(sy: &Switchyard, method: &str, path: &str, body: &str) -> Response {
-    let headers: &[(&str, &str)] = if body.is_empty() {
-        &[]
-    } else {
-        &[("Content-Type", "application/json")]
-    };
+    let headers: &[(&str, &str)] = if body.is_empty() { &[] } else { &[("Content-Type", "application/json")] };
     request(sy.admin_addr(), method, path, headers, body.as_bytes())
 }
 
@@ -109,11 +104,7 @@ fn served_by(sy: &Switchyard, app: &str) -> Option<String> {
 fn reload(sy: &Switchyard, n: usize) {
     sy.signal(libc::SIGHUP);
     assert!(
-        poll_until(Duration::from_secs(10), || sy
-            .logs()
-            .matches("configuration reloaded")
-            .count()
-            >= n),
+        poll_until(Duration::from_secs(10), || sy.logs().matches("configuration reloaded").count() >= n),
         "reload {n} not done\n{}",
         sy.logs()
     );
@@ -121,18 +112,11 @@ fn reload(sy: &Switchyard, n: usize) {
 
 fn pool_yaml(name: &str, urls: &[String], extra: &str) -> String {
     let backends: Vec<String> = urls.iter().map(|u| format!("{{ url: \"{u}\" }}")).collect();
-    format!(
-        "  {name}:\n    backends: [{}]\n{extra}",
-        backends.join(", ")
-    )
+    format!("  {name}:\n    backends: [{}]\n{extra}", backends.join(", "))
 }
 
 fn config(default: &str, pools: &[String], admin: bool) -> String {
-    let admin = if admin {
-        "admin: { listen: \"{admin}\" }\n"
-    } else {
-        ""
-    };
+    let admin = if admin { "admin: { listen: \"{admin}\" }\n" } else { "" };
     format!(
         "listen: [ {{ addr: \"{{listen}}\" }} ]\n{admin}routing: {{ default_pool: {default} }}\npools:\n{}",
         pools.concat()
@@ -151,9 +135,7 @@ fn body_streaming_past_the_request_timeout_completes_and_keeps_the_backend() {
         let mut w = conn;
         while let Some(head) = read_head(&mut r) {
             let path = head[0].split(' ').nth(1).unwrap_or("/").to_string();
-            let _ = w.write_all(
-                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-backend: streamer\r\n\r\n",
-            );
+            let _ = w.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-backend: streamer\r\n\r\n");
             let chunks = if path == "/stream" { 10 } else { 1 };
             for _ in 0..chunks {
                 if path == "/stream" {
@@ -180,16 +162,8 @@ fn body_streaming_past_the_request_timeout_completes_and_keeps_the_backend() {
     assert_eq!(r.text(), "chunk".repeat(10), "body cut\n{}", sy.logs());
     assert!(started.elapsed() >= Duration::from_secs(2));
     // the backend stays in
-    assert_eq!(
-        served_by(&sy, "web").as_deref(),
-        Some("streamer"),
-        "{}",
-        sy.logs()
-    );
-    assert_eq!(
-        metric(&sy, "switchyard_backend_ejections_total{pool=\"web\""),
-        0.0
-    );
+    assert_eq!(served_by(&sy, "web").as_deref(), Some("streamer"), "{}", sy.logs());
+    assert_eq!(metric(&sy, "switchyard_backend_ejections_total{pool=\"web\""), 0.0);
 }
 
 #[test]
@@ -200,9 +174,7 @@ fn websocket_idle_longer_than_the_request_timeout_stays_open() {
         if read_head(&mut r).is_none() {
             return;
         }
-        let _ = w.write_all(
-            b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n",
-        );
+        let _ = w.write_all(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\r\n");
         // echo whatever comes
         let mut buf = [0u8; 1024];
         loop {
@@ -216,15 +188,11 @@ fn websocket_idle_longer_than_the_request_timeout_stays_open() {
             }
         }
     });
-    let pool = pool_yaml(
-        "web",
-        &[ws.url()],
-        "    health_check: { type: none }\n    timeouts: { request: 1s, read: 1s }\n",
-    );
+    let pool =
+        pool_yaml("web", &[ws.url()], "    health_check: { type: none }\n    timeouts: { request: 1s, read: 1s }\n");
     let sy = Switchyard::start(&config("web", &[pool], false));
     let mut s = TcpStream::connect(sy.addr()).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
+    s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     s.write_all(
         b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
     )
@@ -236,8 +204,7 @@ fn websocket_idle_longer_than_the_request_timeout_stays_open() {
     thread::sleep(Duration::from_millis(2500));
     s.write_all(b"ping").expect("send after idle");
     let mut got = [0u8; 4];
-    r.read_exact(&mut got)
-        .unwrap_or_else(|e| panic!("upgraded connection closed: {e}\n{}", sy.logs()));
+    r.read_exact(&mut got).unwrap_or_else(|e| panic!("upgraded connection closed: {e}\n{}", sy.logs()));
     assert_eq!(&got, b"ping");
 }
 
@@ -264,9 +231,7 @@ fn stale_keepalive_connections_never_eject_the_only_backend() {
         "    health_check: { type: none }\n    passive: { max_fails: 1, fail_timeout: 10s, max_ejected_percent: 100 }\n",
     );
     let sy = Switchyard::start(&config("web", &[pool], true));
-    let codes: Vec<u16> = (0..20)
-        .map(|_| try_get(sy.addr(), "/x", &[]).map_or(0, |r| r.status))
-        .collect();
+    let codes: Vec<u16> = (0..20).map(|_| try_get(sy.addr(), "/x", &[]).map_or(0, |r| r.status)).collect();
     assert_eq!(codes, vec![200; 20], "{}", sy.logs());
     assert!(b.connections_accepted() < 20 + 20, "no reuse was attempted");
     assert_eq!(backend_status(&sy, "web", &b.url())["failures"], 0);
@@ -278,10 +243,7 @@ fn out_of_file_descriptors_never_ejects_a_backend() {
     let b2 = TestBackend::start("b2");
     for b in [&b1, &b2] {
         // no pooled upstream connection may be reused instead of a new one
-        b.set_reply(Reply {
-            close: true,
-            ..Reply::new(200, b.name())
-        });
+        b.set_reply(Reply { close: true, ..Reply::new(200, b.name()) });
     }
     let pool = pool_yaml(
         "web",
@@ -343,10 +305,7 @@ fn out_of_file_descriptors_never_ejects_a_backend() {
         codes.push(code);
     }
     soft(original);
-    assert!(
-        codes.iter().any(|c| *c != 200),
-        "the limit never bit: {codes:?}"
-    );
+    assert!(codes.iter().any(|c| *c != 200), "the limit never bit: {codes:?}");
     // nothing was counted against the backends: both serve at once
     for b in [&b1, &b2] {
         let st = backend_status(&sy, "web", &b.url());
@@ -358,16 +317,8 @@ fn out_of_file_descriptors_never_ejects_a_backend() {
     assert_eq!(served, ["b1", "b2"], "{}", sy.logs());
     // answered 503 (temporary), counted in its own metric, logged sparingly
     assert!(codes.contains(&503), "{codes:?}\n{}", sy.logs());
-    assert!(
-        metric(&sy, "switchyard_local_errors_total") >= 1.0,
-        "{}",
-        sy.logs()
-    );
-    assert!(
-        sy.logs().matches("lack of a local resource").count() <= codes.len(),
-        "{}",
-        sy.logs()
-    );
+    assert!(metric(&sy, "switchyard_local_errors_total") >= 1.0, "{}", sy.logs());
+    assert!(sy.logs().matches("lack of a local resource").count() <= codes.len(), "{}", sy.logs());
 }
 
 // ---------------------------------------------------------------------------
@@ -400,12 +351,7 @@ fn passive_ejection_survives_an_unrelated_sighup() {
     reload(&sy, 1);
     let before = bad.app_count();
     for _ in 0..20 {
-        assert_eq!(
-            served_by(&sy, "web").as_deref(),
-            Some("good"),
-            "{}",
-            sy.logs()
-        );
+        assert_eq!(served_by(&sy, "web").as_deref(), Some("good"), "{}", sy.logs());
     }
     assert!(ejected_at.elapsed() < Duration::from_secs(15));
     assert_eq!(bad.app_count(), before, "ejection forgotten\n{}", sy.logs());
@@ -417,32 +363,20 @@ fn rise_progress_survives_a_reload() {
     let rec = TestBackend::start("rec");
     let hc = "    health_check: { type: http, path: /health, interval: 2s, timeout: 500ms, rise: 3, fall: 1 }\n";
     let web = pool_yaml("web", &[steady.url(), rec.url()], hc);
-    let other = pool_yaml(
-        "other",
-        &[steady.url()],
-        "    health_check: { type: none }\n",
-    );
+    let other = pool_yaml("other", &[steady.url()], "    health_check: { type: none }\n");
     let sy = Switchyard::start(&config("web", std::slice::from_ref(&web), false));
     rec.set_healthy(false);
     let failed = rec.path_count("/health");
-    assert!(poll_until(Duration::from_secs(5), || rec
-        .path_count("/health")
-        > failed));
+    assert!(poll_until(Duration::from_secs(5), || rec.path_count("/health") > failed));
     assert!(
-        poll_until(Duration::from_secs(5), || (0..4).all(|_| served_by(
-            &sy, "web"
-        )
-        .as_deref()
-            == Some("steady"))),
+        poll_until(Duration::from_secs(5), || (0..4).all(|_| served_by(&sy, "web").as_deref() == Some("steady"))),
         "{}",
         sy.logs()
     );
     // recovering: reload right after its first passing probe
     rec.set_healthy(true);
     let probes = rec.path_count("/health");
-    assert!(poll_until(Duration::from_secs(5), || rec
-        .path_count("/health")
-        > probes));
+    assert!(poll_until(Duration::from_secs(5), || rec.path_count("/health") > probes));
     let first_pass = Instant::now();
     sy.write_config(&config("web", &[web, other], false));
     reload(&sy, 1);
@@ -451,23 +385,10 @@ fn rise_progress_survives_a_reload() {
         let _ = served_by(&sy, "web");
     }
     // two intervals after the first pass: the third cannot have come yet
-    assert!(
-        first_pass.elapsed() < Duration::from_millis(3800),
-        "test too slow"
-    );
-    assert_eq!(
-        rec.app_count(),
-        before,
-        "admitted before its third passing probe\n{}",
-        sy.logs()
-    );
+    assert!(first_pass.elapsed() < Duration::from_millis(3800), "test too slow");
+    assert_eq!(rec.app_count(), before, "admitted before its third passing probe\n{}", sy.logs());
     // and it does come back after its third pass
-    assert!(
-        poll_until(Duration::from_secs(10), || served_by(&sy, "web").as_deref()
-            == Some("rec")),
-        "{}",
-        sy.logs()
-    );
+    assert!(poll_until(Duration::from_secs(10), || served_by(&sy, "web").as_deref() == Some("rec")), "{}", sy.logs());
 }
 
 #[test]
@@ -479,14 +400,10 @@ fn in_flight_count_of_a_draining_backend_survives_a_reload() {
     let other = pool_yaml("other", &[slow.url()], hc);
     let sy = Switchyard::start(&config("web", std::slice::from_ref(&web), true));
     let addr = sy.addr();
-    let clients: Vec<_> = (0..3)
-        .map(|_| thread::spawn(move || try_get(addr, "/slow", &[]).map(|r| r.status)))
-        .collect();
+    let clients: Vec<_> =
+        (0..3).map(|_| thread::spawn(move || try_get(addr, "/slow", &[]).map(|r| r.status))).collect();
     assert!(poll_until(Duration::from_secs(5), || slow.app_count() == 3));
-    let body = format!(
-        "{{\"pool\": \"web\", \"url\": \"{}\", \"enabled\": false}}",
-        slow.url()
-    );
+    let body = format!("{{\"pool\": \"web\", \"url\": \"{}\", \"enabled\": false}}", slow.url());
     assert_eq!(admin(&sy, "PATCH", "/backends", &body).status, 200);
     sy.write_config(&config("web", &[web, other], true));
     reload(&sy, 1);
@@ -496,9 +413,12 @@ fn in_flight_count_of_a_draining_backend_survives_a_reload() {
     for c in clients {
         assert_eq!(c.join().expect("client").ok(), Some(200));
     }
-    assert_eq!(
-        backend_status(&sy, "web", &slow.url())["active_connections"],
-        0
+    // the slot is released when the proxy has finished the request, just
+    // after the client has its answer
+    assert!(
+        poll_until(Duration::from_secs(2), || backend_status(&sy, "web", &slow.url())["active_connections"] == 0),
+        "{}",
+        backend_status(&sy, "web", &slow.url())
     );
 }
 
@@ -521,9 +441,7 @@ fn post_backends_probes_the_new_backend_only() {
     assert_eq!(c.path_count("/health"), 1, "new backend probed once");
     assert_eq!(a.path_count("/health"), pa, "a probed again\n{}", sy.logs());
     assert_eq!(b.path_count("/health"), pb, "b probed again\n{}", sy.logs());
-    assert!(poll_until(Duration::from_secs(5), || served_by(&sy, "web")
-        .as_deref()
-        == Some("c")));
+    assert!(poll_until(Duration::from_secs(5), || served_by(&sy, "web").as_deref() == Some("c")));
 }
 
 #[test]
@@ -539,11 +457,7 @@ fn a_backend_in_two_pools_is_probed_once_per_interval() {
     assert!(!poll_until(Duration::from_millis(2500), || false));
     let probes = shared.path_count("/health") - start;
     let intervals = (t0.elapsed().as_millis() / 500) as usize;
-    assert!(
-        probes <= intervals + 1,
-        "{probes} probes in {intervals} intervals\n{}",
-        sy.logs()
-    );
+    assert!(probes <= intervals + 1, "{probes} probes in {intervals} intervals\n{}", sy.logs());
     assert!(probes >= 2, "{probes} probes");
 }
 
@@ -559,19 +473,10 @@ fn raced_pool_with_every_backend_down_is_served_by_its_fallback() {
         &[dead_url()],
         "    health_check: { type: tcp, interval: 200ms, timeout: 200ms }\n    race: { terminal: [2xx] }\n    fallback: legacy\n",
     );
-    let leg = pool_yaml(
-        "legacy",
-        &[legacy.url()],
-        "    health_check: { type: none }\n",
-    );
+    let leg = pool_yaml("legacy", &[legacy.url()], "    health_check: { type: none }\n");
     let sy = Switchyard::start(&config("web", &[web, leg], false));
     for _ in 0..5 {
-        assert_eq!(
-            served_by(&sy, "web").as_deref(),
-            Some("legacy"),
-            "{}",
-            sy.logs()
-        );
+        assert_eq!(served_by(&sy, "web").as_deref(), Some("legacy"), "{}", sy.logs());
     }
 }
 
@@ -596,12 +501,9 @@ fn raced_request_whose_client_leaves_leaves_no_upstream_connection() {
     );
     let sy = Switchyard::start(&config("web", &[web], true));
     let mut client = TcpStream::connect(sy.addr()).expect("connect");
-    client
-        .write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
-        .expect("send");
+    client.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n").expect("send");
     assert!(
-        poll_until(Duration::from_secs(5), || h1.open_connections() == 1
-            && h2.open_connections() == 1),
+        poll_until(Duration::from_secs(5), || h1.open_connections() == 1 && h2.open_connections() == 1),
         "race did not reach both backends\n{}",
         sy.logs()
     );
@@ -613,8 +515,7 @@ fn raced_request_whose_client_leaves_leaves_no_upstream_connection() {
     drop(client);
     let left = Instant::now();
     assert!(
-        poll_until(Duration::from_secs(1), || h1.open_connections() == 0
-            && h2.open_connections() == 0),
+        poll_until(Duration::from_secs(1), || h1.open_connections() == 0 && h2.open_connections() == 0),
         "upstream connections still open {:?} after the client left\n{}",
         left.elapsed(),
         sy.logs()
@@ -626,26 +527,15 @@ fn changed_health_settings_stop_the_old_probe_while_a_request_holds_the_old_tabl
     let b = TestBackend::start("b");
     let slow = TestBackend::start("slow");
     slow.set_delay(Duration::from_secs(4));
-    let hc = |path: &str| {
-        format!(
-            "    health_check: {{ type: http, path: {path}, interval: 200ms, timeout: 200ms }}\n"
-        )
-    };
+    let hc =
+        |path: &str| format!("    health_check: {{ type: http, path: {path}, interval: 200ms, timeout: 200ms }}\n");
     let slow_pool = pool_yaml("slow", &[slow.url()], "    health_check: { type: none }\n");
-    let sy = Switchyard::start(&config(
-        "web",
-        &[pool_yaml("web", &[b.url()], &hc("/old")), slow_pool.clone()],
-        false,
-    ));
+    let sy = Switchyard::start(&config("web", &[pool_yaml("web", &[b.url()], &hc("/old")), slow_pool.clone()], false));
     // an in-flight request keeps the first table alive across the reload
     let addr = sy.addr();
     let held = thread::spawn(move || try_get(addr, "/slow", &[("App-Name", "slow")]));
     assert!(poll_until(Duration::from_secs(5), || slow.app_count() == 1));
-    sy.write_config(&config(
-        "web",
-        &[pool_yaml("web", &[b.url()], &hc("/new")), slow_pool],
-        false,
-    ));
+    sy.write_config(&config("web", &[pool_yaml("web", &[b.url()], &hc("/new")), slow_pool], false));
     reload(&sy, 1);
     assert!(poll_until(Duration::from_secs(2), || b.path_count("/new") >= 2));
     let old = b.path_count("/old");
@@ -653,16 +543,9 @@ fn changed_health_settings_stop_the_old_probe_while_a_request_holds_the_old_tabl
     // four intervals later, still in flight: only the new probe ran
     assert!(!poll_until(Duration::from_millis(800), || false));
     assert!(slow.app_count() == 1 && !held.is_finished());
-    assert!(
-        b.path_count("/old") <= old + 1,
-        "old probe still runs\n{}",
-        sy.logs()
-    );
+    assert!(b.path_count("/old") <= old + 1, "old probe still runs\n{}", sy.logs());
     assert!(b.path_count("/new") >= new + 2, "{}", sy.logs());
-    assert_eq!(
-        held.join().expect("client").map(|r| r.status).ok(),
-        Some(200)
-    );
+    assert_eq!(held.join().expect("client").map(|r| r.status).ok(), Some(200));
 }
 
 #[test]
@@ -679,19 +562,11 @@ fn a_one_backend_pool_is_never_ejected_passively() {
     let first = get(sy.addr(), "/x", &[]);
     assert_eq!(first.status, 200, "{}", sy.logs());
     for _ in 0..5 {
-        assert_eq!(
-            served_by(&sy, "web").as_deref(),
-            Some("only"),
-            "{}",
-            sy.logs()
-        );
+        assert_eq!(served_by(&sy, "web").as_deref(), Some("only"), "{}", sy.logs());
     }
     let st = backend_status(&sy, "web", &only.url());
     assert_eq!(st["failures"], 1, "{st}");
-    assert_eq!(
-        metric(&sy, "switchyard_backend_ejections_total{pool=\"web\""),
-        0.0
-    );
+    assert_eq!(metric(&sy, "switchyard_backend_ejections_total{pool=\"web\""), 0.0);
 }
 
 #[test]
@@ -705,14 +580,8 @@ fn admin_changes_are_counted_apart_from_reloads() {
     assert_eq!(admin(&sy, "POST", "/backends", &body).status, 409);
     let ok = "switchyard_config_reloads_total{result=\"ok\"}";
     assert_eq!(metric(&sy, ok), 0.0, "an admin change counted as a reload");
-    assert_eq!(
-        metric(&sy, "switchyard_admin_changes_total{result=\"ok\"}"),
-        1.0
-    );
-    assert_eq!(
-        metric(&sy, "switchyard_admin_changes_total{result=\"error\"}"),
-        1.0
-    );
+    assert_eq!(metric(&sy, "switchyard_admin_changes_total{result=\"ok\"}"), 1.0);
+    assert_eq!(metric(&sy, "switchyard_admin_changes_total{result=\"error\"}"), 1.0);
     reload(&sy, 1);
     assert_eq!(metric(&sy, ok), 1.0);
 }

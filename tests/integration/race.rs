@@ -1,16 +1,11 @@
 //! Fan-out racing and hedged requests (`race:`).
 
-mod common;
-use common::test_body as body;
-use common::web_pool_config as config;
-use common::*;
+use crate::common::test_body as body;
+use crate::common::web_pool_config as config;
+use crate::common::*;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
-
-fn urls(bs: &[&TestBackend]) -> Vec<String> {
-    bs.iter().map(|b| b.url()).collect()
-}
 
 /// A backend answering `status` with body `NAME STATUS` after `delay`.
 fn backend(name: &str, status: u16, delay_ms: u64) -> TestBackend {
@@ -43,9 +38,7 @@ fn tcp_state(local: SocketAddr, remote: SocketAddr) -> Option<u8> {
 
 const ESTABLISHED: u8 = 1;
 
-// ---------------------------------------------------------------------------
-// Who wins
-// ---------------------------------------------------------------------------
+// === Who wins ===
 
 #[test]
 fn first_terminal_answer_wins_and_every_backend_is_asked() {
@@ -56,21 +49,19 @@ fn first_terminal_answer_wins_and_every_backend_is_asked() {
     let start = Instant::now();
     let r = get(sy.addr(), "/race", &[("X-Probe", "1")]);
     let took = start.elapsed();
-    assert_eq!(r.status, 200, "{:?}\n{}", r.text(), sy.logs());
-    assert_eq!(r.header("x-backend"), Some("b"), "{}", sy.logs());
+    assert_eq!(r.status, 200, "{:?}", r.text());
+    assert_eq!(r.header("x-backend"), Some("b"));
     assert_eq!(r.text(), "b 200");
     assert!(took >= Duration::from_millis(280), "{took:?}");
     assert!(took < Duration::from_secs(1), "{took:?}");
     // Every backend saw the same request.
-    assert!(
-        poll_until(Duration::from_secs(2), || a.app_count() == 1
-            && b.app_count() == 1
-            && c.app_count() == 1),
-        "a {} b {} c {}\n{}",
+    eventually!(
+        2,
+        a.app_count() == 1 && b.app_count() == 1 && c.app_count() == 1,
+        "a {} b {} c {}",
         a.app_count(),
         b.app_count(),
-        c.app_count(),
-        sy.logs()
+        c.app_count()
     );
     for x in [&a, &b, &c] {
         let req = x.last_app_request().unwrap();
@@ -78,20 +69,10 @@ fn first_terminal_answer_wins_and_every_backend_is_asked() {
         assert_eq!(req.header("x-probe"), Some("1"));
     }
     // One request id for all three copies.
-    let id = a
-        .last_app_request()
-        .unwrap()
-        .header("x-request-id")
-        .map(String::from);
+    let id = a.last_app_request().unwrap().header("x-request-id").map(String::from);
     assert!(id.is_some());
-    assert_eq!(
-        b.last_app_request().unwrap().header("x-request-id"),
-        id.as_deref()
-    );
-    assert_eq!(
-        c.last_app_request().unwrap().header("x-request-id"),
-        id.as_deref()
-    );
+    assert_eq!(b.last_app_request().unwrap().header("x-request-id"), id.as_deref());
+    assert_eq!(c.last_app_request().unwrap().header("x-request-id"), id.as_deref());
 }
 
 #[test]
@@ -102,12 +83,8 @@ fn no_terminal_answer_gives_the_last_5xx_from_a_backend() {
     let sy = Switchyard::start(&config(&urls(&[&a, &b, &c]), "race: {}"));
     for _ in 0..2 {
         let r = get(sy.addr(), "/bad", &[]);
-        assert_eq!(r.status, 503, "{:?}\n{}", r.text(), sy.logs());
-        assert_eq!(
-            r.header("x-backend"),
-            Some("c"),
-            "not the backend's own answer"
-        );
+        assert_eq!(r.status, 503, "{:?}", r.text());
+        assert_eq!(r.header("x-backend"), Some("c"), "not the backend's own answer");
         assert_eq!(r.text(), "c 503");
     }
     // 4xx is terminal by default: it wins over a later 200.
@@ -115,21 +92,11 @@ fn no_terminal_answer_gives_the_last_5xx_from_a_backend() {
     let e = backend("e", 200, 300);
     let sy = Switchyard::start(&config(&urls(&[&d, &e]), "race: {}"));
     let r = get(sy.addr(), "/missing", &[]);
-    assert_eq!(
-        (r.status, r.text().as_str()),
-        (404, "d 404"),
-        "{}",
-        sy.logs()
-    );
+    assert_eq!((r.status, r.text().as_str()), (404, "d 404"));
     // ...unless `terminal` says otherwise.
     let sy = Switchyard::start(&config(&urls(&[&d, &e]), "race: {terminal: [2xx]}"));
     let r = get(sy.addr(), "/missing", &[]);
-    assert_eq!(
-        (r.status, r.text().as_str()),
-        (200, "e 200"),
-        "{}",
-        sy.logs()
-    );
+    assert_eq!((r.status, r.text().as_str()), (200, "e 200"));
 }
 
 #[test]
@@ -137,17 +104,14 @@ fn dead_backend_in_race_pool_does_not_hurt() {
     let a = backend("a", 200, 0);
     let b = backend("b", 200, 0);
     // Passive ejection off, so the dead backend is asked every time.
-    let sy = Switchyard::start(&config(
-        &[dead_url(), a.url(), b.url()],
-        "race: {}\npassive: {max_fails: 0}",
-    ));
+    let sy = Switchyard::start(&config(&[dead_url(), a.url(), b.url()], "race: {}\npassive: {max_fails: 0}"));
     let mut client = Client::connect(sy.addr()).unwrap();
     for i in 0..20 {
         let r = client.get(&format!("/x/{i}"), &[]).unwrap();
-        assert_eq!(r.status, 200, "#{i}: {:?}\n{}", r.text(), sy.logs());
+        assert_eq!(r.status, 200, "#{i}: {:?}", r.text());
     }
     let r = client.request("POST", "/p", &[], b"payload").unwrap();
-    assert_eq!(r.status, 200, "{:?}\n{}", r.text(), sy.logs());
+    assert_eq!(r.status, 200, "{:?}", r.text());
 }
 
 #[test]
@@ -160,40 +124,18 @@ fn race_post_body_arrives_byte_identical_at_every_backend() {
     let sy = Switchyard::start(&config(&urls(&[&a, &b, &c]), "race: {}"));
     let payload = body(42, 20_000);
     let r = request(sy.addr(), "POST", "/upload", &[], &payload);
-    assert_eq!(
-        (r.status, r.text().as_str()),
-        (200, "a 200"),
-        "{}",
-        sy.logs()
-    );
+    assert_eq!((r.status, r.text().as_str()), (200, "a 200"));
     // Chunked from the client: replayed with an exact Content-Length.
     let chunked = body(43, 20_000);
-    let r = request(
-        sy.addr(),
-        "POST",
-        "/chunked",
-        &[("Transfer-Encoding", "chunked")],
-        &chunked,
-    );
-    assert_eq!(r.status, 200, "{:?}\n{}", r.text(), sy.logs());
-    assert!(
-        poll_until(Duration::from_secs(3), || [&a, &b, &c]
-            .iter()
-            .all(|x| x.app_count() == 2)),
-        "{}",
-        sy.logs()
-    );
+    let r = request(sy.addr(), "POST", "/chunked", &[("Transfer-Encoding", "chunked")], &chunked);
+    assert_eq!(r.status, 200, "{:?}", r.text());
+    eventually!(3, [&a, &b, &c].iter().all(|x| x.app_count() == 2));
     for x in [&a, &b, &c] {
         let reqs = x.app_requests();
         for (req, sent) in reqs.iter().zip([&payload, &chunked]) {
             assert_eq!(req.method, "POST");
             assert_eq!(req.body.len(), sent.len(), "{} {}", x.name(), req.target);
-            assert!(
-                &req.body == sent,
-                "{} {}: body differs",
-                x.name(),
-                req.target
-            );
+            assert!(&req.body == sent, "{} {}: body differs", x.name(), req.target);
             assert_eq!(req.header("content-length"), Some("20000"));
         }
     }
@@ -203,36 +145,23 @@ fn race_post_body_arrives_byte_identical_at_every_backend() {
 fn bodies_above_race_max_body_go_to_one_backend() {
     // Answers take 200 ms so that every raced request reaches its backend
     // before the winner's answer cancels the others.
-    let bs: Vec<TestBackend> = ["a", "b", "c"]
-        .iter()
-        .map(|n| backend(n, 200, 200))
-        .collect();
+    let bs: Vec<TestBackend> = ["a", "b", "c"].iter().map(|n| backend(n, 200, 200)).collect();
     let refs: Vec<&TestBackend> = bs.iter().collect();
     let sy = Switchyard::start(&config(&urls(&refs), "race: {max_body: 1KiB}"));
     let big = body(1, 4096);
     let r = request(sy.addr(), "POST", "/big", &[], &big);
-    assert_eq!(r.status, 200, "{:?}\n{}", r.text(), sy.logs());
+    assert_eq!(r.status, 200, "{:?}", r.text());
     // A small one is raced, for contrast.
     let r = request(sy.addr(), "POST", "/small", &[], b"tiny");
     assert_eq!(r.status, 200);
-    assert!(poll_until(Duration::from_secs(2), || refs
-        .iter()
-        .map(|b| b.path_count("/small"))
-        .sum::<usize>()
-        == 3));
+    eventually!(2, refs.iter().map(|b| b.path_count("/small")).sum::<usize>() == 3);
     let big_seen: usize = refs.iter().map(|b| b.path_count("/big")).sum();
-    assert_eq!(big_seen, 1, "{}", sy.logs());
-    let got = refs
-        .iter()
-        .flat_map(|b| b.app_requests())
-        .find(|r| r.target == "/big")
-        .unwrap();
+    assert_eq!(big_seen, 1);
+    let got = refs.iter().flat_map(|b| b.app_requests()).find(|r| r.target == "/big").unwrap();
     assert!(got.body == big);
 }
 
-// ---------------------------------------------------------------------------
-// Hedging
-// ---------------------------------------------------------------------------
+// === Hedging ===
 
 #[test]
 fn hedged_requests_to_fast_backends_ask_only_one() {
@@ -242,17 +171,12 @@ fn hedged_requests_to_fast_backends_ask_only_one() {
     let mut client = Client::connect(sy.addr()).unwrap();
     for i in 0..9 {
         let r = client.get(&format!("/h/{i}"), &[]).unwrap();
-        assert_eq!(r.status, 200, "{:?}\n{}", r.text(), sy.logs());
+        assert_eq!(r.status, 200, "{:?}", r.text());
     }
     // Give a stray hedge a chance to show up before counting.
     std::thread::sleep(Duration::from_millis(400));
     let seen: Vec<usize> = refs.iter().map(|b| b.app_count()).collect();
-    assert_eq!(
-        seen.iter().sum::<usize>(),
-        9,
-        "per backend {seen:?}\n{}",
-        sy.logs()
-    );
+    assert_eq!(seen.iter().sum::<usize>(), 9, "per backend {seen:?}");
     // The first pick rotates (round robin).
     assert!(seen.iter().all(|n| *n >= 1), "per backend {seen:?}");
 }
@@ -268,7 +192,7 @@ fn hedge_asks_the_next_backend_after_hedge_delay() {
         let start = Instant::now();
         let r = get(sy.addr(), &format!("/h/{i}"), &[]);
         let took = start.elapsed();
-        assert_eq!(r.status, 200, "{:?}\n{}", r.text(), sy.logs());
+        assert_eq!(r.status, 200, "{:?}", r.text());
         assert_eq!(r.header("x-backend"), Some("f"), "#{i} took {took:?}");
         assert!(took < Duration::from_secs(1), "#{i} took {took:?}");
         assert_eq!(f.app_count(), f0 + 1);
@@ -278,17 +202,11 @@ fn hedge_asks_the_next_backend_after_hedge_delay() {
             assert!(took >= Duration::from_millis(250), "#{i} took {took:?}");
         }
     }
-    assert!(
-        s_first >= 1,
-        "the first pick never rotated to s\n{}",
-        sy.logs()
-    );
+    assert!(s_first >= 1, "the first pick never rotated to s");
     assert!(s.app_count() <= 2, "s saw {} of 4", s.app_count());
 }
 
-// ---------------------------------------------------------------------------
-// Losers and failures
-// ---------------------------------------------------------------------------
+// === Losers and failures ===
 
 #[test]
 fn cancelled_losers_connections_are_closed_not_drained() {
@@ -302,30 +220,24 @@ fn cancelled_losers_connections_are_closed_not_drained() {
         (get(addr, "/race", &[]), Instant::now(), start.elapsed())
     });
     // While the race runs, c holds the request on an open connection.
-    assert!(poll_until(Duration::from_secs(2), || c.app_count() == 1));
+    eventually!(2, c.app_count() == 1);
     let peer = c.last_app_request().unwrap().peer;
     assert_eq!(tcp_state(c.addr(), peer), Some(ESTABLISHED));
     let (r, answered_at, took) = t.join().unwrap();
-    assert_eq!(r.header("x-backend"), Some("b"), "{}", sy.logs());
+    assert_eq!(r.header("x-backend"), Some("b"));
     assert!(took < Duration::from_secs(1), "{took:?}");
     // Well before c would answer (1.2 s after it got the request), the proxy
     // has closed its end of c's connection.
     assert!(
-        poll_until(Duration::from_millis(500), || tcp_state(c.addr(), peer)
-            != Some(ESTABLISHED)),
-        "c's connection is still open {:?} after the answer (state {:?})\n{}",
+        poll_until(Duration::from_millis(500), || tcp_state(c.addr(), peer) != Some(ESTABLISHED)),
+        "c's connection is still open {:?} after the answer (state {:?})",
         answered_at.elapsed(),
-        tcp_state(c.addr(), peer),
-        sy.logs()
+        tcp_state(c.addr(), peer)
     );
     // Once c gives up its (discarded) answer, nothing of it stays open.
-    assert!(
-        poll_until(Duration::from_secs(3), || c.open_connections() == 0),
-        "{}",
-        sy.logs()
-    );
+    eventually!(3, c.open_connections() == 0);
     // The winner's connection is kept alive for reuse.
-    assert_eq!(b.open_connections(), 1, "{}", sy.logs());
+    assert_eq!(b.open_connections(), 1);
 }
 
 #[test]
@@ -333,7 +245,7 @@ fn race_with_every_backend_dead_gives_502() {
     let dead: Vec<String> = (0..3).map(|_| dead_url()).collect();
     let sy = Switchyard::start(&config(&dead, "race: {}"));
     let r = get(sy.addr(), "/x", &[]);
-    assert_eq!(r.status, 502, "{:?}\n{}", r.text(), sy.logs());
+    assert_eq!(r.status, 502, "{:?}", r.text());
     assert_eq!(r.header("x-backend"), None);
     let v = r.json();
     assert_eq!(v["error"], "every upstream attempt failed", "{v}");
@@ -345,14 +257,11 @@ fn race_with_every_backend_dead_gives_502() {
 fn race_deadline_gives_504() {
     let bs: Vec<TestBackend> = ["a", "b"].iter().map(|n| backend(n, 200, 3000)).collect();
     let refs: Vec<&TestBackend> = bs.iter().collect();
-    let sy = Switchyard::start(&config(
-        &urls(&refs),
-        "race: {}\ntimeouts: {request: 500ms}",
-    ));
+    let sy = Switchyard::start(&config(&urls(&refs), "race: {}\ntimeouts: {request: 500ms}"));
     let start = Instant::now();
     let r = get(sy.addr(), "/slow", &[]);
     let took = start.elapsed();
-    assert_eq!(r.status, 504, "{:?}\n{}", r.text(), sy.logs());
+    assert_eq!(r.status, 504, "{:?}", r.text());
     assert_eq!(r.header("x-backend"), None);
     assert_eq!(r.json()["error"], "upstream timed out");
     assert!(took >= Duration::from_millis(450), "{took:?}");

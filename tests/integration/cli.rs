@@ -2,12 +2,10 @@
 //! good and bad files, quick mode (`--backends`, `SWITCHYARD_BACKENDS`) and
 //! the exit codes for bad flags and a listen port in use.
 
-mod common;
-
 use std::net::TcpListener;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Runs `switchyard -t -c DIR/NAME` on `yaml` written verbatim (no
 /// placeholder expansion, so line numbers are exactly those of `yaml`).
@@ -17,10 +15,7 @@ fn check(name: &str, yaml: &str) -> (Output, String) {
     let path = dir.join(name);
     std::fs::write(&path, yaml).expect("write config");
     let out = check_config_file(&path);
-    assert!(
-        !out.stderr.contains("panicked") && !out.stderr.contains("RUST_BACKTRACE"),
-        "panic on {name}: {out:?}"
-    );
+    assert!(!out.stderr.contains("panicked") && !out.stderr.contains("RUST_BACKTRACE"), "panic on {name}: {out:?}");
     (out, path.display().to_string())
 }
 
@@ -30,17 +25,11 @@ fn assert_rejected(out: &Output, needles: &[&str]) {
     assert_eq!(out.code, 1, "{out:?}");
     assert!(!out.stdout.contains("configuration ok"), "{out:?}");
     for n in needles {
-        assert!(
-            out.stderr.contains(n),
-            "stderr lacks {n:?}:\n{}",
-            out.stderr
-        );
+        assert!(out.stderr.contains(n), "stderr lacks {n:?}:\n{}", out.stderr);
     }
 }
 
-// ---------------------------------------------------------------------------
-// -t
-// ---------------------------------------------------------------------------
+// === -t ===
 
 #[test]
 fn check_accepts_a_good_file() {
@@ -77,10 +66,7 @@ fn check_unknown_key_names_key_path_and_line() {
                 - url: http://127.0.0.1:8001\n        \
                 wieght: 3\n";
     let (out, path) = check("typo.yaml", yaml);
-    assert_rejected(
-        &out,
-        &[&format!("{path}:7:"), "pools.web.backends[0]", "wieght"],
-    );
+    assert_rejected(&out, &[&format!("{path}:7:"), "pools.web.backends[0]", "wieght"]);
 
     // A top-level typo too.
     let (out, path) = check(
@@ -102,14 +88,7 @@ fn check_bad_url() {
          - url: http://127.0.0.1:8001\n      \
          - url: \"127.0.0.1 port 8002\"\n",
     );
-    assert_rejected(
-        &out,
-        &[
-            &format!("{path}:6:"),
-            "pools.web.backends[1].url",
-            "127.0.0.1 port 8002",
-        ],
-    );
+    assert_rejected(&out, &[&format!("{path}:6:"), "pools.web.backends[1].url", "127.0.0.1 port 8002"]);
 }
 
 #[test]
@@ -174,10 +153,7 @@ fn check_duplicate_backend() {
          - url: http://127.0.0.1:8001\n      \
          - url: http://127.0.0.1:8001\n",
     );
-    assert_rejected(
-        &out,
-        &[&format!("{path}:6:"), "pools.web.backends[1]", "duplicate"],
-    );
+    assert_rejected(&out, &[&format!("{path}:6:"), "pools.web.backends[1]", "duplicate"]);
 }
 
 #[test]
@@ -213,11 +189,7 @@ fn check_reports_every_error_at_once() {
         ],
     );
     let error_lines = out.stderr.lines().filter(|l| l.starts_with(&path)).count();
-    assert!(
-        error_lines >= 6,
-        "{error_lines} error lines:\n{}",
-        out.stderr
-    );
+    assert!(error_lines >= 6, "{error_lines} error lines:\n{}", out.stderr);
 }
 
 #[test]
@@ -233,42 +205,26 @@ fn check_missing_file_names_it() {
 fn invalid_config_at_start_exits_1() {
     let dir = TempDir::new();
     let path = dir.join("bad.yaml");
-    std::fs::write(
-        &path,
-        "listen: [{addr: \"127.0.0.1:18080\"}]\npools:\n  web: {backends: [{url: \"nope\"}]}\n",
-    )
-    .unwrap();
+    std::fs::write(&path, "listen: [{addr: \"127.0.0.1:18080\"}]\npools:\n  web: {backends: [{url: \"nope\"}]}\n")
+        .unwrap();
     let out = run_switchyard(&["-c", &path.display().to_string()], &[]);
-    assert_rejected(
-        &out,
-        &[&path.display().to_string(), "pools.web.backends[0].url"],
-    );
+    assert_rejected(&out, &[&path.display().to_string(), "pools.web.backends[0].url"]);
     assert!(!out.stderr.contains("panicked"), "{out:?}");
 }
 
-// ---------------------------------------------------------------------------
-// Quick mode
-// ---------------------------------------------------------------------------
+// === Quick mode ===
 
 fn assert_quick_mode_routes(sy: &mut Switchyard, api: &TestBackend, web: &TestBackend) {
     let r = get(sy.addr(), "/q", &[("App-Name", "api")]);
-    assert_eq!(r.status, 200, "{}", sy.logs());
+    assert_eq!(r.status, 200);
     assert_eq!(r.header("x-backend"), Some("api"));
     let r = get(sy.addr(), "/q", &[("App-Name", " API ")]);
     assert_eq!(r.header("x-backend"), Some("api"));
     let r = get(sy.addr(), "/q", &[]);
-    assert_eq!(r.status, 200, "{}", sy.logs());
-    assert_eq!(
-        r.header("x-backend"),
-        Some("web"),
-        "no header -> default pool"
-    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-backend"), Some("web"), "no header -> default pool");
     let r = get(sy.addr(), "/q", &[("App-Name", "unknown")]);
-    assert_eq!(
-        r.header("x-backend"),
-        Some("web"),
-        "unknown -> default pool"
-    );
+    assert_eq!(r.header("x-backend"), Some("web"), "unknown -> default pool");
     assert_eq!(api.app_count(), 2);
     assert_eq!(web.app_count(), 2);
     // Quick mode has no server settings: shut down without the 5 s grace.
@@ -279,9 +235,7 @@ fn assert_quick_mode_routes(sy: &mut Switchyard, api: &TestBackend, web: &TestBa
 fn quick_mode_backends_flag() {
     let api = TestBackend::start("api");
     let web = TestBackend::start("web");
-    let mut sy = Switchyard::builder()
-        .backends(&format!("api-{},{}", api.url(), web.url()))
-        .start();
+    let mut sy = Switchyard::builder().backends(&format!("api-{},{}", api.url(), web.url())).start();
     assert_quick_mode_routes(&mut sy, &api, &web);
 }
 
@@ -289,12 +243,7 @@ fn quick_mode_backends_flag() {
 fn quick_mode_backends_env() {
     let api = TestBackend::start("api");
     let web = TestBackend::start("web");
-    let mut sy = Switchyard::builder()
-        .env(
-            "SWITCHYARD_BACKENDS",
-            &format!("{}, api-{}", web.url(), api.url()),
-        )
-        .start();
+    let mut sy = Switchyard::builder().env("SWITCHYARD_BACKENDS", &format!("{}, api-{}", web.url(), api.url())).start();
     assert_quick_mode_routes(&mut sy, &api, &web);
 }
 
@@ -306,9 +255,7 @@ fn quick_mode_bad_list_exits_1() {
     assert!(!out.stderr.contains("panicked"), "{out:?}");
 }
 
-// ---------------------------------------------------------------------------
-// Exit codes
-// ---------------------------------------------------------------------------
+// === Exit codes ===
 
 #[test]
 fn port_in_use_exits_2() {
@@ -323,12 +270,7 @@ fn port_in_use_exits_2() {
         ))
         .ready(Ready::NoWait)
         .start();
-    assert_eq!(
-        sy.wait_exit(Duration::from_secs(15)),
-        Some(2),
-        "{}",
-        sy.logs()
-    );
+    assert_eq!(sy.wait_exit(Duration::from_secs(15)), Some(2));
     let err = sy.stderr();
     assert!(err.contains(&addr), "message does not name {addr}:\n{err}");
     assert!(err.to_ascii_lowercase().contains("in use"), "{err}");
@@ -345,12 +287,7 @@ fn port_in_use_exits_2() {
 
 #[test]
 fn bad_flag_exits_1() {
-    for args in [
-        &["--bogus"][..],
-        &["--port", "not-a-port"],
-        &["-c"],
-        &["-t", "--config"],
-    ] {
+    for args in [&["--bogus"][..], &["--port", "not-a-port"], &["-c"], &["-t", "--config"]] {
         let out = run_switchyard(args, &[]);
         assert_eq!(out.code, 1, "{args:?}: {out:?}");
         assert!(!out.stderr.trim().is_empty(), "{args:?}: no message");

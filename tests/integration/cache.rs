@@ -2,9 +2,8 @@
 //! storage and reuse rules, coalescing, purge and the memory bound, each
 //! against real backends through the real binary.
 
-mod common;
-use common::web_pool_config as config;
-use common::*;
+use crate::common::web_pool_config as config;
+use crate::common::*;
 
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
@@ -60,17 +59,11 @@ fn fresh_response_is_served_from_cache_with_age_then_expires() {
     assert_eq!(status_of(&first), "switchyard; fwd=miss; stored");
     let second = get(sy.addr(), "/a", &[]);
     assert_eq!(second.text(), "v1");
-    assert!(
-        status_of(&second).starts_with("switchyard; hit"),
-        "{}",
-        status_of(&second)
-    );
+    assert!(status_of(&second).starts_with("switchyard; hit"), "{}", status_of(&second));
     assert!(second.header("age").is_some(), "a hit carries Age");
     assert_eq!(b.path_count("/a"), 1);
     // past max-age the next request goes upstream again
-    assert!(poll_until(Duration::from_secs(5), || {
-        get(sy.addr(), "/a", &[]).text() == "v2"
-    }));
+    assert!(poll_until(Duration::from_secs(5), || { get(sy.addr(), "/a", &[]).text() == "v2" }));
     assert_eq!(b.path_count("/a"), 2);
 }
 
@@ -99,33 +92,17 @@ fn no_cache_response_is_revalidated_with_a_304_merged() {
         }
         seen.fetch_add(1, SeqCst);
         if req.header("if-none-match") == Some("\"e1\"") {
-            return Some(
-                Reply::new(304, "")
-                    .with_header("etag", "\"e1\"")
-                    .with_header("cache-control", "max-age=60"),
-            );
+            return Some(Reply::new(304, "").with_header("etag", "\"e1\"").with_header("cache-control", "max-age=60"));
         }
-        Some(
-            Reply::new(200, "body")
-                .with_header("etag", "\"e1\"")
-                .with_header("cache-control", "no-cache"),
-        )
+        Some(Reply::new(200, "body").with_header("etag", "\"e1\"").with_header("cache-control", "no-cache"))
     });
     let sy = proxy(&b, "", STORE);
     assert_eq!(get(sy.addr(), "/r", &[]).text(), "body");
     let again = get(sy.addr(), "/r", &[]);
     assert_eq!(again.status, 200);
     assert_eq!(again.text(), "body");
-    assert_eq!(
-        status_of(&again),
-        "switchyard; fwd=stale; fwd-status=304",
-        "no-cache: every reuse is revalidated"
-    );
-    assert_eq!(
-        again.header("cache-control"),
-        Some("max-age=60"),
-        "304 merged"
-    );
+    assert_eq!(status_of(&again), "switchyard; fwd=stale; fwd-status=304", "no-cache: every reuse is revalidated");
+    assert_eq!(again.header("cache-control"), Some("max-age=60"), "304 merged");
     // the merged freshness now holds: a hit, no third request
     let third = get(sy.addr(), "/r", &[]);
     assert_eq!(third.text(), "body");
@@ -139,9 +116,7 @@ fn vary_keeps_one_variant_per_field_value() {
     b.set_handler(|req| {
         (req.path() == "/v").then(|| {
             let lang = req.header("accept-language").unwrap_or("none").to_string();
-            Reply::new(200, lang)
-                .with_header("cache-control", "max-age=60")
-                .with_header("vary", "Accept-Language")
+            Reply::new(200, lang).with_header("cache-control", "max-age=60").with_header("vary", "Accept-Language")
         })
     });
     let sy = proxy(&b, "", STORE);
@@ -149,11 +124,7 @@ fn vary_keeps_one_variant_per_field_value() {
     let fr = [("Accept-Language", "fr")];
     assert_eq!(get(sy.addr(), "/v", &en).text(), "en");
     assert_eq!(get(sy.addr(), "/v", &fr).text(), "fr");
-    assert_eq!(
-        b.path_count("/v"),
-        2,
-        "a new Accept-Language is a new variant"
-    );
+    assert_eq!(b.path_count("/v"), 2, "a new Accept-Language is a new variant");
     let r = get(sy.addr(), "/v", &en);
     assert_eq!(r.text(), "en");
     assert!(status_of(&r).contains("hit"));
@@ -200,24 +171,15 @@ fn no_store_private_authorization_and_set_cookie_are_not_shared() {
 #[test]
 fn stale_while_revalidate_answers_stale_and_refreshes_in_background() {
     let b = TestBackend::start("a");
-    serve(
-        &b,
-        "/s",
-        &[("cache-control", "max-age=1, stale-while-revalidate=60")],
-    );
+    serve(&b, "/s", &[("cache-control", "max-age=1, stale-while-revalidate=60")]);
     let sy = proxy(&b, "", STORE);
     assert_eq!(get(sy.addr(), "/s", &[]).text(), "v1");
     std::thread::sleep(Duration::from_millis(2100));
     let stale = get(sy.addr(), "/s", &[]);
     assert_eq!(stale.text(), "v1", "the stale copy answers at once");
     assert!(status_of(&stale).contains("ttl=-"), "{}", status_of(&stale));
-    assert!(
-        poll_until(Duration::from_secs(5), || b.path_count("/s") == 2),
-        "background refresh"
-    );
-    assert!(poll_until(Duration::from_secs(5), || {
-        get(sy.addr(), "/s", &[]).text() == "v2"
-    }));
+    assert!(poll_until(Duration::from_secs(5), || b.path_count("/s") == 2), "background refresh");
+    assert!(poll_until(Duration::from_secs(5), || { get(sy.addr(), "/s", &[]).text() == "v2" }));
 }
 
 #[test]
@@ -244,32 +206,18 @@ fn post_invalidates_the_stored_response() {
     let post = request(sy.addr(), "POST", "/p", &[], b"x");
     assert_eq!(post.status, 200);
     assert_eq!(status_of(&post), "switchyard; fwd=method");
-    assert_eq!(
-        get(sy.addr(), "/p", &[]).text(),
-        "v3",
-        "POST invalidated /p"
-    );
+    assert_eq!(get(sy.addr(), "/p", &[]).text(), "v3", "POST invalidated /p");
 }
 
 #[test]
 fn admin_purge_removes_a_target_or_the_whole_pool() {
     let b = TestBackend::start("a");
-    b.set_handler(|req| {
-        Some(Reply::new(200, req.target.clone()).with_header("cache-control", "max-age=60"))
-    });
+    b.set_handler(|req| Some(Reply::new(200, req.target.clone()).with_header("cache-control", "max-age=60")));
     let sy = proxy(&b, "", STORE);
     for p in ["/x", "/y", "/z"] {
         get(sy.addr(), p, &[]);
     }
-    let purge = |body: &str| {
-        request(
-            sy.admin_addr(),
-            "POST",
-            "/cache/purge",
-            &[],
-            body.as_bytes(),
-        )
-    };
+    let purge = |body: &str| request(sy.admin_addr(), "POST", "/cache/purge", &[], body.as_bytes());
     let r = purge(r#"{"path": "/x"}"#);
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["purged"], 1);
@@ -280,9 +228,7 @@ fn admin_purge_removes_a_target_or_the_whole_pool() {
     // 5 answers: /x /y /z /x missed, /y hit (counted once logged)
     let status = || get(sy.admin_addr(), "/status", &[]).json();
     assert!(
-        poll_until(Duration::from_secs(5), || {
-            status()["pools"]["web"]["cache"]["hit_ratio"] == 0.2
-        }),
+        poll_until(Duration::from_secs(5), || { status()["pools"]["web"]["cache"]["hit_ratio"] == 0.2 }),
         "{}",
         status()
     );
@@ -300,10 +246,7 @@ fn admin_purge_removes_a_target_or_the_whole_pool() {
     assert_eq!(purge(r#"{"path": "relative"}"#).status, 400);
     assert_eq!(purge("not json").status, 400);
     let metrics = get(sy.admin_addr(), "/metrics", &[]).text();
-    assert!(
-        metrics.contains("switchyard_cache_requests_total{pool=\"web\",status=\"hit\"} 1"),
-        "{metrics}"
-    );
+    assert!(metrics.contains("switchyard_cache_requests_total{pool=\"web\",status=\"hit\"} 1"), "{metrics}");
     assert!(metrics.contains("switchyard_cache_bytes 0"), "{metrics}");
 }
 
@@ -326,8 +269,7 @@ fn a_body_larger_than_max_object_passes_through_unstored() {
     let big = test_body(7, 100 * 1024);
     let body = big.clone();
     b.set_handler(move |req| {
-        (req.path() == "/big")
-            .then(|| Reply::new(200, body.clone()).with_header("cache-control", "max-age=60"))
+        (req.path() == "/big").then(|| Reply::new(200, body.clone()).with_header("cache-control", "max-age=60"))
     });
     let sy = proxy(&b, "", STORE);
     for _ in 0..2 {
@@ -342,16 +284,13 @@ fn concurrent_misses_on_one_key_send_one_request_upstream() {
     let b = TestBackend::start("a");
     b.set_handler(|req| {
         (req.path() == "/c").then(|| {
-            Reply::new(200, "shared")
-                .with_header("cache-control", "max-age=60")
-                .with_delay(Duration::from_millis(500))
+            Reply::new(200, "shared").with_header("cache-control", "max-age=60").with_delay(Duration::from_millis(500))
         })
     });
     let sy = proxy(&b, "lock_timeout: 5s", STORE);
     let addr = sy.addr();
-    let clients: Vec<_> = (0..100)
-        .map(|_| std::thread::spawn(move || try_get(addr, "/c", &[]).map(|r| r.text())))
-        .collect();
+    let clients: Vec<_> =
+        (0..100).map(|_| std::thread::spawn(move || try_get(addr, "/c", &[]).map(|r| r.text()))).collect();
     for c in clients {
         assert_eq!(c.join().unwrap().unwrap(), "shared");
     }
@@ -362,9 +301,7 @@ fn concurrent_misses_on_one_key_send_one_request_upstream() {
 fn memory_bound_holds_with_ten_times_its_size_requested() {
     let b = TestBackend::start("a");
     let body = test_body(3, 20 * 1024);
-    b.set_handler(move |_req| {
-        Some(Reply::new(200, body.clone()).with_header("cache-control", "max-age=600"))
-    });
+    b.set_handler(move |_req| Some(Reply::new(200, body.clone()).with_header("cache-control", "max-age=600")));
     let sy = proxy(&b, "", "memory: 1MiB, max_object: 64KiB");
     // 520 distinct objects of 20 KiB: 10 MiB, ten times the store
     let mut c = Client::connect(sy.addr()).unwrap();
@@ -379,18 +316,9 @@ fn memory_bound_holds_with_ten_times_its_size_requested() {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(u64::MAX)
     };
-    assert!(
-        poll_until(Duration::from_secs(5), || bytes() <= 1 << 20),
-        "store holds {} bytes, over its 1 MiB",
-        bytes()
-    );
-    let entries = get(sy.admin_addr(), "/status", &[]).json()["pools"]["web"]["cache"]["entries"]
-        .as_u64()
-        .unwrap_or(0);
-    assert!(
-        entries >= 40,
-        "the store still holds recent objects ({entries})"
-    );
+    assert!(poll_until(Duration::from_secs(5), || bytes() <= 1 << 20), "store holds {} bytes, over its 1 MiB", bytes());
+    let entries = get(sy.admin_addr(), "/status", &[]).json()["pools"]["web"]["cache"]["entries"].as_u64().unwrap_or(0);
+    assert!(entries >= 40, "the store still holds recent objects ({entries})");
 }
 
 #[test]
@@ -402,28 +330,20 @@ fn default_ttl_applies_only_when_the_response_states_no_freshness() {
         _ => None,
     });
     let sy = proxy(&b, "default_ttl: 60s", STORE);
-    assert_eq!(
-        upstream_for(&sy, &b, "/silent", &[]),
-        1,
-        "default_ttl stores it"
-    );
+    assert_eq!(upstream_for(&sy, &b, "/silent", &[]), 1, "default_ttl stores it");
     assert_eq!(upstream_for(&sy, &b, "/zero", &[]), 2, "max-age=0 wins");
 }
 
 #[test]
 fn error_answers_and_the_access_log_carry_the_cache_status() {
     let mut y = config(&[dead_url()], "cache: {}");
-    y.push_str(&format!(
-        "cache: {{{STORE}}}\nlog: {{access: stdout, format: json}}\n"
-    ));
+    y.push_str(&format!("cache: {{{STORE}}}\nlog: {{access: stdout, format: json}}\n"));
     let sy = Switchyard::start(&y);
     let r = get(sy.addr(), "/l", &[]);
     assert!(r.status >= 500, "only a dead backend: {}", r.status);
     assert_eq!(status_of(&r), "switchyard; fwd=miss");
     assert!(
-        poll_until(Duration::from_secs(5), || sy
-            .stdout()
-            .contains("\"cache\":\"miss\"")),
+        poll_until(Duration::from_secs(5), || sy.stdout().contains("\"cache\":\"miss\"")),
         "access log: {}",
         sy.stdout()
     );
@@ -433,11 +353,7 @@ fn reload(sy: &Switchyard, yaml: &str, n: usize) {
     sy.write_config(yaml);
     sy.signal(libc::SIGHUP);
     assert!(
-        poll_until(Duration::from_secs(10), || sy
-            .logs()
-            .matches("configuration reloaded")
-            .count()
-            >= n),
+        poll_until(Duration::from_secs(10), || sy.logs().matches("configuration reloaded").count() >= n),
         "reload {n} not done\n{}",
         sy.logs()
     );
@@ -454,11 +370,7 @@ fn the_store_survives_a_reload_and_a_pool_without_cache_stops_using_it() {
     assert_eq!(get(sy.addr(), "/k", &[]).text(), "v1");
     reload(&sy, &with, 1);
     let r = get(sy.addr(), "/k", &[]);
-    assert!(
-        status_of(&r).contains("hit"),
-        "kept over SIGHUP: {}",
-        status_of(&r)
-    );
+    assert!(status_of(&r).contains("hit"), "kept over SIGHUP: {}", status_of(&r));
     reload(&sy, &without, 2);
     let r = get(sy.addr(), "/k", &[]);
     assert_eq!(r.text(), "v2", "cache removed: straight to the backend");
@@ -471,21 +383,13 @@ fn variants_beyond_vary_limit_are_served_but_not_stored() {
     b.set_handler(|req| {
         (req.path() == "/v").then(|| {
             let lang = req.header("accept-language").unwrap_or("none").to_string();
-            Reply::new(200, lang)
-                .with_header("cache-control", "max-age=60")
-                .with_header("vary", "accept-language")
+            Reply::new(200, lang).with_header("cache-control", "max-age=60").with_header("vary", "accept-language")
         })
     });
     let sy = proxy(&b, "vary_limit: 1", STORE);
     for _ in 0..2 {
-        assert_eq!(
-            get(sy.addr(), "/v", &[("Accept-Language", "en")]).text(),
-            "en"
-        );
-        assert_eq!(
-            get(sy.addr(), "/v", &[("Accept-Language", "fr")]).text(),
-            "fr"
-        );
+        assert_eq!(get(sy.addr(), "/v", &[("Accept-Language", "en")]).text(), "en");
+        assert_eq!(get(sy.addr(), "/v", &[("Accept-Language", "fr")]).text(), "fr");
     }
     // en stored once; fr over the limit: fetched each time
     assert_eq!(b.path_count("/v"), 3);
@@ -507,9 +411,8 @@ fn concurrent_readers_of_a_body_over_max_object_all_get_it_whole() {
     });
     let sy = proxy(&b, "", STORE);
     let addr = sy.addr();
-    let clients: Vec<_> = (0..20)
-        .map(|_| std::thread::spawn(move || try_get(addr, "/big", &[]).map(|r| r.body)))
-        .collect();
+    let clients: Vec<_> =
+        (0..20).map(|_| std::thread::spawn(move || try_get(addr, "/big", &[]).map(|r| r.body))).collect();
     for c in clients {
         let got = c.join().unwrap().expect("response");
         assert!(got == big, "truncated or altered body: {} bytes", got.len());
@@ -564,24 +467,15 @@ fn a_websocket_upgrade_through_a_caching_pool_is_tunnelled_not_cached() {
     let sy = Switchyard::start(&y);
     for _ in 0..2 {
         let mut s = std::net::TcpStream::connect(sy.addr()).expect("connect");
-        s.set_read_timeout(Some(Duration::from_secs(5)))
-            .expect("timeout");
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
         s.write_all(
             b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
         )
         .expect("send");
         let mut r = BufReader::new(s.try_clone().expect("clone"));
         let head = read_head(&mut r);
-        assert!(
-            head.first().is_some_and(|l| l.contains("101")),
-            "{head:?}\n{}",
-            sy.logs()
-        );
-        assert!(
-            head.iter()
-                .any(|l| l.eq_ignore_ascii_case("cache-status: switchyard; fwd=bypass")),
-            "{head:?}"
-        );
+        assert!(head.first().is_some_and(|l| l.contains("101")), "{head:?}\n{}", sy.logs());
+        assert!(head.iter().any(|l| l.eq_ignore_ascii_case("cache-status: switchyard; fwd=bypass")), "{head:?}");
         s.write_all(b"ping").expect("send");
         let mut got = [0u8; 4];
         r.read_exact(&mut got).expect("echo");

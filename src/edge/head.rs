@@ -1,0 +1,185 @@
+//! Receiving an HTTP/1.x request head under the listener's limits: a
+//! deadline for the whole head (against slowloris clients, whose one byte
+//! a second would reset pingora's per-read timeout forever), a size limit,
+//! an idle limit between keep-alive requests, and an early stop for bytes
+//! that cannot start a request (a TLS ClientHello on a plain port).
+//!
+//! The bytes read are handed to pingora unchanged as the session's
+//! pipelined prefix, so pingora parses exactly what the client sent.
+
+use crate::config::ClientLimits;
+use bytes::BytesMut;
+use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
+use std::time::Instant;
+use tokio::io::AsyncReadExt;
+
+/// How waiting for a request head ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    /// A complete head is in the buffer (maybe with body bytes after it).
+    Ready,
+    /// Close without answering: the client left, stayed idle past the
+    /// keep-alive timeout, sent nothing in time, or spoke TLS to a plain
+    /// port; or the server is shutting down.
+    Close,
+    /// Answer this status and close: 400 (not HTTP), 408 (head not
+    /// complete in time), 431 (head too large).
+    Reject(u16),
+}
+
+/// The first byte of a TLS record carrying a handshake (RFC 8446 §5.1).
+const TLS_HANDSHAKE: u8 = 0x16;
+
+/// Where the end of the head is searched from, so that a head trickling
+/// in byte by byte is scanned once, not once per byte.
+#[derive(Debug, Default)]
+struct Scan {
+    pos: usize,
+}
+
+impl Scan {
+    /// The length of the head when `buf` holds a complete one: up to the
+    /// empty line after the request line (CRLF or bare LF, as pingora's
+    /// parser accepts; empty lines before the request line are skipped,
+    /// RFC 9112 §2.2).
+    fn complete(&mut self, buf: &[u8]) -> Option<usize> {
+        let start = buf
+            .iter()
+            .position(|&b| b != b'\r' && b != b'\n')
+            .unwrap_or(buf.len());
+        let from = self.pos.max(start);
+        for i in from..buf.len() {
+            if buf[i] == b'\n' && i > start {
+                let next = &buf[i + 1..];
+                if next.first() == Some(&b'\n') {
+                    return Some(i + 2);
+                }
+                if next.starts_with(b"\r\n") {
+                    return Some(i + 3);
+                }
+                if next.is_empty() || next == b"\r" {
+                    // the empty line may still be arriving
+                    self.pos = i;
+                    return None;
+                }
+            }
+        }
+        self.pos = buf.len().saturating_sub(1).max(from);
+        None
+    }
+}
+
+/// Whether `buf` cannot be the start of a request: its first byte (after
+/// empty lines) must start a method name (an RFC 9110 token character).
+fn not_http(buf: &[u8]) -> Option<Head> {
+    let first = *buf.iter().find(|&&b| b != b'\r' && b != b'\n')?;
+    if first == TLS_HANDSHAKE {
+        return Some(Head::Close);
+    }
+    let token = first.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&first);
+    (!token).then_some(Head::Reject(400))
+}
+
+/// Reads from `stream` into `buf` until a complete request head is there.
+///
+/// `first` is the connection's first request: its head must be complete
+/// `header_timeout` after `accepted` (nginx's `client_header_timeout`).
+/// A later request may take `keepalive_timeout` to start, then
+/// `header_timeout` from its first byte.
+pub async fn read_head(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    limits: &ClientLimits,
+    first: bool,
+    accepted: Instant,
+    shutdown: &ShutdownWatch,
+) -> Head {
+    let mut shutdown = shutdown.clone();
+    let deadline = if first || !buf.is_empty() {
+        accepted + limits.header_timeout
+    } else {
+        // idle between requests: wait for the first byte, or give up
+        let idle = tokio::time::timeout(limits.keepalive_timeout, async {
+            tokio::select! {
+                r = stream.read_buf(buf) => r.ok().filter(|&n| n > 0),
+                _ = shutdown.changed() => None,
+            }
+        });
+        match idle.await {
+            Ok(Some(_)) => Instant::now() + limits.header_timeout,
+            _ => return Head::Close,
+        }
+    };
+    let mut scan = Scan::default();
+    loop {
+        if let Some(h) = not_http(buf) {
+            return h;
+        }
+        if let Some(len) = scan.complete(buf) {
+            // a head that arrived whole in one read is measured too
+            return if len > limits.max_header_size {
+                Head::Reject(431)
+            } else {
+                Head::Ready
+            };
+        }
+        if buf.len() > limits.max_header_size {
+            return Head::Reject(431);
+        }
+        buf.reserve(4096);
+        let read = tokio::time::timeout_at(deadline.into(), stream.read_buf(buf)).await;
+        match read {
+            Ok(Ok(n)) if n > 0 => {}
+            Ok(_) => return Head::Close,
+            Err(_) if buf.is_empty() => return Head::Close,
+            Err(_) => return Head::Reject(408),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done(parts: &[&[u8]]) -> bool {
+        let mut s = Scan::default();
+        let mut buf = Vec::new();
+        let mut last = false;
+        for p in parts {
+            buf.extend_from_slice(p);
+            last = s.complete(&buf).is_some();
+        }
+        last
+    }
+
+    #[test]
+    fn end_of_head_is_found_across_reads() {
+        assert!(done(&[b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"]));
+        assert!(done(&[b"GET / HTTP/1.1\r\nHost: a\r", b"\n", b"\r", b"\n"]));
+        assert!(done(&[b"GET / HTTP/1.1\nHost: a\n\n"]));
+        assert!(done(&[b"\r\n\r\nGET / HTTP/1.1\r\n\r\n"]));
+        assert!(!done(&[b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n"]));
+        assert!(!done(&[b"GET / HTTP/1.1\r\nX: a\r\n\r"]));
+        let bytes = b"GET / HTTP/1.1\r\nHost: a\r\nX: y\r\n\r\n";
+        let parts: Vec<&[u8]> = bytes.chunks(1).collect();
+        assert!(done(&parts));
+        assert!(!done(&parts[..parts.len() - 1]));
+    }
+
+    #[test]
+    fn head_length_excludes_the_body() {
+        let mut s = Scan::default();
+        assert_eq!(s.complete(b"GET / HTTP/1.1\r\nA: b\r\n\r\nBODY"), Some(24));
+        let mut s = Scan::default();
+        assert_eq!(s.complete(b"GET / HTTP/1.1\nA: b\n\nBODY"), Some(21));
+    }
+
+    #[test]
+    fn tls_and_binary_bytes_are_not_http() {
+        assert_eq!(not_http(&[0x16, 0x03, 0x01]), Some(Head::Close));
+        assert_eq!(not_http(b"\x00\x01"), Some(Head::Reject(400)));
+        assert_eq!(not_http(b"GET /"), None);
+        assert_eq!(not_http(b"\r\n"), None);
+    }
+}

@@ -1,0 +1,183 @@
+//! The client side of every listener: the pingora `ServerApp` that owns a
+//! client connection before the proxy sees its requests.
+//!
+//! HTTP/2 connections (ALPN `h2` on TLS listeners) go to pingora's own h2
+//! handling, with the listener's keep-alive timeout as the h2 idle
+//! timeout. HTTP/1.x connections run pingora's keep-alive loop with the
+//! listener's [`ClientLimits`] in front of each request: the head is read
+//! by [`head::read_head`] (deadline, size, idle and garbage checks), then
+//! handed to the proxy as already-read bytes. A request that breaks a
+//! limit is answered here (408, 431, 400 with the JSON error body) and
+//! never reaches the routing, the metrics or the access log.
+
+mod head;
+
+use crate::config::{ClientLimits, Listener};
+use crate::proxy::Proxy;
+use async_trait::async_trait;
+use bytes::BytesMut;
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::{Stream, ALPN};
+use pingora_core::server::ShutdownWatch;
+use pingora_proxy::HttpProxy;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub use head::Head;
+
+/// The app of the proxy service: client limits, then the proxy.
+pub struct EdgeApp {
+    proxy: Arc<HttpProxy<Proxy>>,
+    listeners: Vec<(SocketAddr, ClientLimits)>,
+}
+
+impl EdgeApp {
+    /// Wraps `proxy` with the limits of each of `listen`.
+    pub fn new(proxy: HttpProxy<Proxy>, listen: &[Listener]) -> Self {
+        let listeners = listen
+            .iter()
+            .filter_map(|l| {
+                let addr = l.addr.to_socket_addrs().ok()?.next()?;
+                Some((addr, l.limits))
+            })
+            .collect();
+        EdgeApp {
+            proxy: Arc::new(proxy),
+            listeners,
+        }
+    }
+
+    /// The limits of the listener that accepted `stream` (matched on the
+    /// local address; a wildcard listen address matches any IP).
+    fn limits_for(&self, stream: &Stream) -> ClientLimits {
+        let local = stream
+            .get_socket_digest()
+            .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied());
+        local
+            .and_then(|local| {
+                self.listeners.iter().find(|(addr, _)| {
+                    addr.port() == local.port()
+                        && (addr.ip() == local.ip() || addr.ip().is_unspecified())
+                })
+            })
+            .map_or_else(ClientLimits::default, |(_, l)| *l)
+    }
+}
+
+#[async_trait]
+impl ServerApp for EdgeApp {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            return ServerApp::process_new(&self.proxy, stream, shutdown).await;
+        }
+        let accepted = Instant::now();
+        let limits = self.limits_for(&stream);
+        let mut persisted: Option<HttpPersistentSettings> = None;
+        let mut first = true;
+        loop {
+            // A pipelined request (RFC 9112 §9.3.2) already read with the
+            // previous one is in the persisted settings: pingora parses it
+            // from there; its bytes arrived, so no deadline applies.
+            let pipelined = persisted.as_ref().is_some_and(carries_pipelined_request);
+            let mut buf = BytesMut::new();
+            if !pipelined {
+                match head::read_head(&mut stream, &mut buf, &limits, first, accepted, shutdown)
+                    .await
+                {
+                    Head::Ready => {}
+                    Head::Close => return None,
+                    Head::Reject(status) => {
+                        reject(stream, status).await;
+                        return None;
+                    }
+                }
+            }
+            // As pingora's own loop (pingora-core apps/mod.rs), with the
+            // request head already read.
+            let mut session = ServerSession::new_http1(stream);
+            match persisted.take() {
+                Some(p) => p.apply_to_session(&mut session),
+                None => {
+                    // idle time is enforced by `read_head`; pingora only
+                    // needs to know that keep-alive is on
+                    session.set_keepalive(Some(limits.keepalive_timeout.as_secs().max(1)));
+                    // pingora counts reuses: n requests = n - 1 reuses
+                    session.set_keepalive_reuses_remaining(Some(limits.keepalive_requests - 1));
+                }
+            }
+            if *shutdown.borrow() {
+                session.set_keepalive(None);
+            }
+            if !pipelined {
+                session.set_pipelined_prefix(buf);
+            }
+            let reused = self.proxy.process_new_http(session, shutdown).await?;
+            (stream, persisted) = reused.consume();
+            first = false;
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.http_cleanup().await
+    }
+}
+
+/// Whether `settings` carry bytes of a next request that arrived with the
+/// previous one. pingora 0.9.1 keeps them in a private field of
+/// `HttpPersistentSettings` (applied by `apply_to_session`) with no getter;
+/// its `Debug` form is the one public view of it. The pipelining test of
+/// `tests/integration/relay.rs` fails if that ever changes.
+fn carries_pipelined_request(settings: &HttpPersistentSettings) -> bool {
+    format!("{settings:?}").contains("pipelined_prefix: Some(")
+}
+
+/// Answers `status` with the JSON error body on a connection whose request
+/// never reached the proxy, then closes it after a short linger so that
+/// the client can read the answer before the socket is reset.
+async fn reject(mut stream: Stream, status: u16) {
+    let (reason, error) = match status {
+        408 => ("Request Timeout", "request head not received in time"),
+        431 => (
+            "Request Header Fields Too Large",
+            "request header fields too large",
+        ),
+        _ => ("Bad Request", "malformed request"),
+    };
+    let body = format!("{}\n", serde_json::json!({ "error": error, "pool": "" }));
+    let resp = format!(
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\ncache-control: no-store\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    log::debug!("client connection answered {status}: {error}");
+    let write = async {
+        stream.write_all(resp.as_bytes()).await?;
+        stream.flush().await
+    };
+    if tokio::time::timeout(Duration::from_secs(5), write)
+        .await
+        .is_err()
+    {
+        return;
+    }
+    // lingering close (as nginx's lingering_close): read and discard what
+    // the client is still sending, briefly, before closing
+    let mut sink = [0u8; 4096];
+    let mut budget = 256 * 1024usize;
+    let linger = async {
+        while budget > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => budget = budget.saturating_sub(n),
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
+    pingora_core::protocols::Shutdown::shutdown(&mut *stream).await;
+}

@@ -1,0 +1,114 @@
+//! The one place that decides what of an upstream message reaches the
+//! client, and how the client connection is kept.
+//!
+//! Every relayed response head, final or 1xx (103 Early Hints included),
+//! from the normal proxy path and from racing, goes through
+//! [`clean_response`]:
+//! - the fields the message's `Connection` header names, and `Keep-Alive`,
+//!   `Proxy-Connection`, `TE`, `Upgrade` (except on a 101) are removed
+//!   (RFC 9110 §7.6.1: hop-by-hop fields are never forwarded);
+//! - an HTTP/1.0 client never gets `Transfer-Encoding` (RFC 9112 §6.1): the
+//!   decoded body is delimited by the connection's close, as nginx does;
+//! - once a shutdown or an upgrade hand-off has begun, the response says
+//!   `Connection: close` and the connection is closed after it (RFC 9112
+//!   §9.6), so no client sends another request on a connection that is
+//!   about to close.
+//!
+//! [`linger`] is nginx's lingering close: when the answer went out before
+//! the client finished sending its request body (an early 413 or 401 to an
+//! upload, an error), the rest of the body is read and discarded for up to
+//! [`LINGERING_TIME`] before the connection is closed, so the client's TCP
+//! stack does not answer unread data with a reset that destroys the answer.
+//!
+//! [`prepare_session`] sets up the client session before anything is
+//! forwarded: HTTP/1.1 pipelining on (RFC 9112 §9.3.2: pipelined requests
+//! are answered in order, as nginx and HAProxy do), and for an HTTP/1.0
+//! client `Expect` ignored (RFC 9110 §10.1.1) and 1xx answers never relayed
+//! (RFC 9110 §15.2).
+
+use http::header::{HeaderName, CONNECTION, EXPECT, TRANSFER_ENCODING, UPGRADE};
+use pingora_http::ResponseHeader;
+use pingora_proxy::Session;
+use std::time::Duration;
+
+/// How long an unread request body is drained after the answer, at most
+/// (nginx's `lingering_timeout` is 5 s per read, `lingering_time` 30 s in all).
+pub const LINGERING_TIME: Duration = Duration::from_secs(5);
+
+/// Hop-by-hop fields that are never relayed, besides those `Connection`
+/// names (RFC 9110 §7.6.1). `Connection` itself is written by pingora for
+/// the client connection; `Transfer-Encoding` is re-framed by pingora.
+const HOP_BY_HOP: [&str; 3] = ["keep-alive", "proxy-connection", "te"];
+
+/// Sets up the client session of a new request (see the module doc).
+pub fn prepare_session(session: &mut Session) {
+    session.set_pipelining_enabled(true);
+    if is_http10(session) {
+        session.set_ignore_info_resp(true);
+        session.req_header_mut().remove_header(&EXPECT);
+    }
+}
+
+/// Sets up the client session for the normal (not raced) proxy path: a
+/// client that closes its sending side after a complete request (a TCP
+/// half-close) is not gone and still gets its answer (RFC 9112 §9.6;
+/// HAProxy's default). A client that closed for good is noticed when the
+/// answer cannot be written. A raced request is cancelled on the FIN
+/// instead: racing multiplies what a departed client costs the backends.
+pub fn prepare_proxied(session: &mut Session) {
+    session.set_abort_on_close(false);
+}
+
+/// Cleans an upstream response head for the client of `session`.
+pub fn clean_response(session: &mut Session, resp: &mut ResponseHeader) {
+    let named: Vec<HeaderName> = resp
+        .headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    let switching = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    for name in named {
+        // a backend naming a framing field must not unframe the answer, and
+        // a 101 keeps the `Upgrade` it switches to (RFC 9110 §7.8)
+        let keep = name == TRANSFER_ENCODING
+            || name == http::header::CONTENT_LENGTH
+            || (switching && name == UPGRADE);
+        if !keep {
+            resp.remove_header(&name);
+        }
+    }
+    for name in HOP_BY_HOP {
+        resp.remove_header(name);
+    }
+    if !switching {
+        resp.remove_header(&UPGRADE);
+    }
+    if resp.status.is_informational() {
+        return;
+    }
+    if is_http10(session) {
+        // the body is then delimited by the close (pingora closes a
+        // connection whose answer has neither length nor chunking)
+        resp.remove_header(&TRANSFER_ENCODING);
+    }
+    if session.is_process_shutting_down() || crate::linger::retiring() {
+        session.set_keepalive(None);
+    }
+}
+
+/// Drains what is left of the request body after the answer was written,
+/// for up to [`LINGERING_TIME`] (see the module doc).
+pub async fn linger(session: &mut Session) {
+    if session.response_written().is_none() || session.is_upgrade_req() || session.is_body_done() {
+        return;
+    }
+    let _ = tokio::time::timeout(LINGERING_TIME, session.drain_request_body()).await;
+}
+
+/// Whether the client spoke HTTP/1.0 (or older).
+fn is_http10(session: &Session) -> bool {
+    session.req_header().version < http::Version::HTTP_11
+}

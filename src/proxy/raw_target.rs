@@ -1,0 +1,353 @@
+//! The request target as the client sent it.
+//!
+//! pingora's HTTP/1 parser percent-escapes the bytes RFC 9112 §3.2 does not
+//! allow in a request target (control bytes, space, `"`, `<`, `>`) and then
+//! parses the escaped line, so `RequestHeader::raw_path()` shows `%0D`,
+//! `%20`, ... and a target that held a raw CR or a bare space looks the
+//! same as one a client percent-encoded correctly. nginx and HAProxy answer
+//! 400 to the former; so does switchyard.
+//!
+//! [`TapApp`] wraps every client connection's transport in a [`TargetTap`],
+//! which watches the bytes the client sends and remembers, per connection,
+//! the escaped form of each request line pingora's parser will have escaped
+//! (the same pattern and escape set as pingora-core 0.9.1's
+//! `escape_illegal_request_line`). [`was_escaped`] tells the proxy's first
+//! phase whether the target it got is one of them. The cost is one `memchr`
+//! pass over the bytes a client sends and a look at each line; a line is
+//! copied only when a read ends in its middle, and only escaped targets are
+//! kept, so for well-formed traffic the tap holds nothing.
+
+use async_trait::async_trait;
+use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
+use pingora_core::apps::ServerApp;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::tls::{SslDigest, TlsRef};
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType, ALPN,
+};
+use pingora_core::server::ShutdownWatch;
+use pingora_proxy::Session;
+use regex::bytes::Regex;
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, LazyLock, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The bytes pingora-core escapes in a request line (its `URI_ESC_CHARSET`).
+const ESCAPED: &AsciiSet = &CONTROLS.add(b' ').add(b'<').add(b'>').add(b'"');
+
+/// Whether RFC 9112 forbids `b` in a request target and pingora-core
+/// escapes it: control bytes, DEL, space, `"`, `<`, `>`. (Bytes above
+/// 0x7F are let through, as nginx does: they carry no framing.)
+fn is_escaped(b: u8) -> bool {
+    b < 0x20 || b == 0x7f || matches!(b, b' ' | b'"' | b'<' | b'>')
+}
+
+/// pingora-core's request-line pattern (`REQUEST_LINE_REGEX`).
+static REQUEST_LINE: LazyLock<Option<Regex>> =
+    LazyLock::new(|| Regex::new(r"^\w+ (?P<uri>.+) HTTP/\d(?:\.\d)?").ok());
+
+/// Longest line examined (pingora's request header limit is larger; a
+/// longer request line is refused by it anyway).
+const MAX_LINE: usize = 8192;
+
+/// Escaped targets remembered per connection (the most recent ones).
+const REMEMBERED: usize = 4;
+
+/// Whether `target` (from `raw_path()`) holds a byte RFC 9112 does not
+/// allow in a request target, or is the escaped form of a request line the
+/// client sent with such bytes on this connection (then it is forgotten).
+pub fn was_escaped(session: &Session, target: &[u8]) -> bool {
+    if target.iter().any(|b| is_escaped(*b)) {
+        return true;
+    }
+    if !target.contains(&b'%') {
+        return false;
+    }
+    let tap = session
+        .as_downstream()
+        .stream()
+        .and_then(|s| s.as_any().downcast_ref::<TargetTap>());
+    let Some(tap) = tap else { return false };
+    let Ok(mut seen) = tap.escaped.lock() else {
+        return false;
+    };
+    match seen.iter().position(|t| **t == *target) {
+        Some(i) => {
+            seen.remove(i);
+            true
+        }
+        None => false,
+    }
+}
+
+/// A client connection's transport, watched for request lines that
+/// pingora's parser escapes.
+#[derive(Debug)]
+pub struct TargetTap {
+    inner: Stream,
+    lines: LineScanner,
+    escaped: Mutex<VecDeque<Box<[u8]>>>,
+}
+
+impl TargetTap {
+    /// Watches `inner`.
+    pub fn new(inner: Stream) -> TargetTap {
+        TargetTap {
+            inner,
+            lines: LineScanner::default(),
+            escaped: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Feeds bytes the client sent.
+    fn scan(&mut self, data: &[u8]) {
+        let escaped = &self.escaped;
+        self.lines.scan(data, |target| {
+            if let Ok(mut seen) = escaped.lock() {
+                if seen.len() == REMEMBERED {
+                    seen.pop_front();
+                }
+                seen.push_back(target.into_boxed_slice());
+            }
+        });
+    }
+}
+
+/// Splits the client's bytes into lines and finds the request lines
+/// pingora's parser escapes.
+#[derive(Debug, Default)]
+struct LineScanner {
+    /// The current line so far.
+    line: Vec<u8>,
+    /// The current line is longer than [`MAX_LINE`]: ignored to its end.
+    skipping: bool,
+}
+
+impl LineScanner {
+    /// Feeds `data`; calls `found` with the escaped target of each request
+    /// line that pingora escapes. A line that ends within `data` is looked
+    /// at in place; only a line cut by the end of a read is copied.
+    fn scan(&mut self, mut data: &[u8], mut found: impl FnMut(Vec<u8>)) {
+        while let Some(i) = memchr::memchr(b'\n', data) {
+            let part = &data[..i];
+            let target = if self.skipping {
+                None
+            } else if self.line.is_empty() {
+                escaped_target(part)
+            } else if self.line.len() + part.len() <= MAX_LINE {
+                self.line.extend_from_slice(part);
+                escaped_target(&self.line)
+            } else {
+                None
+            };
+            if let Some(t) = target {
+                found(t);
+            }
+            self.line.clear();
+            self.skipping = false;
+            data = &data[i + 1..];
+        }
+        if !data.is_empty() && !self.skipping {
+            if self.line.len() + data.len() > MAX_LINE {
+                self.skipping = true;
+                self.line = Vec::new();
+            } else {
+                self.line.extend_from_slice(data);
+            }
+        }
+        if self.line.is_empty() && self.line.capacity() > 1024 {
+            self.line = Vec::new();
+        }
+    }
+}
+
+/// The target pingora makes of request line `line` (without its LF) when
+/// it escapes it; `None` when it does not.
+fn escaped_target(line: &[u8]) -> Option<Vec<u8>> {
+    let body = line.strip_suffix(b"\r").unwrap_or(line);
+    // a request line has two spaces and no other escaped byte
+    let suspicious = body.iter().any(|b| *b != b' ' && is_escaped(*b))
+        || body.iter().filter(|b| **b == b' ').count() > 2;
+    if !suspicious {
+        return None;
+    }
+    let captures = REQUEST_LINE.as_ref()?.captures(line)?;
+    let uri = captures.name("uri")?.as_bytes();
+    let escaped: Vec<u8> = percent_encode(uri, ESCAPED).flat_map(str::bytes).collect();
+    (escaped != uri).then_some(escaped)
+}
+
+impl AsyncRead for TargetTap {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            this.scan(&buf.filled()[before..]);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for TargetTap {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[async_trait]
+impl Shutdown for TargetTap {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for TargetTap {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for TargetTap {
+    fn get_ssl(&self) -> Option<&TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for TargetTap {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for TargetTap {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+
+    fn set_proxy_digest(&mut self, digest: ProxyDigest) {
+        self.inner.set_proxy_digest(digest)
+    }
+}
+
+impl GetSocketDigest for TargetTap {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl Peek for TargetTap {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+/// A pingora application (the HTTP proxy) whose client connections are
+/// each wrapped in a [`TargetTap`].
+pub struct TapApp<A> {
+    inner: Arc<A>,
+}
+
+impl<A> TapApp<A> {
+    /// Wraps `inner`.
+    pub fn new(inner: A) -> TapApp<A> {
+        TapApp {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The wrapped application, to configure it before the service starts
+    /// (e.g. the `HttpProxy`'s `server_options`); `None` once it runs.
+    pub fn app_mut(&mut self) -> Option<&mut A> {
+        Arc::get_mut(&mut self.inner)
+    }
+}
+
+#[async_trait]
+impl<A: ServerApp + Send + Sync + 'static> ServerApp for TapApp<A> {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let tapped: Stream = Box::new(TargetTap::new(stream));
+        self.inner.process_new(tapped, shutdown).await
+    }
+
+    async fn cleanup(&self) {
+        self.inner.cleanup().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_escaped_form_of_bad_request_lines_only() {
+        let mut scanner = LineScanner::default();
+        let mut seen = Vec::new();
+        let mut feed = |data: &[u8]| scanner.scan(data, |t| seen.push(t));
+        feed(b"GET /ok?a=%20b HTTP/1.1\r\nHost: x\r\nUser-Agent: a b c d\r\n\r\n");
+        feed(b"GET /a b HTTP/1.1\r\nHost: x\r\n\r\n");
+        feed(b"GET /c\x01d HT");
+        feed(b"TP/1.1\r\n\r\nGET /e\rf HTTP/1.1\r\n");
+        assert_eq!(
+            seen,
+            vec![b"/a%20b".to_vec(), b"/c%01d".to_vec(), b"/e%0Df".to_vec()]
+        );
+    }
+}

@@ -1,0 +1,969 @@
+//! The admin API and the Prometheus metrics it serves:
+//! bearer-token guard, `/status`, adding / removing / draining backends at
+//! run time, changes that outlive reloads and restarts, `POST /reload`,
+//! `/metrics`, and the `admin:` config checks.
+//!
+//! Every proxy here runs with `health_check: {type: none}` unless the test is
+//! about health, so backends take traffic at once.
+
+use crate::common::*;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+// === Config helpers ===
+
+/// The usual `admin:` mapping body: the `{admin}` port and a state file in
+/// the proxy's temp dir.
+const ADMIN: &str = "listen: \"{admin}\", state_file: \"{dir}/state.json\"";
+
+/// A whole config: proxy on `{listen}`, `admin: {ADMIN_BODY}`, `routing`
+/// (a flow mapping) and `pools`.
+fn admin_config_with(admin_body: &str, routing: &str, pools: &[String]) -> String {
+    format!("admin: {{{admin_body}}}\n{}", proxy_config(routing, pools))
+}
+
+/// [`admin_config_with`] with the usual admin section and `default_pool: web`.
+fn admin_config(pools: &[String]) -> String {
+    admin_config_with(ADMIN, "{default_pool: web}", pools)
+}
+
+// === Client helpers ===
+
+/// An admin request with an optional bearer token.
+fn admin_as(sy: &Switchyard, token: Option<&str>, method: &str, path: &str, body: &str) -> Response {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a));
+    }
+    if !body.is_empty() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    request(sy.admin_addr(), method, path, &headers, body.as_bytes())
+}
+
+/// An admin request without a token.
+fn admin(sy: &Switchyard, method: &str, path: &str, body: &str) -> Response {
+    admin_as(sy, None, method, path, body)
+}
+
+/// `GET /status` as JSON (asserting 200).
+fn status(sy: &Switchyard) -> serde_json::Value {
+    let r = admin(sy, "GET", "/status", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+/// `GET /metrics` text (asserting 200).
+fn metrics(sy: &Switchyard) -> String {
+    let r = admin(sy, "GET", "/metrics", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.text()
+}
+
+/// `n` requests to the default pool; the backends that answered (None for
+/// a non-200).
+fn serve_n(sy: &Switchyard, n: usize) -> Vec<Option<String>> {
+    (0..n).map(|_| who(sy, None)).collect()
+}
+
+/// The backend objects of pool `name` in a `/status` answer.
+fn status_backends(st: &serde_json::Value, name: &str) -> Vec<serde_json::Value> {
+    st["pools"][name]["backends"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no backends array for pool {name} in {st}"))
+        .clone()
+}
+
+/// The `/status` object of backend `url` in pool `name`.
+fn status_backend(st: &serde_json::Value, name: &str, url: &str) -> Option<serde_json::Value> {
+    status_backends(st, name).into_iter().find(|b| b["url"].as_str() == Some(url))
+}
+
+/// URLs of the backends of pool `name` in a `/status` answer, sorted.
+fn status_urls(st: &serde_json::Value, name: &str) -> Vec<String> {
+    let mut v: Vec<String> =
+        status_backends(st, name).iter().map(|b| b["url"].as_str().unwrap_or("").to_string()).collect();
+    v.sort();
+    v
+}
+
+/// `METHOD /backends` with the JSON body of [`body_json`].
+fn backends_call(sy: &Switchyard, method: &str, pool: Option<&str>, url: &str, extra: &str) -> Response {
+    admin(sy, method, "/backends", &body_json(pool, url, extra))
+}
+
+fn body_json(pool: Option<&str>, url: &str, extra: &str) -> String {
+    match pool {
+        Some(p) => format!("{{\"pool\": \"{p}\", \"url\": \"{url}\"{extra}}}"),
+        None => format!("{{\"url\": \"{url}\"{extra}}}"),
+    }
+}
+
+// === Prometheus text parsing ===
+
+/// `/metrics` once `ready` holds for it (2 s bound; the text as it is
+/// then). A request is counted when the proxy finishes it, which can be a
+/// moment after the client has read the whole answer.
+fn settled(sy: &Switchyard, ready: impl Fn(&str) -> bool) -> String {
+    let mut text = metrics(sy);
+    poll_until(Duration::from_secs(2), || {
+        text = metrics(sy);
+        ready(&text)
+    });
+    text
+}
+
+/// `127.0.0.1:PORT`, the default backend name.
+fn bname(b: &TestBackend) -> String {
+    b.addr().to_string()
+}
+
+// === Authentication ===
+
+#[test]
+fn healthz_answers_ok_and_no_token_configured_means_open_api() {
+    let b1 = TestBackend::start("b1");
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&b1.url(), "")], &[])]));
+    let r = admin(&sy, "GET", "/healthz", "");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text().trim(), "ok");
+    // no token configured: everything is open (loopback only)
+    assert_eq!(admin(&sy, "GET", "/status", "").status, 200);
+    assert_eq!(admin(&sy, "GET", "/metrics", "").status, 200);
+}
+
+/// Every guarded endpoint with a request body that succeeds (with the right
+/// token) on a pool `web` holding `b1`, given a spare backend `spare`.
+fn guarded_requests(spare: &str) -> Vec<(&'static str, &'static str, String, u16)> {
+    vec![
+        ("GET", "/status", String::new(), 200),
+        ("GET", "/metrics", String::new(), 200),
+        ("POST", "/reload", String::new(), 200),
+        ("POST", "/backends", body_json(Some("web"), spare, ""), 201),
+        ("PATCH", "/backends", body_json(Some("web"), spare, ", \"enabled\": false"), 200),
+        ("DELETE", "/backends", body_json(Some("web"), spare, ""), 200),
+    ]
+}
+
+fn assert_token_guard(sy: &Switchyard, token: &str, spare: &TestBackend) {
+    // /healthz never needs the token
+    for t in [None, Some("wrong")] {
+        let r = admin_as(sy, t, "GET", "/healthz", "");
+        assert_eq!(r.status, 200, "/healthz with token {t:?}");
+        assert_eq!(r.text().trim(), "ok");
+    }
+
+    let wrong = format!("{token}x");
+    for (method, path, body, _) in guarded_requests(&spare.url()) {
+        for (what, t) in [("no token", None), ("wrong token", Some(wrong.as_str()))] {
+            let r = admin_as(sy, t, method, path, &body);
+            assert_eq!(r.status, 401, "{method} {path} with {what}: {}", r.text());
+        }
+        // the token in another scheme does not count either
+        let basic = format!("Basic {token}");
+        let r = request(sy.admin_addr(), method, path, &[("Authorization", basic.as_str())], body.as_bytes());
+        assert_eq!(r.status, 401, "{method} {path} with Basic: {}", r.text());
+    }
+    // nothing was changed by the refused requests
+    let st = admin_as(sy, Some(token), "GET", "/status", "");
+    assert_eq!(st.status, 200);
+    assert!(
+        status_backend(&st.json(), "web", &spare.url()).is_none(),
+        "an unauthorised POST /backends changed the pool: {}",
+        st.text()
+    );
+    assert_eq!(spare.app_count(), 0);
+
+    // with the right token each endpoint does its job
+    for (method, path, body, code) in guarded_requests(&spare.url()) {
+        let r = admin_as(sy, Some(token), method, path, &body);
+        assert_eq!(r.status, code, "{method} {path} with the right token: {}", r.text());
+    }
+    let r = admin_as(sy, Some(token), "GET", "/metrics", "");
+    assert!(r.text().contains("switchyard_requests_total"), "{}", r.text());
+}
+
+#[test]
+fn token_from_env_guards_every_endpoint_but_healthz() {
+    let b1 = TestBackend::start("b1");
+    let spare = TestBackend::start("spare");
+    let yaml = admin_config_with(
+        &format!("{ADMIN}, token_env: SY_ADMIN_TEST_TOKEN"),
+        "{default_pool: web}",
+        &[pool("web", &[be(&b1.url(), "")], &[])],
+    );
+    let sy = Switchyard::builder().config(&yaml).env("SY_ADMIN_TEST_TOKEN", "env-s3cret").start();
+    sy.wait_admin();
+    assert_token_guard(&sy, "env-s3cret", &spare);
+}
+
+#[test]
+fn token_from_file_guards_every_endpoint_but_healthz() {
+    let b1 = TestBackend::start("b1");
+    let spare = TestBackend::start("spare");
+    let own = TempDir::new();
+    let token_file = own.join("admin.token");
+    // surrounding whitespace / the final newline are not part of the token
+    std::fs::write(&token_file, "file-t0ken\n").expect("write token file");
+    let yaml = admin_config_with(
+        &format!("{ADMIN}, token_file: \"{}\"", token_file.display()),
+        "{default_pool: web}",
+        &[pool("web", &[be(&b1.url(), "")], &[])],
+    );
+    let sy = Switchyard::start_admin(&yaml);
+    assert_token_guard(&sy, "file-t0ken", &spare);
+}
+
+// === /status ===
+
+#[test]
+fn status_lists_pools_backends_and_counters() {
+    let b1 = TestBackend::start("b1");
+    let b2 = TestBackend::start("b2");
+    let b3 = TestBackend::start("b3");
+    let b4 = TestBackend::start("b4");
+    let dead = dead_url();
+    let sy = Switchyard::start_admin(&admin_config_with(
+        ADMIN,
+        "{header: App-Name, default_pool: web}",
+        &[
+            pool("web", &[be(&b1.url(), ", name: alpha"), be(&b2.url(), ", weight: 3")], &[]),
+            pool("api", &[be(&b3.url(), ", enabled: false"), be(&b4.url(), "")], &["strategy: least_conn"]),
+            pool("flaky", &[be(&dead, ""), be(&b4.url(), "")], &[]),
+        ],
+    ));
+
+    for _ in 0..8 {
+        assert!(who(&sy, Some("web")).is_some());
+    }
+    // until the dead backend was tried once (then it is ejected)
+    let mut tries = 0;
+    eventually!(
+        5,
+        {
+            tries += 1;
+            assert_eq!(who(&sy, Some("flaky")).as_deref(), Some("b4"));
+            let st = status(&sy);
+            status_backend(&st, "flaky", &dead).is_some_and(|b| b["failures"].as_u64() >= Some(1))
+        },
+        "the dead backend's failures never showed in /status: {}",
+        status(&sy)
+    );
+
+    let st = status(&sy);
+    let pools = st["pools"].as_object().expect("pools object");
+    let mut names: Vec<&str> = pools.keys().map(String::as_str).collect();
+    names.sort();
+    assert_eq!(names, ["api", "flaky", "web"], "{st}");
+
+    let web = &st["pools"]["web"];
+    assert_eq!(web["strategy"], "round_robin", "{st}");
+    assert_eq!(web["healthy"], 2, "{st}");
+    let web_backends = status_backends(&st, "web");
+    assert_eq!(web_backends.len(), 2, "{st}");
+    for b in &web_backends {
+        for key in ["url", "name", "healthy", "enabled", "weight", "active_connections", "requests", "failures"] {
+            assert!(b.get(key).is_some(), "backend without {key:?}: {b}");
+        }
+    }
+    let a = status_backend(&st, "web", &b1.url()).expect("b1 listed");
+    assert_eq!(a["name"], "alpha", "{a}");
+    assert_eq!(a["weight"], 1, "{a}");
+    assert_eq!(a["healthy"], true, "{a}");
+    assert_eq!(a["enabled"], true, "{a}");
+    assert_eq!(a["active_connections"], 0, "{a}");
+    assert_eq!(a["failures"], 0, "{a}");
+    let b = status_backend(&st, "web", &b2.url()).expect("b2 listed");
+    assert_eq!(b["name"], bname(&b2), "{b}");
+    assert_eq!(b["weight"], 3, "{b}");
+    // `requests` counts the requests proxied to each backend
+    assert_eq!(a["requests"].as_u64(), Some(b1.app_count() as u64), "{st}");
+    assert_eq!(b["requests"].as_u64(), Some(b2.app_count() as u64), "{st}");
+    assert_eq!(b1.app_count() + b2.app_count(), 8);
+
+    let api = &st["pools"]["api"];
+    assert_eq!(api["strategy"], "least_conn", "{st}");
+    let off = status_backend(&st, "api", &b3.url()).expect("b3 listed");
+    assert_eq!(off["enabled"], false, "{off}");
+    let on = status_backend(&st, "api", &b4.url()).expect("b4 listed");
+    assert_eq!(on["enabled"], true, "{on}");
+
+    let flaky = status_backend(&st, "flaky", &b4.url()).expect("b4 in flaky");
+    assert_eq!(flaky["requests"].as_u64(), Some(tries as u64), "{st}");
+    assert_eq!(flaky["failures"], 0, "{st}");
+}
+
+// === POST / DELETE / PATCH /backends ===
+
+#[test]
+fn post_backend_adds_a_backend_that_takes_traffic() {
+    let b1 = TestBackend::start("b1");
+    let b2 = TestBackend::start("b2");
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&b1.url(), "")], &[])]));
+    let r = backends_call(&sy, "POST", Some("web"), &b2.url(), ", \"weight\": 2");
+    assert_eq!(r.status, 201, "{}", r.text());
+    eventually!(5, who(&sy, None).as_deref() == Some("b2"), "added backend never served");
+    let st = status(&sy);
+    let added = status_backend(&st, "web", &b2.url()).expect("b2 in /status");
+    assert_eq!(added["weight"], 2, "{st}");
+    assert_eq!(added["enabled"], true, "{st}");
+    // both now share the traffic
+    let got = serve_n(&sy, 12);
+    assert!(got.iter().all(Option::is_some), "{got:?}");
+    assert!(got.iter().any(|b| b.as_deref() == Some("b1")), "{got:?}");
+    assert!(got.iter().any(|b| b.as_deref() == Some("b2")), "{got:?}");
+}
+
+#[test]
+fn post_backend_rejects_bad_url_unknown_pool_duplicate_and_bad_json() {
+    let b1 = TestBackend::start("b1");
+    let b2 = TestBackend::start("b2");
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&b1.url(), "")], &[])]));
+    let cases: Vec<(String, u16, &str)> = vec![
+        (body_json(Some("web"), "not a url", ""), 400, "bad URL"),
+        (body_json(Some("web"), "http://", ""), 400, "URL without host"),
+        (body_json(Some("nope"), &b2.url(), ""), 404, "unknown pool"),
+        (body_json(Some("web"), &b1.url(), ""), 409, "already there"),
+        (body_json(Some("web"), &format!("{}/", b1.url()), ""), 409, "already there, written with a trailing slash"),
+        (body_json(Some("web"), "ftp://127.0.0.1:21", ""), 400, "bad scheme"),
+        (body_json(Some("web"), &format!("{}/path", b2.url()), ""), 400, "URL with a path"),
+        ("{\"pool\": \"web\", \"url\": ".to_string(), 400, "truncated JSON"),
+        ("not json at all".to_string(), 400, "not JSON"),
+        ("{\"pool\": \"web\"}".to_string(), 400, "no url"),
+        (String::new(), 400, "empty body"),
+    ];
+    for (body, code, what) in cases {
+        let r = admin(&sy, "POST", "/backends", &body);
+        assert_eq!(r.status, code, "{what}: {body:?} -> {}", r.text());
+        assert!(r.json()["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}: no error message: {}", r.text());
+    }
+    // nothing changed
+    let st = status(&sy);
+    assert_eq!(status_urls(&st, "web"), [b1.url()], "{st}");
+    for b in serve_n(&sy, 5) {
+        assert_eq!(b.as_deref(), Some("b1"));
+    }
+    // and a good request after all this still works
+    let r = backends_call(&sy, "POST", Some("web"), &b2.url(), "");
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = backends_call(&sy, "POST", Some("web"), &b2.url(), "");
+    assert_eq!(r.status, 409, "second add of the same backend: {}", r.text());
+}
+
+#[test]
+fn post_backend_without_pool_uses_the_default_pool() {
+    let b1 = TestBackend::start("b1");
+    let api = TestBackend::start("api");
+    let extra = TestBackend::start("extra");
+    let sy = Switchyard::start_admin(&admin_config_with(
+        ADMIN,
+        "{header: App-Name, default_pool: web}",
+        &[pool("api", &[be(&api.url(), "")], &[]), pool("web", &[be(&b1.url(), "")], &[])],
+    ));
+    let r = backends_call(&sy, "POST", None, &extra.url(), "");
+    assert_eq!(r.status, 201, "{}", r.text());
+    let st = status(&sy);
+    let mut want = vec![b1.url(), extra.url()];
+    want.sort();
+    assert_eq!(status_urls(&st, "web"), want, "{st}");
+    assert_eq!(status_urls(&st, "api"), [api.url()], "{st}");
+    eventually!(5, who(&sy, Some("web")).as_deref() == Some("extra"));
+    for _ in 0..6 {
+        assert_eq!(who(&sy, Some("api")).as_deref(), Some("api"));
+    }
+    // PATCH and DELETE without pool also mean the default pool
+    let r = backends_call(&sy, "PATCH", None, &extra.url(), ", \"enabled\": false");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = backends_call(&sy, "DELETE", None, &extra.url(), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(status_urls(&status(&sy), "web"), [b1.url()]);
+}
+
+#[test]
+fn delete_backend_stops_its_traffic() {
+    let b1 = TestBackend::start("b1");
+    let b2 = TestBackend::start("b2");
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&b1.url(), ""), be(&b2.url(), "")], &[])]));
+    let got = serve_n(&sy, 6);
+    assert!(got.iter().any(|b| b.as_deref() == Some("b2")), "{got:?}");
+
+    let r = backends_call(&sy, "DELETE", Some("web"), &b2.url(), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let before = b2.app_count();
+    for b in serve_n(&sy, 20) {
+        assert_eq!(b.as_deref(), Some("b1"));
+    }
+    assert_eq!(b2.app_count(), before, "a deleted backend got traffic");
+    assert_eq!(status_urls(&status(&sy), "web"), [b1.url()]);
+
+    // unknown backend / pool: 404
+    let r = backends_call(&sy, "DELETE", Some("web"), &b2.url(), "");
+    assert_eq!(r.status, 404, "second delete: {}", r.text());
+    let r = backends_call(&sy, "DELETE", Some("web"), &dead_url(), "");
+    assert_eq!(r.status, 404, "never-known backend: {}", r.text());
+    let r = backends_call(&sy, "DELETE", Some("nope"), &b1.url(), "");
+    assert_eq!(r.status, 404, "unknown pool: {}", r.text());
+    let r = admin(&sy, "DELETE", "/backends", "{\"pool\": ");
+    assert_eq!(r.status, 400, "bad JSON: {}", r.text());
+}
+
+#[test]
+fn file_backend_deleted_re_added_and_deleted_again_gets_no_traffic() {
+    let b1 = TestBackend::start("b1");
+    let b2 = TestBackend::start("b2");
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&b1.url(), ""), be(&b2.url(), "")], &[])]));
+    let web_b2 = body_json(Some("web"), &b2.url(), "");
+    for (method, code) in [("DELETE", 200), ("POST", 201)] {
+        let r = admin(&sy, method, "/backends", &web_b2);
+        assert_eq!(r.status, code, "{method}: {}", r.text());
+    }
+    eventually!(5, who(&sy, None).as_deref() == Some("b2"), "re-added backend never served");
+    let r = admin(&sy, "DELETE", "/backends", &web_b2);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let st = status(&sy);
+    assert_eq!(
+        status_urls(&st, "web"),
+        [b1.url()],
+        "DELETE answered 200 but the backend is still in the pool: {st}\nstate file: {}",
+        std::fs::read_to_string(sy.dir().join("state.json")).unwrap_or_default()
+    );
+    let before = b2.app_count();
+    for b in serve_n(&sy, 10) {
+        assert_eq!(b.as_deref(), Some("b1"));
+    }
+    assert_eq!(b2.app_count(), before, "a deleted backend got traffic");
+}
+
+#[test]
+fn delete_backend_lets_in_flight_requests_finish() {
+    let slow = TestBackend::start("slow");
+    let fast = TestBackend::start("fast");
+    slow.set_delay(Duration::from_millis(800));
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&slow.url(), ""), be(&fast.url(), "")], &[])]));
+    // only `slow` takes new requests for now
+    let r = backends_call(&sy, "PATCH", Some("web"), &fast.url(), ", \"enabled\": false");
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let done = Arc::new(AtomicBool::new(false));
+    let addr = sy.addr();
+    let flag = Arc::clone(&done);
+    let inflight = thread::spawn(move || {
+        let r = try_get(addr, "/slow", &[]);
+        flag.store(true, Ordering::SeqCst);
+        r
+    });
+    eventually!(5, slow.path_count("/slow") == 1, "the slow request never reached the slow backend");
+    let t = Instant::now();
+    let r = backends_call(&sy, "DELETE", Some("web"), &slow.url(), "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        !done.load(Ordering::SeqCst),
+        "DELETE took {:?}; the request was no longer in flight, test inconclusive",
+        t.elapsed()
+    );
+    let got = inflight
+        .join()
+        .expect("client thread")
+        .unwrap_or_else(|e| panic!("in-flight request failed after DELETE: {e}"));
+    assert_eq!(got.status, 200, "{}", got.text());
+    assert_eq!(got.header("x-backend"), Some("slow"));
+    assert_eq!(got.text(), "slow");
+
+    // new requests never go to the deleted backend
+    let r = backends_call(&sy, "PATCH", Some("web"), &fast.url(), ", \"enabled\": true");
+    assert_eq!(r.status, 200, "{}", r.text());
+    for b in serve_n(&sy, 6) {
+        assert_eq!(b.as_deref(), Some("fast"));
+    }
+    assert_eq!(slow.app_count(), 1);
+}
+
+#[test]
+fn patch_backend_drains_and_re_enables() {
+    let b1 = TestBackend::start("b1");
+    let b2 = TestBackend::start("b2");
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&b1.url(), ""), be(&b2.url(), "")], &[])]));
+    let r = backends_call(&sy, "PATCH", Some("web"), &b2.url(), ", \"enabled\": false");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let st = status(&sy);
+    assert_eq!(status_backend(&st, "web", &b2.url()).expect("drained b2 still listed")["enabled"], false, "{st}");
+    let before = b2.app_count();
+    for b in serve_n(&sy, 20) {
+        assert_eq!(b.as_deref(), Some("b1"));
+    }
+    assert_eq!(b2.app_count(), before, "a drained backend got traffic");
+
+    let r = backends_call(&sy, "PATCH", Some("web"), &b2.url(), ", \"enabled\": true");
+    assert_eq!(r.status, 200, "{}", r.text());
+    eventually!(5, who(&sy, None).as_deref() == Some("b2"), "re-enabled backend never served");
+    let st = status(&sy);
+    assert_eq!(status_backend(&st, "web", &b2.url()).expect("b2")["enabled"], true);
+
+    // errors
+    let r = backends_call(&sy, "PATCH", Some("web"), &b2.url(), "");
+    assert_eq!(r.status, 400, "PATCH without enabled: {}", r.text());
+    let r = backends_call(&sy, "PATCH", Some("web"), &dead_url(), ", \"enabled\": false");
+    assert_eq!(r.status, 404, "unknown backend: {}", r.text());
+    let r = backends_call(&sy, "PATCH", Some("nope"), &b1.url(), ", \"enabled\": false");
+    assert_eq!(r.status, 404, "unknown pool: {}", r.text());
+}
+
+// === Admin changes outlive reloads and restarts ===
+
+/// Three backends for the persistence tests: `b1`, `b2` in the file,
+/// `b3` added at run time.
+struct Trio {
+    b1: TestBackend,
+    b2: TestBackend,
+    b3: TestBackend,
+}
+
+impl Trio {
+    fn new() -> Trio {
+        Trio { b1: TestBackend::start("b1"), b2: TestBackend::start("b2"), b3: TestBackend::start("b3") }
+    }
+
+    /// The file's pools: `web` = b1, b2; with `api` = b1 when `with_api`.
+    fn pools(&self, with_api: bool) -> Vec<String> {
+        let mut p = vec![pool("web", &[be(&self.b1.url(), ""), be(&self.b2.url(), "")], &[])];
+        if with_api {
+            p.push(pool("api", &[be(&self.b1.url(), "")], &[]));
+        }
+        p
+    }
+
+    /// Adds b3, deletes b2, drains b1: only b3 serves `web` afterwards.
+    fn change(&self, sy: &Switchyard) {
+        for (method, body, code) in [
+            ("POST", body_json(Some("web"), &self.b3.url(), ""), 201),
+            ("DELETE", body_json(Some("web"), &self.b2.url(), ""), 200),
+            ("PATCH", body_json(Some("web"), &self.b1.url(), ", \"enabled\": false"), 200),
+        ] {
+            let r = admin(sy, method, "/backends", &body);
+            assert_eq!(r.status, code, "{method} {body}: {}", r.text());
+        }
+        self.assert_changed(sy, "after the changes");
+    }
+
+    fn assert_changed(&self, sy: &Switchyard, when: &str) {
+        let st = status(sy);
+        let mut want = vec![self.b1.url(), self.b3.url()];
+        want.sort();
+        assert_eq!(status_urls(&st, "web"), want, "{when}: {st}");
+        let b1 = status_backend(&st, "web", &self.b1.url()).expect("b1");
+        assert_eq!(b1["enabled"], false, "{when}: {st}");
+        let before = (self.b1.app_count(), self.b2.app_count());
+        for b in serve_n(sy, 12) {
+            assert_eq!(b.as_deref(), Some("b3"), "{when}");
+        }
+        assert_eq!(
+            (self.b1.app_count(), self.b2.app_count()),
+            before,
+            "{when}: a removed or drained backend got traffic"
+        );
+    }
+}
+
+#[test]
+fn admin_changes_survive_a_sighup_reload() {
+    let t = Trio::new();
+    let sy = Switchyard::start_admin(&admin_config(&t.pools(false)));
+    t.change(&sy);
+    assert!(sy.dir().join("state.json").exists(), "state file not written");
+    // an edit that shows the reload happened: a new pool `api`
+    sy.write_config(&admin_config_with(ADMIN, "{header: App-Name, default_pool: web}", &t.pools(true)));
+    sy.signal(libc::SIGHUP);
+    eventually!(10, who(&sy, Some("api")).as_deref() == Some("b1"), "the reload never happened");
+    t.assert_changed(&sy, "after SIGHUP");
+}
+
+#[test]
+fn admin_changes_survive_post_reload() {
+    let t = Trio::new();
+    let sy = Switchyard::start_admin(&admin_config(&t.pools(false)));
+    t.change(&sy);
+    sy.write_config(&admin_config_with(ADMIN, "{header: App-Name, default_pool: web}", &t.pools(true)));
+    let r = admin(&sy, "POST", "/reload", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    eventually!(5, who(&sy, Some("api")).as_deref() == Some("b1"), "the reload never happened");
+    t.assert_changed(&sy, "after POST /reload");
+    // and again with an unchanged file
+    let r = admin(&sy, "POST", "/reload", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    t.assert_changed(&sy, "after a second POST /reload");
+}
+
+#[test]
+fn admin_changes_survive_a_restart_with_the_same_state_file() {
+    let t = Trio::new();
+    let own = TempDir::new();
+    let state = own.join("state.json");
+    let admin_body = format!("listen: \"{{admin}}\", state_file: \"{}\"", state.display());
+    let yaml = admin_config_with(&admin_body, "{default_pool: web}", &t.pools(false));
+
+    let mut first = Switchyard::start_admin(&yaml);
+    t.change(&first);
+    let saved = std::fs::read_to_string(&state).unwrap_or_else(|e| panic!("state file {}: {e}", state.display()));
+    assert!(saved.contains(&t.b3.url()), "state file lacks b3: {saved}");
+    first.kill(Duration::from_secs(5));
+    drop(first);
+
+    let second = Switchyard::start_admin(&yaml);
+    t.assert_changed(&second, "after a restart");
+    // the restarted process keeps recording changes in the same file
+    let r = backends_call(&second, "PATCH", Some("web"), &t.b1.url(), ", \"enabled\": true");
+    assert_eq!(r.status, 200, "{}", r.text());
+    eventually!(5, who(&second, None).as_deref() == Some("b1"));
+}
+
+// === POST /reload ===
+
+#[test]
+fn post_reload_applies_a_valid_edit() {
+    let web = TestBackend::start("web");
+    let api = TestBackend::start("api");
+    let routing = "{header: App-Name, default_pool: web}";
+    let sy = Switchyard::start_admin(&admin_config_with(ADMIN, routing, &[pool("web", &[be(&web.url(), "")], &[])]));
+    assert_eq!(who(&sy, Some("api")).as_deref(), Some("web"));
+    sy.write_config(&admin_config_with(
+        ADMIN,
+        routing,
+        &[pool("web", &[be(&web.url(), "")], &[]), pool("api", &[be(&api.url(), "")], &[])],
+    ));
+    let r = admin(&sy, "POST", "/reload", "");
+    assert_eq!(r.status, 200, "{}", r.text());
+    eventually!(5, who(&sy, Some("api")).as_deref() == Some("api"), "new pool never routed after POST /reload");
+    assert_eq!(who(&sy, Some("web")).as_deref(), Some("web"));
+    assert!(status(&sy)["pools"]["api"].is_object());
+}
+
+#[test]
+fn post_reload_rejects_an_invalid_edit_and_keeps_serving() {
+    let web = TestBackend::start("web");
+    let api = TestBackend::start("api");
+    let routing = "{header: App-Name, default_pool: web}";
+    let sy = Switchyard::start_admin(&admin_config_with(ADMIN, routing, &[pool("web", &[be(&web.url(), "")], &[])]));
+    sy.write_config(&admin_config_with(
+        ADMIN,
+        routing,
+        &[pool("web", &[be(&web.url(), "")], &["strategy: fastest"]), pool("api", &[be(&api.url(), "")], &[])],
+    ));
+    let r = admin(&sy, "POST", "/reload", "");
+    assert_eq!(r.status, 400, "{}", r.text());
+    let v = r.json();
+    let errors = v["errors"].as_array().unwrap_or_else(|| panic!("no errors array: {v}"));
+    assert!(!errors.is_empty(), "{v}");
+    assert!(
+        errors.iter().any(|e| e.as_str().is_some_and(|s| s.contains("pools.web.strategy"))),
+        "errors do not name pools.web.strategy: {v}"
+    );
+    // the old configuration keeps serving; the new pool does not exist
+    for _ in 0..10 {
+        assert_eq!(who(&sy, Some("web")).as_deref(), Some("web"));
+        assert_eq!(who(&sy, Some("api")).as_deref(), Some("web"));
+    }
+    assert_eq!(api.app_count(), 0);
+    assert!(status(&sy)["pools"].get("api").is_none());
+
+    // a YAML syntax error is reported too
+    sy.write_config("pools: [unclosed\n");
+    let r = admin(&sy, "POST", "/reload", "");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(r.json()["errors"].as_array().is_some_and(|e| !e.is_empty()), "{}", r.text());
+    assert_eq!(who(&sy, Some("web")).as_deref(), Some("web"));
+}
+
+// === /metrics ===
+
+#[test]
+fn metrics_are_prometheus_text_and_count_requests_by_pool_backend_code() {
+    let b1 = TestBackend::start("b1");
+    b1.set_delay(Duration::from_millis(30));
+    b1.set_handler(|req| {
+        (req.path() == "/missing").then(|| Reply::new(404, "nope").with_delay(Duration::from_millis(30)))
+    });
+    let sy = Switchyard::start_admin(&admin_config_with(
+        ADMIN,
+        "{header: App-Name}",
+        &[pool("web", &[be(&b1.url(), "")], &[])],
+    ));
+    for _ in 0..5 {
+        let r = get(sy.addr(), "/ok", &[("App-Name", "web")]);
+        assert_eq!(r.status, 200);
+    }
+    for _ in 0..2 {
+        let r = get(sy.addr(), "/missing", &[("App-Name", "web")]);
+        assert_eq!(r.status, 404);
+    }
+    // unrouted: no pool takes it
+    for _ in 0..3 {
+        let r = get(sy.addr(), "/x", &[("App-Name", "nope")]);
+        assert_eq!(r.status, 404);
+    }
+
+    let count_is =
+        |text: &str, n: f64| metric(text, "switchyard_request_duration_seconds_count", &[("pool", "web")]) == Some(n);
+    settled(&sy, |t| {
+        count_is(t, 7.0)
+            && metric(t, "switchyard_requests_total", &[("pool", ""), ("backend", ""), ("code", "404")]) == Some(3.0)
+    });
+    let resp = admin(&sy, "GET", "/metrics", "");
+    assert_eq!(resp.status, 200);
+    assert!(resp.header("content-type").is_some_and(|c| c.starts_with("text/plain")), "{:?}", resp.headers);
+    let text = resp.text();
+    // every line is a comment or a well-formed sample
+    for line in text.lines() {
+        assert!(line.starts_with('#') || is_sample_line(line), "malformed line {line:?} in\n{text}");
+    }
+    for (name, kind) in [
+        ("switchyard_requests_total", "counter"),
+        ("switchyard_request_duration_seconds", "histogram"),
+        ("switchyard_upstream_attempts_total", "counter"),
+        ("switchyard_retries_total", "counter"),
+        ("switchyard_backend_healthy", "gauge"),
+        ("switchyard_backend_active_connections", "gauge"),
+        ("switchyard_rate_limited_total", "counter"),
+        ("switchyard_config_reloads_total", "counter"),
+    ] {
+        assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "no TYPE line for {name}:\n{text}");
+    }
+
+    let be1 = bname(&b1);
+    let req =
+        |code: &str| must(&text, "switchyard_requests_total", &[("pool", "web"), ("backend", &be1), ("code", code)]);
+    assert_eq!(req("200"), 5.0, "{text}");
+    assert_eq!(req("404"), 2.0, "{text}");
+    assert_eq!(
+        must(&text, "switchyard_requests_total", &[("pool", ""), ("backend", ""), ("code", "404")]),
+        3.0,
+        "{text}"
+    );
+
+    // histogram: 7 requests of >= 30 ms each
+    let bucket = |le: &str| must(&text, "switchyard_request_duration_seconds_bucket", &[("pool", "web"), ("le", le)]);
+    let count = must(&text, "switchyard_request_duration_seconds_count", &[("pool", "web")]);
+    let sum = must(&text, "switchyard_request_duration_seconds_sum", &[("pool", "web")]);
+    assert_eq!(count, 7.0, "{text}");
+    assert_eq!(bucket("+Inf"), 7.0, "{text}");
+    assert_eq!(bucket("0.025"), 0.0, "requests faster than the backend delay?\n{text}");
+    assert!(sum >= 7.0 * 0.03, "sum {sum} < 7 x 30 ms\n{text}");
+    assert!(sum < 7.0 * 5.0, "sum {sum} absurd\n{text}");
+    // buckets are cumulative
+    let mut last = 0.0;
+    for line in samples(&text) {
+        if line.0 == "switchyard_request_duration_seconds_bucket" && line.1["pool"] == "web" {
+            assert!(line.2 >= last, "bucket not cumulative: {line:?}\n{text}");
+            last = line.2;
+        }
+    }
+    assert_eq!(
+        must(&text, "switchyard_upstream_attempts_total", &[("pool", "web"), ("backend", &be1), ("result", "ok")]),
+        7.0,
+        "{text}"
+    );
+    assert_eq!(must(&text, "switchyard_retries_total", &[("pool", "web")]), 0.0);
+    assert_eq!(must(&text, "switchyard_backend_healthy", &[("pool", "web"), ("backend", &be1)]), 1.0);
+    assert_eq!(must(&text, "switchyard_rate_limited_total", &[("pool", "web")]), 0.0);
+}
+
+#[test]
+fn metrics_count_connect_failures_and_retries() {
+    let b1 = TestBackend::start("b1");
+    let dead = dead_addr();
+    let dead_name = dead.to_string();
+    let sy = Switchyard::start_admin(&admin_config(&[pool(
+        "web",
+        &[be(&format!("http://{dead}"), ""), be(&b1.url(), "")],
+        &[],
+    )]));
+    let be1 = bname(&b1);
+    let mut sent = 0;
+    eventually!(
+        5,
+        {
+            assert_eq!(who(&sy, None).as_deref(), Some("b1"));
+            sent += 1;
+            metric(
+                &metrics(&sy),
+                "switchyard_upstream_attempts_total",
+                &[("pool", "web"), ("backend", &dead_name), ("result", "connect_failure")],
+            )
+            .is_some_and(|n| n >= 1.0)
+        },
+        "no connect_failure attempt counted:\n{}",
+        metrics(&sy)
+    );
+    let be1_200 = [("pool", "web"), ("backend", be1.as_str()), ("code", "200")];
+    let text = settled(&sy, |t| metric(t, "switchyard_requests_total", &be1_200) == Some(sent as f64));
+    // one refused connection ejects the dead backend for 10 s: exactly one try
+    assert_eq!(
+        must(
+            &text,
+            "switchyard_upstream_attempts_total",
+            &[("pool", "web"), ("backend", &dead_name), ("result", "connect_failure")]
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        must(
+            &text,
+            "switchyard_upstream_attempts_total",
+            &[("pool", "web"), ("backend", &dead_name), ("result", "ok")]
+        ),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        must(&text, "switchyard_upstream_attempts_total", &[("pool", "web"), ("backend", &be1), ("result", "ok")]),
+        sent as f64,
+        "{text}"
+    );
+    assert_eq!(must(&text, "switchyard_retries_total", &[("pool", "web")]), 1.0, "{text}");
+    assert_eq!(
+        must(&text, "switchyard_requests_total", &[("pool", "web"), ("backend", &be1), ("code", "200")]),
+        sent as f64,
+        "{text}"
+    );
+    // the ejected backend takes no traffic: not healthy
+    assert_eq!(must(&text, "switchyard_backend_healthy", &[("pool", "web"), ("backend", &dead_name)]), 0.0, "{text}");
+}
+
+#[test]
+fn metrics_backend_healthy_follows_health_checks() {
+    let up = TestBackend::start("up");
+    let down = TestBackend::start("down");
+    down.set_healthy(false);
+    let hc = "health_check: {type: http, path: /health, interval: 100ms, timeout: 500ms, rise: 1, fall: 1}";
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&up.url(), ""), be(&down.url(), "")], &[hc])]));
+    let (upn, downn) = (bname(&up), bname(&down));
+    let healthy =
+        |name: &str| metric(&metrics(&sy), "switchyard_backend_healthy", &[("pool", "web"), ("backend", name)]);
+    eventually!(5, healthy(&upn) == Some(1.0) && healthy(&downn) == Some(0.0), "{}", metrics(&sy));
+    let st = status(&sy);
+    assert_eq!(st["pools"]["web"]["healthy"], 1, "{st}");
+    assert_eq!(status_backend(&st, "web", &down.url()).expect("down")["healthy"], false);
+
+    // the two swap
+    down.set_healthy(true);
+    up.set_healthy(false);
+    eventually!(5, healthy(&upn) == Some(0.0) && healthy(&downn) == Some(1.0), "{}", metrics(&sy));
+}
+
+#[test]
+fn metrics_show_active_connections() {
+    let slow = TestBackend::start("slow");
+    slow.set_delay(Duration::from_millis(800));
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&slow.url(), "")], &[])]));
+    let name = bname(&slow);
+    let active =
+        || metric(&metrics(&sy), "switchyard_backend_active_connections", &[("pool", "web"), ("backend", &name)]);
+    assert_eq!(active(), Some(0.0), "{}", metrics(&sy));
+
+    let addr = sy.addr();
+    let clients: Vec<_> = (0..2).map(|_| thread::spawn(move || try_get(addr, "/slow", &[]))).collect();
+    eventually!(3, active() == Some(2.0), "active connections never 2 during two slow requests:\n{}", metrics(&sy));
+    let st = status(&sy);
+    assert_eq!(status_backend(&st, "web", &slow.url()).expect("slow")["active_connections"], 2, "{st}");
+    for c in clients {
+        let r = c.join().expect("client").expect("slow request");
+        assert_eq!(r.status, 200);
+    }
+    eventually!(3, active() == Some(0.0), "active connections not back to 0:\n{}", metrics(&sy));
+}
+
+#[test]
+fn metrics_count_config_reloads_by_result() {
+    let web = TestBackend::start("web");
+    let good = admin_config(&[pool("web", &[be(&web.url(), "")], &[])]);
+    let sy = Switchyard::start_admin(&good);
+    let reloads = |result: &str| must(&metrics(&sy), "switchyard_config_reloads_total", &[("result", result)]);
+    let (ok0, err0) = (reloads("ok"), reloads("error"));
+
+    assert_eq!(admin(&sy, "POST", "/reload", "").status, 200);
+    assert_eq!(reloads("ok"), ok0 + 1.0);
+    assert_eq!(reloads("error"), err0);
+
+    sy.write_config("pools: {web: {backends: [], colour: blue}}\n");
+    assert_eq!(admin(&sy, "POST", "/reload", "").status, 400);
+    assert_eq!(reloads("ok"), ok0 + 1.0);
+    assert_eq!(reloads("error"), err0 + 1.0);
+
+    // SIGHUP counts the same way
+    sy.signal(libc::SIGHUP);
+    eventually!(5, reloads("error") == err0 + 2.0, "{}", metrics(&sy));
+    sy.write_config(&good);
+    sy.signal(libc::SIGHUP);
+    eventually!(5, reloads("ok") == ok0 + 2.0, "{}", metrics(&sy));
+    assert_eq!(who(&sy, None).as_deref(), Some("web"));
+}
+
+#[test]
+fn metrics_count_won_races() {
+    let fast = TestBackend::start("fast");
+    let slow = TestBackend::start("slow");
+    slow.set_delay(Duration::from_millis(300));
+    let sy = Switchyard::start_admin(&admin_config_with(
+        ADMIN,
+        "{header: App-Name, default_pool: web}",
+        &[
+            pool("web", &[be(&fast.url(), ""), be(&slow.url(), "")], &["race: {}"]),
+            pool("plain", &[be(&fast.url(), "")], &[]),
+        ],
+    ));
+    for _ in 0..3 {
+        assert_eq!(who(&sy, Some("web")).as_deref(), Some("fast"));
+    }
+    assert_eq!(who(&sy, Some("plain")).as_deref(), Some("fast"));
+    let text = metrics(&sy);
+    assert_eq!(must(&text, "switchyard_race_requests_total", &[("pool", "web"), ("outcome", "won")]), 3.0, "{text}");
+    assert_eq!(
+        metric(&text, "switchyard_race_requests_total", &[("pool", "web"), ("outcome", "failed")]).unwrap_or(0.0),
+        0.0,
+        "{text}"
+    );
+    assert!(
+        metric(&text, "switchyard_race_requests_total", &[("pool", "plain"), ("outcome", "won")]).unwrap_or(0.0) == 0.0,
+        "{text}"
+    );
+}
+
+// === Config validation of `admin:` ===
+
+fn minimal(admin_body: &str) -> String {
+    admin_config_with(admin_body, "{default_pool: web}", &[pool("web", &[be("http://127.0.0.1:9", "")], &[])])
+}
+
+#[test]
+fn admin_on_a_non_loopback_address_needs_a_token() {
+    let (code, out, err) = check_config(&minimal("listen: \"0.0.0.0:{admin_port}\""));
+    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
+    assert!(err.contains("admin.listen"), "{err}");
+
+    // loopback without a token is fine
+    let (code, out, err) = check_config(&minimal("listen: \"{admin}\""));
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("configuration ok"), "{out}");
+
+    // non-loopback with a token is fine
+    let own = TempDir::new();
+    let token = own.join("token");
+    std::fs::write(&token, "t").expect("token file");
+    let (code, out, err) =
+        check_config(&minimal(&format!("listen: \"0.0.0.0:{{admin_port}}\", token_file: \"{}\"", token.display())));
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+}
+
+#[test]
+fn admin_token_env_naming_an_unset_variable_is_a_config_error() {
+    let var = "SWITCHYARD_ADMIN_TEST_TOKEN_NEVER_SET";
+    assert!(std::env::var_os(var).is_none());
+    let (code, out, err) = check_config(&minimal(&format!("listen: \"{{admin}}\", token_env: {var}")));
+    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
+    assert!(err.contains("admin.token_env"), "{err}");
+    assert!(err.contains(var), "{err}");
+}

@@ -1,0 +1,379 @@
+//! [`TestBackend`]: an in-process, programmable HTTP/1.1 upstream on hyper,
+//! served by the harness runtime on `127.0.0.1:<os port>`.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use http::{HeaderValue, Request, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+use super::client::{body_of, header_list, is_chunked, Body};
+use super::reply::{Handler, Mode, RecordedRequest, Reply};
+use super::{bind_fresh, lock, rt};
+
+struct Settings {
+    default: Reply,
+    healthy: bool,
+    handler: Option<Handler>,
+}
+
+struct Shared {
+    name: String,
+    addr: SocketAddr,
+    settings: Mutex<Settings>,
+    next_conn: AtomicU64,
+    accepted: AtomicUsize,
+    open: AtomicUsize,
+    requests: Mutex<Vec<RecordedRequest>>,
+    acceptor: Mutex<Option<JoinHandle<()>>>,
+    conns: Mutex<HashMap<u64, JoinHandle<()>>>,
+}
+
+/// An in-process HTTP/1.1 upstream with programmable behaviour.
+///
+/// Built-in behaviour, in this order:
+/// 1. a handler set with [`set_handler`](Self::set_handler) that returns `Some(reply)`;
+/// 2. `/health` (any query): `200 ok`, or `503 unhealthy` after
+///    [`set_healthy(false)`](Self::set_healthy), never delayed;
+/// 3. otherwise the default reply: `200` with the backend's name as body,
+///    changed by [`set_status`](Self::set_status), [`set_body`](Self::set_body),
+///    [`set_delay`](Self::set_delay), [`set_mode`](Self::set_mode), ...
+///
+/// Every answer carries `x-backend: NAME`. Keep-alive and `Expect:
+/// 100-continue` are hyper's. Every fully read request is recorded (also in
+/// Reset/Close/Hang modes) before the reply is carried out. Dropping the
+/// backend stops it and closes its connections.
+pub struct TestBackend {
+    shared: Arc<Shared>,
+}
+
+impl TestBackend {
+    /// Starts a backend named `name` on `127.0.0.1:0`.
+    pub fn start(name: &str) -> TestBackend {
+        let listener = bind_fresh();
+        let addr = listener.local_addr().expect("local_addr");
+        let default = Reply::new(200, name.as_bytes().to_vec());
+        let shared = Arc::new(Shared {
+            name: name.to_string(),
+            addr,
+            settings: Mutex::new(Settings { default, healthy: true, handler: None }),
+            next_conn: AtomicU64::new(1),
+            accepted: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
+            requests: Mutex::new(Vec::new()),
+            acceptor: Mutex::new(None),
+            conns: Mutex::new(HashMap::new()),
+        });
+        listener.set_nonblocking(true).expect("nonblocking listener");
+        let _enter = rt().enter();
+        spawn_acceptor(&shared, TcpListener::from_std(listener).expect("tokio listener"));
+        TestBackend { shared }
+    }
+
+    /// The listening address.
+    pub fn addr(&self) -> SocketAddr {
+        self.shared.addr
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.shared.addr)
+    }
+
+    /// The name given at start (body of default replies and `x-backend`).
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    fn with_settings(&self, f: impl FnOnce(&mut Settings)) {
+        f(&mut lock(&self.shared.settings));
+    }
+
+    /// Status of the default reply.
+    pub fn set_status(&self, status: u16) {
+        self.with_settings(|s| s.default.status = status);
+    }
+
+    /// Body of the default reply.
+    pub fn set_body(&self, body: impl Into<Vec<u8>>) {
+        let body = body.into();
+        self.with_settings(|s| s.default.body = body);
+    }
+
+    /// Delay before the default reply is carried out.
+    pub fn set_delay(&self, delay: Duration) {
+        self.with_settings(|s| s.default.delay = delay);
+    }
+
+    /// Mode of the default reply (respond, reset, close, hang).
+    pub fn set_mode(&self, mode: Mode) {
+        self.with_settings(|s| s.default.mode = mode);
+    }
+
+    /// Adds a header to the default reply.
+    #[allow(dead_code)] // harness API beyond the current tests
+    pub fn add_header(&self, name: &str, value: &str) {
+        self.with_settings(|s| s.default.headers.push((name.into(), value.into())));
+    }
+
+    /// Send default replies chunked.
+    #[allow(dead_code)] // harness API beyond the current tests
+    pub fn set_chunked(&self, chunked: bool) {
+        self.with_settings(|s| s.default.chunked = chunked);
+    }
+
+    /// Replaces the whole default reply.
+    pub fn set_reply(&self, reply: Reply) {
+        self.with_settings(|s| s.default = reply);
+    }
+
+    /// `/health` answers 200 (`true`, the default) or 503 (`false`).
+    pub fn set_healthy(&self, healthy: bool) {
+        self.with_settings(|s| s.healthy = healthy);
+    }
+
+    /// Installs a handler consulted first for every request (including
+    /// `/health`); returning `None` falls back to the built-in behaviour.
+    /// It runs on the harness runtime: it must not block or send requests.
+    ///
+    /// ```ignore
+    /// let n = AtomicUsize::new(0); // fail the first request only
+    /// b.set_handler(move |_req| (n.fetch_add(1, SeqCst) == 0).then(|| Reply::new(500, "first")));
+    /// ```
+    pub fn set_handler(&self, f: impl Fn(&RecordedRequest) -> Option<Reply> + Send + Sync + 'static) {
+        let h: Handler = Arc::new(f);
+        self.with_settings(|s| s.handler = Some(h));
+    }
+
+    /// Requests received, all paths (including `/health`).
+    pub fn request_count(&self) -> usize {
+        lock(&self.shared.requests).len()
+    }
+
+    /// Requests received for `path` (compared without the query string).
+    pub fn path_count(&self, path: &str) -> usize {
+        lock(&self.shared.requests).iter().filter(|r| r.path() == path).count()
+    }
+
+    /// Requests received for any path but `/health` (i.e. proxied traffic).
+    pub fn app_count(&self) -> usize {
+        self.request_count() - self.path_count("/health")
+    }
+
+    /// All recorded requests, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.shared.requests).clone()
+    }
+
+    /// Recorded requests not for `/health`, oldest first.
+    pub fn app_requests(&self) -> Vec<RecordedRequest> {
+        self.requests().into_iter().filter(|r| r.path() != "/health").collect()
+    }
+
+    /// The last request received for a path other than `/health`.
+    pub fn last_app_request(&self) -> Option<RecordedRequest> {
+        self.app_requests().pop()
+    }
+
+    /// Forgets recorded requests and counters (not connection counts).
+    pub fn reset_counters(&self) {
+        lock(&self.shared.requests).clear();
+    }
+
+    /// TCP connections currently open to this backend.
+    pub fn open_connections(&self) -> usize {
+        self.shared.open.load(SeqCst)
+    }
+
+    /// TCP connections accepted since start.
+    pub fn connections_accepted(&self) -> usize {
+        self.shared.accepted.load(SeqCst)
+    }
+
+    /// Whether the backend is currently listening.
+    pub fn is_listening(&self) -> bool {
+        lock(&self.shared.acceptor).is_some()
+    }
+
+    /// Stops listening (connections are then refused) and closes every open
+    /// connection; pending delays and hangs end. Idempotent.
+    pub fn stop(&self) {
+        let acceptor = lock(&self.shared.acceptor).take();
+        if let Some(a) = acceptor {
+            a.abort();
+            let _ = rt().block_on(a); // the listener is closed once this returns
+        }
+        let conns: Vec<_> = lock(&self.shared.conns).drain().map(|(_, h)| h).collect();
+        for c in &conns {
+            c.abort();
+        }
+        for c in conns {
+            let _ = rt().block_on(c);
+        }
+    }
+
+    /// Listens again on the same port after [`stop`](Self::stop) (retries for
+    /// up to 5 s if the port is briefly unavailable). No-op when listening.
+    pub fn restart(&self) {
+        if self.is_listening() {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let listener = loop {
+            match std::net::TcpListener::bind(self.shared.addr) {
+                Ok(l) => break l,
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => panic!("restart {}: cannot bind {}: {e}", self.shared.name, self.shared.addr),
+            }
+        };
+        listener.set_nonblocking(true).expect("nonblocking listener");
+        let _enter = rt().enter();
+        spawn_acceptor(&self.shared, TcpListener::from_std(listener).expect("tokio listener"));
+    }
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn spawn_acceptor(shared: &Arc<Shared>, listener: TcpListener) {
+    let s = Arc::clone(shared);
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((tcp, peer)) = listener.accept().await else {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            };
+            let id = s.next_conn.fetch_add(1, SeqCst);
+            s.accepted.fetch_add(1, SeqCst);
+            s.open.fetch_add(1, SeqCst);
+            let mut conns = lock(&s.conns); // held until inserted: the task removes itself
+            conns.insert(id, tokio::spawn(serve_conn(Arc::clone(&s), tcp, id, peer)));
+        }
+    });
+    *lock(&shared.acceptor) = Some(task);
+}
+
+/// Decrements the open count and unregisters the connection when its task
+/// ends or is aborted.
+struct ConnGuard(Arc<Shared>, u64);
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        lock(&self.0.conns).remove(&self.1);
+        self.0.open.fetch_sub(1, SeqCst);
+    }
+}
+
+async fn serve_conn(s: Arc<Shared>, tcp: TcpStream, id: u64, peer: SocketAddr) {
+    let _guard = ConnGuard(Arc::clone(&s), id);
+    let _ = tcp.set_nodelay(true);
+    let reset = Arc::new(AtomicBool::new(false));
+    let io = TokioIo::new(ConnIo { tcp, reset: Arc::clone(&reset) });
+    let service = service_fn(move |req| answer(Arc::clone(&s), req, id, peer, Arc::clone(&reset)));
+    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
+}
+
+/// The connection's socket; closed with a RST instead of a FIN once `reset` is set.
+struct ConnIo {
+    tcp: TcpStream,
+    reset: Arc<AtomicBool>,
+}
+
+impl Drop for ConnIo {
+    fn drop(&mut self) {
+        if self.reset.load(SeqCst) {
+            let _ = self.tcp.set_zero_linger();
+        }
+    }
+}
+
+impl AsyncRead for ConnIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ConnIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.reset.load(SeqCst) {
+            return Poll::Ready(Ok(())); // no FIN before the RST
+        }
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+/// Records one request and carries out its reply; an `Err` makes hyper drop
+/// the connection without answering (see [`Mode`]).
+async fn answer(
+    s: Arc<Shared>,
+    req: Request<Incoming>,
+    conn_id: u64,
+    peer: SocketAddr,
+    reset: Arc<AtomicBool>,
+) -> io::Result<http::Response<Body>> {
+    let (head, body) = req.into_parts();
+    let body = body.collect().await.map_err(io::Error::other)?.to_bytes().to_vec();
+    let req = RecordedRequest {
+        method: head.method.to_string(),
+        target: head.uri.to_string(),
+        version: format!("{:?}", head.version),
+        headers: header_list(&head.headers),
+        body,
+        chunked: is_chunked(&head.headers),
+        conn_id,
+        peer,
+    };
+    lock(&s.requests).push(req.clone());
+    let (handler, healthy, default) = {
+        let st = lock(&s.settings);
+        (st.handler.clone(), st.healthy, st.default.clone())
+    };
+    let reply = handler.and_then(|h| h(&req)).unwrap_or_else(|| match req.path() {
+        "/health" if healthy => Reply::new(200, "ok"),
+        "/health" => Reply::new(503, "unhealthy"),
+        _ => default,
+    });
+    tokio::time::sleep(reply.delay).await;
+    match reply.mode {
+        Mode::Respond => {}
+        Mode::Reset => reset.store(true, SeqCst),
+        Mode::Close => {}
+        Mode::Hang => std::future::pending::<()>().await,
+    }
+    if reply.mode != Mode::Respond {
+        return Err(io::Error::other(format!("{:?} mode", reply.mode)));
+    }
+    let mut resp = http::Response::new(body_of(&reply.body, reply.chunked));
+    *resp.status_mut() = StatusCode::from_u16(reply.status).map_err(io::Error::other)?;
+    let h = resp.headers_mut();
+    h.insert("x-backend", HeaderValue::from_str(&s.name).map_err(io::Error::other)?);
+    for (k, v) in &reply.headers {
+        let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(io::Error::other)?;
+        h.append(name, HeaderValue::from_str(v).map_err(io::Error::other)?);
+    }
+    if reply.close {
+        h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Ok(resp)
+}

@@ -1,0 +1,314 @@
+//! The integration-test harness (`use crate::common::*;` in every module).
+//!
+//! Tests are plain `#[test]` functions with blocking calls: the harness runs
+//! the HTTP side (hyper servers and clients) on one shared tokio runtime of
+//! its own. Everything listens on `127.0.0.1` with ports chosen by the OS;
+//! processes are killed by PID; every wait is bounded: wait for conditions
+//! with [`poll_until`], never with a bare sleep.
+//!
+//! * [`TestBackend`] (`backend.rs`): an in-process programmable upstream on
+//!   hyper: `start(name)`, `url()`, `addr()`, `set_status`, `set_body`,
+//!   `set_delay`, `set_mode(Mode::{Respond, Reset, Close, Hang})`,
+//!   `add_header`, `set_chunked`, `set_reply(Reply)`, `set_handler(|req|
+//!   Option<Reply>)`, `set_healthy` (`/health` 200/503), `stop`/`restart` on
+//!   the same port; counters `request_count`, `app_count`, `path_count`,
+//!   `open_connections`, `connections_accepted`; recorded requests
+//!   `requests`, `app_requests`, `last_app_request` ([`RecordedRequest`]:
+//!   method, target, headers, body, chunked, conn_id, peer).
+//! * Client (`client.rs`, hyper): [`get`], [`request`], [`try_get`],
+//!   [`try_request`] (one fresh connection each), [`Client`] (one keep-alive
+//!   connection), all returning [`Response`] (`status`, `header`, `text`,
+//!   `json`, `chunked`); [`send_raw`] / [`raw_status`] for bytes no client
+//!   sends.
+//! * Processes (`switchyard.rs`, `process.rs`): [`Switchyard`]
+//!   (`start(yaml)`, `start_admin(yaml)`, `builder()`, `addr`, `admin_addr`,
+//!   `logs` (printed anyway when a test fails), `signal`, `write_config`,
+//!   `spawn_sibling`, `wait_exit`, `kill`), [`check_config`],
+//!   [`run_switchyard`], [`EchoProcess`], [`run_echo`].
+//! * Metrics (`metrics.rs`): [`metric`], [`must`], [`samples`] over
+//!   Prometheus text, parsed by `prometheus-parse`.
+//! * Here: [`poll_until`] and `eventually!(secs, cond[, msg..])`,
+//!   [`free_port`], [`dead_addr`], [`dead_url`], [`TempDir`], [`test_body`];
+//!   config builders ([`LISTEN`], [`NO_HC`], [`start_listening`],
+//!   [`web_pool_config`], [`proxy_config`], [`pool`], [`be`], [`flow`],
+//!   [`urls`]); the answer helpers [`served_by`], [`who`], [`proxy_error`].
+//!
+//! A new test file is a module: `mod NAME;` in `main.rs`, `use
+//! crate::common::*;` at its top. Test names say the behaviour
+//! (`retry_skips_non_idempotent_post`).
+//!
+//! ```ignore
+//! use crate::common::*;
+//!
+//! #[test]
+//! fn routes_to_a_backend() {
+//!     let b1 = TestBackend::start("b1");
+//!     let sy = Switchyard::start(&web_pool_config(&[b1.url()], ""));
+//!     let r = get(sy.addr(), "/hello", &[]);
+//!     assert_eq!(r.status, 200, "{}", r.text());
+//!     assert_eq!(served_by(&r), "b1");
+//!     assert_eq!(b1.path_count("/hello"), 1);
+//! }
+//! ```
+
+/// `assert!` for a condition that must become true within `$secs` seconds,
+/// polled every 20 ms by [`poll_until`]; the optional message as in `assert!`.
+///
+/// ```ignore
+/// eventually!(5, b1.app_count() > 0, "b1 never got traffic");
+/// ```
+macro_rules! eventually {
+    ($secs:expr, $cond:expr $(,)?) => {
+        assert!(
+            $crate::common::poll_until(std::time::Duration::from_secs($secs), || $cond),
+            "not within {} s: {}",
+            $secs,
+            stringify!($cond)
+        )
+    };
+    ($secs:expr, $cond:expr, $($msg:tt)+) => {
+        assert!($crate::common::poll_until(std::time::Duration::from_secs($secs), || $cond), $($msg)+)
+    };
+}
+
+mod backend;
+mod client;
+mod metrics;
+mod process;
+mod raw;
+mod reply;
+mod switchyard;
+
+pub use backend::*;
+pub use client::*;
+pub use metrics::*;
+pub use process::*;
+pub use raw::*;
+pub use reply::*;
+pub use switchyard::*;
+
+use std::collections::HashSet;
+use std::fs;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The runtime serving every [`TestBackend`] and [`Client`] connection.
+fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(2).enable_all().build().expect("harness runtime")
+    })
+}
+
+/// Locks `m`; a panicking test thread must not poison the harness for the others.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Calls `cond` every 20 ms until it returns true (→ `true`) or `timeout`
+/// elapses (→ `false`). `cond` is always called at least once.
+pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Binds `127.0.0.1:0` to a port never handed out before in this test
+/// binary (so a port released by [`free_port`] for another test's proxy or
+/// dead backend is never reused here), and records it.
+fn bind_fresh() -> TcpListener {
+    static HANDED_OUT: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    let mut parked = Vec::new(); // keep stale ports bound so the OS picks others
+    for _ in 0..100 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = l.local_addr().expect("local addr").port();
+        if lock(HANDED_OUT.get_or_init(Default::default)).insert(port) {
+            return l;
+        }
+        parked.push(l);
+    }
+    panic!("bind_fresh: no fresh port after 100 tries");
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago, never handed out
+/// twice in this test binary nor held by a [`TestBackend`].
+pub fn free_port() -> u16 {
+    bind_fresh().local_addr().expect("local addr").port()
+}
+
+/// An address on 127.0.0.1 that refuses connections. Use it as a dead backend.
+pub fn dead_addr() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], free_port()))
+}
+
+/// `http://` URL of [`dead_addr`].
+pub fn dead_url() -> String {
+    format!("http://{}", dead_addr())
+}
+
+/// `n` pseudo-random bytes that differ from one `seed` to the next, so a
+/// body that arrives truncated, shifted or mixed up with another is noticed.
+pub fn test_body(seed: u64, n: usize) -> Vec<u8> {
+    let step = |x: u64| x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut x = step(seed);
+    (0..n)
+        .map(|_| {
+            x = step(x);
+            (x >> 33) as u8
+        })
+        .collect()
+}
+
+/// The proxy's listener line of a config: `{listen}`.
+pub const LISTEN: &str = "listen: [{addr: \"{listen}\"}]\n";
+/// Health checking off: no probe traffic, backends healthy at once.
+pub const NO_HC: &str = "health_check: {type: none}";
+
+/// [`Switchyard::start`] on [`LISTEN`] followed by `body` (routing, pools, ...).
+pub fn start_listening(body: &str) -> Switchyard {
+    Switchyard::start(&format!("{LISTEN}{body}"))
+}
+
+/// A config with one pool `web` (the default pool) of `urls`; `extra` holds
+/// more pool keys, one per line, without indentation (`health_check:
+/// {type: none}` unless `extra` sets one).
+pub fn web_pool_config(urls: &[String], extra: &str) -> String {
+    let extra: Vec<&str> = extra.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    proxy_config("{default_pool: web}", &[pool("web", urls, &extra)])
+}
+
+/// `listen: [{listen}]`, `routing: ROUTING` (a flow mapping) and `pools:`
+/// made of [`pool`] blocks.
+pub fn proxy_config(routing: &str, pools: &[String]) -> String {
+    format!("{LISTEN}routing: {routing}\npools:\n{}", pools.concat())
+}
+
+/// A block-style pool `name` with `backends` (URLs, or flow entries such
+/// as `{url: "http://..", weight: 3}`, see [`be`]) and `extra` pool keys,
+/// one per entry; `health_check: {type: none}` unless `extra` sets one.
+pub fn pool(name: &str, backends: &[String], extra: &[&str]) -> String {
+    let mut s = format!("  {name}:\n    backends:\n");
+    for b in backends {
+        match b.starts_with('{') {
+            true => s.push_str(&format!("      - {b}\n")),
+            false => s.push_str(&format!("      - {{url: \"{b}\"}}\n")),
+        }
+    }
+    if !extra.iter().any(|e| e.starts_with("health_check:")) {
+        s.push_str(&format!("    {NO_HC}\n"));
+    }
+    for e in extra {
+        s.push_str(&format!("    {e}\n"));
+    }
+    s
+}
+
+/// A flow-style backend entry for `url` with `extra` keys (`, weight: 3`).
+pub fn be(url: &str, extra: &str) -> String {
+    format!("{{url: \"{url}\"{extra}}}")
+}
+
+/// `{url: "..."}, {url: "..."}` for a flow-style `backends:` list.
+pub fn flow(bs: &[&TestBackend]) -> String {
+    let items: Vec<String> = bs.iter().map(|b| format!("{{url: \"{}\"}}", b.url())).collect();
+    items.join(", ")
+}
+
+/// The backends' URLs.
+pub fn urls(bs: &[&TestBackend]) -> Vec<String> {
+    bs.iter().map(|b| b.url()).collect()
+}
+
+/// The backend that answered (its `x-backend` header), or "".
+pub fn served_by(r: &Response) -> String {
+    r.header("x-backend").unwrap_or("").to_string()
+}
+
+/// Asserts an answer made by the proxy itself (no backend's `x-backend`):
+/// `status`, JSON content type, one line of JSON with a non-empty `error`
+/// (SPEC §3); returns the JSON.
+pub fn proxy_error(r: &Response, status: u16) -> serde_json::Value {
+    let text = r.text();
+    assert_eq!(r.status, status, "body {text:?}");
+    assert_eq!(r.header("x-backend"), None, "expected the proxy's own {status}, got a backend's answer");
+    let ctype = r.header("content-type");
+    assert!(ctype.is_some_and(|c| c.starts_with("application/json")), "content-type {ctype:?}");
+    assert_eq!(text.trim_end().lines().count(), 1, "body is not one line: {text:?}");
+    let v = r.json();
+    assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "no error message in {text}");
+    v
+}
+
+/// The `x-backend` that served `GET /who` for pool `app` (the default pool
+/// when None), or None when there was no 200.
+pub fn who(sy: &Switchyard, app: Option<&str>) -> Option<String> {
+    let headers: Vec<(&str, &str)> = app.map(|a| ("App-Name", a)).into_iter().collect();
+    let r = try_get(sy.addr(), "/who", &headers).ok()?;
+    (r.status == 200).then(|| served_by(&r))
+}
+
+/// A directory under `std::env::temp_dir()`, removed on drop unless the
+/// thread is panicking or `SWITCHYARD_KEEP_TMP` is set (then it is kept and
+/// its path printed, for debugging).
+#[derive(Debug)]
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    /// Creates a fresh, uniquely named directory (short enough for a unix
+    /// socket path inside it).
+    pub fn new() -> TempDir {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("sy-{}-{n}-{}", std::process::id(), nanos % 1_000_000));
+        fs::create_dir_all(&path).expect("create temp dir");
+        TempDir { path }
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `self.path().join(name)`.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if thread::panicking() || std::env::var_os("SWITCHYARD_KEEP_TMP").is_some() {
+            eprintln!("[harness] kept temp dir {}", self.path.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Sends `sig` (e.g. `libc::SIGHUP`) to `pid`. Returns false if the process is gone.
+pub fn send_signal(pid: u32, sig: i32) -> bool {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(pid as libc::pid_t, sig) == 0 }
+}
+
+/// Whether a process with this PID exists (and is not a zombie).
+pub fn pid_alive(pid: u32) -> bool {
+    // Field 3 of /proc/PID/stat is the state; it follows the last ')'.
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+}

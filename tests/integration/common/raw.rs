@@ -1,0 +1,90 @@
+//! [`RawConn`]: one keep-alive client connection that sends bytes as given,
+//! for requests no client library would send (ambiguous framing, bytes
+//! outside the grammar) after or before valid ones on the same connection.
+//! Answers are parsed with `httparse`; bodies must carry a `Content-Length`
+//! (what switchyard's own answers and [`TestBackend`](super::TestBackend)
+//! replies to these requests do).
+
+use super::client::Response;
+use super::CLIENT_TIMEOUT;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// A raw HTTP/1.1 client connection.
+pub struct RawConn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl RawConn {
+    /// Connects with [`CLIENT_TIMEOUT`] for the connect and each read.
+    pub fn connect(addr: SocketAddr) -> io::Result<RawConn> {
+        let stream = TcpStream::connect_timeout(&addr, CLIENT_TIMEOUT)?;
+        stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+        Ok(RawConn { stream, buf: Vec::new() })
+    }
+
+    /// Sets the limit of each later read.
+    pub fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
+        self.stream.set_read_timeout(Some(timeout))
+    }
+
+    /// Writes `bytes` as they are.
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes)
+    }
+
+    /// `GET path` with a `Host` header, and its answer.
+    pub fn get(&mut self, path: &str) -> io::Result<Response> {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())?;
+        self.read_response()
+    }
+
+    /// Reads one final answer (1xx skipped): its head, then `Content-Length`
+    /// body bytes. An error when the connection ends first.
+    pub fn read_response(&mut self) -> io::Result<Response> {
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 64];
+            let mut parsed = httparse::Response::new(&mut headers);
+            let status = parsed.parse(&self.buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let httparse::Status::Complete(head_len) = status else {
+                self.fill()?;
+                continue;
+            };
+            let code = parsed.code.unwrap_or(0);
+            let fields: Vec<(String, String)> = parsed
+                .headers
+                .iter()
+                .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).trim().to_string()))
+                .collect();
+            if (100..200).contains(&code) {
+                self.buf.drain(..head_len);
+                continue;
+            }
+            let len = fields
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .and_then(|(_, v)| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            while self.buf.len() < head_len + len {
+                self.fill()?;
+            }
+            let body = self.buf[head_len..head_len + len].to_vec();
+            self.buf.drain(..head_len + len);
+            return Ok(Response { status: code, headers: fields, body, chunked: false });
+        }
+    }
+
+    /// Reads more bytes; an `UnexpectedEof` error when the peer closed.
+    fn fill(&mut self) -> io::Result<()> {
+        let mut chunk = [0u8; 16384];
+        match self.stream.read(&mut chunk)? {
+            0 => Err(io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed")),
+            n => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(())
+            }
+        }
+    }
+}

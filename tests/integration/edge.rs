@@ -1,0 +1,193 @@
+//! The edge against hostile or careless clients: rate limiting, the
+//! request-head deadline (slowloris), the head size limit, keep-alive
+//! limits, TLS bytes on a plain port, and WebSocket pass-through.
+
+use crate::common::*;
+
+use socket2::{Domain, Socket, Type};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+/// A connection to `to` from source address `from` (any 127/8 address).
+fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+    s.connect_timeout(&to.into(), CLIENT_TIMEOUT).unwrap();
+    let s: TcpStream = s.into();
+    s.set_read_timeout(Some(CLIENT_TIMEOUT)).unwrap();
+    s
+}
+
+/// One GET with `Connection: close` on `s`; the raw answer.
+fn raw_get(mut s: TcpStream, path: &str) -> String {
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn metric(sy: &Switchyard, line_prefix: &str) -> Option<u64> {
+    get(sy.admin_addr(), "/metrics", &[])
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix(line_prefix).map(|v| v.trim().parse().unwrap_or(0)))
+}
+
+#[test]
+fn rate_limit_answers_429_with_retry_after_and_spares_other_clients() {
+    let b = TestBackend::start("b1");
+    let yaml = web_pool_config(&[b.url()], "rate_limit: {rps: 5, burst: 5}") + "admin: {listen: \"{admin}\"}\n";
+    let sy = Switchyard::start(&yaml);
+    let mut limited = 0;
+    for i in 0..30 {
+        let r = get(sy.addr(), &format!("/r{i}"), &[]);
+        match r.status {
+            200 => {}
+            429 => {
+                limited += 1;
+                let secs: u64 = r.header("retry-after").expect("Retry-After").parse().unwrap();
+                assert!((1..=2).contains(&secs), "Retry-After {secs}");
+                assert_eq!(r.json()["pool"], "web");
+                assert_eq!(r.json()["error"], "rate limited");
+            }
+            s => panic!("unexpected {s}\n{}", sy.logs()),
+        }
+    }
+    assert!(limited >= 15, "only {limited} of 30 limited\n{}", sy.logs());
+    assert_eq!(b.app_count(), 30 - limited);
+    // another client address has its own bucket
+    let other = raw_get(connect_from([127, 0, 0, 2], sy.addr()), "/other");
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+    assert_eq!(metric(&sy, "switchyard_rate_limited_total{pool=\"web\"}"), Some(limited as u64));
+    // buckets survive a reload that leaves the rate limit unchanged
+    sy.signal(libc::SIGHUP);
+    assert!(poll_until(Duration::from_secs(5), || {
+        metric(&sy, "switchyard_config_reloads_total{result=\"ok\"}") == Some(1)
+    }));
+    assert_eq!(get(sy.addr(), "/after-reload", &[]).status, 429, "{}", sy.logs());
+}
+
+#[test]
+fn rate_limit_by_header_counts_each_value_apart() {
+    let b = TestBackend::start("b1");
+    let sy =
+        Switchyard::start(&web_pool_config(&[b.url()], "rate_limit: {rps: 1, burst: 2, key: \"header:X-Api-Key\"}"));
+    let statuses = |key: &str| (0..4).map(|_| get(sy.addr(), "/", &[("X-Api-Key", key)]).status).collect::<Vec<_>>();
+    assert_eq!(statuses("alice"), [200, 200, 429, 429], "{}", sy.logs());
+    assert_eq!(statuses("bob"), [200, 200, 429, 429]);
+    // without the header a request counts by its client address
+    let bare: Vec<u16> = (0..3).map(|_| get(sy.addr(), "/", &[]).status).collect();
+    assert_eq!(bare, [200, 200, 429]);
+    let other = raw_get(connect_from([127, 0, 0, 3], sy.addr()), "/");
+    assert!(other.starts_with("HTTP/1.1 200"), "{other}");
+}
+
+/// A config whose listener has `limits` (a YAML flow-mapping tail).
+fn limited_listener(backend: &str, limits: &str) -> String {
+    web_pool_config(&[backend.to_string()], "")
+        .replace("listen: [{addr: \"{listen}\"}]", &format!("listen: [{{addr: \"{{listen}}\", {limits}}}]"))
+}
+
+#[test]
+fn slowloris_is_dropped_within_header_timeout_while_others_are_served() {
+    let b = TestBackend::start("b1");
+    let sy = Switchyard::start(&limited_listener(&b.url(), "header_timeout: 2s"));
+    let addr = sy.addr();
+    let slow = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+        let start = Instant::now();
+        let head = b"GET /slow HTTP/1.1\r\nHost: x\r\nX-Slow: ".iter().chain(&[b'a'; 64]);
+        let mut answer = Vec::new();
+        for byte in head {
+            if s.write_all(&[*byte]).is_err() {
+                break;
+            }
+            let mut tmp = [0u8; 512];
+            match s.read(&mut tmp) {
+                Ok(0) => break,
+                Ok(n) => {
+                    answer.extend_from_slice(&tmp[..n]);
+                    break;
+                }
+                Err(_) => {}
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        (start.elapsed(), answer)
+    });
+    // others are served meanwhile
+    for _ in 0..5 {
+        assert_eq!(get(sy.addr(), "/fast", &[]).status, 200);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (took, answer) = slow.join().unwrap();
+    assert!(took < Duration::from_millis(4500), "slow client kept for {took:?}\n{}", sy.logs());
+    assert!(took >= Duration::from_millis(1800), "dropped too early: {took:?}");
+    assert_eq!(raw_status(&answer), Some(408), "{}", String::from_utf8_lossy(&answer));
+    assert_eq!(b.path_count("/slow"), 0);
+    assert_eq!(get(sy.addr(), "/after", &[]).status, 200);
+}
+
+#[test]
+fn oversized_head_is_answered_431_and_the_next_connection_served() {
+    let b = TestBackend::start("b1");
+    let sy = Switchyard::start(&limited_listener(&b.url(), "max_header_size: 4KiB"));
+    let big = format!("GET /big HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(8 * 1024));
+    let raw = send_raw(sy.addr(), big.as_bytes());
+    assert_eq!(raw_status(&raw), Some(431), "{}", String::from_utf8_lossy(&raw));
+    assert!(String::from_utf8_lossy(&raw).contains("\"error\":\"request header fields too large\""));
+    assert_eq!(b.path_count("/big"), 0);
+    // just over the limit, complete by the time it is measured
+    let over = format!("GET /over HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "a".repeat(4 * 1024 + 100));
+    let raw = send_raw(sy.addr(), over.as_bytes());
+    assert_eq!(raw_status(&raw), Some(431), "{}", String::from_utf8_lossy(&raw));
+    assert_eq!(b.path_count("/over"), 0);
+    // a head just under the limit passes
+    let fits = get(sy.addr(), "/fits", &[("X-Fill", &"b".repeat(3 * 1024))]);
+    assert_eq!(fits.status, 200, "{}", sy.logs());
+}
+
+#[test]
+fn keepalive_connections_end_after_the_request_limit_and_the_idle_timeout() {
+    let b = TestBackend::start("b1");
+    let sy = Switchyard::start(&limited_listener(&b.url(), "keepalive_requests: 2, keepalive_timeout: 1s"));
+    let mut c = Client::connect(sy.addr()).unwrap();
+    assert_eq!(c.get("/1", &[]).unwrap().status, 200);
+    let second = c.get("/2", &[]).unwrap();
+    assert_eq!(second.status, 200);
+    assert_eq!(second.header("connection"), Some("close"), "{:?}", second.headers);
+
+    let mut idle = TcpStream::connect(sy.addr()).unwrap();
+    write!(idle, "GET /3 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = idle.read(&mut buf).unwrap();
+    assert!(raw_status(&buf[..n]) == Some(200));
+    let start = Instant::now();
+    let eof = idle.read(&mut buf).unwrap();
+    assert_eq!(eof, 0, "connection not closed");
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(500) && waited < Duration::from_millis(3000),
+        "idle connection closed after {waited:?}"
+    );
+}
+
+#[test]
+fn tls_hello_on_the_plain_port_is_dropped_without_reaching_the_backend() {
+    let b = TestBackend::start("b1");
+    let sy = Switchyard::start(&web_pool_config(&[b.url()], ""));
+    // the start of a TLS 1.2/1.3 ClientHello record
+    let mut hello = vec![0x16, 0x03, 0x01, 0x00, 0xc8, 0x01, 0x00, 0x00, 0xc4, 0x03, 0x03];
+    hello.extend_from_slice(&[0x42; 64]);
+    let start = Instant::now();
+    let raw = send_raw_timeout(sy.addr(), &hello, Duration::from_secs(5));
+    assert!(raw.is_empty(), "answered TLS with {raw:?}");
+    assert!(start.elapsed() < Duration::from_secs(2), "held for {:?}", start.elapsed());
+    let raw = send_raw(sy.addr(), b"\x00\x01\x02 garbage\r\n\r\n");
+    assert_eq!(raw_status(&raw), Some(400));
+    assert_eq!(b.app_count(), 0);
+    assert_eq!(get(sy.addr(), "/ok", &[]).status, 200, "{}", sy.logs());
+}

@@ -1,0 +1,62 @@
+//! A retiring instance (binary upgrade or stop) still answers a request that
+//! arrives on a connection it accepted before its listeners stopped, instead
+//! of closing it unanswered (`src/linger.rs`). Under a stream of new
+//! connections that is the request a client sends right after its connection
+//! was accepted by the old instance.
+
+use crate::common::*;
+
+use std::time::Duration;
+
+/// One pool on `backend` with a grace period long enough to cover the linger.
+fn config(backend: &TestBackend) -> String {
+    "server: { pid_file: \"{pid_file}\", upgrade_sock: \"{upgrade_sock}\", grace_period_seconds: 3, graceful_shutdown_timeout_seconds: 1 }\n"
+        .to_string()
+        + &web_pool_config(&[backend.url()], "")
+}
+
+/// Waits until `sy` logged that its proxy listener stopped accepting.
+fn listener_stopped(sy: &Switchyard) -> bool {
+    let line = format!("Shutting down {}", sy.addr());
+    poll_until(Duration::from_secs(15), || sy.stderr().contains(&line))
+}
+
+#[test]
+fn upgrade_answers_a_request_on_a_connection_accepted_before_the_hand_over() {
+    let backend = TestBackend::start("a");
+    let old = Switchyard::start(&config(&backend));
+    // accepted by the old instance; its request comes only after the hand-over
+    let mut held = Client::connect(old.addr()).expect("connect");
+    assert_eq!(get(old.addr(), "/before", &[]).status, 200);
+
+    let mut new = old.spawn_sibling(&["-u"]);
+    assert!(poll_until(Duration::from_secs(10), || old.dir().join("sy.sock").exists()), "{}", new.logs());
+    old.signal(libc::SIGQUIT);
+    assert!(listener_stopped(&old), "{}", old.logs());
+
+    let r = held.get("/held", &[]).unwrap_or_else(|e| panic!("no answer on the held connection: {e}\n{}", old.logs()));
+    assert_eq!(r.status, 200, "{}", old.logs());
+    assert_eq!(
+        r.header("connection").map(str::to_ascii_lowercase).as_deref(),
+        Some("close"),
+        "a retiring instance closes the connection after the answer"
+    );
+    assert_eq!(backend.path_count("/held"), 1);
+    assert_eq!(get(old.addr(), "/after", &[]).status, 200, "{}", new.logs());
+    assert!(new.is_running(), "{}", new.logs());
+}
+
+#[test]
+fn sigterm_answers_a_request_on_a_connection_accepted_before_the_stop() {
+    let backend = TestBackend::start("a");
+    let mut sy = Switchyard::start(&config(&backend));
+    let mut held = Client::connect(sy.addr()).expect("connect");
+    assert_eq!(get(sy.addr(), "/before", &[]).status, 200);
+
+    sy.signal(libc::SIGTERM);
+    assert!(listener_stopped(&sy), "{}", sy.logs());
+
+    let r = held.get("/held", &[]).unwrap_or_else(|e| panic!("no answer on the held connection: {e}\n{}", sy.logs()));
+    assert_eq!(r.status, 200, "{}", sy.logs());
+    assert_eq!(sy.wait_exit(Duration::from_secs(15)), Some(0), "{}", sy.logs());
+}

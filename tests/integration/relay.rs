@@ -1,0 +1,356 @@
+//! What reaches the client: every relayed message cleaned of hop-by-hop
+//! fields and framed for the client's HTTP version; pipelined requests all
+//! answered; `Connection: close` once a shutdown has begun; smooth weighted
+//! round robin. Regression tests of inputs that users of other proxies
+//! reported.
+//!
+//! The backends here send exact bytes no server library would let a test
+//! choose (hop-by-hop fields, 1xx to an HTTP/1.0 request), so they are raw
+//! sockets: [`RawBackend`].
+
+use crate::common::*;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Builds the exact bytes of an answer from the request head it answers.
+type Answer = Arc<dyn Fn(&str) -> Vec<u8> + Send + Sync>;
+/// Request heads and bodies a [`RawBackend`] read, in order.
+type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A backend on 127.0.0.1 that answers every request head (and its
+/// `Content-Length` body) on a keep-alive connection with bytes from
+/// `answer`, and records the heads and bodies it read.
+struct RawBackend {
+    addr: SocketAddr,
+    seen: Seen,
+}
+
+impl RawBackend {
+    fn start(answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> RawBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let answer: Answer = Arc::new(answer);
+        let log = seen.clone();
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { return };
+                let (answer, log) = (answer.clone(), log.clone());
+                thread::spawn(move || serve(conn, &answer, &log));
+            }
+        });
+        RawBackend { addr, seen }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.seen.lock().unwrap().iter().map(|s| s.0.clone()).collect()
+    }
+
+    fn bodies(&self) -> Vec<Vec<u8>> {
+        self.seen.lock().unwrap().iter().map(|s| s.1.clone()).collect()
+    }
+}
+
+fn serve(mut conn: TcpStream, answer: &Answer, log: &Seen) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut buf = Vec::new();
+    loop {
+        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+            let mut chunk = [0u8; 4096];
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        let len = head
+            .lines()
+            .find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse::<usize>().ok())?
+            })
+            .unwrap_or(0);
+        if head.to_ascii_lowercase().contains("expect: 100-continue") {
+            let _ = conn.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
+        while buf.len() < end + 4 + len {
+            let mut chunk = [0u8; 4096];
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = buf[end + 4..end + 4 + len].to_vec();
+        buf.drain(..end + 4 + len);
+        log.lock().unwrap().push((head.clone(), body));
+        if conn.write_all(&answer(&head)).is_err() {
+            return;
+        }
+    }
+}
+
+/// The path of a request head.
+fn path_of(head: &str) -> &str {
+    head.split(' ').nth(1).unwrap_or("")
+}
+
+/// Sends `bytes` on a fresh connection and reads until the proxy closes it
+/// (or 5 s pass).
+fn exchange(addr: SocketAddr, bytes: &[u8]) -> String {
+    String::from_utf8_lossy(&send_raw_timeout(addr, bytes, Duration::from_secs(5))).to_string()
+}
+
+/// The header section of the first response in `raw`, lowercased.
+fn first_head(raw: &str) -> String {
+    raw.split("\r\n\r\n").next().unwrap_or("").to_ascii_lowercase()
+}
+
+// Kind 1: what the backend sends is cleaned and framed for the client.
+
+#[test]
+fn hop_by_hop_fields_of_a_response_never_reach_the_client() {
+    let backend = RawBackend::start(|_| {
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: X-Backend-Hop\r\n\
+          X-Backend-Hop: internal-routing-hint\r\nKeep-Alive: timeout=5, max=100\r\n\
+          Proxy-Connection: keep-alive\r\nX-Kept: yes\r\n\r\nok\n"
+            .to_vec()
+    });
+    let sy = Switchyard::start(&web_pool_config(&[backend.url()], ""));
+    for version in ["HTTP/1.1", "HTTP/1.0"] {
+        let raw =
+            exchange(sy.addr(), format!("GET /r {version}\r\nHost: app.test\r\nConnection: close\r\n\r\n").as_bytes());
+        let head = first_head(&raw);
+        assert!(head.starts_with("http/1.1 200"), "{version}: {raw}");
+        assert!(!head.contains("x-backend-hop"), "{version}: {raw}");
+        assert!(!head.contains("keep-alive: timeout"), "{version}: {raw}");
+        assert!(!head.contains("proxy-connection"), "{version}: {raw}");
+        assert!(head.contains("x-kept: yes"), "{version}: {raw}");
+        assert!(raw.ends_with("\r\n\r\nok\n"), "{version}: {raw}");
+    }
+}
+
+#[test]
+fn http10_client_gets_a_chunked_answer_decoded_and_close_delimited() {
+    let backend = RawBackend::start(|_| {
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+          6\r\nhello \r\n7\r\nfrom a \r\n10\r\nchunked backend\n\r\n0\r\n\r\n"
+            .to_vec()
+    });
+    let sy = Switchyard::start(&web_pool_config(&[backend.url()], ""));
+    let raw = exchange(sy.addr(), b"GET /c HTTP/1.0\r\nHost: app.test\r\n\r\n");
+    let head = first_head(&raw);
+    assert!(head.starts_with("http/1.1 200"), "{raw}");
+    assert!(!head.contains("transfer-encoding"), "{raw}");
+    let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    assert_eq!(body, "hello from a chunked backend\n", "{raw}");
+    // an HTTP/1.1 client on the same pool still gets it chunked
+    let raw = exchange(sy.addr(), b"GET /c HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n");
+    assert!(first_head(&raw).contains("transfer-encoding: chunked"), "{raw}");
+}
+
+#[test]
+fn http10_expectation_is_ignored_and_no_1xx_reaches_the_client() {
+    let backend = RawBackend::start(|head| {
+        let mut out = Vec::new();
+        if path_of(head) == "/hints" {
+            out.extend_from_slice(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n");
+        }
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n");
+        out
+    });
+    let sy = Switchyard::start(&web_pool_config(&[backend.url()], ""));
+    let raw = exchange(
+        sy.addr(),
+        b"POST /upload HTTP/1.0\r\nHost: app.test\r\nContent-Length: 4\r\n\
+          Expect: 100-continue\r\n\r\ndata",
+    );
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    assert!(!raw.contains(" 100 "), "{raw}");
+    let heads = backend.heads();
+    assert_eq!(heads.len(), 1, "{heads:?}");
+    assert!(!heads[0].to_ascii_lowercase().contains("expect:"), "{heads:?}");
+    assert_eq!(backend.bodies()[0], b"data");
+
+    let raw = exchange(sy.addr(), b"GET /hints HTTP/1.0\r\nHost: app.test\r\n\r\n");
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+    // an HTTP/1.1 client still gets the early hints
+    let raw = exchange(sy.addr(), b"GET /hints HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n");
+    assert!(raw.starts_with("HTTP/1.1 103"), "{raw}");
+    assert!(raw.contains("HTTP/1.1 200"), "{raw}");
+}
+
+// Kind 2: every request read is answered; a connection is closed only
+// after saying so.
+
+#[test]
+fn pipelined_requests_are_all_answered_in_order() {
+    let backend = RawBackend::start(|head| {
+        let p = path_of(head);
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{p}", p.len()).into_bytes()
+    });
+    let sy = Switchyard::start(&web_pool_config(&[backend.url()], ""));
+    let raw = exchange(
+        sy.addr(),
+        b"GET /a HTTP/1.1\r\nHost: app.test\r\n\r\n\
+          GET /b HTTP/1.1\r\nHost: app.test\r\n\r\n\
+          GET /c HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(raw.matches("HTTP/1.1 200").count(), 3, "{raw}");
+    let (a, b, c) = (raw.find("\r\n\r\n/a"), raw.find("\r\n\r\n/b"), raw.find("\r\n\r\n/c"));
+    assert!(a < b && b < c && a.is_some(), "{raw}");
+    let paths: Vec<String> = backend.heads().iter().map(|h| path_of(h).to_string()).collect();
+    assert_eq!(paths, ["/a", "/b", "/c"]);
+}
+
+#[test]
+fn a_response_written_after_sigterm_says_connection_close() {
+    let backend = TestBackend::start("slow");
+    backend.set_delay(Duration::from_secs(1));
+    let yaml = "server: { pid_file: \"{pid_file}\", upgrade_sock: \"{upgrade_sock}\", grace_period_seconds: 3, graceful_shutdown_timeout_seconds: 2 }\n"
+        .to_string()
+        + &web_pool_config(&[backend.url()], "");
+    let sy = Switchyard::start(&yaml);
+    let mut conn = TcpStream::connect(sy.addr()).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(b"GET /slow HTTP/1.1\r\nHost: app.test\r\n\r\n").unwrap();
+    assert!(poll_until(Duration::from_secs(5), || backend.app_count() == 1));
+    sy.signal(libc::SIGTERM);
+    let started = Instant::now();
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !String::from_utf8_lossy(&raw).contains("\r\n\r\nslow") {
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => raw.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let raw = String::from_utf8_lossy(&raw).to_string();
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}\n{}", sy.logs());
+    assert!(first_head(&raw).contains("connection: close"), "{raw}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+// Kind 3: weights interleave.
+
+#[test]
+fn weighted_round_robin_interleaves_instead_of_bursting() {
+    let heavy = TestBackend::start("a");
+    let b = TestBackend::start("b");
+    let c = TestBackend::start("c");
+    let yaml = format!(
+        "listen: [{{addr: \"{{listen}}\"}}]\n\
+         routing: {{default_pool: web}}\n\
+         pools:\n  web:\n    health_check: {{type: none}}\n    backends:\n\
+         \x20     - {{url: \"{}\", weight: 5}}\n\
+         \x20     - {{url: \"{}\"}}\n\
+         \x20     - {{url: \"{}\"}}\n",
+        heavy.url(),
+        b.url(),
+        c.url()
+    );
+    let sy = Switchyard::start(&yaml);
+    let order: String = (0..21)
+        .map(|_| {
+            let r = get(sy.addr(), "/", &[]);
+            assert_eq!(r.status, 200, "{}", sy.logs());
+            r.header("x-backend").unwrap_or("?").to_string()
+        })
+        .collect();
+    assert_eq!(order.matches('a').count(), 15, "{order}");
+    assert_eq!(order.matches('b').count(), 3, "{order}");
+    assert_eq!(order.matches('c').count(), 3, "{order}");
+    // nginx's smooth sequence (a a b a c a a per cycle of 7), whatever the
+    // order of b and c; pingora's weighted round robin gives a a a a a b c
+    let shape: String = order.chars().map(|ch| if ch == 'a' { 'a' } else { 'x' }).collect();
+    assert_eq!(shape, "aaxaxaa".repeat(3), "{order}");
+}
+
+#[test]
+fn an_early_answer_to_an_upload_is_not_reset_away() {
+    // The backend refuses the upload as soon as it has read the head,
+    // then reads and discards the body as a careful server does.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let backend = format!("http://{}", listener.local_addr().unwrap());
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = conn.write_all(
+                    b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo big!\n",
+                );
+                while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    // pool `web` is not the default: a request without App-Name gets the
+    // proxy's own early 404
+    let sy = Switchyard::start(&web_pool_config(&[backend], "").replace("routing: {default_pool: web}", "routing: {}"));
+    for (app, status, body) in [("web", "413", "too big!\n"), ("", "404", "\n")].repeat(2) {
+        let mut conn = TcpStream::connect(sy.addr()).expect("connect");
+        conn.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let size = 16 << 20;
+        conn.write_all(
+            format!(
+                "POST /upload HTTP/1.1\r\nHost: app.test\r\nApp-Name: {app}\r\n\
+                 Content-Length: {size}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        // a client that sends its whole body before it reads the answer
+        // (curl gives up with "Send failure: Broken pipe" when the proxy
+        // closes on it before that)
+        let chunk = vec![b'x'; 1 << 16];
+        let sent = (0..(size / chunk.len())).try_for_each(|_| conn.write_all(&chunk));
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 4096];
+        let result = loop {
+            match conn.read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+                Err(e) => break Err(e),
+            }
+        };
+        let raw = String::from_utf8_lossy(&raw).to_string();
+        assert!(
+            raw.starts_with(&format!("HTTP/1.1 {status}")) && raw.ends_with(body),
+            "answer lost ({result:?}): {raw:?}\n{}",
+            sy.logs()
+        );
+        assert!(sent.is_ok(), "App-Name {app:?}: upload cut: {sent:?}");
+    }
+}
+
+#[test]
+fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
+    let backend = TestBackend::start("slow");
+    backend.set_delay(Duration::from_millis(300));
+    let sy = Switchyard::start(&web_pool_config(&[backend.url()], ""));
+    let mut conn = TcpStream::connect(sy.addr()).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(b"GET /half HTTP/1.1\r\nHost: app.test\r\n\r\n").unwrap();
+    // a FIN after a complete request is not a disconnect (RFC 9112 §9.6)
+    conn.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut raw = String::new();
+    let _ = conn.read_to_string(&mut raw);
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw:?}\n{}", sy.logs());
+    assert!(raw.ends_with("slow"), "{raw:?}");
+    assert!(first_head(&raw).contains("connection: close"), "{raw}");
+}
