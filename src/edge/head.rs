@@ -24,9 +24,15 @@ pub enum Head {
     /// port; or the server is shutting down.
     Close,
     /// Answer this status and close: 400 (not HTTP), 408 (head not
-    /// complete in time), 431 (head too large).
+    /// complete in time), 414 (request line too long), 431 (head too
+    /// large).
     Reject(u16),
 }
+
+/// The longest request line (method, target, version) accepted, bytes:
+/// nginx's default (`large_client_header_buffers 4 8k`); a longer one is
+/// answered 414 (RFC 9112 §3, RFC 9110 §15.5.15).
+pub const MAX_REQUEST_LINE: usize = 8 * 1024;
 
 /// The first byte of a TLS record carrying a handshake (RFC 8446 §5.1).
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -81,6 +87,18 @@ fn not_http(buf: &[u8]) -> Option<Head> {
     (!token).then_some(Head::Reject(400))
 }
 
+/// Whether the request line in `buf` (complete or not) is over
+/// [`MAX_REQUEST_LINE`].
+fn request_line_too_long(buf: &[u8]) -> bool {
+    let start = buf
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(buf.len());
+    let line = &buf[start..];
+    let len = line.iter().position(|&b| b == b'\n').unwrap_or(line.len());
+    len > MAX_REQUEST_LINE
+}
+
 /// Reads from `stream` into `buf` until a complete request head is there.
 ///
 /// `first` is the connection's first request: its head must be complete
@@ -115,6 +133,9 @@ pub async fn read_head(
     loop {
         if let Some(h) = not_http(buf) {
             return h;
+        }
+        if request_line_too_long(buf) {
+            return Head::Reject(414);
         }
         if let Some(len) = scan.complete(buf) {
             // a head that arrived whole in one read is measured too
@@ -173,6 +194,21 @@ mod tests {
         assert_eq!(s.complete(b"GET / HTTP/1.1\r\nA: b\r\n\r\nBODY"), Some(24));
         let mut s = Scan::default();
         assert_eq!(s.complete(b"GET / HTTP/1.1\nA: b\n\nBODY"), Some(21));
+    }
+
+    #[test]
+    fn request_lines_over_the_limit_are_too_long() {
+        let target = "a".repeat(MAX_REQUEST_LINE);
+        assert!(request_line_too_long(
+            format!("GET /{target} HTTP/1.1\r\n").as_bytes()
+        ));
+        // still arriving: already too long
+        assert!(request_line_too_long(format!("GET /{target}").as_bytes()));
+        assert!(!request_line_too_long(
+            b"\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n"
+        ));
+        let long_header = format!("GET / HTTP/1.1\r\nX: {target}\r\n\r\n");
+        assert!(!request_line_too_long(long_header.as_bytes()));
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! listener's [`ClientLimits`] in front of each request: the head is read
 //! by [`head::read_head`] (deadline, size, idle and garbage checks), then
 //! handed to the proxy as already-read bytes. A request that breaks a
-//! limit is answered here (408, 431, 400 with the JSON error body) and
+//! limit is answered here (408, 414, 431, 400 with the JSON error body) and
 //! never reaches the routing, the metrics or the access log.
 
 mod head;
@@ -148,6 +148,7 @@ async fn reject(mut stream: Stream, status: u16) {
             "Request Header Fields Too Large",
             "request header fields too large",
         ),
+        414 => ("URI Too Long", "request target too long"),
         _ => ("Bad Request", "malformed request"),
     };
     let body = format!("{}\n", serde_json::json!({ "error": error, "pool": "" }));

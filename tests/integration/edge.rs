@@ -150,6 +150,22 @@ fn oversized_head_is_answered_431_and_the_next_connection_served() {
 }
 
 #[test]
+fn request_target_over_the_limit_is_answered_414_and_the_next_connection_served() {
+    // RFC 9112 §3: a request line longer than the server accepts gets 414
+    let b = TestBackend::start("b1");
+    let sy = Switchyard::start(&limited_listener(&b.url(), "max_header_size: 64KiB"));
+    let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9 * 1024));
+    let raw = send_raw(sy.addr(), long.as_bytes());
+    let text = String::from_utf8_lossy(&raw);
+    assert_eq!(raw_status(&raw), Some(414), "{text}");
+    assert!(text.contains("\"error\":\"request target too long\""), "{text}");
+    assert_eq!(b.app_count(), 0);
+    // a long header section is still a 431 matter, not a 414 one
+    let fits = get(sy.addr(), &format!("/{}", "a".repeat(4 * 1024)), &[("X-Fill", &"b".repeat(12 * 1024))]);
+    assert_eq!(fits.status, 200, "{}", sy.logs());
+}
+
+#[test]
 fn keepalive_connections_end_after_the_request_limit_and_the_idle_timeout() {
     let b = TestBackend::start("b1");
     let sy = Switchyard::start(&limited_listener(&b.url(), "keepalive_requests: 2, keepalive_timeout: 1s"));
