@@ -69,6 +69,14 @@ pub fn validate(raw: RawConfig) -> Result<Config, Vec<ConfigError>> {
         HeaderName::from_static("app-name")
     });
 
+    if raw.pools.is_empty() {
+        // an empty or truncated file would otherwise start a proxy that
+        // answers every request 404
+        errs.push(ConfigError::new(
+            "pools",
+            "no pool is configured: a pool with backends (or discovery) is needed",
+        ));
+    }
     let mut pools = BTreeMap::new();
     let mut seen_names: HashSet<String> = HashSet::new();
     for (name, p) in &raw.pools {
