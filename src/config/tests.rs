@@ -207,6 +207,10 @@ pools:
 fn a_file_without_pools_is_an_error() {
     for yaml in ["", "listen: [{addr: 127.0.0.1:8080}]\n"] {
         let e = errors(yaml);
-        assert!(e.iter().any(|e| e.path == "pools" && e.message.contains("no pool")), "{yaml:?}: {e:?}");
+        assert!(
+            e.iter()
+                .any(|e| e.path == "pools" && e.message.contains("no pool")),
+            "{yaml:?}: {e:?}"
+        );
     }
 }
