@@ -124,8 +124,12 @@ fn can_append(path: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
+    /// `yaml` plus one pool, parsed.
     fn config(yaml: &str) -> Config {
-        crate::config::parse(yaml, "test.yaml").expect("valid config")
+        let yaml = format!(
+            "{yaml}pools: {{ web: {{ backends: [{{ url: \"http://127.0.0.1:9\" }}] }} }}\n"
+        );
+        crate::config::parse(&yaml, "test.yaml").expect("valid config")
     }
 
     #[test]
