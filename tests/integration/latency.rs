@@ -240,10 +240,12 @@ fn p95_hedging_costs_about_five_percent_and_cuts_the_tail_of_a_slow_backend() {
         spread(x, 0x9E37_79B9_7F4A_7C15_u64.wrapping_mul(i as u64 + 1));
     }
     let sy = Switchyard::start(&with_admin(config(&urls(&all), "race: {hedge_delay: p95}")));
-    // fill the latency window, then let the percentile be recomputed
+    // fill the latency window, then wait for the percentile's recomputation
+    // (at most once a second)
     send(&sy, 60);
-    std::thread::sleep(Duration::from_millis(1100));
-    let hedge = status(&sy)["pools"]["web"]["hedge_delay_seconds"].as_f64();
+    let hedge_delay = || status(&sy)["pools"]["web"]["hedge_delay_seconds"].as_f64();
+    assert!(poll_until(Duration::from_secs(3), || hedge_delay().is_some()), "{}", sy.logs());
+    let hedge = hedge_delay();
     assert!(hedge.is_some_and(|h| h > 0.02 && h < 0.1), "{hedge:?}");
 
     // a hedged request has two attempts in flight when one answers: the
