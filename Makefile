@@ -29,29 +29,27 @@ RELEASE_DIR ?= target/release
 
 all: build
 
+# $(call need,COMMANDS,PACKAGE,WHY): Debian's PACKAGE when none of COMMANDS
+# is on the PATH (installed as root, else the exact command is printed).
+define need
+	@found=$$(for c in $(1); do command -v $$c 2>/dev/null && break; done); \
+	if [ -n "$$found" ]; then \
+		echo "deps: $(2) found at $$found"; \
+	elif [ "$$(id -u)" = "0" ]; then \
+		echo "deps: installing $(2)$(3)"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $(2); \
+	else \
+		echo "deps: $(2) is missing$(3); install it with:" >&2; \
+		echo "  sudo apt-get update && sudo apt-get install -y $(2)" >&2; \
+		exit 1; \
+	fi
+endef
+
 # pingora's native dependencies need cmake to build.
 # The status page tests drive Debian's chromium (headless, DevTools protocol).
 deps:
-	@if command -v cmake >/dev/null 2>&1; then \
-		echo "deps: cmake found at $$(command -v cmake)"; \
-	elif [ "$$(id -u)" = "0" ]; then \
-		echo "deps: installing cmake"; \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y cmake; \
-	else \
-		echo "deps: cmake is missing; install it with:" >&2; \
-		echo "  sudo apt-get update && sudo apt-get install -y cmake" >&2; \
-		exit 1; \
-	fi
-	@if command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; then \
-		echo "deps: chromium found at $$(command -v chromium || command -v chromium-browser)"; \
-	elif [ "$$(id -u)" = "0" ]; then \
-		echo "deps: installing chromium (status page tests)"; \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; \
-	else \
-		echo "deps: chromium is missing (status page tests); install it with:" >&2; \
-		echo "  sudo apt-get update && sudo apt-get install -y chromium" >&2; \
-		exit 1; \
-	fi
+	$(call need,cmake,cmake,)
+	$(call need,chromium chromium-browser,chromium, (status page tests))
 
 build: deps
 	$(CARGO) build --release --bins
