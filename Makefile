@@ -1,6 +1,6 @@
 # switchyard — developer entry points.
 #
-#   make deps    install build and test prerequisites (cmake, chromium) if missing
+#   make deps    install build and test prerequisites (cmake, chromium, firefox-esr) if missing
 #   make build   release build of both binaries
 #   make run     demo: three switchyard-echo backends + switchyard on conf/switchyard.yaml
 #   make test    all tests (cargo test --all-targets)
@@ -46,10 +46,12 @@ define need
 endef
 
 # pingora's native dependencies need cmake to build.
-# The status page tests drive Debian's chromium (headless, DevTools protocol).
+# The status page tests drive Debian's chromium (headless, DevTools protocol)
+# and firefox-esr (headless, WebDriver BiDi; no geckodriver).
 deps:
 	$(call need,cmake,cmake,)
 	$(call need,chromium chromium-browser,chromium, (status page tests))
+	$(call need,firefox-esr firefox,firefox-esr, (status page tests))
 
 build: deps
 	$(CARGO) build --release --bins

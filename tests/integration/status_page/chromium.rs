@@ -16,7 +16,7 @@ use tungstenite::{Message, WebSocket};
 /// Where Debian and Ubuntu put the browser.
 const EXES: [&str; 2] = ["/usr/bin/chromium", "/usr/bin/chromium-browser"];
 
-/// Starts headless chromium with a `width`×`height` window on `url`.
+/// Starts headless chromium with a `width`×`height` viewport on `url`.
 pub fn launch(url: &str, width: u32, height: u32, profile: &Path) -> (Process, Box<dyn Driver>) {
     let exe = EXES
         .into_iter()
@@ -44,7 +44,11 @@ pub fn launch(url: &str, width: u32, height: u32, profile: &Path) -> (Process, B
     let stream = TcpStream::connect(addr).expect("DevTools connect");
     stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
     let (ws, _) = tungstenite::client(page_ws.as_str(), stream).expect("DevTools websocket");
-    (process, Box::new(Cdp { ws, next_id: 0 }))
+    let mut cdp = Cdp { ws, next_id: 0 };
+    // the window size includes the browser's frame: make the viewport exact, as in firefox
+    let metrics = json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false});
+    cdp.call("Emulation.setDeviceMetricsOverride", metrics);
+    (process, Box::new(cdp))
 }
 
 /// The websocket URL of the first page target.
