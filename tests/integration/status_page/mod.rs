@@ -78,7 +78,8 @@ fn state_js(url: &str) -> String {
     format!("(document.querySelector('tr[data-url=\"{url}\"] .state') || {{}}).dataset?.state")
 }
 
-/// Switchyard with an admin token and HTTP health checks every `interval`.
+/// Switchyard with an admin token ([`TOKEN`]), default pool `web`, and
+/// `pools` (the YAML lines under `pools:`); returns once the admin API answers.
 fn start(pools: &str) -> Switchyard {
     let yaml = format!(
         "listen: [{{addr: \"{{listen}}\"}}]\n\
@@ -97,6 +98,7 @@ fn start(pools: &str) -> Switchyard {
     sy
 }
 
+/// `GET /status` with the token.
 fn status(sy: &Switchyard) -> Value {
     let auth = format!("Bearer {TOKEN}");
     get(sy.admin_addr(), "/status", &[("Authorization", &auth)]).json()
