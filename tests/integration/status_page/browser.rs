@@ -33,6 +33,8 @@ pub trait Driver {
     fn eval(&mut self, js: &str) -> Value;
     /// A PNG of the viewport, base64-encoded.
     fn screenshot(&mut self) -> String;
+    /// Sets the viewport to `width`×`height` CSS pixels (device pixel ratio 1).
+    fn set_viewport(&mut self, width: u32, height: u32);
 }
 
 /// A browser showing one page; the browser is killed on drop.
@@ -73,6 +75,13 @@ impl Tab {
     pub fn wait_js(&mut self, js: &str, timeout: Duration) -> Option<Duration> {
         let start = Instant::now();
         poll_until(timeout, || self.eval(js) == Value::Bool(true)).then(|| start.elapsed())
+    }
+
+    /// Resizes the viewport to `width`×`height`, without reloading the page.
+    pub fn set_viewport(&mut self, width: u32, height: u32) {
+        self.driver.set_viewport(width, height);
+        let resized = format!("innerWidth === {width} && innerHeight === {height}");
+        self.wait_js(&resized, Duration::from_secs(5)).expect("viewport resized");
     }
 
     /// A PNG of the viewport.

@@ -45,9 +45,8 @@ pub fn launch(url: &str, width: u32, height: u32, profile: &Path) -> (Process, B
     stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
     let (ws, _) = tungstenite::client(page_ws.as_str(), stream).expect("DevTools websocket");
     let mut cdp = Cdp { ws, next_id: 0 };
-    // the window size includes the browser's frame: make the viewport exact, as in firefox
-    let metrics = json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false});
-    cdp.call("Emulation.setDeviceMetricsOverride", metrics);
+    // the window size includes the browser's frame: make the viewport exact
+    cdp.set_viewport(width, height);
     (process, Box::new(cdp))
 }
 
@@ -100,5 +99,10 @@ impl Driver for Cdp {
     fn screenshot(&mut self) -> String {
         let r = self.call("Page.captureScreenshot", json!({"format": "png"}));
         r["data"].as_str().unwrap_or("").to_string()
+    }
+
+    fn set_viewport(&mut self, width: u32, height: u32) {
+        let metrics = json!({"width": width, "height": height, "deviceScaleFactor": 1, "mobile": false});
+        self.call("Emulation.setDeviceMetricsOverride", metrics);
     }
 }

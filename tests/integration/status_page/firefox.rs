@@ -101,6 +101,11 @@ impl Driver for Bidi {
         let r = self.call("browsingContext.captureScreenshot", json!({"context": self.context}));
         r["data"].as_str().unwrap_or("").to_string()
     }
+
+    fn set_viewport(&mut self, width: u32, height: u32) {
+        let viewport = json!({"width": width, "height": height});
+        self.call("browsingContext.setViewport", json!({"context": self.context, "viewport": viewport}));
+    }
 }
 
 /// A BiDi `script.RemoteValue` as plain JSON: primitives as themselves,

@@ -155,17 +155,14 @@ fn the_page_shows_every_backend_once_given_the_token(browser: Browser) {
     }
 
     // phone width: everything fits without sideways scrolling
-    let phone = browser_phone_check(browser, &sy);
-    assert!(phone, "the page is wider than a phone screen");
-}
-
-/// Whether the page, with data, fits a 390 px wide window.
-fn browser_phone_check(browser: Browser, sy: &Switchyard) -> bool {
-    let mut tab = open(browser, sy, 390, 844);
-    enter_token(&mut tab, TOKEN);
-    tab.wait_js("document.querySelectorAll('tr[data-url]').length > 0", Duration::from_secs(10))
-        .expect("data shown at phone width");
-    tab.eval("document.documentElement.scrollWidth <= window.innerWidth") == Value::Bool(true)
+    tab.set_viewport(390, 844);
+    let widths = "document.documentElement.scrollWidth + ' px of content in ' + innerWidth";
+    assert_eq!(
+        tab.eval("document.documentElement.scrollWidth <= innerWidth"),
+        true,
+        "the page is wider than a phone screen: {}",
+        tab.eval(widths)
+    );
 }
 
 fn without_the_token_no_data_is_shown(browser: Browser) {
