@@ -20,6 +20,7 @@ mod status;
 
 use crate::common::*;
 use browser::{Browser, Tab};
+use states::assert_badge;
 
 use serde_json::Value;
 use std::sync::{Mutex, MutexGuard};
@@ -214,7 +215,8 @@ fn a_failing_backend_turns_down_without_a_page_reload(browser: Browser) {
     let took = tab.wait_js(&format!("{} === 'down'", state_js(&b.url())), interval * 2);
     assert!(took.is_some(), "b not shown down within two probe intervals: {}", tab.eval("document.body.innerText"));
     assert_eq!(tab.eval("window.__sameDocument"), 1, "the page reloaded");
-    assert_eq!(tab.eval(&state_js(&a.url())), "healthy");
+    assert_badge(&mut tab, &b.url(), "down", "down", "var(--bad)", Some("failing its health checks"));
+    assert_badge(&mut tab, &a.url(), "healthy", "healthy", "var(--ok)", None);
 }
 
 fn the_drain_button_drains_a_backend(browser: Browser) {
@@ -252,5 +254,6 @@ fn the_drain_button_drains_a_backend(browser: Browser) {
     );
     tab.wait_js(&format!("{} === 'disabled'", state_js(&b.url())), Duration::from_secs(5))
         .expect("the page shows b disabled");
+    assert_badge(&mut tab, &b.url(), "disabled", "disabled", "var(--off)", None);
     assert_eq!(tab.eval(&state_js(&a.url())), "healthy");
 }

@@ -2,7 +2,7 @@
 //! an `ejected` backend (passive `max_fails`) and one `not yet admitted`
 //! (failing the probe that would admit it), each in words, with its detail
 //! line and in its state colour (the page's `--bad` and `--warn`), not the
-//! healthy one's.
+//! healthy one's. [`assert_badge`] checks the other states' badges too.
 
 use super::{enter_token, in_each_browser, one_browser, open, start, Browser, Tab, TOKEN};
 use crate::common::*;
@@ -33,10 +33,11 @@ fn colour_js(css: &str) -> String {
 }
 
 /// Asserts the badge of `url` reads `text`, has class `s-{state}`, is drawn
-/// in `colour` (a CSS colour of the page) and its detail starts with `detail`.
-fn assert_badge(tab: &mut Tab, url: &str, state: &str, text: &str, colour: &str, detail: &str) {
+/// in `colour` (a CSS colour of the page, such as `var(--bad)`; not the
+/// healthy one unless `state` is `healthy`) on a background of its own,
+/// and has a detail line starting with `detail` (`None`: no detail line).
+pub(super) fn assert_badge(tab: &mut Tab, url: &str, state: &str, text: &str, colour: &str, detail: Option<&str>) {
     let b = tab.eval(&badge_js(url));
-    let healthy = tab.eval(&colour_js("var(--ok)"));
     let expected = tab.eval(&colour_js(colour));
     assert_ne!(expected, tab.eval("getComputedStyle(document.body).color"), "{colour} is not defined by the page");
     assert_eq!(b["state"], state, "{b}");
@@ -44,10 +45,17 @@ fn assert_badge(tab: &mut Tab, url: &str, state: &str, text: &str, colour: &str,
     let class = b["class"].as_str().unwrap_or("");
     assert!(class.split(' ').any(|c| c == format!("s-{state}")), "{state}: class {class}");
     assert_eq!(b["color"], expected, "{state} not drawn in {colour}: {b}");
-    assert_ne!(b["color"], healthy, "{state} drawn in the healthy colour: {b}");
+    if state != "healthy" {
+        assert_ne!(b["color"], tab.eval(&colour_js("var(--ok)")), "{state} drawn in the healthy colour: {b}");
+    }
     assert_ne!(b["background"], Value::String("rgba(0, 0, 0, 0)".into()), "{state} has no background: {b}");
-    let shown = b["detail"].as_str().unwrap_or("");
-    assert!(shown.starts_with(detail), "{state}: detail {shown:?}, expected {detail:?}...");
+    match detail {
+        Some(detail) => {
+            let shown = b["detail"].as_str().unwrap_or("");
+            assert!(shown.starts_with(detail), "{state}: detail {shown:?}, expected {detail:?}...");
+        }
+        None => assert_eq!(b["detail"], Value::Null, "{state}: {b}"),
+    }
 }
 
 fn the_page_shows_ejected_and_not_yet_admitted_backends(browser: Browser) {
@@ -81,12 +89,19 @@ fn the_page_shows_ejected_and_not_yet_admitted_backends(browser: Browser) {
         "the dead backend not shown ejected: {}",
         tab.eval(&badge_js(&dead))
     );
-    assert_badge(&mut tab, &dead, "ejected", "ejected", "var(--bad)", "until ");
+    assert_badge(&mut tab, &dead, "ejected", "ejected", "var(--bad)", Some("until "));
 
     // shown pending once a probe has failed, not just before the first one
     assert!(poll_until(Duration::from_secs(5), || gated.path_count("/health") > 0), "gated never probed");
     tab.wait_js(&state_is(&gated.url(), "pending"), Duration::from_secs(5))
         .unwrap_or_else(|| panic!("gated not shown pending: {}", tab.eval(&badge_js(&gated.url()))));
-    assert_badge(&mut tab, &gated.url(), "pending", "not yet admitted", "var(--warn)", "waiting for a passing probe");
-    assert_eq!(tab.eval(&badge_js(&ok.url()))["state"], "healthy");
+    assert_badge(
+        &mut tab,
+        &gated.url(),
+        "pending",
+        "not yet admitted",
+        "var(--warn)",
+        Some("waiting for a passing probe"),
+    );
+    assert_badge(&mut tab, &ok.url(), "healthy", "healthy", "var(--ok)", None);
 }
