@@ -3,8 +3,9 @@
 //! over WebDriver BiDi (websockets, no browser download, no driver binary).
 //! In each browser the page must show every backend once given the token,
 //! show nothing without it, follow a health flip without a page reload,
-//! drain a backend from its button, and show the ejected and not yet
-//! admitted states in words and colour. `in_each_browser!` turns one check
+//! drain a backend from its button (`draining` while a request is in
+//! flight, then `disabled`), and show every state in words, class and
+//! colour (`states.rs`: ejected and not yet admitted). `in_each_browser!` turns one check
 //! into a test per browser (`status_page::CHECK::chromium`, `::firefox`);
 //! a missing browser fails its test with the package to install.
 //!
@@ -244,16 +245,31 @@ fn the_drain_button_drains_a_backend(browser: Browser) {
             .map(|x| x["enabled"].clone())
     };
     assert_eq!(enabled(&sy), Some(Value::Bool(true)));
-    // confirming drains it
+    // a slow request in flight on b (round robin: one of two lands there)
+    b.set_delay(Duration::from_secs(4));
+    let addr = sy.addr();
+    let slow = std::thread::spawn(move || (0..2).for_each(|_| drop(try_get(addr, "/", &[]))));
+    let in_flight = |sy: &Switchyard| {
+        status(sy)["pools"]["web"]["backends"]
+            .as_array()
+            .and_then(|bs| bs.iter().find(|x| x["url"] == b.url()).cloned())
+            .is_some_and(|x| x["active_connections"] == 1)
+    };
+    assert!(poll_until(Duration::from_secs(5), || in_flight(&sy)), "no request in flight on b: {}", status(&sy));
+    // confirming drains it: draining while the request runs, then disabled
     tab.eval(&format!("{button}.click(); true"));
     tab.eval("document.getElementById('ok').click(); true");
     assert!(
-        poll_until(Duration::from_secs(5), || enabled(&sy) == Some(Value::Bool(false))),
+        poll_until(Duration::from_secs(3), || enabled(&sy) == Some(Value::Bool(false))),
         "/status does not say b is drained: {}",
         status(&sy)
     );
-    tab.wait_js(&format!("{} === 'disabled'", state_js(&b.url())), Duration::from_secs(5))
-        .expect("the page shows b disabled");
+    tab.wait_js(&format!("{} === 'draining'", state_js(&b.url())), Duration::from_secs(3))
+        .unwrap_or_else(|| panic!("the page does not show b draining: {}", tab.eval(&state_js(&b.url()))));
+    assert_badge(&mut tab, &b.url(), "draining", "draining", "var(--warn)", Some("1 in flight"));
+    tab.wait_js(&format!("{} === 'disabled'", state_js(&b.url())), Duration::from_secs(8))
+        .expect("the page shows b disabled once its request finished");
+    slow.join().expect("slow requests");
     assert_badge(&mut tab, &b.url(), "disabled", "disabled", "var(--off)", None);
     assert_eq!(tab.eval(&state_js(&a.url())), "healthy");
 }
