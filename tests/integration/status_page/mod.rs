@@ -5,9 +5,12 @@
 //! show nothing without it, follow a health flip without a page reload,
 //! drain a backend from its button (`draining` while a request is in
 //! flight, then `disabled`), and show every state in words, class and
-//! colour (`states.rs`: ejected and not yet admitted). `in_each_browser!` turns one check
-//! into a test per browser (`status_page::CHECK::chromium`, `::firefox`);
-//! a missing browser fails its test with the package to install.
+//! colour (`states.rs`: ejected and not yet admitted). `in_each_browser!`
+//! turns one check into a test per browser (`status_page::CHECK::chromium`,
+//! `::firefox`); a missing browser fails its test with the package to
+//! install. Drivers: `browser.rs` (the [`Browser`] enum, [`Tab`], the
+//! process group), `chromium.rs`, `firefox.rs`; `status.rs` checks what the
+//! page reads without a browser.
 //!
 //! With `SWITCHYARD_SCREENSHOT=PATH` the chromium run of the first check
 //! writes a screenshot of the page to PATH (`docs/status-page.png` is the
