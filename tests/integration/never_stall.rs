@@ -45,7 +45,10 @@ impl Stalled {
         let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let admin = std::net::SocketAddr::from(([127, 0, 0, 1], admin_port));
         let up = poll_until(READY_TIMEOUT, || {
-            matches!(child.try_wait(), Ok(None)) && try_get(admin, "/healthz", &[]).is_ok_and(|r| r.status == 200)
+            matches!(child.try_wait(), Ok(None))
+                && try_get(admin, "/healthz", &[]).is_ok_and(|r| r.status == 200)
+                // the admin listener can answer before the proxy's is bound
+                && try_get(addr, "/", &[]).is_ok()
         });
         assert!(up, "switchyard with stalled output did not come up");
         Stalled { child, _dir: dir, addr, admin, _stdout: stdout, _stderr: stderr }
