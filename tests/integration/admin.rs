@@ -189,8 +189,7 @@ fn assert_token_guard(sy: &Switchyard, token: &str, spare: &TestBackend) {
 
 #[test]
 fn token_from_env_guards_every_endpoint_but_healthz() {
-    let b1 = TestBackend::start("b1");
-    let spare = TestBackend::start("spare");
+    let [b1, spare] = backends(["b1", "spare"]);
     let yaml = admin_config_with(
         &format!("{ADMIN}, token_env: SY_ADMIN_TEST_TOKEN"),
         "{default_pool: web}",
@@ -203,8 +202,7 @@ fn token_from_env_guards_every_endpoint_but_healthz() {
 
 #[test]
 fn token_from_file_guards_every_endpoint_but_healthz() {
-    let b1 = TestBackend::start("b1");
-    let spare = TestBackend::start("spare");
+    let [b1, spare] = backends(["b1", "spare"]);
     let own = TempDir::new();
     let token_file = own.join("admin.token");
     // surrounding whitespace / the final newline are not part of the token
@@ -222,10 +220,7 @@ fn token_from_file_guards_every_endpoint_but_healthz() {
 
 #[test]
 fn status_lists_pools_backends_and_counters() {
-    let b1 = TestBackend::start("b1");
-    let b2 = TestBackend::start("b2");
-    let b3 = TestBackend::start("b3");
-    let b4 = TestBackend::start("b4");
+    let [b1, b2, b3, b4] = backends(["b1", "b2", "b3", "b4"]);
     let dead = dead_url();
     let sy = Switchyard::start_admin(&admin_config_with(
         ADMIN,
@@ -301,8 +296,7 @@ fn status_lists_pools_backends_and_counters() {
 
 #[test]
 fn post_backend_adds_a_backend_that_takes_traffic() {
-    let b1 = TestBackend::start("b1");
-    let b2 = TestBackend::start("b2");
+    let [b1, b2] = backends(["b1", "b2"]);
     let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&b1.url(), "")], &[])]));
     let r = backends_call(&sy, "POST", Some("web"), &b2.url(), ", \"weight\": 2");
     assert_eq!(r.status, 201, "{}", r.text());
@@ -320,8 +314,7 @@ fn post_backend_adds_a_backend_that_takes_traffic() {
 
 #[test]
 fn post_backend_rejects_bad_url_unknown_pool_duplicate_and_bad_json() {
-    let b1 = TestBackend::start("b1");
-    let b2 = TestBackend::start("b2");
+    let [b1, b2] = backends(["b1", "b2"]);
     let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&b1.url(), "")], &[])]));
     let cases: Vec<(String, u16, &str)> = vec![
         (body_json(Some("web"), "not a url", ""), 400, "bad URL"),
@@ -356,9 +349,7 @@ fn post_backend_rejects_bad_url_unknown_pool_duplicate_and_bad_json() {
 
 #[test]
 fn post_backend_without_pool_uses_the_default_pool() {
-    let b1 = TestBackend::start("b1");
-    let api = TestBackend::start("api");
-    let extra = TestBackend::start("extra");
+    let [b1, api, extra] = backends(["b1", "api", "extra"]);
     let sy = Switchyard::start_admin(&admin_config_with(
         ADMIN,
         "{header: App-Name, default_pool: web}",
@@ -385,8 +376,7 @@ fn post_backend_without_pool_uses_the_default_pool() {
 
 #[test]
 fn delete_backend_stops_its_traffic() {
-    let b1 = TestBackend::start("b1");
-    let b2 = TestBackend::start("b2");
+    let [b1, b2] = backends(["b1", "b2"]);
     let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&b1.url(), ""), be(&b2.url(), "")], &[])]));
     let got = serve_n(&sy, 6);
     assert!(got.iter().any(|b| b.as_deref() == Some("b2")), "{got:?}");
@@ -413,8 +403,7 @@ fn delete_backend_stops_its_traffic() {
 
 #[test]
 fn file_backend_deleted_re_added_and_deleted_again_gets_no_traffic() {
-    let b1 = TestBackend::start("b1");
-    let b2 = TestBackend::start("b2");
+    let [b1, b2] = backends(["b1", "b2"]);
     let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&b1.url(), ""), be(&b2.url(), "")], &[])]));
     let web_b2 = body_json(Some("web"), &b2.url(), "");
     for (method, code) in [("DELETE", 200), ("POST", 201)] {
@@ -440,8 +429,7 @@ fn file_backend_deleted_re_added_and_deleted_again_gets_no_traffic() {
 
 #[test]
 fn delete_backend_lets_in_flight_requests_finish() {
-    let slow = TestBackend::start("slow");
-    let fast = TestBackend::start("fast");
+    let [slow, fast] = backends(["slow", "fast"]);
     slow.set_delay(Duration::from_millis(800));
     let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&slow.url(), ""), be(&fast.url(), "")], &[])]));
     // only `slow` takes new requests for now
@@ -484,8 +472,7 @@ fn delete_backend_lets_in_flight_requests_finish() {
 
 #[test]
 fn patch_backend_drains_and_re_enables() {
-    let b1 = TestBackend::start("b1");
-    let b2 = TestBackend::start("b2");
+    let [b1, b2] = backends(["b1", "b2"]);
     let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&b1.url(), ""), be(&b2.url(), "")], &[])]));
     let r = backends_call(&sy, "PATCH", Some("web"), &b2.url(), ", \"enabled\": false");
     assert_eq!(r.status, 200, "{}", r.text());
@@ -624,8 +611,7 @@ fn admin_changes_survive_a_restart_with_the_same_state_file() {
 
 #[test]
 fn post_reload_applies_a_valid_edit() {
-    let web = TestBackend::start("web");
-    let api = TestBackend::start("api");
+    let [web, api] = backends(["web", "api"]);
     let routing = "{header: App-Name, default_pool: web}";
     let sy = Switchyard::start_admin(&admin_config_with(ADMIN, routing, &[pool("web", &[be(&web.url(), "")], &[])]));
     assert_eq!(who(&sy, Some("api")).as_deref(), Some("web"));
@@ -643,8 +629,7 @@ fn post_reload_applies_a_valid_edit() {
 
 #[test]
 fn post_reload_rejects_an_invalid_edit_and_keeps_serving() {
-    let web = TestBackend::start("web");
-    let api = TestBackend::start("api");
+    let [web, api] = backends(["web", "api"]);
     let routing = "{header: App-Name, default_pool: web}";
     let sy = Switchyard::start_admin(&admin_config_with(ADMIN, routing, &[pool("web", &[be(&web.url(), "")], &[])]));
     sy.write_config(&admin_config_with(
@@ -835,8 +820,7 @@ fn metrics_count_connect_failures_and_retries() {
 
 #[test]
 fn metrics_backend_healthy_follows_health_checks() {
-    let up = TestBackend::start("up");
-    let down = TestBackend::start("down");
+    let [up, down] = backends(["up", "down"]);
     down.set_healthy(false);
     let hc = "health_check: {type: http, path: /health, interval: 100ms, timeout: 500ms, rise: 1, fall: 1}";
     let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&up.url(), ""), be(&down.url(), "")], &[hc])]));
@@ -904,8 +888,7 @@ fn metrics_count_config_reloads_by_result() {
 
 #[test]
 fn metrics_count_won_races() {
-    let fast = TestBackend::start("fast");
-    let slow = TestBackend::start("slow");
+    let [fast, slow] = backends(["fast", "slow"]);
     slow.set_delay(Duration::from_millis(300));
     let sy = Switchyard::start_admin(&admin_config_with(
         ADMIN,

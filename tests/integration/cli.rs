@@ -233,16 +233,14 @@ fn assert_quick_mode_routes(sy: &mut Switchyard, api: &TestBackend, web: &TestBa
 
 #[test]
 fn quick_mode_backends_flag() {
-    let api = TestBackend::start("api");
-    let web = TestBackend::start("web");
+    let [api, web] = backends(["api", "web"]);
     let mut sy = Switchyard::builder().backends(&format!("api-{},{}", api.url(), web.url())).start();
     assert_quick_mode_routes(&mut sy, &api, &web);
 }
 
 #[test]
 fn quick_mode_backends_env() {
-    let api = TestBackend::start("api");
-    let web = TestBackend::start("web");
+    let [api, web] = backends(["api", "web"]);
     let mut sy = Switchyard::builder().env("SWITCHYARD_BACKENDS", &format!("{}, api-{}", web.url(), api.url())).start();
     assert_quick_mode_routes(&mut sy, &api, &web);
 }

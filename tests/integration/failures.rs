@@ -61,8 +61,7 @@ fn hammer_and_check(sy: &Switchyard, live: &[&TestBackend]) {
 fn dead_backend_without_health_check_causes_no_client_errors() {
     // Passive ejection off: the dead backend stays in the rotation, so every
     // third request or so must be retried after a refused connection.
-    let a = TestBackend::start("a");
-    let b = TestBackend::start("b");
+    let [a, b] = backends(["a", "b"]);
     let sy = Switchyard::start(&config(&[a.url(), dead_url(), b.url()], "passive: {max_fails: 0}"));
     hammer_and_check(&sy, &[&a, &b]);
     // The retries spread over both live backends; neither took everything.
@@ -72,9 +71,7 @@ fn dead_backend_without_health_check_causes_no_client_errors() {
 #[test]
 fn backend_dying_between_health_probes_causes_no_client_errors() {
     // Admitted by a TCP probe, then it dies; the next probe is an hour away.
-    let a = TestBackend::start("a");
-    let b = TestBackend::start("b");
-    let doomed = TestBackend::start("doomed");
+    let [a, b, doomed] = backends(["a", "b", "doomed"]);
     let sy = Switchyard::start(&config(&[a.url(), doomed.url(), b.url()], "health_check: {type: tcp, interval: 1h}"));
     // It takes traffic while alive (keeps pooled connections to it too).
     eventually!(5, {
@@ -339,8 +336,7 @@ fn fail_once(sy: &Switchyard, a: &TestBackend) -> Instant {
 fn passive_ejection_keeps_failed_backend_out_for_fail_timeout() {
     let a = TestBackend::start("a");
     a.set_mode(Mode::Reset);
-    let b = TestBackend::start("b");
-    let c = TestBackend::start("c");
+    let [b, c] = backends(["b", "c"]);
     let sy = Switchyard::start(&config(&[a.url(), b.url(), c.url()], "passive: {max_fails: 1, fail_timeout: 2s}"));
     let failed_at = fail_once(&sy, &a);
     assert_eq!(a.app_count(), 1);
@@ -397,8 +393,7 @@ fn reset_on_reused_connection_is_retried_fresh_and_then_counts() {
     // reading: it is retried on a fresh connection to the same backend
     // without counting (SPEC §3), and a reset there is the backend's own
     // failure (nginx semantics), ejecting it with max_fails 1.
-    let a = TestBackend::start("a");
-    let b = TestBackend::start("b");
+    let [a, b] = backends(["a", "b"]);
     let sy = Switchyard::start(&config(&[a.url(), b.url()], "passive: {max_fails: 1, fail_timeout: 10s}"));
     let mut client = Client::connect(sy.addr()).unwrap();
     // A pooled upstream connection to `a`.
