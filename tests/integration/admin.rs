@@ -703,11 +703,7 @@ fn metrics_are_prometheus_text_and_count_requests_by_pool_backend_code() {
         |code: &str| must(&text, "switchyard_requests_total", &[("pool", "web"), ("backend", &be1), ("code", code)]);
     assert_eq!(req("200"), 5.0, "{text}");
     assert_eq!(req("404"), 2.0, "{text}");
-    assert_eq!(
-        must(&text, "switchyard_requests_total", &[("pool", ""), ("backend", ""), ("code", "404")]),
-        3.0,
-        "{text}"
-    );
+    assert_metric(&text, "switchyard_requests_total", &[("pool", ""), ("backend", ""), ("code", "404")], 3.0);
 
     // histogram: 7 requests of >= 30 ms each
     let bucket = |le: &str| must(&text, "switchyard_request_duration_seconds_bucket", &[("pool", "web"), ("le", le)]);
@@ -726,14 +722,11 @@ fn metrics_are_prometheus_text_and_count_requests_by_pool_backend_code() {
             last = line.2;
         }
     }
-    assert_eq!(
-        must(&text, "switchyard_upstream_attempts_total", &[("pool", "web"), ("backend", &be1), ("result", "ok")]),
-        7.0,
-        "{text}"
-    );
-    assert_eq!(must(&text, "switchyard_retries_total", &[("pool", "web")]), 0.0);
-    assert_eq!(must(&text, "switchyard_backend_healthy", &[("pool", "web"), ("backend", &be1)]), 1.0);
-    assert_eq!(must(&text, "switchyard_rate_limited_total", &[("pool", "web")]), 0.0);
+    let be1_ok = [("pool", "web"), ("backend", be1.as_str()), ("result", "ok")];
+    assert_metric(&text, "switchyard_upstream_attempts_total", &be1_ok, 7.0);
+    assert_metric(&text, "switchyard_retries_total", &[("pool", "web")], 0.0);
+    assert_metric(&text, "switchyard_backend_healthy", &[("pool", "web"), ("backend", &be1)], 1.0);
+    assert_metric(&text, "switchyard_rate_limited_total", &[("pool", "web")], 0.0);
 }
 
 #[test]
@@ -762,38 +755,17 @@ fn metrics_count_connect_failures_and_retries() {
     );
     let be1_200 = [("pool", "web"), ("backend", be1.as_str()), ("code", "200")];
     let text = settled(&sy, |t| metric(t, "switchyard_requests_total", &be1_200) == Some(sent as f64));
+    let attempts = |backend: &str, result: &str| {
+        must(&text, "switchyard_upstream_attempts_total", &[("pool", "web"), ("backend", backend), ("result", result)])
+    };
     // one refused connection ejects the dead backend for 10 s: exactly one try
-    assert_eq!(
-        must(
-            &text,
-            "switchyard_upstream_attempts_total",
-            &[("pool", "web"), ("backend", &dead_name), ("result", "connect_failure")]
-        ),
-        1.0,
-        "{text}"
-    );
-    assert_eq!(
-        must(
-            &text,
-            "switchyard_upstream_attempts_total",
-            &[("pool", "web"), ("backend", &dead_name), ("result", "ok")]
-        ),
-        0.0,
-        "{text}"
-    );
-    assert_eq!(
-        must(&text, "switchyard_upstream_attempts_total", &[("pool", "web"), ("backend", &be1), ("result", "ok")]),
-        sent as f64,
-        "{text}"
-    );
-    assert_eq!(must(&text, "switchyard_retries_total", &[("pool", "web")]), 1.0, "{text}");
-    assert_eq!(
-        must(&text, "switchyard_requests_total", &[("pool", "web"), ("backend", &be1), ("code", "200")]),
-        sent as f64,
-        "{text}"
-    );
+    assert_eq!(attempts(&dead_name, "connect_failure"), 1.0, "{text}");
+    assert_eq!(attempts(&dead_name, "ok"), 0.0, "{text}");
+    assert_eq!(attempts(&be1, "ok"), sent as f64, "{text}");
+    assert_metric(&text, "switchyard_retries_total", &[("pool", "web")], 1.0);
+    assert_metric(&text, "switchyard_requests_total", &be1_200, sent as f64);
     // the ejected backend takes no traffic: not healthy
-    assert_eq!(must(&text, "switchyard_backend_healthy", &[("pool", "web"), ("backend", &dead_name)]), 0.0, "{text}");
+    assert_metric(&text, "switchyard_backend_healthy", &[("pool", "web"), ("backend", &dead_name)], 0.0);
 }
 
 #[test]
@@ -878,7 +850,7 @@ fn metrics_count_won_races() {
     }
     assert_eq!(who(&sy, Some("plain")).as_deref(), Some("fast"));
     let text = metrics(&sy);
-    assert_eq!(must(&text, "switchyard_race_requests_total", &[("pool", "web"), ("outcome", "won")]), 3.0, "{text}");
+    assert_metric(&text, "switchyard_race_requests_total", &[("pool", "web"), ("outcome", "won")], 3.0);
     assert_eq!(
         metric(&text, "switchyard_race_requests_total", &[("pool", "web"), ("outcome", "failed")]).unwrap_or(0.0),
         0.0,
