@@ -147,9 +147,8 @@ fn disabled_backend_gets_no_traffic() {
 
 #[test]
 fn least_conn_keeps_requests_off_a_slow_backend() {
-    let slow = TestBackend::start("slow");
+    let [slow, fast] = backends(["slow", "fast"]);
     slow.set_delay(Duration::from_millis(1500));
-    let fast = TestBackend::start("fast");
     let sy = start_web(&[&slow, &fast], &["strategy: least_conn"]);
     let addr = sy.addr();
     let results = Arc::new(Mutex::new(Vec::new()));
