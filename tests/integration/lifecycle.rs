@@ -29,7 +29,7 @@ fn sighup_reload_adds_a_pool_and_routes_to_it() {
 #[test]
 fn invalid_reload_keeps_the_running_configuration() {
     let web = TestBackend::start("web");
-    let sy = Switchyard::start(&proxy_config("{default_pool: web}", &[pool("web", &[web.url()], &[FAST_HC])]));
+    let sy = start_pools("{default_pool: web}", &[pool("web", &[web.url()], &[FAST_HC])]);
     sy.write_config("pools:\n  web:\n    backends: [ { url: \"not a url\" } ]\n    colour: blue\n");
     sy.signal(libc::SIGHUP);
     eventually!(10, sy.logs().contains("reload rejected"), "rejection not logged");
@@ -45,7 +45,7 @@ fn backend_added_by_reload_gets_no_request_before_its_probe_passes() {
     sick.set_healthy(false); // answers the app but fails /health
                              // pingora alone would call `sick` healthy until 3 failed probes (15 s)
     let hc = "health_check: { type: http, path: /health, interval: 5s, timeout: 300ms, rise: 1, fall: 3 }";
-    let sy = Switchyard::start(&proxy_config("{default_pool: web}", &[pool("web", &[good.url()], &[hc])]));
+    let sy = start_pools("{default_pool: web}", &[pool("web", &[good.url()], &[hc])]);
 
     sy.write_config(&proxy_config("{default_pool: web}", &[pool("web", &[good.url(), sick.url()], &[hc])]));
     sy.signal(libc::SIGHUP);
@@ -99,7 +99,7 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     slow.set_delay(Duration::from_millis(800));
     let yaml = "server: { pid_file: \"{pid_file}\", upgrade_sock: \"{upgrade_sock}\", grace_period_seconds: 2, graceful_shutdown_timeout_seconds: 2 }\n"
         .to_string()
-        + &proxy_config("{default_pool: web}", &[pool("web", &[slow.url()], &["health_check: { type: none }"])]);
+        + &proxy_config("{default_pool: web}", &[pool("web", &[slow.url()], &[])]);
     let mut sy = Switchyard::start(&yaml);
     let addr = sy.addr();
     let inflight = thread::spawn(move || try_get(addr, "/slow", &[]));
@@ -169,7 +169,7 @@ fn access_log_lines_and_rotation_on_reload() {
     let web = TestBackend::start("web");
     let yaml = format!(
         "listen: [ {{ addr: \"{{listen}}\" }} ]\npools:\n{}log: {{ access: \"{{dir}}/access.log\", format: json }}\n",
-        pool("web", &[web.url()], &["health_check: { type: none }"])
+        pool("web", &[web.url()], &[])
     );
     let sy = Switchyard::start(&yaml);
     let log = sy.dir().join("access.log");
