@@ -151,22 +151,13 @@ fn least_conn_keeps_requests_off_a_slow_backend() {
     slow.set_delay(Duration::from_millis(1500));
     let sy = start_web(&[&slow, &fast], &["strategy: least_conn"]);
     let addr = sy.addr();
-    let results = Arc::new(Mutex::new(Vec::new()));
-    let mut handles = Vec::new();
+    let mut clients = Vec::new();
     for i in 0..20 {
-        let results = Arc::clone(&results);
-        handles.push(thread::spawn(move || {
-            let r = try_get(addr, &format!("/lc/{i}"), &[]);
-            results.lock().unwrap().push(r.map(|r| (r.status, served_by(&r))));
-        }));
+        clients.push(thread::spawn(move || try_get(addr, &format!("/lc/{i}"), &[]).map(|r| (r.status, served_by(&r)))));
         thread::sleep(Duration::from_millis(40));
     }
-    for h in handles {
-        h.join().unwrap();
-    }
-    let results = results.lock().unwrap();
-    for r in results.iter() {
-        match r {
+    for c in clients {
+        match c.join().expect("client thread") {
             Ok((200, _)) => {}
             other => panic!("request failed: {other:?}"),
         }
