@@ -70,6 +70,14 @@ fn serve_n(sy: &Switchyard, n: usize) -> Vec<Option<String>> {
     (0..n).map(|_| who(sy, None)).collect()
 }
 
+/// `n` requests to the default pool, each served (200) by backend `name`;
+/// `when` says at which point of the test, for the failure message.
+fn assert_served_only_by(sy: &Switchyard, n: usize, name: &str, when: &str) {
+    for (i, b) in serve_n(sy, n).into_iter().enumerate() {
+        assert_eq!(b.as_deref(), Some(name), "{when} request {i}");
+    }
+}
+
 /// The backend objects of pool `name` in a `/status` answer.
 fn status_backends(st: &serde_json::Value, name: &str) -> Vec<serde_json::Value> {
     st["pools"][name]["backends"]
@@ -94,6 +102,13 @@ fn status_urls(st: &serde_json::Value, name: &str) -> Vec<String> {
 /// `METHOD /backends` with the JSON body of [`body_json`].
 fn backends_call(sy: &Switchyard, method: &str, pool: Option<&str>, url: &str, extra: &str) -> Response {
     admin(sy, method, "/backends", &body_json(pool, url, extra))
+}
+
+/// [`backends_call`], asserting the answer's status.
+fn expect_call(sy: &Switchyard, method: &str, pool: Option<&str>, url: &str, extra: &str, code: u16) -> Response {
+    let r = backends_call(sy, method, pool, url, extra);
+    assert_eq!(r.status, code, "{method} /backends {}: {}", body_json(pool, url, extra), r.text());
+    r
 }
 
 fn body_json(pool: Option<&str>, url: &str, extra: &str) -> String {
@@ -127,7 +142,7 @@ fn bname(b: &TestBackend) -> String {
 #[test]
 fn healthz_answers_ok_and_no_token_configured_means_open_api() {
     let b1 = TestBackend::start("b1");
-    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&b1.url(), "")], &[])]));
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[b1.url()], &[])]));
     let r = admin(&sy, "GET", "/healthz", "");
     assert_eq!(r.status, 200);
     assert_eq!(r.text().trim(), "ok");
@@ -189,12 +204,11 @@ fn assert_token_guard(sy: &Switchyard, token: &str, spare: &TestBackend) {
 
 #[test]
 fn token_from_env_guards_every_endpoint_but_healthz() {
-    let b1 = TestBackend::start("b1");
-    let spare = TestBackend::start("spare");
+    let [b1, spare] = backends(["b1", "spare"]);
     let yaml = admin_config_with(
         &format!("{ADMIN}, token_env: SY_ADMIN_TEST_TOKEN"),
         "{default_pool: web}",
-        &[pool("web", &[be(&b1.url(), "")], &[])],
+        &[pool("web", &[b1.url()], &[])],
     );
     let sy = Switchyard::builder().config(&yaml).env("SY_ADMIN_TEST_TOKEN", "env-s3cret").start();
     sy.wait_admin();
@@ -203,8 +217,7 @@ fn token_from_env_guards_every_endpoint_but_healthz() {
 
 #[test]
 fn token_from_file_guards_every_endpoint_but_healthz() {
-    let b1 = TestBackend::start("b1");
-    let spare = TestBackend::start("spare");
+    let [b1, spare] = backends(["b1", "spare"]);
     let own = TempDir::new();
     let token_file = own.join("admin.token");
     // surrounding whitespace / the final newline are not part of the token
@@ -212,7 +225,7 @@ fn token_from_file_guards_every_endpoint_but_healthz() {
     let yaml = admin_config_with(
         &format!("{ADMIN}, token_file: \"{}\"", token_file.display()),
         "{default_pool: web}",
-        &[pool("web", &[be(&b1.url(), "")], &[])],
+        &[pool("web", &[b1.url()], &[])],
     );
     let sy = Switchyard::start_admin(&yaml);
     assert_token_guard(&sy, "file-t0ken", &spare);
@@ -222,18 +235,15 @@ fn token_from_file_guards_every_endpoint_but_healthz() {
 
 #[test]
 fn status_lists_pools_backends_and_counters() {
-    let b1 = TestBackend::start("b1");
-    let b2 = TestBackend::start("b2");
-    let b3 = TestBackend::start("b3");
-    let b4 = TestBackend::start("b4");
+    let [b1, b2, b3, b4] = backends(["b1", "b2", "b3", "b4"]);
     let dead = dead_url();
     let sy = Switchyard::start_admin(&admin_config_with(
         ADMIN,
         "{header: App-Name, default_pool: web}",
         &[
             pool("web", &[be(&b1.url(), ", name: alpha"), be(&b2.url(), ", weight: 3")], &[]),
-            pool("api", &[be(&b3.url(), ", enabled: false"), be(&b4.url(), "")], &["strategy: least_conn"]),
-            pool("flaky", &[be(&dead, ""), be(&b4.url(), "")], &[]),
+            pool("api", &[be(&b3.url(), ", enabled: false"), b4.url()], &["strategy: least_conn"]),
+            pool("flaky", &[be(&dead, ""), b4.url()], &[]),
         ],
     ));
 
@@ -301,11 +311,9 @@ fn status_lists_pools_backends_and_counters() {
 
 #[test]
 fn post_backend_adds_a_backend_that_takes_traffic() {
-    let b1 = TestBackend::start("b1");
-    let b2 = TestBackend::start("b2");
-    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&b1.url(), "")], &[])]));
-    let r = backends_call(&sy, "POST", Some("web"), &b2.url(), ", \"weight\": 2");
-    assert_eq!(r.status, 201, "{}", r.text());
+    let [b1, b2] = backends(["b1", "b2"]);
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[b1.url()], &[])]));
+    expect_call(&sy, "POST", Some("web"), &b2.url(), ", \"weight\": 2", 201);
     eventually!(5, who(&sy, None).as_deref() == Some("b2"), "added backend never served");
     let st = status(&sy);
     let added = status_backend(&st, "web", &b2.url()).expect("b2 in /status");
@@ -320,9 +328,8 @@ fn post_backend_adds_a_backend_that_takes_traffic() {
 
 #[test]
 fn post_backend_rejects_bad_url_unknown_pool_duplicate_and_bad_json() {
-    let b1 = TestBackend::start("b1");
-    let b2 = TestBackend::start("b2");
-    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&b1.url(), "")], &[])]));
+    let [b1, b2] = backends(["b1", "b2"]);
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[b1.url()], &[])]));
     let cases: Vec<(String, u16, &str)> = vec![
         (body_json(Some("web"), "not a url", ""), 400, "bad URL"),
         (body_json(Some("web"), "http://", ""), 400, "URL without host"),
@@ -344,28 +351,21 @@ fn post_backend_rejects_bad_url_unknown_pool_duplicate_and_bad_json() {
     // nothing changed
     let st = status(&sy);
     assert_eq!(status_urls(&st, "web"), [b1.url()], "{st}");
-    for b in serve_n(&sy, 5) {
-        assert_eq!(b.as_deref(), Some("b1"));
-    }
+    assert_served_only_by(&sy, 5, "b1", "");
     // and a good request after all this still works
-    let r = backends_call(&sy, "POST", Some("web"), &b2.url(), "");
-    assert_eq!(r.status, 201, "{}", r.text());
-    let r = backends_call(&sy, "POST", Some("web"), &b2.url(), "");
-    assert_eq!(r.status, 409, "second add of the same backend: {}", r.text());
+    expect_call(&sy, "POST", Some("web"), &b2.url(), "", 201);
+    expect_call(&sy, "POST", Some("web"), &b2.url(), "", 409); // second add of the same backend
 }
 
 #[test]
 fn post_backend_without_pool_uses_the_default_pool() {
-    let b1 = TestBackend::start("b1");
-    let api = TestBackend::start("api");
-    let extra = TestBackend::start("extra");
+    let [b1, api, extra] = backends(["b1", "api", "extra"]);
     let sy = Switchyard::start_admin(&admin_config_with(
         ADMIN,
         "{header: App-Name, default_pool: web}",
-        &[pool("api", &[be(&api.url(), "")], &[]), pool("web", &[be(&b1.url(), "")], &[])],
+        &[pool("api", &[api.url()], &[]), pool("web", &[b1.url()], &[])],
     ));
-    let r = backends_call(&sy, "POST", None, &extra.url(), "");
-    assert_eq!(r.status, 201, "{}", r.text());
+    expect_call(&sy, "POST", None, &extra.url(), "", 201);
     let st = status(&sy);
     let mut want = vec![b1.url(), extra.url()];
     want.sort();
@@ -376,46 +376,36 @@ fn post_backend_without_pool_uses_the_default_pool() {
         assert_eq!(who(&sy, Some("api")).as_deref(), Some("api"));
     }
     // PATCH and DELETE without pool also mean the default pool
-    let r = backends_call(&sy, "PATCH", None, &extra.url(), ", \"enabled\": false");
-    assert_eq!(r.status, 200, "{}", r.text());
-    let r = backends_call(&sy, "DELETE", None, &extra.url(), "");
-    assert_eq!(r.status, 200, "{}", r.text());
+    expect_call(&sy, "PATCH", None, &extra.url(), ", \"enabled\": false", 200);
+    expect_call(&sy, "DELETE", None, &extra.url(), "", 200);
     assert_eq!(status_urls(&status(&sy), "web"), [b1.url()]);
 }
 
 #[test]
 fn delete_backend_stops_its_traffic() {
-    let b1 = TestBackend::start("b1");
-    let b2 = TestBackend::start("b2");
-    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&b1.url(), ""), be(&b2.url(), "")], &[])]));
+    let [b1, b2] = backends(["b1", "b2"]);
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[b1.url(), b2.url()], &[])]));
     let got = serve_n(&sy, 6);
     assert!(got.iter().any(|b| b.as_deref() == Some("b2")), "{got:?}");
 
-    let r = backends_call(&sy, "DELETE", Some("web"), &b2.url(), "");
-    assert_eq!(r.status, 200, "{}", r.text());
+    expect_call(&sy, "DELETE", Some("web"), &b2.url(), "", 200);
     let before = b2.app_count();
-    for b in serve_n(&sy, 20) {
-        assert_eq!(b.as_deref(), Some("b1"));
-    }
+    assert_served_only_by(&sy, 20, "b1", "");
     assert_eq!(b2.app_count(), before, "a deleted backend got traffic");
     assert_eq!(status_urls(&status(&sy), "web"), [b1.url()]);
 
     // unknown backend / pool: 404
-    let r = backends_call(&sy, "DELETE", Some("web"), &b2.url(), "");
-    assert_eq!(r.status, 404, "second delete: {}", r.text());
-    let r = backends_call(&sy, "DELETE", Some("web"), &dead_url(), "");
-    assert_eq!(r.status, 404, "never-known backend: {}", r.text());
-    let r = backends_call(&sy, "DELETE", Some("nope"), &b1.url(), "");
-    assert_eq!(r.status, 404, "unknown pool: {}", r.text());
+    expect_call(&sy, "DELETE", Some("web"), &b2.url(), "", 404); // second delete
+    expect_call(&sy, "DELETE", Some("web"), &dead_url(), "", 404); // never-known backend
+    expect_call(&sy, "DELETE", Some("nope"), &b1.url(), "", 404); // unknown pool
     let r = admin(&sy, "DELETE", "/backends", "{\"pool\": ");
     assert_eq!(r.status, 400, "bad JSON: {}", r.text());
 }
 
 #[test]
 fn file_backend_deleted_re_added_and_deleted_again_gets_no_traffic() {
-    let b1 = TestBackend::start("b1");
-    let b2 = TestBackend::start("b2");
-    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&b1.url(), ""), be(&b2.url(), "")], &[])]));
+    let [b1, b2] = backends(["b1", "b2"]);
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[b1.url(), b2.url()], &[])]));
     let web_b2 = body_json(Some("web"), &b2.url(), "");
     for (method, code) in [("DELETE", 200), ("POST", 201)] {
         let r = admin(&sy, method, "/backends", &web_b2);
@@ -432,21 +422,17 @@ fn file_backend_deleted_re_added_and_deleted_again_gets_no_traffic() {
         std::fs::read_to_string(sy.dir().join("state.json")).unwrap_or_default()
     );
     let before = b2.app_count();
-    for b in serve_n(&sy, 10) {
-        assert_eq!(b.as_deref(), Some("b1"));
-    }
+    assert_served_only_by(&sy, 10, "b1", "");
     assert_eq!(b2.app_count(), before, "a deleted backend got traffic");
 }
 
 #[test]
 fn delete_backend_lets_in_flight_requests_finish() {
-    let slow = TestBackend::start("slow");
-    let fast = TestBackend::start("fast");
+    let [slow, fast] = backends(["slow", "fast"]);
     slow.set_delay(Duration::from_millis(800));
-    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&slow.url(), ""), be(&fast.url(), "")], &[])]));
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[slow.url(), fast.url()], &[])]));
     // only `slow` takes new requests for now
-    let r = backends_call(&sy, "PATCH", Some("web"), &fast.url(), ", \"enabled\": false");
-    assert_eq!(r.status, 200, "{}", r.text());
+    expect_call(&sy, "PATCH", Some("web"), &fast.url(), ", \"enabled\": false", 200);
 
     let done = Arc::new(AtomicBool::new(false));
     let addr = sy.addr();
@@ -458,8 +444,7 @@ fn delete_backend_lets_in_flight_requests_finish() {
     });
     eventually!(5, slow.path_count("/slow") == 1, "the slow request never reached the slow backend");
     let t = Instant::now();
-    let r = backends_call(&sy, "DELETE", Some("web"), &slow.url(), "");
-    assert_eq!(r.status, 200, "{}", r.text());
+    expect_call(&sy, "DELETE", Some("web"), &slow.url(), "", 200);
     assert!(
         !done.load(Ordering::SeqCst),
         "DELETE took {:?}; the request was no longer in flight, test inconclusive",
@@ -474,42 +459,32 @@ fn delete_backend_lets_in_flight_requests_finish() {
     assert_eq!(got.text(), "slow");
 
     // new requests never go to the deleted backend
-    let r = backends_call(&sy, "PATCH", Some("web"), &fast.url(), ", \"enabled\": true");
-    assert_eq!(r.status, 200, "{}", r.text());
-    for b in serve_n(&sy, 6) {
-        assert_eq!(b.as_deref(), Some("fast"));
-    }
+    expect_call(&sy, "PATCH", Some("web"), &fast.url(), ", \"enabled\": true", 200);
+    assert_served_only_by(&sy, 6, "fast", "");
     assert_eq!(slow.app_count(), 1);
 }
 
 #[test]
 fn patch_backend_drains_and_re_enables() {
-    let b1 = TestBackend::start("b1");
-    let b2 = TestBackend::start("b2");
-    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&b1.url(), ""), be(&b2.url(), "")], &[])]));
-    let r = backends_call(&sy, "PATCH", Some("web"), &b2.url(), ", \"enabled\": false");
-    assert_eq!(r.status, 200, "{}", r.text());
+    let [b1, b2] = backends(["b1", "b2"]);
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[b1.url(), b2.url()], &[])]));
+    expect_call(&sy, "PATCH", Some("web"), &b2.url(), ", \"enabled\": false", 200);
     let st = status(&sy);
     assert_eq!(status_backend(&st, "web", &b2.url()).expect("drained b2 still listed")["enabled"], false, "{st}");
     let before = b2.app_count();
-    for b in serve_n(&sy, 20) {
-        assert_eq!(b.as_deref(), Some("b1"));
-    }
+    assert_served_only_by(&sy, 20, "b1", "");
     assert_eq!(b2.app_count(), before, "a drained backend got traffic");
 
-    let r = backends_call(&sy, "PATCH", Some("web"), &b2.url(), ", \"enabled\": true");
-    assert_eq!(r.status, 200, "{}", r.text());
+    expect_call(&sy, "PATCH", Some("web"), &b2.url(), ", \"enabled\": true", 200);
     eventually!(5, who(&sy, None).as_deref() == Some("b2"), "re-enabled backend never served");
     let st = status(&sy);
     assert_eq!(status_backend(&st, "web", &b2.url()).expect("b2")["enabled"], true);
 
     // errors
-    let r = backends_call(&sy, "PATCH", Some("web"), &b2.url(), "");
-    assert_eq!(r.status, 400, "PATCH without enabled: {}", r.text());
-    let r = backends_call(&sy, "PATCH", Some("web"), &dead_url(), ", \"enabled\": false");
-    assert_eq!(r.status, 404, "unknown backend: {}", r.text());
-    let r = backends_call(&sy, "PATCH", Some("nope"), &b1.url(), ", \"enabled\": false");
-    assert_eq!(r.status, 404, "unknown pool: {}", r.text());
+    expect_call(&sy, "PATCH", Some("web"), &b2.url(), "", 400); // PATCH without enabled
+    expect_call(&sy, "PATCH", Some("web"), &dead_url(), ", \"enabled\": false", 404); // unknown backend
+    expect_call(&sy, "PATCH", Some("nope"), &b1.url(), ", \"enabled\": false", 404);
+    // unknown pool
 }
 
 // === Admin changes outlive reloads and restarts ===
@@ -529,9 +504,9 @@ impl Trio {
 
     /// The file's pools: `web` = b1, b2; with `api` = b1 when `with_api`.
     fn pools(&self, with_api: bool) -> Vec<String> {
-        let mut p = vec![pool("web", &[be(&self.b1.url(), ""), be(&self.b2.url(), "")], &[])];
+        let mut p = vec![pool("web", &[self.b1.url(), self.b2.url()], &[])];
         if with_api {
-            p.push(pool("api", &[be(&self.b1.url(), "")], &[]));
+            p.push(pool("api", &[self.b1.url()], &[]));
         }
         p
     }
@@ -557,9 +532,7 @@ impl Trio {
         let b1 = status_backend(&st, "web", &self.b1.url()).expect("b1");
         assert_eq!(b1["enabled"], false, "{when}: {st}");
         let before = (self.b1.app_count(), self.b2.app_count());
-        for b in serve_n(sy, 12) {
-            assert_eq!(b.as_deref(), Some("b3"), "{when}");
-        }
+        assert_served_only_by(sy, 12, "b3", when);
         assert_eq!(
             (self.b1.app_count(), self.b2.app_count()),
             before,
@@ -615,8 +588,7 @@ fn admin_changes_survive_a_restart_with_the_same_state_file() {
     let second = Switchyard::start_admin(&yaml);
     t.assert_changed(&second, "after a restart");
     // the restarted process keeps recording changes in the same file
-    let r = backends_call(&second, "PATCH", Some("web"), &t.b1.url(), ", \"enabled\": true");
-    assert_eq!(r.status, 200, "{}", r.text());
+    expect_call(&second, "PATCH", Some("web"), &t.b1.url(), ", \"enabled\": true", 200);
     eventually!(5, who(&second, None).as_deref() == Some("b1"));
 }
 
@@ -624,15 +596,14 @@ fn admin_changes_survive_a_restart_with_the_same_state_file() {
 
 #[test]
 fn post_reload_applies_a_valid_edit() {
-    let web = TestBackend::start("web");
-    let api = TestBackend::start("api");
+    let [web, api] = backends(["web", "api"]);
     let routing = "{header: App-Name, default_pool: web}";
-    let sy = Switchyard::start_admin(&admin_config_with(ADMIN, routing, &[pool("web", &[be(&web.url(), "")], &[])]));
+    let sy = Switchyard::start_admin(&admin_config_with(ADMIN, routing, &[pool("web", &[web.url()], &[])]));
     assert_eq!(who(&sy, Some("api")).as_deref(), Some("web"));
     sy.write_config(&admin_config_with(
         ADMIN,
         routing,
-        &[pool("web", &[be(&web.url(), "")], &[]), pool("api", &[be(&api.url(), "")], &[])],
+        &[pool("web", &[web.url()], &[]), pool("api", &[api.url()], &[])],
     ));
     let r = admin(&sy, "POST", "/reload", "");
     assert_eq!(r.status, 200, "{}", r.text());
@@ -643,14 +614,13 @@ fn post_reload_applies_a_valid_edit() {
 
 #[test]
 fn post_reload_rejects_an_invalid_edit_and_keeps_serving() {
-    let web = TestBackend::start("web");
-    let api = TestBackend::start("api");
+    let [web, api] = backends(["web", "api"]);
     let routing = "{header: App-Name, default_pool: web}";
-    let sy = Switchyard::start_admin(&admin_config_with(ADMIN, routing, &[pool("web", &[be(&web.url(), "")], &[])]));
+    let sy = Switchyard::start_admin(&admin_config_with(ADMIN, routing, &[pool("web", &[web.url()], &[])]));
     sy.write_config(&admin_config_with(
         ADMIN,
         routing,
-        &[pool("web", &[be(&web.url(), "")], &["strategy: fastest"]), pool("api", &[be(&api.url(), "")], &[])],
+        &[pool("web", &[web.url()], &["strategy: fastest"]), pool("api", &[api.url()], &[])],
     ));
     let r = admin(&sy, "POST", "/reload", "");
     assert_eq!(r.status, 400, "{}", r.text());
@@ -686,11 +656,7 @@ fn metrics_are_prometheus_text_and_count_requests_by_pool_backend_code() {
     b1.set_handler(|req| {
         (req.path() == "/missing").then(|| Reply::new(404, "nope").with_delay(Duration::from_millis(30)))
     });
-    let sy = Switchyard::start_admin(&admin_config_with(
-        ADMIN,
-        "{header: App-Name}",
-        &[pool("web", &[be(&b1.url(), "")], &[])],
-    ));
+    let sy = Switchyard::start_admin(&admin_config_with(ADMIN, "{header: App-Name}", &[pool("web", &[b1.url()], &[])]));
     for _ in 0..5 {
         let r = get(sy.addr(), "/ok", &[("App-Name", "web")]);
         assert_eq!(r.status, 200);
@@ -737,11 +703,7 @@ fn metrics_are_prometheus_text_and_count_requests_by_pool_backend_code() {
         |code: &str| must(&text, "switchyard_requests_total", &[("pool", "web"), ("backend", &be1), ("code", code)]);
     assert_eq!(req("200"), 5.0, "{text}");
     assert_eq!(req("404"), 2.0, "{text}");
-    assert_eq!(
-        must(&text, "switchyard_requests_total", &[("pool", ""), ("backend", ""), ("code", "404")]),
-        3.0,
-        "{text}"
-    );
+    assert_metric(&text, "switchyard_requests_total", &[("pool", ""), ("backend", ""), ("code", "404")], 3.0);
 
     // histogram: 7 requests of >= 30 ms each
     let bucket = |le: &str| must(&text, "switchyard_request_duration_seconds_bucket", &[("pool", "web"), ("le", le)]);
@@ -760,14 +722,11 @@ fn metrics_are_prometheus_text_and_count_requests_by_pool_backend_code() {
             last = line.2;
         }
     }
-    assert_eq!(
-        must(&text, "switchyard_upstream_attempts_total", &[("pool", "web"), ("backend", &be1), ("result", "ok")]),
-        7.0,
-        "{text}"
-    );
-    assert_eq!(must(&text, "switchyard_retries_total", &[("pool", "web")]), 0.0);
-    assert_eq!(must(&text, "switchyard_backend_healthy", &[("pool", "web"), ("backend", &be1)]), 1.0);
-    assert_eq!(must(&text, "switchyard_rate_limited_total", &[("pool", "web")]), 0.0);
+    let be1_ok = [("pool", "web"), ("backend", be1.as_str()), ("result", "ok")];
+    assert_metric(&text, "switchyard_upstream_attempts_total", &be1_ok, 7.0);
+    assert_metric(&text, "switchyard_retries_total", &[("pool", "web")], 0.0);
+    assert_metric(&text, "switchyard_backend_healthy", &[("pool", "web"), ("backend", &be1)], 1.0);
+    assert_metric(&text, "switchyard_rate_limited_total", &[("pool", "web")], 0.0);
 }
 
 #[test]
@@ -775,11 +734,8 @@ fn metrics_count_connect_failures_and_retries() {
     let b1 = TestBackend::start("b1");
     let dead = dead_addr();
     let dead_name = dead.to_string();
-    let sy = Switchyard::start_admin(&admin_config(&[pool(
-        "web",
-        &[be(&format!("http://{dead}"), ""), be(&b1.url(), "")],
-        &[],
-    )]));
+    let sy =
+        Switchyard::start_admin(&admin_config(&[pool("web", &[be(&format!("http://{dead}"), ""), b1.url()], &[])]));
     let be1 = bname(&b1);
     let mut sent = 0;
     eventually!(
@@ -799,47 +755,25 @@ fn metrics_count_connect_failures_and_retries() {
     );
     let be1_200 = [("pool", "web"), ("backend", be1.as_str()), ("code", "200")];
     let text = settled(&sy, |t| metric(t, "switchyard_requests_total", &be1_200) == Some(sent as f64));
+    let attempts = |backend: &str, result: &str| {
+        must(&text, "switchyard_upstream_attempts_total", &[("pool", "web"), ("backend", backend), ("result", result)])
+    };
     // one refused connection ejects the dead backend for 10 s: exactly one try
-    assert_eq!(
-        must(
-            &text,
-            "switchyard_upstream_attempts_total",
-            &[("pool", "web"), ("backend", &dead_name), ("result", "connect_failure")]
-        ),
-        1.0,
-        "{text}"
-    );
-    assert_eq!(
-        must(
-            &text,
-            "switchyard_upstream_attempts_total",
-            &[("pool", "web"), ("backend", &dead_name), ("result", "ok")]
-        ),
-        0.0,
-        "{text}"
-    );
-    assert_eq!(
-        must(&text, "switchyard_upstream_attempts_total", &[("pool", "web"), ("backend", &be1), ("result", "ok")]),
-        sent as f64,
-        "{text}"
-    );
-    assert_eq!(must(&text, "switchyard_retries_total", &[("pool", "web")]), 1.0, "{text}");
-    assert_eq!(
-        must(&text, "switchyard_requests_total", &[("pool", "web"), ("backend", &be1), ("code", "200")]),
-        sent as f64,
-        "{text}"
-    );
+    assert_eq!(attempts(&dead_name, "connect_failure"), 1.0, "{text}");
+    assert_eq!(attempts(&dead_name, "ok"), 0.0, "{text}");
+    assert_eq!(attempts(&be1, "ok"), sent as f64, "{text}");
+    assert_metric(&text, "switchyard_retries_total", &[("pool", "web")], 1.0);
+    assert_metric(&text, "switchyard_requests_total", &be1_200, sent as f64);
     // the ejected backend takes no traffic: not healthy
-    assert_eq!(must(&text, "switchyard_backend_healthy", &[("pool", "web"), ("backend", &dead_name)]), 0.0, "{text}");
+    assert_metric(&text, "switchyard_backend_healthy", &[("pool", "web"), ("backend", &dead_name)], 0.0);
 }
 
 #[test]
 fn metrics_backend_healthy_follows_health_checks() {
-    let up = TestBackend::start("up");
-    let down = TestBackend::start("down");
+    let [up, down] = backends(["up", "down"]);
     down.set_healthy(false);
     let hc = "health_check: {type: http, path: /health, interval: 100ms, timeout: 500ms, rise: 1, fall: 1}";
-    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&up.url(), ""), be(&down.url(), "")], &[hc])]));
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[up.url(), down.url()], &[hc])]));
     let (upn, downn) = (bname(&up), bname(&down));
     let healthy =
         |name: &str| metric(&metrics(&sy), "switchyard_backend_healthy", &[("pool", "web"), ("backend", name)]);
@@ -858,7 +792,7 @@ fn metrics_backend_healthy_follows_health_checks() {
 fn metrics_show_active_connections() {
     let slow = TestBackend::start("slow");
     slow.set_delay(Duration::from_millis(800));
-    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[be(&slow.url(), "")], &[])]));
+    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[slow.url()], &[])]));
     let name = bname(&slow);
     let active =
         || metric(&metrics(&sy), "switchyard_backend_active_connections", &[("pool", "web"), ("backend", &name)]);
@@ -879,7 +813,7 @@ fn metrics_show_active_connections() {
 #[test]
 fn metrics_count_config_reloads_by_result() {
     let web = TestBackend::start("web");
-    let good = admin_config(&[pool("web", &[be(&web.url(), "")], &[])]);
+    let good = admin_config(&[pool("web", &[web.url()], &[])]);
     let sy = Switchyard::start_admin(&good);
     let reloads = |result: &str| must(&metrics(&sy), "switchyard_config_reloads_total", &[("result", result)]);
     let (ok0, err0) = (reloads("ok"), reloads("error"));
@@ -904,23 +838,19 @@ fn metrics_count_config_reloads_by_result() {
 
 #[test]
 fn metrics_count_won_races() {
-    let fast = TestBackend::start("fast");
-    let slow = TestBackend::start("slow");
+    let [fast, slow] = backends(["fast", "slow"]);
     slow.set_delay(Duration::from_millis(300));
     let sy = Switchyard::start_admin(&admin_config_with(
         ADMIN,
         "{header: App-Name, default_pool: web}",
-        &[
-            pool("web", &[be(&fast.url(), ""), be(&slow.url(), "")], &["race: {}"]),
-            pool("plain", &[be(&fast.url(), "")], &[]),
-        ],
+        &[pool("web", &[fast.url(), slow.url()], &["race: {}"]), pool("plain", &[fast.url()], &[])],
     ));
     for _ in 0..3 {
         assert_eq!(who(&sy, Some("web")).as_deref(), Some("fast"));
     }
     assert_eq!(who(&sy, Some("plain")).as_deref(), Some("fast"));
     let text = metrics(&sy);
-    assert_eq!(must(&text, "switchyard_race_requests_total", &[("pool", "web"), ("outcome", "won")]), 3.0, "{text}");
+    assert_metric(&text, "switchyard_race_requests_total", &[("pool", "web"), ("outcome", "won")], 3.0);
     assert_eq!(
         metric(&text, "switchyard_race_requests_total", &[("pool", "web"), ("outcome", "failed")]).unwrap_or(0.0),
         0.0,

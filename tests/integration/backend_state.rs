@@ -239,8 +239,7 @@ fn stale_keepalive_connections_never_eject_the_only_backend() {
 
 #[test]
 fn out_of_file_descriptors_never_ejects_a_backend() {
-    let b1 = TestBackend::start("b1");
-    let b2 = TestBackend::start("b2");
+    let [b1, b2] = backends(["b1", "b2"]);
     for b in [&b1, &b2] {
         // no pooled upstream connection may be reused instead of a new one
         b.set_reply(Reply { close: true, ..Reply::new(200, b.name()) });
@@ -327,8 +326,7 @@ fn out_of_file_descriptors_never_ejects_a_backend() {
 
 #[test]
 fn passive_ejection_survives_an_unrelated_sighup() {
-    let good = TestBackend::start("good");
-    let bad = TestBackend::start("bad");
+    let [good, bad] = backends(["good", "bad"]);
     bad.set_mode(Mode::Reset);
     let web = pool_yaml(
         "web",
@@ -359,8 +357,7 @@ fn passive_ejection_survives_an_unrelated_sighup() {
 
 #[test]
 fn rise_progress_survives_a_reload() {
-    let steady = TestBackend::start("steady");
-    let rec = TestBackend::start("rec");
+    let [steady, rec] = backends(["steady", "rec"]);
     let hc = "    health_check: { type: http, path: /health, interval: 2s, timeout: 500ms, rise: 3, fall: 1 }\n";
     let web = pool_yaml("web", &[steady.url(), rec.url()], hc);
     let other = pool_yaml("other", &[steady.url()], "    health_check: { type: none }\n");
@@ -424,9 +421,7 @@ fn in_flight_count_of_a_draining_backend_survives_a_reload() {
 
 #[test]
 fn post_backends_probes_the_new_backend_only() {
-    let a = TestBackend::start("a");
-    let b = TestBackend::start("b");
-    let c = TestBackend::start("c");
+    let [a, b, c] = backends(["a", "b", "c"]);
     let hc = "    health_check: { type: http, path: /health, interval: 20s, timeout: 1s, rise: 1, fall: 1 }\n";
     let web = pool_yaml("web", &[a.url(), b.url()], hc);
     let api = pool_yaml("api", &[a.url()], hc);
@@ -524,8 +519,7 @@ fn raced_request_whose_client_leaves_leaves_no_upstream_connection() {
 
 #[test]
 fn changed_health_settings_stop_the_old_probe_while_a_request_holds_the_old_table() {
-    let b = TestBackend::start("b");
-    let slow = TestBackend::start("slow");
+    let [b, slow] = backends(["b", "slow"]);
     slow.set_delay(Duration::from_secs(4));
     let hc =
         |path: &str| format!("    health_check: {{ type: http, path: {path}, interval: 200ms, timeout: 200ms }}\n");
@@ -571,8 +565,7 @@ fn a_one_backend_pool_is_never_ejected_passively() {
 
 #[test]
 fn admin_changes_are_counted_apart_from_reloads() {
-    let a = TestBackend::start("a");
-    let b = TestBackend::start("b");
+    let [a, b] = backends(["a", "b"]);
     let web = pool_yaml("web", &[a.url()], "    health_check: { type: none }\n");
     let sy = Switchyard::start(&config("web", std::slice::from_ref(&web), true));
     let body = format!("{{\"pool\": \"web\", \"url\": \"{}\"}}", b.url());

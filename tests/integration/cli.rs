@@ -56,30 +56,27 @@ fn check_accepts_a_good_file() {
     assert_eq!(out.stdout.trim(), "configuration ok", "{out:?}");
 }
 
-#[test]
-fn check_unknown_key_names_key_path_and_line() {
-    let yaml = "listen: [{addr: \"127.0.0.1:18080\"}]\n\
-                routing: {default_pool: web}\n\
-                pools:\n  \
-                web:\n    \
-                backends:\n      \
-                - url: http://127.0.0.1:8001\n        \
-                wieght: 3\n";
-    let (out, path) = check("typo.yaml", yaml);
-    assert_rejected(&out, &[&format!("{path}:7:"), "pools.web.backends[0]", "wieght"]);
-
-    // A top-level typo too.
-    let (out, path) = check(
-        "top.yaml",
+/// Files `-t` rejects, each with what its stderr must name (`{path}` stands
+/// for the file's path as given, `{path}:N:` for line N of it).
+const REJECTED: &[(&str, &str, &[&str])] = &[
+    (
+        "typo.yaml",
+        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
+         routing: {default_pool: web}\n\
+         pools:\n  \
+         web:\n    \
+         backends:\n      \
+         - url: http://127.0.0.1:8001\n        \
+         wieght: 3\n",
+        &["{path}:7:", "pools.web.backends[0]", "wieght"],
+    ),
+    (
+        "top.yaml", // a top-level typo too
         "listen: [{addr: \"127.0.0.1:18080\"}]\nrouteing: {default_pool: web}\n\
          pools:\n  web: {backends: [{url: \"http://127.0.0.1:8001\"}]}\n",
-    );
-    assert_rejected(&out, &[&format!("{path}:2:"), "routeing"]);
-}
-
-#[test]
-fn check_bad_url() {
-    let (out, path) = check(
+        &["{path}:2:", "routeing"],
+    ),
+    (
         "url.yaml",
         "listen: [{addr: \"127.0.0.1:18080\"}]\n\
          pools:\n  \
@@ -87,19 +84,49 @@ fn check_bad_url() {
          backends:\n      \
          - url: http://127.0.0.1:8001\n      \
          - url: \"127.0.0.1 port 8002\"\n",
-    );
-    assert_rejected(&out, &[&format!("{path}:6:"), "pools.web.backends[1].url", "127.0.0.1 port 8002"]);
-}
-
-#[test]
-fn check_unknown_default_pool() {
-    let (out, path) = check(
+        &["{path}:6:", "pools.web.backends[1].url", "127.0.0.1 port 8002"],
+    ),
+    (
         "default.yaml",
         "listen: [{addr: \"127.0.0.1:18080\"}]\n\
          routing: {default_pool: wbe}\n\
          pools:\n  web: {backends: [{url: \"http://127.0.0.1:8001\"}]}\n",
-    );
-    assert_rejected(&out, &[&path, "routing.default_pool", "wbe"]);
+        &["{path}", "routing.default_pool", "wbe"],
+    ),
+    (
+        "cycle.yaml",
+        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
+         pools:\n  \
+         a: {fallback: b, backends: [{url: \"http://127.0.0.1:8001\"}]}\n  \
+         b: {fallback: c, backends: [{url: \"http://127.0.0.1:8002\"}]}\n  \
+         c: {fallback: a, backends: [{url: \"http://127.0.0.1:8003\"}]}\n",
+        &["{path}", "fallback", "cycle"],
+    ),
+    (
+        "fb.yaml", // an unknown fallback pool
+        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
+         pools:\n  a: {fallback: nowhere, backends: [{url: \"http://127.0.0.1:8001\"}]}\n",
+        &["{path}", "pools.a.fallback", "nowhere"],
+    ),
+    (
+        "dup.yaml",
+        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
+         pools:\n  \
+         web:\n    \
+         backends:\n      \
+         - url: http://127.0.0.1:8001\n      \
+         - url: http://127.0.0.1:8001\n",
+        &["{path}:6:", "pools.web.backends[1]", "duplicate"],
+    ),
+];
+
+#[test]
+fn check_rejects_bad_files_naming_path_line_and_key() {
+    for (name, yaml, needles) in REJECTED {
+        let (out, path) = check(name, yaml);
+        let needles: Vec<String> = needles.iter().map(|n| n.replace("{path}", &path)).collect();
+        assert_rejected(&out, &needles.iter().map(String::as_str).collect::<Vec<_>>());
+    }
 }
 
 #[test]
@@ -120,40 +147,6 @@ fn check_yaml_syntax_error_with_line() {
         "no line for the syntax error:\n{}",
         out.stderr
     );
-}
-
-#[test]
-fn check_fallback_cycle() {
-    let (out, path) = check(
-        "cycle.yaml",
-        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
-         pools:\n  \
-         a: {fallback: b, backends: [{url: \"http://127.0.0.1:8001\"}]}\n  \
-         b: {fallback: c, backends: [{url: \"http://127.0.0.1:8002\"}]}\n  \
-         c: {fallback: a, backends: [{url: \"http://127.0.0.1:8003\"}]}\n",
-    );
-    assert_rejected(&out, &[&path, "fallback", "cycle"]);
-    // An unknown fallback pool is an error too.
-    let (out, path) = check(
-        "fb.yaml",
-        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
-         pools:\n  a: {fallback: nowhere, backends: [{url: \"http://127.0.0.1:8001\"}]}\n",
-    );
-    assert_rejected(&out, &[&path, "pools.a.fallback", "nowhere"]);
-}
-
-#[test]
-fn check_duplicate_backend() {
-    let (out, path) = check(
-        "dup.yaml",
-        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
-         pools:\n  \
-         web:\n    \
-         backends:\n      \
-         - url: http://127.0.0.1:8001\n      \
-         - url: http://127.0.0.1:8001\n",
-    );
-    assert_rejected(&out, &[&format!("{path}:6:"), "pools.web.backends[1]", "duplicate"]);
 }
 
 #[test]
@@ -233,16 +226,14 @@ fn assert_quick_mode_routes(sy: &mut Switchyard, api: &TestBackend, web: &TestBa
 
 #[test]
 fn quick_mode_backends_flag() {
-    let api = TestBackend::start("api");
-    let web = TestBackend::start("web");
+    let [api, web] = backends(["api", "web"]);
     let mut sy = Switchyard::builder().backends(&format!("api-{},{}", api.url(), web.url())).start();
     assert_quick_mode_routes(&mut sy, &api, &web);
 }
 
 #[test]
 fn quick_mode_backends_env() {
-    let api = TestBackend::start("api");
-    let web = TestBackend::start("web");
+    let [api, web] = backends(["api", "web"]);
     let mut sy = Switchyard::builder().env("SWITCHYARD_BACKENDS", &format!("{}, api-{}", web.url(), api.url())).start();
     assert_quick_mode_routes(&mut sy, &api, &web);
 }

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-/// Only the active check decides: no retries, no passive ejection.
-const NO_MASKING: &str = "retries: {attempts: 1}, passive: {max_fails: 0}";
+/// With [`NO_EJECTION`], only the active check decides: no retries, no passive ejection.
+const NO_RETRIES: &str = "retries: {attempts: 1}";
+const NO_EJECTION: &str = "passive: {max_fails: 0}";
 
 /// Sends `n` GETs on one keep-alive connection, asserts each is a 200, and
 /// counts the answers per backend.
@@ -29,15 +30,8 @@ fn tally(sy: &Switchyard, n: usize, headers: &[(&str, &str)]) -> HashMap<String,
 // === Routing ===
 
 fn web_and_api() -> (TestBackend, TestBackend, Switchyard) {
-    let web = TestBackend::start("web");
-    let api = TestBackend::start("api");
-    let sy = start_listening(&format!(
-        "routing: {{default_pool: web}}\npools:\n  \
-         web: {{backends: [{}], {NO_HC}}}\n  \
-         api: {{backends: [{}], {NO_HC}}}\n",
-        flow(&[&web]),
-        flow(&[&api])
-    ));
+    let [web, api] = backends(["web", "api"]);
+    let sy = start_pools("{default_pool: web}", &[pool("web", &[web.url()], &[]), pool("api", &[api.url()], &[])]);
     (web, api, sy)
 }
 
@@ -87,7 +81,7 @@ fn routing_unknown_value_uses_default_pool() {
 #[test]
 fn routing_without_default_pool_answers_404_json() {
     let api = TestBackend::start("api");
-    let sy = start_listening(&format!("pools:\n  api: {{backends: [{}], {NO_HC}}}\n", flow(&[&api])));
+    let sy = start_pools("{}", &[pool("api", &[api.url()], &[])]);
     let r = get(sy.addr(), "/x", &[("App-Name", "billing")]);
     assert_eq!(proxy_error(&r, 404)["pool"], "billing");
     let r = get(sy.addr(), "/x", &[]);
@@ -101,15 +95,9 @@ fn routing_without_default_pool_answers_404_json() {
 
 #[test]
 fn routing_custom_header() {
-    let web = TestBackend::start("web");
-    let api = TestBackend::start("api");
-    let sy = start_listening(&format!(
-        "routing: {{header: X-Pool, default_pool: web}}\npools:\n  \
-         web: {{backends: [{}], {NO_HC}}}\n  \
-         api: {{backends: [{}], {NO_HC}}}\n",
-        flow(&[&web]),
-        flow(&[&api])
-    ));
+    let [web, api] = backends(["web", "api"]);
+    let pools = [pool("web", &[web.url()], &[]), pool("api", &[api.url()], &[])];
+    let sy = start_pools("{header: X-Pool, default_pool: web}", &pools);
     let r = get(sy.addr(), "/x", &[("x-pool", " API")]);
     assert_eq!(r.status, 200);
     assert_eq!(served_by(&r), "api");
@@ -123,13 +111,8 @@ fn routing_custom_header() {
 
 #[test]
 fn round_robin_spreads_evenly() {
-    let bs: Vec<TestBackend> = ["b1", "b2", "b3"].iter().map(|n| TestBackend::start(n)).collect();
-    let refs: Vec<&TestBackend> = bs.iter().collect();
-    let sy = start_listening(&format!(
-        "routing: {{default_pool: web}}\npools:\n  \
-         web: {{strategy: round_robin, backends: [{}], {NO_HC}}}\n",
-        flow(&refs)
-    ));
+    let bs = backends(["b1", "b2", "b3"]);
+    let sy = start_web(&bs.each_ref(), &["strategy: round_robin"]);
     let counts = tally(&sy, 300, &[]);
     for b in &bs {
         let n = b.app_count();
@@ -140,14 +123,8 @@ fn round_robin_spreads_evenly() {
 
 #[test]
 fn round_robin_respects_weights() {
-    let heavy = TestBackend::start("heavy");
-    let light = TestBackend::start("light");
-    let sy = start_listening(&format!(
-        "routing: {{default_pool: web}}\npools:\n  \
-         web: {{backends: [{{url: \"{}\", weight: 3}}, {{url: \"{}\"}}], {NO_HC}}}\n",
-        heavy.url(),
-        light.url()
-    ));
+    let [heavy, light] = backends(["heavy", "light"]);
+    let sy = start_pools("{default_pool: web}", &[pool("web", &[be(&heavy.url(), ", weight: 3"), light.url()], &[])]);
     let counts = tally(&sy, 400, &[]);
     let (h, l) = (heavy.app_count(), light.app_count());
     assert_eq!(h + l, 400, "{counts:?}");
@@ -157,16 +134,11 @@ fn round_robin_respects_weights() {
 
 #[test]
 fn disabled_backend_gets_no_traffic() {
-    let on1 = TestBackend::start("on1");
-    let off = TestBackend::start("off");
-    let on2 = TestBackend::start("on2");
-    let sy = start_listening(&format!(
-        "routing: {{default_pool: web}}\npools:\n  web:\n    {NO_HC}\n    backends:\n      \
-         - url: \"{}\"\n      - url: \"{}\"\n        enabled: false\n      - url: \"{}\"\n",
-        on1.url(),
-        off.url(),
-        on2.url()
-    ));
+    let [on1, off, on2] = backends(["on1", "off", "on2"]);
+    let sy = start_pools(
+        "{default_pool: web}",
+        &[pool("web", &[on1.url(), be(&off.url(), ", enabled: false"), on2.url()], &[])],
+    );
     let counts = tally(&sy, 60, &[]);
     assert_eq!(off.request_count(), 0, "{counts:?}");
     assert!(on1.app_count() >= 20, "{counts:?}");
@@ -175,31 +147,17 @@ fn disabled_backend_gets_no_traffic() {
 
 #[test]
 fn least_conn_keeps_requests_off_a_slow_backend() {
-    let slow = TestBackend::start("slow");
+    let [slow, fast] = backends(["slow", "fast"]);
     slow.set_delay(Duration::from_millis(1500));
-    let fast = TestBackend::start("fast");
-    let sy = start_listening(&format!(
-        "routing: {{default_pool: web}}\npools:\n  \
-         web: {{strategy: least_conn, backends: [{}], {NO_HC}}}\n",
-        flow(&[&slow, &fast])
-    ));
+    let sy = start_web(&[&slow, &fast], &["strategy: least_conn"]);
     let addr = sy.addr();
-    let results = Arc::new(Mutex::new(Vec::new()));
-    let mut handles = Vec::new();
+    let mut clients = Vec::new();
     for i in 0..20 {
-        let results = Arc::clone(&results);
-        handles.push(thread::spawn(move || {
-            let r = try_get(addr, &format!("/lc/{i}"), &[]);
-            results.lock().unwrap().push(r.map(|r| (r.status, served_by(&r))));
-        }));
+        clients.push(thread::spawn(move || try_get(addr, &format!("/lc/{i}"), &[]).map(|r| (r.status, served_by(&r)))));
         thread::sleep(Duration::from_millis(40));
     }
-    for h in handles {
-        h.join().unwrap();
-    }
-    let results = results.lock().unwrap();
-    for r in results.iter() {
-        match r {
+    for c in clients {
+        match c.join().expect("client thread") {
             Ok((200, _)) => {}
             other => panic!("request failed: {other:?}"),
         }
@@ -212,13 +170,8 @@ fn least_conn_keeps_requests_off_a_slow_backend() {
 
 #[test]
 fn consistent_hash_by_client_ip_is_sticky() {
-    let bs: Vec<TestBackend> = ["h1", "h2", "h3"].iter().map(|n| TestBackend::start(n)).collect();
-    let refs: Vec<&TestBackend> = bs.iter().collect();
-    let sy = start_listening(&format!(
-        "routing: {{default_pool: web}}\npools:\n  \
-         web: {{strategy: consistent, hash_key: client_ip, backends: [{}], {NO_HC}}}\n",
-        flow(&refs)
-    ));
+    let bs = backends(["h1", "h2", "h3"]);
+    let sy = start_web(&bs.each_ref(), &["strategy: consistent", "hash_key: client_ip"]);
     // Every request comes from 127.0.0.1, on separate connections.
     let mut seen = HashSet::new();
     for _ in 0..15 {
@@ -231,13 +184,8 @@ fn consistent_hash_by_client_ip_is_sticky() {
 
 #[test]
 fn consistent_hash_by_header_is_sticky_and_spreads() {
-    let bs: Vec<TestBackend> = ["h1", "h2", "h3"].iter().map(|n| TestBackend::start(n)).collect();
-    let refs: Vec<&TestBackend> = bs.iter().collect();
-    let sy = start_listening(&format!(
-        "routing: {{default_pool: web}}\npools:\n  \
-         web: {{strategy: consistent, hash_key: \"header:X-User\", backends: [{}], {NO_HC}}}\n",
-        flow(&refs)
-    ));
+    let bs = backends(["h1", "h2", "h3"]);
+    let sy = start_web(&bs.each_ref(), &["strategy: consistent", "hash_key: \"header:X-User\""]);
     let mut c = Client::connect(sy.addr()).unwrap();
     let mut owner: HashMap<String, String> = HashMap::new();
     for round in 0..4 {
@@ -265,14 +213,9 @@ fn all_served_by(sy: &Switchyard, n: usize, name: &str) -> bool {
 
 #[test]
 fn tcp_health_check_takes_stopped_backend_out_and_back() {
-    let b1 = TestBackend::start("b1");
-    let b2 = TestBackend::start("b2");
-    let sy = start_listening(&format!(
-        "routing: {{default_pool: web}}\npools:\n  \
-         web: {{backends: [{}], {NO_MASKING}, \
-         health_check: {{type: tcp, interval: 100ms, timeout: 200ms, rise: 1, fall: 1}}}}\n",
-        flow(&[&b1, &b2])
-    ));
+    let [b1, b2] = backends(["b1", "b2"]);
+    let hc = "health_check: {type: tcp, interval: 100ms, timeout: 200ms, rise: 1, fall: 1}";
+    let sy = start_web(&[&b1, &b2], &[NO_RETRIES, NO_EJECTION, hc]);
     let counts = tally(&sy, 10, &[]);
     assert_eq!(counts.len(), 2, "both in service at start: {counts:?}");
 
@@ -341,15 +284,10 @@ impl HealthSwitch {
 #[test]
 fn http_health_check_follows_fall_and_rise() {
     let origin = Instant::now();
-    let b1 = TestBackend::start("b1");
-    let b2 = TestBackend::start("b2");
+    let [b1, b2] = backends(["b1", "b2"]);
     let probes = HealthSwitch::install(&b1);
-    let sy = start_listening(&format!(
-        "routing: {{default_pool: web}}\npools:\n  \
-         web: {{backends: [{}], {NO_MASKING}, health_check: {{type: http, path: /health, \
-         interval: 100ms, timeout: 1s, rise: 2, fall: 2}}}}\n",
-        flow(&[&b1, &b2])
-    ));
+    let hc = "health_check: {type: http, path: /health, interval: 100ms, timeout: 1s, rise: 2, fall: 2}";
+    let sy = start_web(&[&b1, &b2], &[NO_RETRIES, NO_EJECTION, hc]);
     let counts = tally(&sy, 10, &[]);
     assert_eq!(counts.len(), 2, "both in service at start: {counts:?}");
 
@@ -390,18 +328,17 @@ fn http_health_check_follows_fall_and_rise() {
 
 #[test]
 fn dead_backend_in_config_never_gets_a_request() {
-    let live_tcp = TestBackend::start("live-tcp");
-    let live_http = TestBackend::start("live-http");
+    let [live_tcp, live_http] = backends(["live-tcp", "live-http"]);
     let (dead1, dead2) = (dead_url(), dead_url());
-    let sy = start_listening(&format!(
-        "routing: {{default_pool: tcp}}\npools:\n  \
-         tcp: {{backends: [{{url: \"{dead1}\"}}, {{url: \"{}\"}}], {NO_MASKING}, \
-         health_check: {{type: tcp, interval: 1s, timeout: 200ms}}}}\n  \
-         http: {{backends: [{{url: \"{dead2}\"}}, {{url: \"{}\"}}], {NO_MASKING}, \
-         health_check: {{type: http, path: /health, interval: 1s, timeout: 200ms}}}}\n",
-        live_tcp.url(),
-        live_http.url()
-    ));
+    let tcp_hc = "health_check: {type: tcp, interval: 1s, timeout: 200ms}";
+    let http_hc = "health_check: {type: http, path: /health, interval: 1s, timeout: 200ms}";
+    let sy = start_pools(
+        "{default_pool: tcp}",
+        &[
+            pool("tcp", &[dead1, live_tcp.url()], &[NO_RETRIES, NO_EJECTION, tcp_hc]),
+            pool("http", &[dead2, live_http.url()], &[NO_RETRIES, NO_EJECTION, http_hc]),
+        ],
+    );
     // From the very first request on: no retries, no passive ejection to hide a miss.
     let mut errors = Vec::new();
     for pool in ["tcp", "http"] {
@@ -424,13 +361,8 @@ fn dead_backend_in_config_never_gets_a_request() {
 
 #[test]
 fn every_backend_down_answers_503_json() {
-    let sy = start_listening(&format!(
-        "routing: {{default_pool: web}}\npools:\n  \
-         web: {{backends: [{{url: \"{}\"}}, {{url: \"{}\"}}], \
-         health_check: {{type: tcp, interval: 1s, timeout: 200ms}}}}\n",
-        dead_url(),
-        dead_url()
-    ));
+    let hc = "health_check: {type: tcp, interval: 1s, timeout: 200ms}";
+    let sy = start_pools("{default_pool: web}", &[pool("web", &[dead_url(), dead_url()], &[hc])]);
     let start = Instant::now();
     let r = get(sy.addr(), "/x", &[]);
     assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
@@ -441,11 +373,7 @@ fn every_backend_down_answers_503_json() {
 fn backend_reset_answers_502_json() {
     let b = TestBackend::start("b");
     b.set_mode(Mode::Reset);
-    let sy = start_listening(&format!(
-        "routing: {{default_pool: web}}\npools:\n  \
-         web: {{backends: [{}], retries: {{attempts: 1}}, {NO_HC}}}\n",
-        flow(&[&b])
-    ));
+    let sy = start_web(&[&b], &["retries: {attempts: 1}"]);
     let start = Instant::now();
     let r = get(sy.addr(), "/x", &[]);
     assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
@@ -457,11 +385,7 @@ fn backend_reset_answers_502_json() {
 fn slow_backend_read_timeout_answers_504_json() {
     let b = TestBackend::start("b");
     b.set_delay(Duration::from_secs(2));
-    let sy = start_listening(&format!(
-        "routing: {{default_pool: web}}\npools:\n  \
-         web: {{backends: [{}], retries: {{attempts: 1}}, timeouts: {{read: 300ms}}, {NO_HC}}}\n",
-        flow(&[&b])
-    ));
+    let sy = start_web(&[&b], &["retries: {attempts: 1}", "timeouts: {read: 300ms}"]);
     let start = Instant::now();
     let r = get(sy.addr(), "/x", &[]);
     let took = start.elapsed();
@@ -476,11 +400,7 @@ fn slow_backend_read_timeout_answers_504_json() {
 fn request_deadline_answers_504_json() {
     let b = TestBackend::start("b");
     b.set_delay(Duration::from_secs(3));
-    let sy = start_listening(&format!(
-        "routing: {{default_pool: web}}\npools:\n  \
-         web: {{backends: [{}], timeouts: {{read: 10s, request: 500ms}}, {NO_HC}}}\n",
-        flow(&[&b])
-    ));
+    let sy = start_web(&[&b], &["timeouts: {read: 10s, request: 500ms}"]);
     let start = Instant::now();
     let r = get(sy.addr(), "/x", &[]);
     let took = start.elapsed();
@@ -494,14 +414,11 @@ fn request_deadline_answers_504_json() {
 #[test]
 fn fallback_pool_serves_when_pool_is_down() {
     let b = TestBackend::start("legacy");
-    let sy = start_listening(&format!(
-        "routing: {{default_pool: web}}\npools:\n  \
-         web: {{backends: [{{url: \"{}\"}}], fallback: legacy, \
-         health_check: {{type: tcp, interval: 1s, timeout: 200ms}}}}\n  \
-         legacy: {{backends: [{}], {NO_HC}}}\n",
-        dead_url(),
-        flow(&[&b])
-    ));
+    let hc = "health_check: {type: tcp, interval: 1s, timeout: 200ms}";
+    let sy = start_pools(
+        "{default_pool: web}",
+        &[pool("web", &[dead_url()], &["fallback: legacy", hc]), pool("legacy", &[b.url()], &[])],
+    );
     for headers in [&[][..], &[("App-Name", "web")]] {
         let r = get(sy.addr(), "/x", headers);
         assert_eq!(r.status, 200, "{}", r.text());
@@ -514,10 +431,7 @@ fn fallback_pool_serves_when_pool_is_down() {
 
 fn single_backend() -> (TestBackend, Switchyard) {
     let b = TestBackend::start("b");
-    let sy = start_listening(&format!(
-        "routing: {{default_pool: web}}\npools:\n  web: {{backends: [{}], {NO_HC}}}\n",
-        flow(&[&b])
-    ));
+    let sy = start_web(&[&b], &[]);
     (b, sy)
 }
 

@@ -214,8 +214,7 @@ fn counter(sy: &Switchyard, series: &str) -> u64 {
 #[test]
 fn records_added_and_removed_change_membership() {
     let dns = DnsServer::start();
-    let a = TestBackend::start("a");
-    let b = TestBackend::start("b");
+    let [a, b] = backends(["a", "b"]);
     dns.set_a(HOST, 1, &[Ipv4Addr::LOCALHOST]);
     dns.set_srv(SRV_NAME, 1, HOST, &[(a.addr().port(), 1)]);
     let sy = Switchyard::start(&config(&dns, &[], "5s", ""));
@@ -259,8 +258,7 @@ fn records_added_and_removed_change_membership() {
 #[test]
 fn dns_server_stopped_keeps_the_last_good_set() {
     let mut dns = DnsServer::start();
-    let a = TestBackend::start("a");
-    let b = TestBackend::start("b");
+    let [a, b] = backends(["a", "b"]);
     dns.set_a(HOST, 1, &[Ipv4Addr::LOCALHOST]);
     dns.set_srv(SRV_NAME, 1, HOST, &[(a.addr().port(), 1), (b.addr().port(), 1)]);
     let sy = Switchyard::start(&config(&dns, &[], "1s", ""));
@@ -281,9 +279,7 @@ fn dns_server_stopped_keeps_the_last_good_set() {
 #[test]
 fn srv_ports_weights_sources_and_admin_refusal() {
     let dns = DnsServer::start();
-    let a = TestBackend::start("a");
-    let b = TestBackend::start("b");
-    let c = TestBackend::start("c");
+    let [a, b, c] = backends(["a", "b", "c"]);
     dns.set_a(HOST, 5, &[Ipv4Addr::LOCALHOST]);
     dns.set_a("api.sy.test.", 5, &[Ipv4Addr::LOCALHOST]);
     dns.set_srv(SRV_NAME, 5, HOST, &[(a.addr().port(), 3), (b.addr().port(), 1)]);
@@ -400,8 +396,7 @@ fn truncated_udp_answer_is_retried_over_tcp() {
 #[test]
 fn a_backend_that_stays_keeps_its_state() {
     let dns = DnsServer::start();
-    let a = TestBackend::start("a");
-    let b = TestBackend::start("b");
+    let [a, b] = backends(["a", "b"]);
     dns.set_a(HOST, 1, &[Ipv4Addr::LOCALHOST]);
     dns.set_srv(SRV_NAME, 1, HOST, &[(a.addr().port(), 1)]);
     let sy = Switchyard::start(&config(&dns, &[], "5s", ""));

@@ -61,8 +61,7 @@ fn hammer_and_check(sy: &Switchyard, live: &[&TestBackend]) {
 fn dead_backend_without_health_check_causes_no_client_errors() {
     // Passive ejection off: the dead backend stays in the rotation, so every
     // third request or so must be retried after a refused connection.
-    let a = TestBackend::start("a");
-    let b = TestBackend::start("b");
+    let [a, b] = backends(["a", "b"]);
     let sy = Switchyard::start(&config(&[a.url(), dead_url(), b.url()], "passive: {max_fails: 0}"));
     hammer_and_check(&sy, &[&a, &b]);
     // The retries spread over both live backends; neither took everything.
@@ -72,9 +71,7 @@ fn dead_backend_without_health_check_causes_no_client_errors() {
 #[test]
 fn backend_dying_between_health_probes_causes_no_client_errors() {
     // Admitted by a TCP probe, then it dies; the next probe is an hour away.
-    let a = TestBackend::start("a");
-    let b = TestBackend::start("b");
-    let doomed = TestBackend::start("doomed");
+    let [a, b, doomed] = backends(["a", "b", "doomed"]);
     let sy = Switchyard::start(&config(&[a.url(), doomed.url(), b.url()], "health_check: {type: tcp, interval: 1h}"));
     // It takes traffic while alive (keeps pooled connections to it too).
     eventually!(5, {
@@ -145,50 +142,38 @@ fn failed_request_makes_exactly_attempts_tries_on_distinct_backends() {
 
 // === What may be retried once the request was sent ===
 
-/// Sends `method path body` until one lands on `first` first (round robin
-/// alternates the first pick); returns that response and the per-backend
-/// deltas of that request. Checks the other requests with `other_ok`.
-fn until_first_hits(
-    sy: &Switchyard,
-    first: &TestBackend,
-    all: &[&TestBackend],
-    method: &str,
-    payload: &[u8],
-    mut other_ok: impl FnMut(&Response, &[usize]),
-) -> (Response, Vec<usize>) {
-    let idx = all.iter().position(|b| b.addr() == first.addr()).unwrap();
+/// Sends `method path body` until one lands on `all[0]` first (round
+/// robin alternates the first pick between the two backends of `all`);
+/// returns that response and the per-backend deltas of that request. Each
+/// request before it must be a 200 from `all[1]` alone.
+fn until_first_hits(sy: &Switchyard, all: &[&TestBackend; 2], method: &str, payload: &[u8]) -> (Response, Vec<usize>) {
     for i in 0..8 {
         let before = counts(all);
         let r = request(sy.addr(), method, &format!("/{method}/{i}"), &[], payload);
         let d = delta(&before, &counts(all));
-        if d[idx] > 0 {
+        if d[0] > 0 {
             return (r, d);
         }
-        other_ok(&r, &d);
+        assert_eq!((r.status, &d[..]), (200, &[0, 1][..]), "{method} #{i}: {:?}", r.text());
     }
-    panic!("{method}: backend {} never picked in 8 requests", first.name());
+    panic!("{method}: backend {} never picked in 8 requests", all[0].name());
 }
 
 #[test]
 fn post_reset_after_send_is_not_retried_but_get_is() {
-    let a = TestBackend::start("a");
+    let [a, b] = backends(["a", "b"]);
     a.set_mode(Mode::Reset);
-    let b = TestBackend::start("b");
     let sy = Switchyard::start(&config(&[a.url(), b.url()], "passive: {max_fails: 0}"));
     let all = [&a, &b];
     let payload = body(7, 3000);
 
-    let (r, d) = until_first_hits(&sy, &a, &all, "POST", &payload, |r, d| {
-        assert_eq!((r.status, d), (200, &[0, 1][..]));
-    });
+    let (r, d) = until_first_hits(&sy, &all, "POST", &payload);
     assert_eq!(d, [1, 0], "the POST was retried on b");
     let v = proxy_error(&r, 502);
     assert_eq!(v["attempts"], 1, "{v}");
     assert_eq!(a.last_app_request().unwrap().body, payload);
 
-    let (r, d) = until_first_hits(&sy, &a, &all, "GET", b"", |r, d| {
-        assert_eq!((r.status, d), (200, &[0, 1][..]));
-    });
+    let (r, d) = until_first_hits(&sy, &all, "GET", b"");
     assert_eq!(d, [1, 1]);
     assert_eq!(r.status, 200, "{:?}", r.text());
     assert_eq!(r.header("x-backend"), Some("b"));
@@ -196,26 +181,21 @@ fn post_reset_after_send_is_not_retried_but_get_is() {
 
 #[test]
 fn large_put_reset_is_not_retried_small_put_is_replayed_intact() {
-    let a = TestBackend::start("a");
+    let [a, b] = backends(["a", "b"]);
     a.set_mode(Mode::Reset);
-    let b = TestBackend::start("b");
     let sy = Switchyard::start(&config(&[a.url(), b.url()], "passive: {max_fails: 0}"));
     let all = [&a, &b];
 
     // 100 KiB is above retries.max_body (64 KiB): it cannot be replayed.
     let big = body(1, 100 * 1024);
-    let (r, d) = until_first_hits(&sy, &a, &all, "PUT", &big, |r, d| {
-        assert_eq!((r.status, d), (200, &[0, 1][..]));
-    });
+    let (r, d) = until_first_hits(&sy, &all, "PUT", &big);
     assert_eq!(d, [1, 0], "the 100 KiB PUT was retried");
     proxy_error(&r, 502);
     assert!(a.last_app_request().unwrap().body == big, "a got the whole body");
 
     // 10 KiB is buffered: the retry on b carries the same bytes.
     let small = body(2, 10 * 1024);
-    let (r, d) = until_first_hits(&sy, &a, &all, "PUT", &small, |r, d| {
-        assert_eq!((r.status, d), (200, &[0, 1][..]));
-    });
+    let (r, d) = until_first_hits(&sy, &all, "PUT", &small);
     assert_eq!(d, [1, 1]);
     assert_eq!(r.status, 200, "{:?}", r.text());
     assert_eq!(r.header("x-backend"), Some("b"));
@@ -227,20 +207,15 @@ fn large_put_reset_is_not_retried_small_put_is_replayed_intact() {
 
 #[test]
 fn get_is_retried_after_read_timeout_post_is_not() {
-    let slow = TestBackend::start("slow");
+    let [slow, b] = backends(["slow", "b"]);
     slow.set_delay(Duration::from_secs(3));
-    let b = TestBackend::start("b");
     let sy = Switchyard::start(&config(&[slow.url(), b.url()], "timeouts: {read: 300ms}\npassive: {max_fails: 0}"));
     let all = [&slow, &b];
-    let (r, d) = until_first_hits(&sy, &slow, &all, "GET", b"", |r, d| {
-        assert_eq!((r.status, d), (200, &[0, 1][..]));
-    });
+    let (r, d) = until_first_hits(&sy, &all, "GET", b"");
     assert_eq!(d, [1, 1]);
     assert_eq!((r.status, r.header("x-backend")), (200, Some("b")));
 
-    let (r, d) = until_first_hits(&sy, &slow, &all, "POST", b"x", |r, d| {
-        assert_eq!((r.status, d), (200, &[0, 1][..]));
-    });
+    let (r, d) = until_first_hits(&sy, &all, "POST", b"x");
     assert_eq!(d, [1, 0]);
     proxy_error(&r, 504);
 }
@@ -249,25 +224,20 @@ fn get_is_retried_after_read_timeout_post_is_not() {
 
 #[test]
 fn http_503_retry_is_opt_in_and_idempotent_only() {
-    let a = TestBackend::start("a");
+    let [a, b] = backends(["a", "b"]);
     a.set_status(503);
     a.set_body("a is busy");
-    let b = TestBackend::start("b");
     let all = [&a, &b];
     let sy =
         Switchyard::start(&config(&[a.url(), b.url()], "retries: {on: [connect_failure, reset, timeout, http_503]}"));
 
     // GET: a's 503 is retried on b; every GET ends with b's 200.
-    let (r, d) = until_first_hits(&sy, &a, &all, "GET", b"", |r, d| {
-        assert_eq!((r.status, d), (200, &[0, 1][..]));
-    });
+    let (r, d) = until_first_hits(&sy, &all, "GET", b"");
     assert_eq!(d, [1, 1]);
     assert_eq!((r.status, r.header("x-backend")), (200, Some("b")));
 
     // POST: a's 503 goes to the client as it is.
-    let (r, d) = until_first_hits(&sy, &a, &all, "POST", b"data", |r, d| {
-        assert_eq!((r.status, d), (200, &[0, 1][..]));
-    });
+    let (r, d) = until_first_hits(&sy, &all, "POST", b"data");
     assert_eq!(d, [1, 0], "the POST was retried");
     assert_eq!((r.status, r.header("x-backend")), (503, Some("a")));
     assert_eq!(r.text(), "a is busy");
@@ -275,9 +245,7 @@ fn http_503_retry_is_opt_in_and_idempotent_only() {
 
     // Without http_503 in `on`, a GET gets a's 503 too.
     let sy = Switchyard::start(&config(&[a.url(), b.url()], ""));
-    let (r, d) = until_first_hits(&sy, &a, &all, "GET", b"", |r, d| {
-        assert_eq!((r.status, d), (200, &[0, 1][..]));
-    });
+    let (r, d) = until_first_hits(&sy, &all, "GET", b"");
     assert_eq!(d, [1, 0], "503 retried without http_503");
     assert_eq!((r.status, r.header("x-backend")), (503, Some("a")));
     assert_eq!(r.text(), "a is busy");
@@ -337,10 +305,8 @@ fn fail_once(sy: &Switchyard, a: &TestBackend) -> Instant {
 
 #[test]
 fn passive_ejection_keeps_failed_backend_out_for_fail_timeout() {
-    let a = TestBackend::start("a");
+    let [a, b, c] = backends(["a", "b", "c"]);
     a.set_mode(Mode::Reset);
-    let b = TestBackend::start("b");
-    let c = TestBackend::start("c");
     let sy = Switchyard::start(&config(&[a.url(), b.url(), c.url()], "passive: {max_fails: 1, fail_timeout: 2s}"));
     let failed_at = fail_once(&sy, &a);
     assert_eq!(a.app_count(), 1);
@@ -366,10 +332,9 @@ fn passive_ejection_needs_max_fails_failures_within_fail_timeout() {
     // `a` closes after every answer, so every attempt on it is a fresh
     // connection (see reset_on_reused_connection_counts_as_passive_failure
     // for pooled ones).
-    let a = TestBackend::start("a");
+    let [a, b] = backends(["a", "b"]);
     a.set_reply(Reply { close: true, ..Reply::new(200, "a") });
     a.set_mode(Mode::Reset);
-    let b = TestBackend::start("b");
     let sy = Switchyard::start(&config(&[a.url(), b.url()], "passive: {max_fails: 2, fail_timeout: 10s}"));
     fail_once(&sy, &a);
     // One failure of two: still in the rotation.
@@ -397,8 +362,7 @@ fn reset_on_reused_connection_is_retried_fresh_and_then_counts() {
     // reading: it is retried on a fresh connection to the same backend
     // without counting (SPEC §3), and a reset there is the backend's own
     // failure (nginx semantics), ejecting it with max_fails 1.
-    let a = TestBackend::start("a");
-    let b = TestBackend::start("b");
+    let [a, b] = backends(["a", "b"]);
     let sy = Switchyard::start(&config(&[a.url(), b.url()], "passive: {max_fails: 1, fail_timeout: 10s}"));
     let mut client = Client::connect(sy.addr()).unwrap();
     // A pooled upstream connection to `a`.

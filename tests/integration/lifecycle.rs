@@ -12,8 +12,7 @@ const FAST_HC: &str = "health_check: { type: http, path: /health, interval: 100m
 
 #[test]
 fn sighup_reload_adds_a_pool_and_routes_to_it() {
-    let web = TestBackend::start("web");
-    let api = TestBackend::start("api");
+    let [web, api] = backends(["web", "api"]);
     let first = proxy_config("{default_pool: web}", &[pool("web", &[web.url()], &[FAST_HC])]);
     let sy = Switchyard::start(&first);
     assert_eq!(who(&sy, Some("api")).as_deref(), Some("web"));
@@ -30,7 +29,7 @@ fn sighup_reload_adds_a_pool_and_routes_to_it() {
 #[test]
 fn invalid_reload_keeps_the_running_configuration() {
     let web = TestBackend::start("web");
-    let sy = Switchyard::start(&proxy_config("{default_pool: web}", &[pool("web", &[web.url()], &[FAST_HC])]));
+    let sy = start_pools("{default_pool: web}", &[pool("web", &[web.url()], &[FAST_HC])]);
     sy.write_config("pools:\n  web:\n    backends: [ { url: \"not a url\" } ]\n    colour: blue\n");
     sy.signal(libc::SIGHUP);
     eventually!(10, sy.logs().contains("reload rejected"), "rejection not logged");
@@ -42,12 +41,11 @@ fn invalid_reload_keeps_the_running_configuration() {
 
 #[test]
 fn backend_added_by_reload_gets_no_request_before_its_probe_passes() {
-    let good = TestBackend::start("good");
-    let sick = TestBackend::start("sick");
+    let [good, sick] = backends(["good", "sick"]);
     sick.set_healthy(false); // answers the app but fails /health
                              // pingora alone would call `sick` healthy until 3 failed probes (15 s)
     let hc = "health_check: { type: http, path: /health, interval: 5s, timeout: 300ms, rise: 1, fall: 3 }";
-    let sy = Switchyard::start(&proxy_config("{default_pool: web}", &[pool("web", &[good.url()], &[hc])]));
+    let sy = start_pools("{default_pool: web}", &[pool("web", &[good.url()], &[hc])]);
 
     sy.write_config(&proxy_config("{default_pool: web}", &[pool("web", &[good.url(), sick.url()], &[hc])]));
     sy.signal(libc::SIGHUP);
@@ -65,8 +63,7 @@ fn backend_added_by_reload_gets_no_request_before_its_probe_passes() {
 
 #[test]
 fn reload_keeps_the_health_of_unchanged_backends() {
-    let up = TestBackend::start("up");
-    let down = TestBackend::start("down");
+    let [up, down] = backends(["up", "down"]);
     // rise 3 at 2 s: a backend that recovers needs 4 s or more to come back
     let slow_hc = "health_check: { type: http, path: /health, interval: 2s, timeout: 300ms, rise: 3, fall: 1 }";
     let pools = |extra: bool| {
@@ -102,7 +99,7 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     slow.set_delay(Duration::from_millis(800));
     let yaml = "server: { pid_file: \"{pid_file}\", upgrade_sock: \"{upgrade_sock}\", grace_period_seconds: 2, graceful_shutdown_timeout_seconds: 2 }\n"
         .to_string()
-        + &proxy_config("{default_pool: web}", &[pool("web", &[slow.url()], &["health_check: { type: none }"])]);
+        + &proxy_config("{default_pool: web}", &[pool("web", &[slow.url()], &[])]);
     let mut sy = Switchyard::start(&yaml);
     let addr = sy.addr();
     let inflight = thread::spawn(move || try_get(addr, "/slow", &[]));
@@ -115,8 +112,7 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
 
 #[test]
 fn graceful_upgrade_under_load_drops_no_request() {
-    let a = TestBackend::start("a");
-    let b = TestBackend::start("b");
+    let [a, b] = backends(["a", "b"]);
     let yaml = "server: { pid_file: \"{pid_file}\", upgrade_sock: \"{upgrade_sock}\", grace_period_seconds: 1, graceful_shutdown_timeout_seconds: 1 }\n"
         .to_string()
         + &proxy_config("{default_pool: web}", &[pool("web", &[a.url(), b.url()], &["health_check: { type: tcp, interval: 200ms }"])]);
@@ -173,7 +169,7 @@ fn access_log_lines_and_rotation_on_reload() {
     let web = TestBackend::start("web");
     let yaml = format!(
         "listen: [ {{ addr: \"{{listen}}\" }} ]\npools:\n{}log: {{ access: \"{{dir}}/access.log\", format: json }}\n",
-        pool("web", &[web.url()], &["health_check: { type: none }"])
+        pool("web", &[web.url()], &[])
     );
     let sy = Switchyard::start(&yaml);
     let log = sy.dir().join("access.log");

@@ -173,8 +173,7 @@ fn load(
 
 #[test]
 fn corrupt_state_file_is_set_aside_and_an_upgrade_under_load_drops_nothing() {
-    let web = TestBackend::start("web");
-    let extra = TestBackend::start("extra");
+    let [web, extra] = backends(["web", "extra"]);
     let yaml = "server: { pid_file: \"{pid_file}\", upgrade_sock: \"{upgrade_sock}\", grace_period_seconds: 1, graceful_shutdown_timeout_seconds: 1 }\n".to_string()
         + &web_pool_config(&[web.url()], "")
         + "admin: { listen: \"{admin}\", state_file: \"{dir}/state.json\" }\n";

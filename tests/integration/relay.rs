@@ -243,9 +243,7 @@ fn a_response_written_after_sigterm_says_connection_close() {
 
 #[test]
 fn weighted_round_robin_interleaves_instead_of_bursting() {
-    let heavy = TestBackend::start("a");
-    let b = TestBackend::start("b");
-    let c = TestBackend::start("c");
+    let [heavy, b, c] = backends(["a", "b", "c"]);
     let yaml = format!(
         "listen: [{{addr: \"{{listen}}\"}}]\n\
          routing: {{default_pool: web}}\n\

@@ -1,4 +1,5 @@
-//! Prometheus text (the admin API's `/metrics`), parsed by `prometheus-parse`.
+//! Prometheus text (the admin API's `/metrics`), parsed by `prometheus-parse`:
+//! [`samples`], [`metric`], [`must`], [`assert_metric`].
 
 use std::collections::BTreeMap;
 
@@ -48,4 +49,10 @@ pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
 /// [`metric`], panicking with the whole text when the sample is missing.
 pub fn must(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
     metric(text, name, labels).unwrap_or_else(|| panic!("no sample {name}{labels:?} in metrics:\n{text}"))
+}
+
+/// Asserts that sample `name` with exactly `labels` exists in `text` and has
+/// `value`; the failure message holds the whole text.
+pub fn assert_metric(text: &str, name: &str, labels: &[(&str, &str)], value: f64) {
+    assert_eq!(must(text, name, labels), value, "{name}{labels:?} in metrics:\n{text}");
 }

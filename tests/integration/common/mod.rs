@@ -29,9 +29,9 @@
 //!   Prometheus text, parsed by `prometheus-parse`.
 //! * Here: [`poll_until`] and `eventually!(secs, cond[, msg..])`,
 //!   [`free_port`], [`dead_addr`], [`dead_url`], [`TempDir`], [`test_body`];
-//!   config builders ([`LISTEN`], [`NO_HC`], [`start_listening`],
-//!   [`web_pool_config`], [`proxy_config`], [`pool`], [`be`], [`flow`],
-//!   [`urls`]); the answer helpers [`served_by`], [`who`], [`proxy_error`].
+//!   config builders ([`LISTEN`], [`NO_HC`], [`web_pool_config`],
+//!   [`proxy_config`], [`pool`], [`be`], [`urls`]), [`backends`], the one-call starts [`start_web`] and [`start_pools`]; the
+//!   answer helpers [`served_by`], [`who`], [`proxy_error`].
 //!
 //! A new test file is a module: `mod NAME;` in `main.rs`, `use
 //! crate::common::*;` at its top. Test names say the behaviour
@@ -176,9 +176,15 @@ pub const LISTEN: &str = "listen: [{addr: \"{listen}\"}]\n";
 /// Health checking off: no probe traffic, backends healthy at once.
 pub const NO_HC: &str = "health_check: {type: none}";
 
-/// [`Switchyard::start`] on [`LISTEN`] followed by `body` (routing, pools, ...).
-pub fn start_listening(body: &str) -> Switchyard {
-    Switchyard::start(&format!("{LISTEN}{body}"))
+/// [`Switchyard::start`] on [`proxy_config`]`(routing, pools)`.
+pub fn start_pools(routing: &str, pools: &[String]) -> Switchyard {
+    Switchyard::start(&proxy_config(routing, pools))
+}
+
+/// [`Switchyard::start`] with one pool `web` (the default pool) of the
+/// backends `bs` and `extra` pool keys, one per entry, as in [`pool`].
+pub fn start_web(bs: &[&TestBackend], extra: &[&str]) -> Switchyard {
+    start_pools("{default_pool: web}", &[pool("web", &urls(bs), extra)])
 }
 
 /// A config with one pool `web` (the default pool) of `urls`; `extra` holds
@@ -220,10 +226,9 @@ pub fn be(url: &str, extra: &str) -> String {
     format!("{{url: \"{url}\"{extra}}}")
 }
 
-/// `{url: "..."}, {url: "..."}` for a flow-style `backends:` list.
-pub fn flow(bs: &[&TestBackend]) -> String {
-    let items: Vec<String> = bs.iter().map(|b| format!("{{url: \"{}\"}}", b.url())).collect();
-    items.join(", ")
+/// One started [`TestBackend`] per name: `let [b1, b2] = backends(["b1", "b2"]);`.
+pub fn backends<const N: usize>(names: [&str; N]) -> [TestBackend; N] {
+    names.map(TestBackend::start)
 }
 
 /// The backends' URLs.

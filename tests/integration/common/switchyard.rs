@@ -105,7 +105,7 @@ impl SwitchyardBuilder {
             config,
             port,
             admin_port,
-            log_prefix: "switchyard".to_string(),
+            log_prefix: "switchyard".into(),
         };
         sy.spawn(&args, &self.env);
         match self.ready {
@@ -298,16 +298,9 @@ impl Switchyard {
     /// for readiness. Its logs are `switchyard-N.stdout/stderr`.
     pub fn spawn_sibling(&self, extra_args: &[&str]) -> Switchyard {
         static N: AtomicU64 = AtomicU64::new(2);
-        let mut sy = Switchyard {
-            child: None,
-            dir: Arc::clone(&self.dir),
-            addr: self.addr,
-            admin_addr: self.admin_addr,
-            config: self.config.clone(),
-            port: self.port,
-            admin_port: self.admin_port,
-            log_prefix: format!("switchyard-{}", N.fetch_add(1, Ordering::Relaxed)),
-        };
+        let log_prefix = format!("switchyard-{}", N.fetch_add(1, Ordering::Relaxed));
+        let mut sy =
+            Switchyard { child: None, dir: Arc::clone(&self.dir), config: self.config.clone(), log_prefix, ..*self };
         let mut args = vec!["-c".to_string(), self.config.display().to_string()];
         args.extend(extra_args.iter().map(|s| s.to_string()));
         sy.spawn(&args, &[]);
