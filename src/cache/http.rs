@@ -35,6 +35,9 @@ pub struct CacheCtx {
     /// Why the cache was not used (`Cache-Status` `fwd=`): `method` or
     /// `bypass` (a protocol upgrade).
     bypass: &'static str,
+    /// The backend's 304 to a revalidation, merged into the stored
+    /// header by [`decide`].
+    not_modified: Option<Box<ResponseHeader>>,
 }
 
 impl CacheCtx {
@@ -82,6 +85,7 @@ pub fn enable(session: &mut Session, ctx: &mut RequestCtx) {
         invalidate: false,
         status: None,
         bypass: "method",
+        not_modified: None,
     };
     let upgrade = session.req_header().headers.contains_key(header::UPGRADE);
     if upgrade {
@@ -173,6 +177,14 @@ pub fn decide(session: &Session, resp: &ResponseHeader, ctx: &mut RequestCtx) ->
     let Some(c) = ctx.cache.as_mut() else {
         return uncacheable("not a caching pool");
     };
+    let merged;
+    let resp = match c.not_modified.take() {
+        Some(not_modified) => {
+            merged = merge_not_modified(resp, &not_modified);
+            &merged
+        }
+        None => resp,
+    };
     let cc = CacheControl::from_resp_headers(resp);
     let explicit_store = cc
         .as_ref()
@@ -218,6 +230,70 @@ pub fn decide(session: &Session, resp: &ResponseHeader, ctx: &mut RequestCtx) ->
     };
     c.stored = true;
     RespCacheable::Cacheable(meta)
+}
+
+/// Fields of a 304 that never replace the stored ones (RFC 9111 §3.2):
+/// those not stored at all (§3.1: hop-by-hop and proxy fields),
+/// `Content-Length` and the fields the stored body depends on
+/// (`Content-Encoding`, `Content-Range`), `Age` (the cache computes its
+/// own) and `Vary` (the stored variant stays where it is, as in
+/// pingora-cache).
+const KEEP_ON_304: [&str; 14] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authentication-info",
+    "content-length",
+    "content-encoding",
+    "content-range",
+    "age",
+    "vary",
+];
+
+/// `upstream_response_filter`: remembers the backend's 304 to a
+/// revalidation, for [`decide`] to merge.
+pub fn note_not_modified(session: &Session, resp: &ResponseHeader, ctx: &mut RequestCtx) {
+    let Some(c) = ctx.cache.as_mut() else { return };
+    if resp.status == http::StatusCode::NOT_MODIFIED && session.cache.phase() == CachePhase::Stale {
+        c.not_modified = Some(Box::new(resp.clone()));
+    }
+}
+
+/// The stored header updated from a 304 (RFC 9111 §4.3.4, §3.2): every
+/// field of the 304 replaces the stored values of that name, except
+/// [`KEEP_ON_304`] and the fields its `Connection` nominates.
+/// pingora-cache's own merge refreshes only `Cache-Control`, `Expires`,
+/// `ETag` and two CDN fields.
+pub fn merge_not_modified(
+    stored: &ResponseHeader,
+    not_modified: &ResponseHeader,
+) -> ResponseHeader {
+    let nominated: Vec<String> = not_modified
+        .headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    let mut merged = stored.clone();
+    for name in not_modified.headers.keys() {
+        let n = name.as_str();
+        if KEEP_ON_304.contains(&n) || nominated.iter().any(|t| t == n) {
+            continue;
+        }
+        merged.remove_header(name);
+        for value in not_modified.headers.get_all(name) {
+            // a name and value pingora parsed once cannot fail again
+            let _ = merged.append_header(name.clone(), value.clone());
+        }
+    }
+    merged
 }
 
 fn vary_fields(resp: &ResponseHeader) -> Vec<String> {

@@ -267,6 +267,7 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        crate::cache::http::note_not_modified(session, upstream_response, ctx);
         let code = upstream_response.status.as_u16();
         if upstream_response.status.is_informational() && code != 101 {
             return Ok(());

@@ -111,6 +111,37 @@ fn no_cache_response_is_revalidated_with_a_304_merged() {
 }
 
 #[test]
+fn every_field_of_a_304_replaces_the_stored_one() {
+    // RFC 9111 §4.3.4: the 304's fields update the stored header (pingora-cache alone refreshes
+    // only Cache-Control, Expires and ETag)
+    let b = TestBackend::start("a");
+    b.set_handler(move |req| {
+        if req.path() != "/m" {
+            return None;
+        }
+        if req.header("if-none-match") == Some("\"e1\"") {
+            let r = Reply::new(304, "").with_header("etag", "\"e1\"").with_header("x-version", "2");
+            return Some(r.with_header("cache-control", "max-age=60").with_header("content-length", "0"));
+        }
+        let r = Reply::new(200, "body").with_header("etag", "\"e1\"").with_header("x-version", "1");
+        Some(r.with_header("cache-control", "no-cache"))
+    });
+    let sy = proxy(&b, "", STORE);
+    let first = get(sy.addr(), "/m", &[]);
+    assert_eq!((first.text(), first.header("x-version")), ("body".into(), Some("1")));
+    let revalidated = get(sy.addr(), "/m", &[]);
+    assert_eq!(status_of(&revalidated), "switchyard; fwd=stale; fwd-status=304");
+    assert_eq!(revalidated.text(), "body");
+    assert_eq!(revalidated.header("x-version"), Some("2"), "the 304's X-Version replaced the stored one");
+    let hit = get(sy.addr(), "/m", &[]);
+    assert!(status_of(&hit).contains("hit"), "{}", status_of(&hit));
+    assert_eq!(hit.text(), "body");
+    assert_eq!(hit.header("x-version"), Some("2"), "the merge is stored");
+    assert_eq!(hit.header("cache-control"), Some("max-age=60"));
+    assert_eq!(b.path_count("/m"), 2);
+}
+
+#[test]
 fn vary_keeps_one_variant_per_field_value() {
     let b = TestBackend::start("a");
     b.set_handler(|req| {
