@@ -15,9 +15,10 @@
 //! binary upgrade starts a new, empty one. A pool whose `cache` block is
 //! removed simply stops using the store; its entries age out by eviction.
 //!
-//! The request phases live in [`http`]; the store in [`store`], its
-//! streaming reads and writes in `io`.
+//! The request phases live in [`http`] (a racing pool's misses in
+//! [`fill`]); the store in [`store`], its streaming reads and writes in `io`.
 
+pub mod fill;
 pub mod http;
 mod io;
 pub mod store;

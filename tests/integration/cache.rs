@@ -534,3 +534,84 @@ fn a_miss_is_retried_on_another_backend_and_the_good_answer_stored() {
     assert_eq!(good.path_count("/r"), 1, "stored after the retry");
     assert!(!sy.logs().contains("panicked"), "{}", sy.logs());
 }
+
+// === A racing caching pool (`race:` and `cache:`): misses are raced ===
+
+/// A backend answering every request, after `delay_ms`, with 200, body
+/// `NAME` and `Cache-Control: max-age=60`.
+fn racer(name: &'static str, delay_ms: u64) -> TestBackend {
+    let b = TestBackend::start(name);
+    b.set_handler(move |_req| {
+        let r = Reply::new(200, name).with_header("cache-control", "max-age=60");
+        Some(r.with_delay(Duration::from_millis(delay_ms)))
+    });
+    b
+}
+
+/// A proxy with one pool `web` over `urls` with `cache:` and `race:`
+/// (`race` its flow mapping body).
+fn raced(urls: &[String], race: &str) -> Switchyard {
+    let mut y = config(urls, &format!("cache: {{lock_timeout: 5s}}\nrace: {{{race}}}\npassive: {{max_fails: 0}}"));
+    y.push_str(&format!("cache: {{{STORE}}}\nadmin: {{listen: \"{{admin}}\"}}\n"));
+    let sy = Switchyard::start(&y);
+    eventually!(10, try_get(sy.admin_addr(), "/healthz", &[]).is_ok_and(|r| r.status == 200), "{}", sy.logs());
+    sy
+}
+
+#[test]
+fn a_miss_of_a_racing_pool_is_raced_and_the_winner_stored() {
+    let slow = racer("slow", 1500);
+    let fast = racer("fast", 100);
+    let sy = raced(&[slow.url(), fast.url()], "");
+    let started = std::time::Instant::now();
+    let miss = get(sy.addr(), "/w", &[]);
+    let took = started.elapsed();
+    assert_eq!(miss.text(), "fast", "the fastest backend answers the miss");
+    assert!(took < Duration::from_millis(1200), "not held by the slow backend: {took:?}");
+    assert_eq!(status_of(&miss), "switchyard; fwd=miss; stored");
+    eventually!(3, slow.path_count("/w") == 1 && fast.path_count("/w") == 1, "both asked");
+    for _ in 0..3 {
+        let hit = get(sy.addr(), "/w", &[]);
+        assert_eq!(hit.text(), "fast");
+        assert!(status_of(&hit).contains("hit"), "{}", status_of(&hit));
+    }
+    assert_eq!((slow.path_count("/w"), fast.path_count("/w")), (1, 1), "hits never reach a backend");
+    let hits = || {
+        let m = get(sy.admin_addr(), "/metrics", &[]).text();
+        metric(&m, "switchyard_cache_requests_total", &[("pool", "web"), ("status", "hit")])
+    };
+    eventually!(3, hits() == Some(3.0), "{:?}", hits());
+}
+
+#[test]
+fn concurrent_misses_of_a_racing_pool_run_one_race() {
+    let a = racer("a", 300);
+    let b = racer("b", 300);
+    let sy = raced(&[a.url(), b.url()], "");
+    let addr = sy.addr();
+    let clients: Vec<_> =
+        (0..50).map(|_| std::thread::spawn(move || try_get(addr, "/c", &[]).map(|r| r.text()))).collect();
+    for c in clients {
+        let text = c.join().unwrap().unwrap();
+        assert!(text == "a" || text == "b", "{text}");
+    }
+    assert_eq!((a.path_count("/c"), b.path_count("/c")), (1, 1), "one race for 50 concurrent misses");
+}
+
+#[test]
+fn a_raced_miss_skips_failing_backends_and_stores_the_good_answer() {
+    let good = racer("good", 50);
+    let failing = TestBackend::start("failing");
+    failing.set_handler(|_req| Some(Reply::new(503, "down").with_header("cache-control", "max-age=60")));
+    // a refused connection and a 503 (not terminal) lose to the good answer
+    let sy = raced(&[dead_url(), failing.url(), good.url()], "");
+    for path in ["/f1", "/f2", "/f3", "/f4"] {
+        let miss = get(sy.addr(), path, &[]);
+        assert_eq!((miss.status, miss.text()), (200, "good".to_string()), "{}", sy.logs());
+        assert_eq!(status_of(&miss), "switchyard; fwd=miss; stored");
+        let hit = get(sy.addr(), path, &[]);
+        assert_eq!(hit.text(), "good");
+        assert!(status_of(&hit).contains("hit"), "{}", status_of(&hit));
+        assert_eq!(good.path_count(path), 1);
+    }
+}
