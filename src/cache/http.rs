@@ -97,7 +97,7 @@ pub fn enable(session: &mut Session, ctx: &mut RequestCtx) {
         overrides.wait_timeout = Some(policy.lock_timeout);
         session.cache.enable(
             &cache.store,
-            Some(&cache.eviction),
+            Some(cache.eviction.as_ref()),
             None,
             Some(cache.lock.as_ref()),
             Some(overrides),

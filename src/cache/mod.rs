@@ -3,7 +3,7 @@
 //! ```text
 //! Cache (one per process, 'static, built from the top-level `cache:`)
 //! |-- store::MemStore ------ entries, streaming writes, per-pool usage
-//! |-- lru::Manager --------- keeps the store under `cache.memory` bytes
+//! |-- ufo::Ufo or lru ------ keeps the store under `cache.memory` bytes
 //! |-- CacheLock ------------ request coalescing (one fetch per key)
 //! `-- CacheStats by pool --- hit / miss / stale / ... counters
 //! ```
@@ -24,7 +24,9 @@ mod io;
 pub mod store;
 #[cfg(test)]
 mod tests;
+mod ufo;
 
+use crate::config::cache::Eviction;
 use crate::config::CacheStoreSettings;
 use parking_lot::Mutex;
 use pingora_cache::eviction::lru::Manager;
@@ -119,8 +121,8 @@ impl CacheStats {
 pub struct Cache {
     /// The response store.
     pub store: store::MemStore,
-    /// Keeps `store` under `settings.memory` bytes.
-    pub eviction: Manager<LRU_SHARDS>,
+    /// Keeps `store` under `settings.memory` bytes (`cache.eviction`).
+    pub eviction: Box<dyn EvictionManager + Send + Sync>,
     /// Coalesces concurrent misses on one key.
     pub lock: Box<CacheKeyLockImpl>,
     /// The settings it was built with.
@@ -136,10 +138,7 @@ pub fn install(settings: Option<CacheStoreSettings>) -> Option<&'static Cache> {
     let settings = settings?;
     let cache = CACHE.get_or_init(|| Cache {
         store: store::MemStore::new(),
-        eviction: Manager::with_capacity(
-            usize::try_from(settings.memory).unwrap_or(usize::MAX),
-            1024,
-        ),
+        eviction: eviction(&settings),
         lock: CacheLock::new_boxed(LOCK_AGE),
         settings,
         stats: Mutex::new(HashMap::new()),
@@ -152,6 +151,18 @@ pub fn install(settings: Option<CacheStoreSettings>) -> Option<&'static Cache> {
         );
     }
     Some(cache)
+}
+
+/// The eviction manager `settings.eviction` names, sized to
+/// `settings.memory` bytes.
+fn eviction(settings: &CacheStoreSettings) -> Box<dyn EvictionManager + Send + Sync> {
+    match settings.eviction {
+        Eviction::Tinyufo => Box::new(ufo::Ufo::new(settings.memory, settings.max_object)),
+        Eviction::Lru => Box::new(Manager::<LRU_SHARDS>::with_capacity(
+            usize::try_from(settings.memory).unwrap_or(usize::MAX),
+            1024,
+        )),
+    }
 }
 
 /// The process's cache, if one was installed.

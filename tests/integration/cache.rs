@@ -330,10 +330,20 @@ fn concurrent_misses_on_one_key_send_one_request_upstream() {
 
 #[test]
 fn memory_bound_holds_with_ten_times_its_size_requested() {
+    memory_bound_holds("memory: 1MiB, max_object: 64KiB");
+}
+
+#[test]
+fn memory_bound_holds_with_the_lru_too() {
+    memory_bound_holds("memory: 1MiB, max_object: 64KiB, eviction: lru");
+}
+
+/// 10× the store's memory in distinct objects through a store set up by `store`.
+fn memory_bound_holds(store: &str) {
     let b = TestBackend::start("a");
     let body = test_body(3, 20 * 1024);
     b.set_handler(move |_req| Some(Reply::new(200, body.clone()).with_header("cache-control", "max-age=600")));
-    let sy = proxy(&b, "", "memory: 1MiB, max_object: 64KiB");
+    let sy = proxy(&b, "", store);
     // 520 distinct objects of 20 KiB: 10 MiB, ten times the store
     let mut c = Client::connect(sy.addr()).unwrap();
     for i in 0..520 {
