@@ -11,7 +11,7 @@
 //! pingora-cache needs `&'static` store, eviction manager and lock, so the
 //! [`Cache`] is built once, at the first configuration that has a `cache:`
 //! block, and outlives every reload by construction. A reload that changes
-//! `cache.memory` or `cache.max_object` keeps the running store (logged): a
+//! `cache.memory`, `cache.max_object` or `cache.eviction` keeps the running store (logged): a
 //! binary upgrade starts a new, empty one. A pool whose `cache` block is
 //! removed simply stops using the store; its entries age out by eviction.
 //!
@@ -145,9 +145,10 @@ pub fn install(settings: Option<CacheStoreSettings>) -> Option<&'static Cache> {
     });
     if cache.settings != settings {
         log::warn!(
-            "cache.memory / cache.max_object changed: the running store keeps {} / {} bytes until a binary upgrade",
+            "cache.memory / cache.max_object / cache.eviction changed: the running store keeps {} / {} bytes / {:?} until a binary upgrade",
             cache.settings.memory,
-            cache.settings.max_object
+            cache.settings.max_object,
+            cache.settings.eviction
         );
     }
     Some(cache)

@@ -242,3 +242,4 @@ mod tests {
         assert_eq!(u.units(1), 1, "every entry weighs at least one unit");
     }
 }
+
