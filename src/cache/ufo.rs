@@ -242,4 +242,3 @@ mod tests {
         assert_eq!(u.units(1), 1, "every entry weighs at least one unit");
     }
 }
-

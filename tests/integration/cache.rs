@@ -625,3 +625,32 @@ fn a_raced_miss_skips_failing_backends_and_stores_the_good_answer() {
         assert_eq!(good.path_count(path), 1);
     }
 }
+
+#[test]
+fn a_raced_miss_over_max_object_is_relayed_whole_and_not_stored() {
+    let big = test_body(11, 100 * 1024);
+    let backends: Vec<TestBackend> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let b = TestBackend::start(name);
+            let body = big.clone();
+            b.set_handler(move |req| {
+                let mut r = Reply::new(200, body.clone()).with_header("cache-control", "max-age=60");
+                // /chunked: no Content-Length, the bound is found while storing
+                r.chunked = req.path() == "/chunked";
+                Some(r)
+            });
+            b
+        })
+        .collect();
+    let sy = raced(&[backends[0].url(), backends[1].url()], "");
+    for path in ["/sized", "/chunked"] {
+        for _ in 0..2 {
+            let r = get(sy.addr(), path, &[]);
+            assert_eq!(r.status, 200);
+            assert!(r.body == big, "{path}: relayed intact ({} bytes)", r.body.len());
+        }
+        let asked: usize = backends.iter().map(|b| b.path_count(path)).sum();
+        assert_eq!(asked, 4, "{path}: over max_object (64 KiB), never stored: both requests raced");
+    }
+}
