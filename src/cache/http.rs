@@ -349,6 +349,9 @@ fn ttl(session: &Session) -> i64 {
 pub fn annotate(session: &Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) {
     let pool = ctx.pool_name().to_string();
     let Some(c) = ctx.cache.as_mut() else { return };
+    // admitted by `decide` but then declined (a `Content-Length` over
+    // `max_object`): not stored after all
+    c.stored &= session.cache.enabled();
     let code = resp.status.as_u16();
     let (status, value) = match session.cache.phase() {
         CachePhase::Hit => (
