@@ -21,6 +21,7 @@
 pub mod fill;
 pub mod http;
 mod io;
+mod revalidate;
 pub mod store;
 #[cfg(test)]
 mod tests;
