@@ -15,7 +15,7 @@
 //!     |   |                            and size, keep-alive), h2 by ALPN; TLS
 //!     |   |                            certificates from tls::Resolver (SNI)
 //!     |-- proxy::Proxy (ProxyHttp) -- wrapped by EdgeApp; ratelimit::Limiters
-//!     |   |-- cache::Cache ('static) -- RFC 9111 store, LRU eviction, cache lock
+//!     |   |-- cache::Cache ('static) -- RFC 9111 store, TinyUFO/LRU eviction, cache lock
 //!     |   `-- ArcSwap<RouteTable> ---- routing::RouteTable (immutable snapshot)
 //!     |       |-- Arc<Pool> x N ------ pool::Pool
 //!     |       |   |-- LoadBalancer<S> (RoundRobin | Random | Consistent | LeastConn | PeakEwmaP2c)

@@ -99,6 +99,39 @@ pub async fn run(
     policy: &RacePolicy,
     connector: &Arc<Connector>,
 ) -> Result<()> {
+    let won = fetch(session, ctx, pool, policy, connector).await?;
+    relay(
+        session,
+        connector,
+        &won.peer,
+        won.up,
+        won.resp,
+        pool.config.timeouts.read,
+    )
+    .await
+}
+
+/// The chosen answer of a race: its head has been read, its body not yet.
+/// The caller streams the body and gives `up` back to the connector.
+pub struct Won {
+    /// The backend that answered.
+    pub peer: HttpPeer,
+    /// Its connection, positioned at the start of the body.
+    pub up: ClientSession,
+    /// Its final response head.
+    pub resp: Box<ResponseHeader>,
+}
+
+/// Runs the race up to the chosen answer's head (steps 1 to 4 of the
+/// module docs) and records it in `ctx`; the body is the caller's (a
+/// caching pool's miss stores it while relaying, see [`crate::cache::fill`]).
+pub async fn fetch(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    pool: &Arc<Pool>,
+    policy: &RacePolicy,
+    connector: &Arc<Connector>,
+) -> Result<Won> {
     let body = read_body(session, policy.max_body).await?;
     let req = upstream_request(session, &body)?;
     let mut pending = candidates(pool).into_iter();
@@ -237,15 +270,7 @@ pub async fn run(
     ctx.served = state_of(&backend).cloned();
     ctx.head_received = true;
     ctx.backend = Some(backend);
-    relay(
-        session,
-        connector,
-        &peer,
-        up,
-        resp,
-        pool.config.timeouts.read,
-    )
-    .await
+    Ok(Won { peer, up, resp })
 }
 
 /// Accounts a raced request that failed before its answer (SPEC §3: only

@@ -35,6 +35,9 @@ pub struct CacheCtx {
     /// Why the cache was not used (`Cache-Status` `fwd=`): `method` or
     /// `bypass` (a protocol upgrade).
     bypass: &'static str,
+    /// The backend's 304 to a revalidation, merged into the stored
+    /// header by [`decide`].
+    not_modified: Option<Box<ResponseHeader>>,
 }
 
 impl CacheCtx {
@@ -82,6 +85,7 @@ pub fn enable(session: &mut Session, ctx: &mut RequestCtx) {
         invalidate: false,
         status: None,
         bypass: "method",
+        not_modified: None,
     };
     let upgrade = session.req_header().headers.contains_key(header::UPGRADE);
     if upgrade {
@@ -93,7 +97,7 @@ pub fn enable(session: &mut Session, ctx: &mut RequestCtx) {
         overrides.wait_timeout = Some(policy.lock_timeout);
         session.cache.enable(
             &cache.store,
-            Some(&cache.eviction),
+            Some(cache.eviction.as_ref()),
             None,
             Some(cache.lock.as_ref()),
             Some(overrides),
@@ -173,6 +177,14 @@ pub fn decide(session: &Session, resp: &ResponseHeader, ctx: &mut RequestCtx) ->
     let Some(c) = ctx.cache.as_mut() else {
         return uncacheable("not a caching pool");
     };
+    let merged;
+    let resp = match c.not_modified.take() {
+        Some(not_modified) => {
+            merged = super::revalidate::merge_not_modified(resp, &not_modified);
+            &merged
+        }
+        None => resp,
+    };
     let cc = CacheControl::from_resp_headers(resp);
     let explicit_store = cc
         .as_ref()
@@ -218,6 +230,15 @@ pub fn decide(session: &Session, resp: &ResponseHeader, ctx: &mut RequestCtx) ->
     };
     c.stored = true;
     RespCacheable::Cacheable(meta)
+}
+
+/// `upstream_response_filter`: remembers the backend's 304 to a
+/// revalidation, for [`decide`] to merge.
+pub fn note_not_modified(session: &Session, resp: &ResponseHeader, ctx: &mut RequestCtx) {
+    let Some(c) = ctx.cache.as_mut() else { return };
+    if resp.status == http::StatusCode::NOT_MODIFIED && session.cache.phase() == CachePhase::Stale {
+        c.not_modified = Some(Box::new(resp.clone()));
+    }
 }
 
 fn vary_fields(resp: &ResponseHeader) -> Vec<String> {
@@ -273,6 +294,9 @@ fn ttl(session: &Session) -> i64 {
 pub fn annotate(session: &Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) {
     let pool = ctx.pool_name().to_string();
     let Some(c) = ctx.cache.as_mut() else { return };
+    // admitted by `decide` but then declined (a `Content-Length` over
+    // `max_object`): not stored after all
+    c.stored &= session.cache.enabled();
     let code = resp.status.as_u16();
     let (status, value) = match session.cache.phase() {
         CachePhase::Hit => (

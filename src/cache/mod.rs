@@ -3,7 +3,7 @@
 //! ```text
 //! Cache (one per process, 'static, built from the top-level `cache:`)
 //! |-- store::MemStore ------ entries, streaming writes, per-pool usage
-//! |-- lru::Manager --------- keeps the store under `cache.memory` bytes
+//! |-- ufo::Ufo or lru ------ keeps the store under `cache.memory` bytes
 //! |-- CacheLock ------------ request coalescing (one fetch per key)
 //! `-- CacheStats by pool --- hit / miss / stale / ... counters
 //! ```
@@ -11,19 +11,23 @@
 //! pingora-cache needs `&'static` store, eviction manager and lock, so the
 //! [`Cache`] is built once, at the first configuration that has a `cache:`
 //! block, and outlives every reload by construction. A reload that changes
-//! `cache.memory` or `cache.max_object` keeps the running store (logged): a
+//! `cache.memory`, `cache.max_object` or `cache.eviction` keeps the running store (logged): a
 //! binary upgrade starts a new, empty one. A pool whose `cache` block is
 //! removed simply stops using the store; its entries age out by eviction.
 //!
-//! The request phases live in [`http`]; the store in [`store`], its
-//! streaming reads and writes in `io`.
+//! The request phases live in [`http`] (a racing pool's misses in
+//! [`fill`]); the store in [`store`], its streaming reads and writes in `io`.
 
+pub mod fill;
 pub mod http;
 mod io;
+mod revalidate;
 pub mod store;
 #[cfg(test)]
 mod tests;
+mod ufo;
 
+use crate::config::cache::Eviction;
 use crate::config::CacheStoreSettings;
 use parking_lot::Mutex;
 use pingora_cache::eviction::lru::Manager;
@@ -118,8 +122,8 @@ impl CacheStats {
 pub struct Cache {
     /// The response store.
     pub store: store::MemStore,
-    /// Keeps `store` under `settings.memory` bytes.
-    pub eviction: Manager<LRU_SHARDS>,
+    /// Keeps `store` under `settings.memory` bytes (`cache.eviction`).
+    pub eviction: Box<dyn EvictionManager + Send + Sync>,
     /// Coalesces concurrent misses on one key.
     pub lock: Box<CacheKeyLockImpl>,
     /// The settings it was built with.
@@ -135,22 +139,32 @@ pub fn install(settings: Option<CacheStoreSettings>) -> Option<&'static Cache> {
     let settings = settings?;
     let cache = CACHE.get_or_init(|| Cache {
         store: store::MemStore::new(),
-        eviction: Manager::with_capacity(
-            usize::try_from(settings.memory).unwrap_or(usize::MAX),
-            1024,
-        ),
+        eviction: eviction(&settings),
         lock: CacheLock::new_boxed(LOCK_AGE),
         settings,
         stats: Mutex::new(HashMap::new()),
     });
     if cache.settings != settings {
         log::warn!(
-            "cache.memory / cache.max_object changed: the running store keeps {} / {} bytes until a binary upgrade",
+            "cache.memory / cache.max_object / cache.eviction changed: the running store keeps {} / {} bytes / {:?} until a binary upgrade",
             cache.settings.memory,
-            cache.settings.max_object
+            cache.settings.max_object,
+            cache.settings.eviction
         );
     }
     Some(cache)
+}
+
+/// The eviction manager `settings.eviction` names, sized to
+/// `settings.memory` bytes.
+fn eviction(settings: &CacheStoreSettings) -> Box<dyn EvictionManager + Send + Sync> {
+    match settings.eviction {
+        Eviction::Tinyufo => Box::new(ufo::Ufo::new(settings.memory, settings.max_object)),
+        Eviction::Lru => Box::new(Manager::<LRU_SHARDS>::with_capacity(
+            usize::try_from(settings.memory).unwrap_or(usize::MAX),
+            1024,
+        )),
+    }
 }
 
 /// The process's cache, if one was installed.

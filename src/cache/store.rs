@@ -9,8 +9,9 @@
 //!   `max_object`) never leaves a reader with a truncated response: the
 //!   lock is released as failed and the waiters fetch it themselves.
 //! - The weight of an entry is its serialized header plus its body, so
-//!   `cache.memory` bounds both. The bound itself is kept by pingora-cache's
-//!   LRU eviction manager: every finished write is admitted with that weight
+//!   `cache.memory` bounds both. The bound itself is kept by the eviction
+//!   manager (`cache.eviction`: TinyUFO, or pingora-cache's LRU): every
+//!   finished write is admitted with that weight
 //!   and whatever the manager evicts is purged here.
 //! - A write dropped before its end (a body over `max_object`, an upstream
 //!   error, a client gone) removes its partial entry; nothing half-written is

@@ -28,6 +28,21 @@ pub struct RawCacheStore {
     pub memory: Option<Size>,
     /// Largest response stored, bytes (default 8MiB).
     pub max_object: Option<Size>,
+    /// Admission and eviction policy (default `tinyufo`).
+    pub eviction: Option<Eviction>,
+}
+
+/// How the store chooses what to keep within `cache.memory`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Eviction {
+    /// TinyUFO (S3-FIFO with TinyLFU admission, Cloudflare's `TinyUFO`
+    /// crate): a new entry is kept only when it is likely to be asked again.
+    #[default]
+    Tinyufo,
+    /// Least recently used (pingora-cache's sharded LRU): every new entry is
+    /// kept, the least recently used ones go.
+    Lru,
 }
 
 /// A pool's cache policy after defaults.
@@ -53,6 +68,8 @@ pub struct CacheStoreSettings {
     pub memory: u64,
     /// A response with a larger body is passed through, not stored.
     pub max_object: u64,
+    /// Admission and eviction policy.
+    pub eviction: Eviction,
 }
 
 /// Validates a pool's `cache:`.
@@ -83,6 +100,7 @@ pub fn store(r: &RawCacheStore, errs: &mut Vec<ConfigError>) -> CacheStoreSettin
     let s = CacheStoreSettings {
         memory: r.memory.map_or(256 << 20, |s| s.0),
         max_object: r.max_object.map_or(8 << 20, |s| s.0),
+        eviction: r.eviction.unwrap_or_default(),
     };
     if s.memory == 0 {
         errs.push(ConfigError::new("cache.memory", "must be greater than 0"));
@@ -117,11 +135,22 @@ pools:
         let store = c.cache.expect("store");
         assert_eq!(store.memory, 256 << 20);
         assert_eq!(store.max_object, 8 << 20);
+        assert_eq!(store.eviction, super::Eviction::Tinyufo);
         let p = c.pools["web"].cache.expect("pool cache");
         assert_eq!(p.default_ttl, Duration::ZERO);
         assert_eq!(p.stale_if_error, Duration::ZERO);
         assert_eq!(p.lock_timeout, Duration::from_secs(2));
         assert_eq!(p.vary_limit, 16);
+    }
+
+    #[test]
+    fn eviction_is_tinyufo_or_lru() {
+        let lru = parse(&format!("{POOL}cache: {{eviction: lru}}\n"), "t.yaml").expect("valid");
+        assert_eq!(lru.cache.expect("store").eviction, super::Eviction::Lru);
+        let e =
+            parse(&format!("{POOL}cache: {{eviction: fifo}}\n"), "t.yaml").expect_err("unknown");
+        let text = format!("{:?}", e.errors);
+        assert!(text.contains("fifo") && text.contains("tinyufo"), "{text}");
     }
 
     #[test]

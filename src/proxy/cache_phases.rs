@@ -9,7 +9,9 @@ use crate::request::RequestCtx;
 
 /// The cache hooks of `ProxyHttp` (`request_cache_filter`,
 /// `cache_key_callback`, `response_cache_filter`, `cache_vary_filter`,
-/// `should_serve_stale`), each a call into [`crate::cache::http`].
+/// `should_serve_stale`), each a call into [`crate::cache::http`]. (The
+/// async `proxy_upstream_filter`, where a racing pool races its misses,
+/// must sit in the `#[async_trait]` block itself.)
 macro_rules! cache_phases {
     () => {
         fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
@@ -56,7 +58,8 @@ macro_rules! cache_phases {
 pub(super) use cache_phases;
 
 /// A caching pool's requests go through the cache (its misses and
-/// invalidations need the normal phases): they are not raced.
+/// invalidations need the normal phases): they are not raced in
+/// `request_filter`; a miss is raced after the cache lookup instead.
 pub(super) fn caching(pool: &Pool) -> bool {
     pool.config.cache.is_some() && cache::get().is_some()
 }

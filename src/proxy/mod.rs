@@ -163,6 +163,15 @@ impl ProxyHttp for Proxy {
 
     cache_phases::cache_phases!();
 
+    async fn proxy_upstream_filter(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<bool> {
+        // a racing caching pool races its misses ([`crate::cache::fill`])
+        crate::cache::fill::race_miss(session, ctx, &self.race_connector).await
+    }
+
     async fn upstream_peer(
         &self,
         session: &mut Session,
@@ -267,6 +276,7 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        crate::cache::http::note_not_modified(session, upstream_response, ctx);
         let code = upstream_response.status.as_u16();
         if upstream_response.status.is_informational() && code != 101 {
             return Ok(());

@@ -172,10 +172,12 @@ TARGET_LABEL = {
     "haproxy": "HAProxy (nbthread 1, http-reuse always)",
     "pingora": "pingora floor (examples/pingora_floor.rs, 1 thread)",
     "switchyard": "switchyard (threads: 1)",
+    "switchyard_nocache": "switchyard, pool without cache (same object proxied)",
 }
-TARGET_ORDER = ["direct", "nginx", "haproxy", "pingora", "switchyard"]
+TARGET_ORDER = ["direct", "nginx", "haproxy", "pingora", "switchyard_nocache", "switchyard"]
 # how the ratio lines name the targets switchyard is compared with
-RATIO_NAME = {"haproxy": "HAProxy", "nginx": "nginx", "pingora": "pingora-floor"}
+RATIO_NAME = {"haproxy": "HAProxy", "nginx": "nginx", "pingora": "pingora-floor",
+              "switchyard_nocache": "switchyard-uncached"}
 SCEN_TITLE = {
     "rr": "rr — round robin over 3 backends, 3-byte body (headline)",
     "least_conn": "least_conn — least connections over 3 backends, 3-byte body",
@@ -185,6 +187,9 @@ SCEN_TITLE = {
     "https": "https — HTTP/1.1 keep-alive over TLS (wrk), round robin, 3-byte body",
     "https_new": "https_new — a new TLS connection per request (wrk, `Connection: close`): "
                  "req/s = handshakes/s, µs/req = CPU per handshake and request",
+    "cache": "cache — a cache hit of a 1 KiB object: switchyard pool with `cache:` and nginx "
+             "`proxy_cache` (64 MiB, 60 s, lock on) serve it from their cache; *switchyard, pool without "
+             "cache* proxies the same object to the backends",
     "h2": "h2 — HTTP/2 over TLS (`h2load -t1 -c64 -m1 -D`), round robin, 3-byte body; "
           "h2load gives no percentiles",
 }
@@ -307,7 +312,7 @@ def report(args):
         tg = out["scenarios"][sc]["targets"]
         lines = []
         if "switchyard" in tg:
-            for other in ("haproxy", "nginx", "pingora"):
+            for other in ("haproxy", "nginx", "pingora", "switchyard_nocache"):
                 if other not in tg:
                     continue
                 for key, label in (("cpu_us_per_req", "CPU µs/req"), ("rps", "req/s")):

@@ -4,7 +4,7 @@ larger than the store.
 
 Usage: python3 tests/bench/cache_zipf.py [path/to/switchyard]
 Env: KEYS (2000), OBJECT (8192 bytes), MEMORY (4MiB), REQUESTS (20000),
-ZIPF_S (1.0), SEED (1).
+ZIPF_S (1.0), SEED (1), EVICTION (tinyufo; or lru: `cache.eviction`).
 Starts an origin and switchyard on 127.0.0.1; sends REQUESTS GETs whose keys
 follow Zipf(s) over KEYS objects of OBJECT bytes (KEYS*OBJECT well above
 MEMORY) on one keep-alive connection; prints the hit ratio (Cache-Status
@@ -27,6 +27,7 @@ OBJECT = int(os.environ.get("OBJECT", 8192))
 MEMORY = os.environ.get("MEMORY", "4MiB")
 REQUESTS = int(os.environ.get("REQUESTS", 20000))
 S = float(os.environ.get("ZIPF_S", 1.0))
+EVICTION = os.environ.get("EVICTION", "tinyufo")
 BODY = b"x" * OBJECT
 
 
@@ -83,7 +84,7 @@ pools:
   plain:
     backends: [{{url: "http://127.0.0.1:{origin}"}}]
     health_check: {{type: none}}
-cache: {{memory: {MEMORY}, max_object: 1MiB}}
+cache: {{memory: {MEMORY}, max_object: 1MiB, eviction: {EVICTION}}}
 """)
     proc = subprocess.Popen([binary, "-c", f"{tmp}/sy.yaml"], stderr=subprocess.DEVNULL)
     try:
@@ -124,7 +125,8 @@ cache: {{memory: {MEMORY}, max_object: 1MiB}}
         fit = size(MEMORY) // (OBJECT + 200)
         total = sum(weights)
         oracle = sum(weights[:fit]) / total
-        print(f"keys={KEYS} object={OBJECT}B store={MEMORY} (~{fit} objects) requests={REQUESTS} zipf_s={S}")
+        print(f"keys={KEYS} object={OBJECT}B store={MEMORY} (~{fit} objects) requests={REQUESTS} zipf_s={S} "
+              f"eviction={EVICTION}")
         print(f"hit ratio {hits / REQUESTS:.3f} (oracle keeping the {fit} most popular: {oracle:.3f}; "
               f"cold misses included)")
         print(f"switchyard_cache_bytes {stored} (limit {size(MEMORY)}), peak RSS {int(rss) // 1024} MiB, "

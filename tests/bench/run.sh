@@ -11,7 +11,9 @@
 #   ROUNDS [3]       measured rounds per scenario; target order is rotated each round
 #   DURATION [10]    seconds of each measured wrk run (wrk -t1 -c64 --latency)
 #   WARMUP [2]       seconds of wrk warm-up before each measured run
-#   SCENARIOS ["rr least_conn 1k 64k race idle https https_new h2"]
+#   SCENARIOS ["rr least_conn 1k 64k race idle https https_new h2 cache"]
+#                    cache: a cache hit of /1k (switchyard pool with `cache:`, nginx proxy_cache)
+#                    against the same object proxied by a switchyard pool without cache
 #                    https: HTTP/1.1 keep-alive over TLS (wrk); https_new: a new TLS
 #                    connection (full handshake) per request (wrk, Connection: close);
 #                    h2: HTTP/2 over TLS (h2load -c64 -m1); same certificate everywhere
@@ -48,7 +50,7 @@ done
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
-SCENARIOS=${SCENARIOS:-"rr least_conn 1k 64k race idle https https_new h2"}
+SCENARIOS=${SCENARIOS:-"rr least_conn 1k 64k race idle https https_new h2 cache"}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 IDLE_HOLD=${IDLE_HOLD:-5}
 SKIP_BUILD=${SKIP_BUILD:-0}
@@ -68,10 +70,10 @@ for n in "$ROUNDS" "$DURATION" "$WARMUP" "$IDLE_CONNS" "$IDLE_HOLD" "$NOISE_MAX"
 done
 [ "$ROUNDS" -ge 1 ] && [ "$DURATION" -ge 1 ] || die "ROUNDS and DURATION must be >= 1"
 for s in $SCENARIOS; do
-    case $s in rr|least_conn|1k|64k|race|idle|https|https_new|h2) ;; *) die "unknown scenario '$s' (rr least_conn 1k 64k race idle https https_new h2)";; esac
+    case $s in rr|least_conn|1k|64k|race|idle|https|https_new|h2|cache) ;; *) die "unknown scenario '$s' (rr least_conn 1k 64k race idle https https_new h2 cache)";; esac
 done
 for t in ${TARGETS:-}; do
-    case $t in direct|nginx|haproxy|pingora|switchyard) ;; *) die "unknown target '$t' (direct nginx haproxy pingora switchyard)";; esac
+    case $t in direct|nginx|haproxy|pingora|switchyard|switchyard_nocache) ;; *) die "unknown target '$t' (direct nginx haproxy pingora switchyard switchyard_nocache)";; esac
 done
 
 # ------------------------------------------------------------------ tools
@@ -281,11 +283,14 @@ backend_counts() {
 }
 
 # ------------------------------------------------------------------ proxy configs
-# write_nginx STRATEGY(rr|least_conn)
+# write_nginx STRATEGY(rr|least_conn) [cache]
 write_nginx() {
     local d="$WORK/nginx"; mkdir -p "$d"
     local lc=""; [ "$1" = least_conn ] && lc="least_conn;"
+    local cache_path="" cache_use=""
+    [ "${2:-}" = cache ] && { cache_path=$(nginx_cache_path "$d"); cache_use=$(nginx_cache_use); }
     { nginx_head "$d"; cat <<EOF
+    $cache_path
     upstream web {
         $lc
         server 127.0.0.1:${BE_PORTS[0]};
@@ -303,11 +308,36 @@ write_nginx() {
             proxy_pass http://web;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
+            $cache_use
         }
     }
 }
 EOF
     } >"$d/nginx.conf"
+}
+
+# ---- cache scenario: nginx proxy_cache set up like the switchyard pool
+# `cache` below (64 MiB, objects without freshness kept 60 s, lock on)
+nginx_cache_path() {
+    echo "proxy_cache_path $1/cache levels=1:2 keys_zone=c:8m max_size=64m inactive=10m use_temp_path=off;"
+}
+nginx_cache_use() {
+    echo 'proxy_cache c; proxy_cache_valid 200 60s; proxy_cache_lock on; add_header X-Cache-Status $upstream_cache_status;'
+}
+# switchyard_cache_pools: pool `cache` (App-Name: cache) caching every 200 for
+# 60 s, and the shared store; the default pool `web` is the same object uncached
+switchyard_cache_pools() {
+    cat <<EOF
+  cache:
+    strategy: round_robin
+    backends:
+      - url: http://127.0.0.1:${BE_PORTS[0]}
+      - url: http://127.0.0.1:${BE_PORTS[1]}
+      - url: http://127.0.0.1:${BE_PORTS[2]}
+    health_check: {type: tcp}
+    cache: {default_ttl: 60s}
+cache: {memory: 64MiB}
+EOF
 }
 
 write_haproxy() {
@@ -379,6 +409,7 @@ EOF
     race: {}
 EOF
         fi
+        if [ "${2:-}" = cache ]; then switchyard_cache_pools; fi
         cat <<EOF
 log:
   access: off
@@ -392,7 +423,7 @@ start_proxy() {
     local t=$1 strat=$2 extra=${3:-}
     case $t in
         nginx)
-            write_nginx "$strat"
+            write_nginx "$strat" $extra
             PROXY_PORT=$NGINX_PORT; PROXY_LOG="$WORK/nginx/error.log"
             taskset -c "$PROXY_CPU" nginx -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" \
                 >"$WORK/nginx/stdout.log" 2>&1 &
@@ -402,7 +433,7 @@ start_proxy() {
             PROXY_PORT=$HAPROXY_PORT; PROXY_LOG="$WORK/haproxy/stderr.log"
             taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy/haproxy.cfg" >"$PROXY_LOG" 2>&1 &
             ;;
-        switchyard)
+        switchyard|switchyard_nocache)
             local f; f=$(write_switchyard "$strat" $extra)
             PROXY_PORT=$SY_PORT; PROXY_LOG="$WORK/switchyard/stderr.log"; : >>"$PROXY_LOG"
             taskset -c "$PROXY_CPU" "$SY_BIN" -c "$f" >>"$PROXY_LOG" 2>&1 &
@@ -422,7 +453,7 @@ start_proxy() {
 stop_proxy() {
     local t=$1 pid=$2
     case $t in
-        switchyard|pingora) stop_pid "$pid" INT ;;   # pingora fast shutdown (SIGTERM waits for the grace period)
+        switchyard|switchyard_nocache|pingora) stop_pid "$pid" INT ;;   # pingora fast shutdown (SIGTERM waits for the grace period)
         *) stop_pid "$pid" TERM ;;
     esac
 }
@@ -489,6 +520,8 @@ measure_once() {
         64k) path=/64k ;;
         race) extra=race; hdr=(-H "App-Name: race") ;;
         https_new) hdr=(-H "Connection: close") ;;
+        # a hit of /1k; target switchyard_nocache: the same object, pool `web` (no cache)
+        cache) path=/1k; extra=cache; if [ "$t" = switchyard ]; then hdr=(-H "App-Name: cache"); fi ;;
     esac
     local scheme=http tls=0
     case $sc in https|https_new|h2) scheme=https; tls=1 ;; esac
@@ -506,7 +539,7 @@ measure_once() {
     local url="$scheme://$host:$port$path"
     local curl_tls=(); [ "$tls" = 1 ] && curl_tls=(-k)
     local ylog_before=0
-    if [ "$t" = switchyard ]; then ylog_before=$(cat "$PROXY_LOG" 2>/dev/null | wc -l); fi
+    if [[ "$t" == switchyard* ]]; then ylog_before=$(cat "$PROXY_LOG" 2>/dev/null | wc -l); fi
     if ! wait_http "$url" "${curl_tls[@]}" "${hdr[@]}"; then
         note "$sc/$t round $rnd: $t did not answer 200 on $url within 15 s; run skipped ($(tail -n 3 "${PROXY_LOG:-/dev/null}" 2>/dev/null | tr '\n' ' '))"
         [ "$t" != direct ] && stop_proxy "$t" "$pid"
@@ -516,6 +549,12 @@ measure_once() {
     local got_len
     got_len=$(curl -s --max-time 2 "${curl_tls[@]}" "${hdr[@]}" "$url" | wc -c)
     [ "$got_len" = "$want_len" ] || note "$sc/$t round $rnd: body was $got_len bytes, expected $want_len"
+    if [ "$sc" = cache ] && [ "$t" != switchyard_nocache ]; then
+        # the object is stored by now: the next answer must be a hit
+        curl -s -o /dev/null -D "$WORK/cache-head" --max-time 2 "${hdr[@]}" "$url" || true
+        grep -qiE '^(cache-status: switchyard; hit|x-cache-status: HIT)' "$WORK/cache-head" \
+            || note "cache/$t round $rnd: not a cache hit: $(tr '\r\n' '  ' <"$WORK/cache-head" | head -c 300)"
+    fi
 
     # load: wrk (HTTP/1.1), or h2load (HTTP/2, one stream per connection at a time)
     local load=(wrk -t1 -c$CONNS) run_args=(--latency) warm_args=()
@@ -539,7 +578,7 @@ measure_once() {
             --cores-before "$cb" --cores-after "$ca" \
             --backends-before "$be_before" --backends-after "$be_after" --noise-out "$WORK/noise" >&2
     fi
-    if [ "$t" = switchyard ]; then
+    if [[ "$t" == switchyard* ]]; then
         # "Fail to proxy: Downstream ConnectionClosed/WriteError" lines come
         # from wrk closing its connections with requests in flight when a run
         # (warm-up or measured) ends; anything else is worth a look.
@@ -608,6 +647,7 @@ for sc in $SCENARIOS; do
                 continue
             fi
             targets=(switchyard) ;;
+        cache) targets=(nginx switchyard_nocache switchyard) ;;
         idle) run_idle; continue ;;
     esac
     if [ -n "${TARGETS:-}" ]; then   # e.g. TARGETS=switchyard for a quick A/B of two builds

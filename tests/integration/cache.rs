@@ -111,6 +111,37 @@ fn no_cache_response_is_revalidated_with_a_304_merged() {
 }
 
 #[test]
+fn every_field_of_a_304_replaces_the_stored_one() {
+    // RFC 9111 §4.3.4: the 304's fields update the stored header (pingora-cache alone refreshes
+    // only Cache-Control, Expires and ETag)
+    let b = TestBackend::start("a");
+    b.set_handler(move |req| {
+        if req.path() != "/m" {
+            return None;
+        }
+        if req.header("if-none-match") == Some("\"e1\"") {
+            let r = Reply::new(304, "").with_header("etag", "\"e1\"").with_header("x-version", "2");
+            return Some(r.with_header("cache-control", "max-age=60").with_header("content-length", "0"));
+        }
+        let r = Reply::new(200, "body").with_header("etag", "\"e1\"").with_header("x-version", "1");
+        Some(r.with_header("cache-control", "no-cache"))
+    });
+    let sy = proxy(&b, "", STORE);
+    let first = get(sy.addr(), "/m", &[]);
+    assert_eq!((first.text(), first.header("x-version")), ("body".into(), Some("1")));
+    let revalidated = get(sy.addr(), "/m", &[]);
+    assert_eq!(status_of(&revalidated), "switchyard; fwd=stale; fwd-status=304");
+    assert_eq!(revalidated.text(), "body");
+    assert_eq!(revalidated.header("x-version"), Some("2"), "the 304's X-Version replaced the stored one");
+    let hit = get(sy.addr(), "/m", &[]);
+    assert!(status_of(&hit).contains("hit"), "{}", status_of(&hit));
+    assert_eq!(hit.text(), "body");
+    assert_eq!(hit.header("x-version"), Some("2"), "the merge is stored");
+    assert_eq!(hit.header("cache-control"), Some("max-age=60"));
+    assert_eq!(b.path_count("/m"), 2);
+}
+
+#[test]
 fn vary_keeps_one_variant_per_field_value() {
     let b = TestBackend::start("a");
     b.set_handler(|req| {
@@ -299,10 +330,20 @@ fn concurrent_misses_on_one_key_send_one_request_upstream() {
 
 #[test]
 fn memory_bound_holds_with_ten_times_its_size_requested() {
+    memory_bound_holds("memory: 1MiB, max_object: 64KiB");
+}
+
+#[test]
+fn memory_bound_holds_with_the_lru_too() {
+    memory_bound_holds("memory: 1MiB, max_object: 64KiB, eviction: lru");
+}
+
+/// 10× the store's memory in distinct objects through a store set up by `store`.
+fn memory_bound_holds(store: &str) {
     let b = TestBackend::start("a");
     let body = test_body(3, 20 * 1024);
     b.set_handler(move |_req| Some(Reply::new(200, body.clone()).with_header("cache-control", "max-age=600")));
-    let sy = proxy(&b, "", "memory: 1MiB, max_object: 64KiB");
+    let sy = proxy(&b, "", store);
     // 520 distinct objects of 20 KiB: 10 MiB, ten times the store
     let mut c = Client::connect(sy.addr()).unwrap();
     for i in 0..520 {
@@ -502,4 +543,118 @@ fn a_miss_is_retried_on_another_backend_and_the_good_answer_stored() {
     }
     assert_eq!(good.path_count("/r"), 1, "stored after the retry");
     assert!(!sy.logs().contains("panicked"), "{}", sy.logs());
+}
+
+// === A racing caching pool (`race:` and `cache:`): misses are raced ===
+
+/// A backend answering every request, after `delay_ms`, with 200, body
+/// `NAME` and `Cache-Control: max-age=60`.
+fn racer(name: &'static str, delay_ms: u64) -> TestBackend {
+    let b = TestBackend::start(name);
+    b.set_handler(move |_req| {
+        let r = Reply::new(200, name).with_header("cache-control", "max-age=60");
+        Some(r.with_delay(Duration::from_millis(delay_ms)))
+    });
+    b
+}
+
+/// A proxy with one pool `web` over `urls` with `cache:` and `race:`
+/// (`race` its flow mapping body).
+fn raced(urls: &[String], race: &str) -> Switchyard {
+    let mut y = config(urls, &format!("cache: {{lock_timeout: 5s}}\nrace: {{{race}}}\npassive: {{max_fails: 0}}"));
+    y.push_str(&format!("cache: {{{STORE}}}\nadmin: {{listen: \"{{admin}}\"}}\n"));
+    let sy = Switchyard::start(&y);
+    eventually!(10, try_get(sy.admin_addr(), "/healthz", &[]).is_ok_and(|r| r.status == 200), "{}", sy.logs());
+    sy
+}
+
+#[test]
+fn a_miss_of_a_racing_pool_is_raced_and_the_winner_stored() {
+    let slow = racer("slow", 1500);
+    let fast = racer("fast", 100);
+    let sy = raced(&[slow.url(), fast.url()], "");
+    let started = std::time::Instant::now();
+    let miss = get(sy.addr(), "/w", &[]);
+    let took = started.elapsed();
+    assert_eq!(miss.text(), "fast", "the fastest backend answers the miss");
+    assert!(took < Duration::from_millis(1200), "not held by the slow backend: {took:?}");
+    assert_eq!(status_of(&miss), "switchyard; fwd=miss; stored");
+    eventually!(3, slow.path_count("/w") == 1 && fast.path_count("/w") == 1, "both asked");
+    for _ in 0..3 {
+        let hit = get(sy.addr(), "/w", &[]);
+        assert_eq!(hit.text(), "fast");
+        assert!(status_of(&hit).contains("hit"), "{}", status_of(&hit));
+    }
+    assert_eq!((slow.path_count("/w"), fast.path_count("/w")), (1, 1), "hits never reach a backend");
+    let hits = || {
+        let m = get(sy.admin_addr(), "/metrics", &[]).text();
+        metric(&m, "switchyard_cache_requests_total", &[("pool", "web"), ("status", "hit")])
+    };
+    eventually!(3, hits() == Some(3.0), "{:?}", hits());
+}
+
+#[test]
+fn concurrent_misses_of_a_racing_pool_run_one_race() {
+    let a = racer("a", 300);
+    let b = racer("b", 300);
+    let sy = raced(&[a.url(), b.url()], "");
+    let addr = sy.addr();
+    let clients: Vec<_> =
+        (0..50).map(|_| std::thread::spawn(move || try_get(addr, "/c", &[]).map(|r| r.text()))).collect();
+    for c in clients {
+        let text = c.join().unwrap().unwrap();
+        assert!(text == "a" || text == "b", "{text}");
+    }
+    assert_eq!((a.path_count("/c"), b.path_count("/c")), (1, 1), "one race for 50 concurrent misses");
+}
+
+#[test]
+fn a_raced_miss_skips_failing_backends_and_stores_the_good_answer() {
+    let good = racer("good", 50);
+    let failing = TestBackend::start("failing");
+    failing.set_handler(|_req| Some(Reply::new(503, "down").with_header("cache-control", "max-age=60")));
+    // a refused connection and a 503 (not terminal) lose to the good answer
+    let sy = raced(&[dead_url(), failing.url(), good.url()], "");
+    for path in ["/f1", "/f2", "/f3", "/f4"] {
+        let miss = get(sy.addr(), path, &[]);
+        assert_eq!((miss.status, miss.text()), (200, "good".to_string()), "{}", sy.logs());
+        assert_eq!(status_of(&miss), "switchyard; fwd=miss; stored");
+        let hit = get(sy.addr(), path, &[]);
+        assert_eq!(hit.text(), "good");
+        assert!(status_of(&hit).contains("hit"), "{}", status_of(&hit));
+        assert_eq!(good.path_count(path), 1);
+    }
+}
+
+#[test]
+fn a_raced_miss_over_max_object_is_relayed_whole_and_not_stored() {
+    let big = test_body(11, 100 * 1024);
+    let backends: Vec<TestBackend> = ["a", "b"]
+        .iter()
+        .map(|name| {
+            let b = TestBackend::start(name);
+            let body = big.clone();
+            b.set_handler(move |req| {
+                let mut r = Reply::new(200, body.clone()).with_header("cache-control", "max-age=60");
+                // /chunked: no Content-Length, the bound is found while storing
+                r.chunked = req.path() == "/chunked";
+                Some(r)
+            });
+            b
+        })
+        .collect();
+    let sy = raced(&[backends[0].url(), backends[1].url()], "");
+    for path in ["/sized", "/chunked"] {
+        for _ in 0..2 {
+            let r = get(sy.addr(), path, &[]);
+            assert_eq!(r.status, 200);
+            assert!(r.body == big, "{path}: relayed intact ({} bytes)", r.body.len());
+            // over max_object (64 KiB): never stored, every request a miss (a chunked body is
+            // found too large only after its head went out marked `stored`)
+            assert!(status_of(&r).starts_with("switchyard; fwd=miss"), "{path}: {}", status_of(&r));
+            if path == "/sized" {
+                assert_eq!(status_of(&r), "switchyard; fwd=miss", "a declared length over max_object");
+            }
+        }
+    }
 }
