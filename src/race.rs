@@ -13,16 +13,17 @@
 //!    failures excepted) and stop when it is spent;
 //! 3. the first answer whose status class is terminal wins: its header and
 //!    body are streamed to the client and its connection goes back to the
-//!    pool; every other upstream request is cancelled (its task aborted and
-//!    its connection closed);
+//!    pool; every other upstream request is settled in the background (the
+//!    `losers` module): pooled when its answer completes within a small
+//!    bound, else cut (its task aborted and its connection closed);
 //! 4. no terminal answer: the last non-terminal answer; nobody answered:
 //!    502; `timeouts.request` passed before a head: 504.
 //!
 //! Every raced attempt holds an in-flight slot of its backend (seen by
 //! `least_conn` and `active_connections`); a client that leaves cancels
-//! every attempt at once. A raced pool with no ready backend is not raced:
-//! the request follows the pool's `fallback` chain (see
-//! [`crate::proxy`]).
+//! every attempt at once, and so does the request deadline. A raced pool
+//! with no ready backend is not raced: the request follows the pool's
+//! `fallback` chain (see [`crate::proxy`]).
 
 use crate::config::RacePolicy;
 use crate::counters::AttemptResult;
@@ -41,6 +42,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
+
+mod losers;
+pub use losers::{LOSER_GRACE, LOSER_MAX_BODY};
 
 /// Request headers never copied to a raced upstream request: hop-by-hop
 /// ones, and `Expect` (the race answers `100 Continue` itself).
@@ -204,11 +208,14 @@ pub async fn run(
             }
         }
     };
-    // Losers are cancelled: their tasks abort and their connections close.
-    let cancelled = set.len() as u64;
-    set.abort_all();
-    drop(set);
-    pool.stats.race_cancelled.fetch_add(cancelled, Relaxed);
+    if client_gone || winner.is_none() {
+        // nobody is waiting for an answer, or none came in time: every
+        // attempt still running is cut (task aborted, connection closed)
+        pool.stats
+            .race_cancelled
+            .fetch_add(set.len() as u64, Relaxed);
+        set.abort_all();
+    }
     if client_gone {
         return Err(
             Error::explain(ErrorType::ConnectionClosed, "client left during the race").into_down(),
@@ -216,7 +223,11 @@ pub async fn run(
     }
 
     let (outcome, chosen) = match (winner, fallback) {
-        (Some(w), _) => ("won", w),
+        (Some(w), lost) => {
+            // losers finish in the background: pooled or cut
+            losers::settle(set, lost, connector.clone(), pool.stats.clone());
+            ("won", w)
+        }
         (None, Some(f)) if !timed_out => ("no_terminal", f),
         (None, _) => {
             pool.stats.race_failed.fetch_add(1, Relaxed);
@@ -278,7 +289,9 @@ fn attempt_result(e: &Error) -> AttemptResult {
 
 /// Ready backends, starting with the pool's own pick (so its strategy
 /// spreads the first, and with hedging often only, request), then the
-/// rest in configured order.
+/// rest in configured order after it, wrapping around. A rotation, so
+/// that every backend is started first, second, ... equally often: among
+/// equally fast backends the one started first tends to answer first.
 fn candidates(pool: &Pool) -> Vec<Backend> {
     let mut ready: Vec<Backend> = pool
         .members()
@@ -288,7 +301,7 @@ fn candidates(pool: &Pool) -> Vec<Backend> {
         .collect();
     if let Some(first) = pool.select(b"", |_| true) {
         if let Some(i) = ready.iter().position(|b| b.addr == first.addr) {
-            ready[..=i].rotate_right(1);
+            ready.rotate_left(i);
         }
     }
     ready
