@@ -30,7 +30,7 @@ use crate::counters::AttemptResult;
 use crate::failure;
 use crate::pool::{socket_addr, state_of, InflightGuard, Pool};
 use crate::request::RequestCtx;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora_core::connectors::http::Connector;
 use pingora_core::protocols::http::client::HttpSession as ClientSession;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -44,21 +44,9 @@ use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
 mod losers;
-pub use losers::{LOSER_GRACE, LOSER_MAX_BODY};
-
-/// Request headers never copied to a raced upstream request: hop-by-hop
-/// ones, and `Expect` (the race answers `100 Continue` itself).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "expect",
-    "content-length",
-];
+mod upstream;
+pub use losers::{connector, LOSER_GRACE, LOSER_MAX_BODY, RACE_POOL_FACTOR};
+use upstream::{read_body, upstream_request};
 
 /// Whether this request may be raced: not an upgrade, and no declared body
 /// larger than `race.max_body` (those take the normal single-backend path).
@@ -305,65 +293,6 @@ fn candidates(pool: &Pool) -> Vec<Backend> {
         }
     }
     ready
-}
-
-/// Reads the whole request body, up to `max` bytes (413 beyond: an
-/// unframed body cannot be sent on the normal path once read).
-async fn read_body(session: &mut Session, max: u64) -> Result<Bytes> {
-    if session
-        .req_header()
-        .headers
-        .get(http::header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
-    {
-        session.write_continue_response().await?;
-    }
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = session.read_request_body().await? {
-        if (buf.len() + chunk.len()) as u64 > max {
-            return Err(Error::explain(
-                ErrorType::HTTPStatus(413),
-                "request body too large to race",
-            ));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
-}
-
-/// The request sent to every backend: the client's, minus hop-by-hop
-/// headers, plus the forwarding headers, with an exact Content-Length.
-fn upstream_request(session: &Session, body: &Bytes) -> Result<RequestHeader> {
-    let mut req = session.req_header().clone();
-    let nominated: Vec<String> = req
-        .headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty() && t != "host")
-        .collect();
-    for h in HOP_BY_HOP
-        .iter()
-        .copied()
-        .map(String::from)
-        .chain(nominated)
-    {
-        req.remove_header(&h);
-    }
-    if !req.headers.contains_key(http::header::HOST) {
-        if let Some(a) = req.uri.authority().map(|a| a.to_string()) {
-            req.insert_header(http::header::HOST, a)?;
-        }
-    }
-    req.set_version(http::Version::HTTP_11);
-    let method_has_body = !matches!(req.method, http::Method::GET | http::Method::HEAD);
-    if !body.is_empty() || method_has_body {
-        req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-    }
-    crate::request::add_forwarding_headers(session, &mut req)?;
-    Ok(req)
 }
 
 /// Sends the request to one backend and reads its final response header.

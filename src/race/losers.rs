@@ -8,7 +8,8 @@
 //! delays the client's answer. Each loser keeps its backend's in-flight
 //! slot until it is settled: the backend is still working on it. Reading
 //! the short rest of an answer costs less than the TCP (and TLS) handshake
-//! that a closed connection forces on a later request.
+//! that a closed connection forces on a later request. The race's own
+//! connector (see [`connector`]) has a pool large enough to keep them.
 
 use super::{Chosen, Outcome};
 use crate::pool::PoolStats;
@@ -31,6 +32,25 @@ pub const LOSER_GRACE: Duration = Duration::from_millis(100);
 /// connection: 64 KiB. A loser whose `Content-Length` says more, or that
 /// sends more, is cut at once.
 pub const LOSER_MAX_BODY: u64 = 64 * 1024;
+
+/// The race connector's idle-connection pool, in multiples of the proxy's
+/// (`server.upstream_keepalive_pool_size`, pingora's default 128 per
+/// thread): 4. A race holds one connection per raced backend and pools
+/// the losers' too, so it needs about fan-out × concurrent races idle
+/// connections; with pingora's pool size every connection beyond it is
+/// closed when released (one LRU over all backends). 4 covers races over
+/// up to 4 backends at the concurrency the proxy's own pool covers; raise
+/// `upstream_keepalive_pool_size` for wider races.
+pub const RACE_POOL_FACTOR: usize = 4;
+
+/// The connector of raced requests (pingora's proxy connector is private):
+/// pingora's options from `conf`, with a pool [`RACE_POOL_FACTOR`] times
+/// as large.
+pub fn connector(conf: &pingora_core::server::configuration::ServerConf) -> Connector {
+    let mut options = pingora_core::connectors::ConnectorOptions::from_server_conf(conf);
+    options.keepalive_pool_size = options.keepalive_pool_size.saturating_mul(RACE_POOL_FACTOR);
+    Connector::new(Some(options))
+}
 
 /// Settles the losers of a decided race in the background: `running` are
 /// the attempts still in flight, `answered` the ones whose head arrived but
