@@ -573,7 +573,7 @@ measure_once() {
         other=$(printf '%s\n' "$errs" | grep -v 'Fail to proxy: Downstream' | grep -c . || true)
         SY_LOG_DOWN=$((SY_LOG_DOWN + down))
         if [ "$other" -gt 0 ]; then
-            note "$sc/switchyard round $rnd: $other ERROR/WARN log lines besides client disconnects, first: $(printf '%s\n' "$errs" | grep -v 'Fail to proxy: Downstream' | head -n 1 | cut -c1-300)"
+            note "$sc/$t round $rnd: $other ERROR/WARN log lines besides client disconnects, first: $(printf '%s\n' "$errs" | grep -v 'Fail to proxy: Downstream' | head -n 1 | cut -c1-300)"
         fi
     fi
     if [ "$t" != direct ]; then
