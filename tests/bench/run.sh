@@ -28,6 +28,8 @@
 #   TARGETS          only these targets (direct nginx haproxy pingora switchyard), e.g. for an A/B
 #                    (pingora = the pingora floor: rr, 1k, 64k and idle only)
 #   KEEP_TMP [0]     1 = keep the temp dir (configs, logs, raw wrk output)
+#   PORT_BASE [19001]  first port tried for the backends and proxies (two runs at once need
+#                    different bases)
 #   NOISE_MAX [10]   a run during which the proxy's core was more than this many
 #   NOISE_RETRIES [2]  % busy with other work is redone, up to NOISE_RETRIES times
 #   QUIET_WAIT [120] before each run, wait up to this many seconds for the machine to be idle
@@ -45,7 +47,7 @@ RESULTS="$HERE/results"
 
 # the exact command, with the variables the caller set
 CMD="bash tests/bench/run.sh"
-for v in PINGORA_FLOOR_BIN TARGETS QUIET_WAIT NOISE_RETRIES NOISE_MAX SWITCHYARD_BIN SKIP_BUILD KEEP_TMP IDLE_HOLD IDLE_CONNS WARMUP SCENARIOS DURATION ROUNDS; do
+for v in PORT_BASE PINGORA_FLOOR_BIN TARGETS QUIET_WAIT NOISE_RETRIES NOISE_MAX SWITCHYARD_BIN SKIP_BUILD KEEP_TMP IDLE_HOLD IDLE_CONNS WARMUP SCENARIOS DURATION ROUNDS; do
     if [ -n "${!v+x}" ]; then CMD="$v=$(printf '%q' "${!v}") $CMD"; fi
 done
 ROUNDS=${ROUNDS:-3}
@@ -195,7 +197,9 @@ if [ "$PF_OK" = 0 ] && { [ -z "${TARGETS:-}" ] || [[ " $TARGETS " == *" pingora 
 fi
 
 # ------------------------------------------------------------------ ports
-read -r -a PORTS <<<"$(python3 "$BENCH_PY" freeports 11 19001)"
+# PORT_BASE: where the search for free ports starts (two runs at once need
+# different bases: each only sees the ports the other already listens on)
+read -r -a PORTS <<<"$(python3 "$BENCH_PY" freeports 11 "${PORT_BASE:-19001}")"
 BE_PORTS=("${PORTS[0]}" "${PORTS[1]}" "${PORTS[2]}")
 NGINX_PORT=${PORTS[3]}
 HAPROXY_PORT=${PORTS[4]}
@@ -696,7 +700,7 @@ rate_once() {
     fi
     timeout $((WARMUP + 30)) taskset -c "$LOAD_CPU" wrk -t1 -c$CONNS -d"${WARMUP}s" "$url" >/dev/null 2>&1 || true
     read -r tb _ < <(python3 "$BENCH_PY" stat "$PROXY_PID")
-    timeout $((DURATION + 60)) taskset -c "$LOAD_CPU" oha -z "${DURATION}s" -q "$rate" -c $CONNS --latency-correction \
+    timeout $((DURATION + 60)) taskset -c "$LOAD_CPU" oha -z "${DURATION}s" -w -q "$rate" -c $CONNS --latency-correction \
         --no-tui --output-format json "$url" >"$out" 2>"$out.err" || true
     read -r ta _ < <(python3 "$BENCH_PY" stat "$PROXY_PID")
     python3 "$OPENLOOP_PY" record --raw "$RATE_RAW" --oha "$out" --target "$t" --level "$level" --rate "$rate" \
