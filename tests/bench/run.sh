@@ -28,7 +28,7 @@
 #   TARGETS          only these targets (direct nginx haproxy pingora switchyard), e.g. for an A/B
 #                    (pingora = the pingora floor: rr, 1k, 64k and idle only)
 #   KEEP_TMP [0]     1 = keep the temp dir (configs, logs, raw wrk output)
-#   PORT_BASE [19001]  first port tried for the backends and proxies (two runs at once need
+#   PORT_BASE [19001]  first port tried (below 32000) for the backends and proxies (two runs at once need
 #                    different bases)
 #   NOISE_MAX [10]   a run during which the proxy's core was more than this many
 #   NOISE_RETRIES [2]  % busy with other work is redone, up to NOISE_RETRIES times
