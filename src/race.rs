@@ -13,23 +13,24 @@
 //!    failures excepted) and stop when it is spent;
 //! 3. the first answer whose status class is terminal wins: its header and
 //!    body are streamed to the client and its connection goes back to the
-//!    pool; every other upstream request is cancelled (its task aborted and
-//!    its connection closed);
+//!    pool; every other upstream request is settled in the background (the
+//!    `losers` module): pooled when its answer completes within a small
+//!    bound, else cut (its task aborted and its connection closed);
 //! 4. no terminal answer: the last non-terminal answer; nobody answered:
 //!    502; `timeouts.request` passed before a head: 504.
 //!
 //! Every raced attempt holds an in-flight slot of its backend (seen by
 //! `least_conn` and `active_connections`); a client that leaves cancels
-//! every attempt at once. A raced pool with no ready backend is not raced:
-//! the request follows the pool's `fallback` chain (see
-//! [`crate::proxy`]).
+//! every attempt at once, and so does the request deadline. A raced pool
+//! with no ready backend is not raced: the request follows the pool's
+//! `fallback` chain (see [`crate::proxy`]).
 
 use crate::config::RacePolicy;
 use crate::counters::AttemptResult;
 use crate::failure;
 use crate::pool::{socket_addr, state_of, InflightGuard, Pool};
 use crate::request::RequestCtx;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use pingora_core::connectors::http::Connector;
 use pingora_core::protocols::http::client::HttpSession as ClientSession;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -42,19 +43,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::task::JoinSet;
 
-/// Request headers never copied to a raced upstream request: hop-by-hop
-/// ones, and `Expect` (the race answers `100 Continue` itself).
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "expect",
-    "content-length",
-];
+mod losers;
+mod upstream;
+pub use losers::{connector, LOSER_GRACE, LOSER_MAX_BODY, RACE_POOL_FACTOR};
+use upstream::{read_body, upstream_request};
 
 /// Whether this request may be raced: not an upgrade, and no declared body
 /// larger than `race.max_body` (those take the normal single-backend path).
@@ -237,11 +229,14 @@ pub async fn fetch(
             }
         }
     };
-    // Losers are cancelled: their tasks abort and their connections close.
-    let cancelled = set.len() as u64;
-    set.abort_all();
-    drop(set);
-    pool.stats.race_cancelled.fetch_add(cancelled, Relaxed);
+    if client_gone || winner.is_none() {
+        // nobody is waiting for an answer, or none came in time: every
+        // attempt still running is cut (task aborted, connection closed)
+        pool.stats
+            .race_cancelled
+            .fetch_add(set.len() as u64, Relaxed);
+        set.abort_all();
+    }
     if client_gone {
         return Err(
             Error::explain(ErrorType::ConnectionClosed, "client left during the race").into_down(),
@@ -249,7 +244,11 @@ pub async fn fetch(
     }
 
     let (outcome, chosen) = match (winner, fallback) {
-        (Some(w), _) => ("won", w),
+        (Some(w), lost) => {
+            // losers finish in the background: pooled or cut
+            losers::settle(set, lost, connector.clone(), pool.stats.clone());
+            ("won", w)
+        }
         (None, Some(f)) if !timed_out => ("no_terminal", f),
         (None, _) => {
             pool.stats.race_failed.fetch_add(1, Relaxed);
@@ -303,7 +302,9 @@ fn attempt_result(e: &Error) -> AttemptResult {
 
 /// Ready backends, starting with the pool's own pick (so its strategy
 /// spreads the first, and with hedging often only, request), then the
-/// rest in configured order.
+/// rest in configured order after it, wrapping around. A rotation, so
+/// that every backend is started first, second, ... equally often: among
+/// equally fast backends the one started first tends to answer first.
 fn candidates(pool: &Pool) -> Vec<Backend> {
     let mut ready: Vec<Backend> = pool
         .members()
@@ -313,69 +314,10 @@ fn candidates(pool: &Pool) -> Vec<Backend> {
         .collect();
     if let Some(first) = pool.select(b"", |_| true) {
         if let Some(i) = ready.iter().position(|b| b.addr == first.addr) {
-            ready[..=i].rotate_right(1);
+            ready.rotate_left(i);
         }
     }
     ready
-}
-
-/// Reads the whole request body, up to `max` bytes (413 beyond: an
-/// unframed body cannot be sent on the normal path once read).
-async fn read_body(session: &mut Session, max: u64) -> Result<Bytes> {
-    if session
-        .req_header()
-        .headers
-        .get(http::header::EXPECT)
-        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
-    {
-        session.write_continue_response().await?;
-    }
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = session.read_request_body().await? {
-        if (buf.len() + chunk.len()) as u64 > max {
-            return Err(Error::explain(
-                ErrorType::HTTPStatus(413),
-                "request body too large to race",
-            ));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
-}
-
-/// The request sent to every backend: the client's, minus hop-by-hop
-/// headers, plus the forwarding headers, with an exact Content-Length.
-fn upstream_request(session: &Session, body: &Bytes) -> Result<RequestHeader> {
-    let mut req = session.req_header().clone();
-    let nominated: Vec<String> = req
-        .headers
-        .get_all(http::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .filter(|t| !t.is_empty() && t != "host")
-        .collect();
-    for h in HOP_BY_HOP
-        .iter()
-        .copied()
-        .map(String::from)
-        .chain(nominated)
-    {
-        req.remove_header(&h);
-    }
-    if !req.headers.contains_key(http::header::HOST) {
-        if let Some(a) = req.uri.authority().map(|a| a.to_string()) {
-            req.insert_header(http::header::HOST, a)?;
-        }
-    }
-    req.set_version(http::Version::HTTP_11);
-    let method_has_body = !matches!(req.method, http::Method::GET | http::Method::HEAD);
-    if !body.is_empty() || method_has_body {
-        req.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-    }
-    crate::request::add_forwarding_headers(session, &mut req)?;
-    Ok(req)
 }
 
 /// Sends the request to one backend and reads its final response header.

@@ -175,6 +175,26 @@ pub fn render(table: &RouteTable, m: &Metrics) -> String {
             );
         }
     }
+    help(
+        &mut out,
+        "switchyard_race_losers_total",
+        "counter",
+        "Losing upstream requests of races: reused (answer completed within the bound, connection pooled) or cut (connection closed; also every attempt still running when a race ends without a winner).",
+    );
+    for p in pools.iter().filter(|p| p.config.race.is_some()) {
+        let pool = esc(p.name());
+        let s = &p.stats;
+        for (result, c) in [
+            ("reused", &s.race_losers_reused),
+            ("cut", &s.race_cancelled),
+        ] {
+            let _ = writeln!(
+                out,
+                "switchyard_race_losers_total{{pool=\"{pool}\",result=\"{result}\"}} {}",
+                c.load(Relaxed)
+            );
+        }
+    }
 
     per_backend(
         &mut out,

@@ -79,8 +79,13 @@ pub struct PoolStats {
     pub race_no_terminal: AtomicU64,
     /// Races nobody answered (502) or that timed out (504).
     pub race_failed: AtomicU64,
-    /// Upstream requests cancelled because another answer won.
+    /// Upstream requests cut (connection closed): still busy beyond the
+    /// losers' bound after another answer won, or the race ended without
+    /// a winner (client gone, deadline).
     pub race_cancelled: AtomicU64,
+    /// Losing upstream requests whose answer completed within the losers'
+    /// bound: their connections went back to the pool.
+    pub race_losers_reused: AtomicU64,
     /// Responses to requests of this pool that no backend served (503, ...).
     pub unserved: crate::counters::StatusCounts,
     /// Request durations.

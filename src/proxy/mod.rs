@@ -37,7 +37,6 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
 use pingora_core::connectors::http::Connector;
-use pingora_core::connectors::ConnectorOptions;
 use pingora_core::server::configuration::ServerConf;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType, Result};
@@ -63,10 +62,9 @@ pub struct Proxy {
 impl Proxy {
     /// A proxy serving whatever table `routes` holds at each request.
     pub fn new(routes: Arc<ArcSwap<RouteTable>>, conf: &ServerConf, metrics: Arc<Metrics>) -> Self {
-        let options = ConnectorOptions::from_server_conf(conf);
         Proxy {
             routes,
-            race_connector: Arc::new(Connector::new(Some(options))),
+            race_connector: Arc::new(race::connector(conf)),
             limiters: metrics.rate_limiters.clone(),
             metrics,
         }

@@ -16,6 +16,8 @@ import os
 import re
 import socket
 import statistics
+
+import openloop
 import sys
 
 # ---------------------------------------------------------------- /proc
@@ -174,7 +176,14 @@ TARGET_LABEL = {
     "switchyard": "switchyard (threads: 1)",
     "switchyard_nocache": "switchyard, pool without cache (same object proxied)",
 }
-TARGET_ORDER = ["direct", "nginx", "haproxy", "pingora", "switchyard_nocache", "switchyard"]
+TARGET_ORDER = ["direct", "nginx", "haproxy", "pingora", "switchyard_nocache", "switchyard", "switchyard_nows"]
+# the threads scenario: 2 threads/workers per proxy, proxy unpinned
+THREADS_LABEL = {
+    "nginx": "nginx (worker_processes 2)",
+    "haproxy": "HAProxy (nbthread 2)",
+    "switchyard": "switchyard (threads: 2, work_stealing: true)",
+    "switchyard_nows": "switchyard (threads: 2, work_stealing: false)",
+}
 # how the ratio lines name the targets switchyard is compared with
 RATIO_NAME = {"haproxy": "HAProxy", "nginx": "nginx", "pingora": "pingora-floor",
               "switchyard_nocache": "switchyard-uncached"}
@@ -192,6 +201,8 @@ SCEN_TITLE = {
              "cache* proxies the same object to the backends",
     "h2": "h2 — HTTP/2 over TLS (`h2load -t1 -c64 -m1 -D`), round robin, 3-byte body; "
           "h2load gives no percentiles",
+    "threads": "threads — 2 threads (workers) per proxy, proxy not pinned (both cores, shared with wrk "
+               "and the backends), round robin, 3-byte body",
 }
 
 
@@ -232,6 +243,16 @@ def summarize(runs):
         for i, v in enumerate(r.get("backend_requests") or []):
             tot[i] += v
     s["backend_split_pct"] = [round(100.0 * v / sum(tot)) for v in tot] if sum(tot) else None
+    # race: answers (won races) per backend, losers pooled or cut
+    won, reused, cut = [0, 0, 0], 0, 0
+    for r in runs:
+        for i, v in enumerate(r.get("race_winners") or []):
+            won[i] += v
+        reused += r.get("race_losers_reused") or 0
+        cut += r.get("race_losers_cut") or 0
+    if sum(won):
+        s["race_winner_split_pct"] = [round(100.0 * v / sum(won), 1) for v in won]
+        s["race_losers_reused"], s["race_losers_cut"] = reused, cut
     return s
 
 
@@ -246,6 +267,29 @@ def round_ratios(runs, a, b, key):
         if x and y and x.get(key) and y.get(key):
             out.append(x[key] / y[key])
     return out
+
+
+def extra_ratios(sc, scenarios, runs):
+    """Ratio lines beyond switchyard/other of the same scenario: race against
+    a plain request (rr) of the same run, and work stealing off/on."""
+    lines = []
+    tg = scenarios[sc]["targets"]
+    if sc == "race" and "switchyard" in tg and "switchyard" in scenarios.get("rr", {}).get("targets", {}):
+        a = tg["switchyard"]["cpu_us_per_req"]
+        b = scenarios["rr"]["targets"]["switchyard"]["cpu_us_per_req"]
+        if a and b:
+            scenarios[sc]["ratios"]["race/rr switchyard cpu_us_per_req"] = {"ratio_of_medians": a / b}
+            lines.append(f"switchyard race/plain request (rr) CPU µs/req: **{fmt(a / b)}×** (target ≤ 3.0)")
+    if sc == "threads" and "switchyard_nows" in tg:
+        for other, name in (("switchyard", "work stealing on"), ("haproxy", "HAProxy"), ("nginx", "nginx")):
+            if other not in tg:
+                continue
+            for key, label in (("cpu_us_per_req", "CPU µs/req"), ("rps", "req/s")):
+                a, b = tg["switchyard_nows"][key], tg[other][key]
+                if a and b:
+                    scenarios[sc]["ratios"][f"switchyard_nows/{other} {key}"] = {"ratio_of_medians": a / b}
+                    lines.append(f"work stealing off/{name} {label}: **{fmt(a / b)}×**")
+    return lines
 
 
 def report(args):
@@ -304,7 +348,8 @@ def report(args):
             split = fmt(s["backend_req_per_req"])
             if s["backend_split_pct"] and t != "direct":
                 split += " (" + "/".join(map(str, s["backend_split_pct"])) + ")"
-            md.append(f"| {TARGET_LABEL.get(t, t)} | {fmt(s['rps'], thousands=True)} | "
+            label = (THREADS_LABEL if sc == "threads" else TARGET_LABEL).get(t, t)
+            md.append(f"| {label} | {fmt(s['rps'], thousands=True)} | "
                       f"{fmt(s['p50_ms'])} | {fmt(s['p99_ms'])} | {cpu} | {fmt(s['cpu_pct'], 0)} | "
                       f"{fmt(s['peak_rss_mib'], 1)} | {split} | {fmt(s['upstream_conns_opened'], thousands=True)} | "
                       f"{s['non2xx']} | {s['socket_errors']} |")
@@ -325,9 +370,21 @@ def report(args):
                     if len(per) > 1:
                         rng = f" (per round {min(per):.2f}–{max(per):.2f})"
                     lines.append(f"switchyard/{RATIO_NAME[other]} {label}: **{fmt(ratio)}×**{rng}")
+        lines += extra_ratios(sc, out["scenarios"], runs)
         if lines:
             md.append("Ratios: " + "; ".join(lines) + ".")
             md.append("")
+        if sc == "race" and tg.get("switchyard", {}).get("race_winner_split_pct"):
+            w = tg["switchyard"]
+            md.append("Winners (answers served, from `switchyard_requests_total{pool=\"race\"}`) per backend: "
+                      + " / ".join(f"{v:.1f} %" for v in w["race_winner_split_pct"])
+                      + f" (fair: 33.3 % each); losers pooled: {w['race_losers_reused']}, cut: {w['race_losers_cut']} "
+                      "(`switchyard_race_losers_total`).")
+            md.append("")
+    rate_md, rate_out = openloop.report(args.rate)
+    if rate_md:
+        md += rate_md
+        out["rate"] = rate_out
     if idle:
         md.append(f"## idle — {idle[0].get('target_conns', '?')} idle keep-alive client connections "
                   "(one request each, then held open)")
@@ -391,6 +448,15 @@ def record(args):
         w["backend_req_per_req"] = sum(d[:3]) / w["requests"] if w["requests"] else None
     except ValueError:
         w["backend_requests"] = w["backend_conns"] = w["backend_req_per_req"] = None
+    # race: "w0 w1 w2 reused cut" from the admin API before and after
+    try:
+        r0 = [int(x) for x in args.race_before.split()]
+        r1 = [int(x) for x in args.race_after.split()]
+        if len(r0) == len(r1) == 5:
+            d = [y - x for x, y in zip(r0, r1)]
+            w["race_winners"], w["race_losers_reused"], w["race_losers_cut"] = d[:3], d[3], d[4]
+    except ValueError:
+        pass
     # other work on core 0 (the proxy's core) during the run, in % of the
     # core. Not for direct: nothing of the benchmark runs on core 0 then, and
     # the scheduler moves other work there, which does not disturb the run.
@@ -430,11 +496,13 @@ def main():
     p.add_argument("--noise-out")
     p.add_argument("--backends-before", default="")
     p.add_argument("--backends-after", default="")
+    p.add_argument("--race-before", default="")
+    p.add_argument("--race-after", default="")
     p = sub.add_parser("drop-last"); p.add_argument("raw")
     p = sub.add_parser("report")
     for a in ("raw", "meta", "md", "json"):
         p.add_argument("--" + a, required=True)
-    p.add_argument("--idle"); p.add_argument("--notes")
+    p.add_argument("--idle"); p.add_argument("--notes"); p.add_argument("--rate")
     a = ap.parse_args()
     if a.cmd == "freeports":
         print(" ".join(map(str, free_ports(a.n, a.base))))

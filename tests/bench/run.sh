@@ -11,12 +11,15 @@
 #   ROUNDS [3]       measured rounds per scenario; target order is rotated each round
 #   DURATION [10]    seconds of each measured wrk run (wrk -t1 -c64 --latency)
 #   WARMUP [2]       seconds of wrk warm-up before each measured run
-#   SCENARIOS ["rr least_conn 1k 64k race idle https https_new h2 cache"]
+#   SCENARIOS ["rr least_conn 1k 64k race idle https https_new h2 cache rate threads"]
 #                    cache: a cache hit of /1k (switchyard pool with `cache:`, nginx proxy_cache)
 #                    against the same object proxied by a switchyard pool without cache
 #                    https: HTTP/1.1 keep-alive over TLS (wrk); https_new: a new TLS
 #                    connection (full handshake) per request (wrk, Connection: close);
 #                    h2: HTTP/2 over TLS (h2load -c64 -m1); same certificate everywhere
+#                    rate: open loop at 50 % and 80 % of HAProxy's rr req/s (oha -q RATE
+#                    --latency-correction; oha is installed with cargo when missing);
+#                    threads: 2 threads/workers per proxy, proxy unpinned (wrk as rr)
 #   IDLE_CONNS [10000], IDLE_HOLD [5]   idle scenario: connections held open, seconds held
 #   SKIP_BUILD [0]   1 = use the existing target/release/switchyard and
 #                    target/release/examples/pingora_floor as they are
@@ -27,6 +30,8 @@
 #   TARGETS          only these targets (direct nginx haproxy pingora switchyard), e.g. for an A/B
 #                    (pingora = the pingora floor: rr, 1k, 64k and idle only)
 #   KEEP_TMP [0]     1 = keep the temp dir (configs, logs, raw wrk output)
+#   PORT_BASE [19001]  first port tried (below 32000) for the backends and proxies (two runs at once need
+#                    different bases)
 #   NOISE_MAX [10]   a run during which the proxy's core was more than this many
 #   NOISE_RETRIES [2]  % busy with other work is redone, up to NOISE_RETRIES times
 #   QUIET_WAIT [120] before each run, wait up to this many seconds for the machine to be idle
@@ -44,13 +49,13 @@ RESULTS="$HERE/results"
 
 # the exact command, with the variables the caller set
 CMD="bash tests/bench/run.sh"
-for v in PINGORA_FLOOR_BIN TARGETS QUIET_WAIT NOISE_RETRIES NOISE_MAX SWITCHYARD_BIN SKIP_BUILD KEEP_TMP IDLE_HOLD IDLE_CONNS WARMUP SCENARIOS DURATION ROUNDS; do
+for v in PORT_BASE PINGORA_FLOOR_BIN TARGETS QUIET_WAIT NOISE_RETRIES NOISE_MAX SWITCHYARD_BIN SKIP_BUILD KEEP_TMP IDLE_HOLD IDLE_CONNS WARMUP SCENARIOS DURATION ROUNDS; do
     if [ -n "${!v+x}" ]; then CMD="$v=$(printf '%q' "${!v}") $CMD"; fi
 done
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
-SCENARIOS=${SCENARIOS:-"rr least_conn 1k 64k race idle https https_new h2 cache"}
+SCENARIOS=${SCENARIOS:-"rr least_conn 1k 64k race idle https https_new h2 cache rate threads"}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 IDLE_HOLD=${IDLE_HOLD:-5}
 SKIP_BUILD=${SKIP_BUILD:-0}
@@ -61,6 +66,8 @@ QUIET_WAIT=${QUIET_WAIT:-120}
 CONNS=64
 PROXY_CPU=0
 LOAD_CPU=1
+PROXY_CPUS=$PROXY_CPU   # where proxies run: core 0, both cores in the threads scenario
+THREADS=1               # worker threads/processes per proxy: 2 in the threads scenario
 
 log() { printf '[bench] %s\n' "$*" >&2; }
 die() { printf '[bench] error: %s\n' "$*" >&2; exit 1; }
@@ -70,7 +77,7 @@ for n in "$ROUNDS" "$DURATION" "$WARMUP" "$IDLE_CONNS" "$IDLE_HOLD" "$NOISE_MAX"
 done
 [ "$ROUNDS" -ge 1 ] && [ "$DURATION" -ge 1 ] || die "ROUNDS and DURATION must be >= 1"
 for s in $SCENARIOS; do
-    case $s in rr|least_conn|1k|64k|race|idle|https|https_new|h2|cache) ;; *) die "unknown scenario '$s' (rr least_conn 1k 64k race idle https https_new h2 cache)";; esac
+    case $s in rr|least_conn|1k|64k|race|idle|https|https_new|h2|cache|rate|threads) ;; *) die "unknown scenario '$s' (rr least_conn 1k 64k race idle https https_new h2 cache rate threads)";; esac
 done
 for t in ${TARGETS:-}; do
     case $t in direct|nginx|haproxy|pingora|switchyard|switchyard_nocache) ;; *) die "unknown target '$t' (direct nginx haproxy pingora switchyard switchyard_nocache)";; esac
@@ -97,6 +104,12 @@ if [ ${#missing[@]} -gt 0 ]; then
         echo "  sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
         exit 1
     fi
+fi
+# ---- rate scenario: oha (open-loop load generator), from crates.io when missing
+export PATH="$PATH:$HOME/.cargo/bin"
+if [[ " $SCENARIOS " == *" rate "* ]] && ! command -v oha >/dev/null; then
+    log "cargo install oha --locked (for the rate scenario)"
+    cargo install oha --locked >&2 || die "cargo install oha failed (needed by the rate scenario)"
 fi
 [ "$(nproc)" -ge 2 ] || die "needs 2 CPUs (proxy on core $PROXY_CPU, load on core $LOAD_CPU)"
 
@@ -186,7 +199,9 @@ if [ "$PF_OK" = 0 ] && { [ -z "${TARGETS:-}" ] || [[ " $TARGETS " == *" pingora 
 fi
 
 # ------------------------------------------------------------------ ports
-read -r -a PORTS <<<"$(python3 "$BENCH_PY" freeports 10 19001)"
+# PORT_BASE: where the search for free ports starts (two runs at once need
+# different bases: each only sees the ports the other already listens on)
+read -r -a PORTS <<<"$(python3 "$BENCH_PY" freeports 11 "${PORT_BASE:-19001}")"
 BE_PORTS=("${PORTS[0]}" "${PORTS[1]}" "${PORTS[2]}")
 NGINX_PORT=${PORTS[3]}
 HAPROXY_PORT=${PORTS[4]}
@@ -196,6 +211,7 @@ PF_PORT=${PORTS[6]}
 NGINX_TLS_PORT=${PORTS[7]}
 HAPROXY_TLS_PORT=${PORTS[8]}
 SY_TLS_PORT=${PORTS[9]}
+SY_ADMIN_PORT=${PORTS[10]}   # race scenario: switchyard's admin API (metrics)
 log "ports: backends ${BE_PORTS[*]}, nginx $NGINX_PORT, haproxy $HAPROXY_PORT, switchyard $SY_PORT, pingora floor $PF_PORT; TLS: nginx $NGINX_TLS_PORT, haproxy $HAPROXY_TLS_PORT, switchyard $SY_TLS_PORT"
 
 # one certificate (ECDSA P-256, as most sites now serve) for every TLS listener
@@ -226,7 +242,7 @@ nginx_head() {
     cat <<EOF
 daemon off;
 master_process on;
-worker_processes 1;
+worker_processes ${NGX_WORKERS:-1};
 worker_rlimit_nofile $NOFILE;
 pid $d/nginx.pid;
 error_log $d/error.log warn;
@@ -345,7 +361,7 @@ write_haproxy() {
     local bal=roundrobin; [ "$1" = least_conn ] && bal=leastconn
     cat >"$d/haproxy.cfg" <<EOF
 global
-    nbthread 1
+    nbthread $THREADS
     maxconn $HA_MAXCONN
     $HA_STRICT
 
@@ -379,9 +395,12 @@ write_switchyard() {
     {
         cat <<EOF
 server:
-  threads: 1
+  threads: $THREADS
   pid_file: $d/switchyard.pid
   upgrade_sock: $d/upgrade.sock
+EOF
+        [ -n "${WORK_STEALING:-}" ] && echo "  work_stealing: $WORK_STEALING"
+        cat <<EOF
 listen:
   - addr: 127.0.0.1:$SY_PORT
   - addr: 127.0.0.1:$SY_TLS_PORT
@@ -410,6 +429,8 @@ EOF
 EOF
         fi
         if [ "${2:-}" = cache ]; then switchyard_cache_pools; fi
+        # race: the admin listener, to count each backend's wins (race_winners)
+        [ "${2:-}" = race ] && printf 'admin:\n  listen: 127.0.0.1:%s\n' "$SY_ADMIN_PORT"
         cat <<EOF
 log:
   access: off
@@ -425,24 +446,25 @@ start_proxy() {
         nginx)
             write_nginx "$strat" $extra
             PROXY_PORT=$NGINX_PORT; PROXY_LOG="$WORK/nginx/error.log"
-            taskset -c "$PROXY_CPU" nginx -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" \
+            taskset -c "$PROXY_CPUS" nginx -p "$WORK/nginx" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf" \
                 >"$WORK/nginx/stdout.log" 2>&1 &
             ;;
         haproxy)
             write_haproxy "$strat"
             PROXY_PORT=$HAPROXY_PORT; PROXY_LOG="$WORK/haproxy/stderr.log"
-            taskset -c "$PROXY_CPU" haproxy -db -f "$WORK/haproxy/haproxy.cfg" >"$PROXY_LOG" 2>&1 &
+            taskset -c "$PROXY_CPUS" haproxy -db -f "$WORK/haproxy/haproxy.cfg" >"$PROXY_LOG" 2>&1 &
             ;;
-        switchyard|switchyard_nocache)
-            local f; f=$(write_switchyard "$strat" $extra)
+        switchyard|switchyard_nocache|switchyard_nows)
+            local f ws=""; [ "$t" = switchyard_nows ] && ws=false
+            f=$(WORK_STEALING=$ws write_switchyard "$strat" $extra)
             PROXY_PORT=$SY_PORT; PROXY_LOG="$WORK/switchyard/stderr.log"; : >>"$PROXY_LOG"
-            taskset -c "$PROXY_CPU" "$SY_BIN" -c "$f" >>"$PROXY_LOG" 2>&1 &
+            taskset -c "$PROXY_CPUS" "$SY_BIN" -c "$f" >>"$PROXY_LOG" 2>&1 &
             ;;
         pingora)   # the pingora floor: round robin only, no config file
             [ "$strat" = rr ] || die "target pingora only does round robin (asked: $strat)"
             mkdir -p "$WORK/pingora"
             PROXY_PORT=$PF_PORT; PROXY_LOG="$WORK/pingora/stderr.log"; : >>"$PROXY_LOG"
-            taskset -c "$PROXY_CPU" "$PF_BIN" "127.0.0.1:$PF_PORT" \
+            taskset -c "$PROXY_CPUS" "$PF_BIN" "127.0.0.1:$PF_PORT" \
                 "127.0.0.1:${BE_PORTS[0]}" "127.0.0.1:${BE_PORTS[1]}" "127.0.0.1:${BE_PORTS[2]}" >>"$PROXY_LOG" 2>&1 &
             ;;
         *) die "unknown target $t" ;;
@@ -453,7 +475,7 @@ start_proxy() {
 stop_proxy() {
     local t=$1 pid=$2
     case $t in
-        switchyard|switchyard_nocache|pingora) stop_pid "$pid" INT ;;   # pingora fast shutdown (SIGTERM waits for the grace period)
+        switchyard|switchyard_nocache|switchyard_nows|pingora) stop_pid "$pid" INT ;;   # pingora fast shutdown (SIGTERM waits for the grace period)
         *) stop_pid "$pid" TERM ;;
     esac
 }
@@ -498,6 +520,7 @@ run_target() {
         wait_quiet "$sc/$t round $rnd"
         : >"$WORK/noise"
         measure_once "$sc" "$t" "$rnd"
+        [ "$sc" = threads ] && return 0   # proxy unpinned: core 0 is its own, no noise check
         noise=$(cat "$WORK/noise")
         [ -n "$noise" ] || return 0
         [ "$noise" -le "$NOISE_MAX" ] && return 0
@@ -519,6 +542,7 @@ measure_once() {
         1k) path=/1k ;;
         64k) path=/64k ;;
         race) extra=race; hdr=(-H "App-Name: race") ;;
+        threads) ;;   # as rr; run_threads sets THREADS=2 and unpins the proxy
         https_new) hdr=(-H "Connection: close") ;;
         # a hit of /1k; target switchyard_nocache: the same object, pool `web` (no cache)
         cache) path=/1k; extra=cache; if [ "$t" = switchyard ]; then hdr=(-H "App-Name: cache"); fi ;;
@@ -567,16 +591,20 @@ measure_once() {
     local tb hb ta ha cb ca be_before be_after out="$WORK/wrk/$sc-$t-r$rnd.txt"
     read -r tb hb _ _ cb < <(python3 "$BENCH_PY" stat "$pid")
     be_before=$(backend_counts)
+    local race_before="" race_after=""
+    [ "$sc" = race ] && race_before=$(race_winners)
     timeout $((DURATION + 30)) taskset -c "$LOAD_CPU" "${load[@]}" "${run_args[@]}" "${hdr[@]}" "$url" >"$out" 2>&1 || true
     read -r ta ha _ _ ca < <(python3 "$BENCH_PY" stat "$pid")
     be_after=$(backend_counts)
+    [ "$sc" = race ] && race_after=$(race_winners)
     if ! grep -qE 'requests in|^finished in' "$out"; then
         note "$sc/$t round $rnd: ${load[0]} produced no result: $(tr '\n' ' ' <"$out" | head -c 300)"
     else
         python3 "$BENCH_PY" record --raw "$RAW" --wrk "$out" --scenario "$sc" --target "$t" --round "$rnd" \
             --ticks-before "$tb" --ticks-after "$ta" --hwm-kb "$ha" \
             --cores-before "$cb" --cores-after "$ca" \
-            --backends-before "$be_before" --backends-after "$be_after" --noise-out "$WORK/noise" >&2
+            --backends-before "$be_before" --backends-after "$be_after" --noise-out "$WORK/noise" \
+            --race-before "$race_before" --race-after "$race_after" >&2
     fi
     if [[ "$t" == switchyard* ]]; then
         # "Fail to proxy: Downstream ConnectionClosed/WriteError" lines come
@@ -588,7 +616,7 @@ measure_once() {
         other=$(printf '%s\n' "$errs" | grep -v 'Fail to proxy: Downstream' | grep -c . || true)
         SY_LOG_DOWN=$((SY_LOG_DOWN + down))
         if [ "$other" -gt 0 ]; then
-            note "$sc/switchyard round $rnd: $other ERROR/WARN log lines besides client disconnects, first: $(printf '%s\n' "$errs" | grep -v 'Fail to proxy: Downstream' | head -n 1 | cut -c1-300)"
+            note "$sc/$t round $rnd: $other ERROR/WARN log lines besides client disconnects, first: $(printf '%s\n' "$errs" | grep -v 'Fail to proxy: Downstream' | head -n 1 | cut -c1-300)"
         fi
     fi
     if [ "$t" != direct ]; then
@@ -630,6 +658,96 @@ run_idle() {
     done
 }
 
+# ------------------------------------------------------------------ race: winners
+# race_winners: "w0 w1 w2 reused cut": answers of pool race served by each
+# backend (switchyard_requests_total, i.e. races won) and the losers pooled
+# or cut so far (switchyard_race_losers_total), from the admin API
+race_winners() {
+    curl -s --max-time 2 "http://127.0.0.1:$SY_ADMIN_PORT/metrics" | awk -v p0="${BE_PORTS[0]}" -v p1="${BE_PORTS[1]}" -v p2="${BE_PORTS[2]}" '
+        /^switchyard_requests_total\{pool="race",backend="[^"]+"/ {
+            for (i = 0; i < 3; i++) { p = (i == 0 ? p0 : i == 1 ? p1 : p2); if (index($0, ":" p "\"")) w[i] += $NF }
+        }
+        /^switchyard_race_losers_total\{pool="race",result="reused"/ { reused = $NF }
+        /^switchyard_race_losers_total\{pool="race",result="cut"/ { cut = $NF }
+        END { printf "%d %d %d %d %d\n", w[0], w[1], w[2], reused, cut }'
+}
+
+# ------------------------------------------------------------------ threads: 2 per proxy
+# run_threads: switchyard (work stealing on, and off = target switchyard_nows)
+# with `threads: 2`, HAProxy `nbthread 2`, nginx `worker_processes 2`; the
+# proxy is not pinned (both cores, shared with wrk and the backends)
+run_threads() {
+    local targets=(nginx haproxy switchyard switchyard_nows) keep=() n r k
+    if [ -n "${TARGETS:-}" ]; then
+        for t in "${targets[@]}"; do [[ " $TARGETS " == *" ${t%_nows} "* ]] && keep+=("$t"); done
+        targets=("${keep[@]}")
+        [ ${#targets[@]} -gt 0 ] || return 0
+    fi
+    log "scenario threads: ${targets[*]}, $ROUNDS round(s) of ${DURATION}s, 2 threads, proxy unpinned"
+    THREADS=2; export NGX_WORKERS=2; PROXY_CPUS=0,1
+    n=${#targets[@]}
+    for ((r = 0; r < ROUNDS; r++)); do
+        for ((k = 0; k < n; k++)); do
+            run_target threads "${targets[$(((k + r) % n))]}" $((r + 1))
+        done
+    done
+    THREADS=1; unset NGX_WORKERS; PROXY_CPUS=$PROXY_CPU
+}
+
+# ------------------------------------------------------------------ rate: open loop
+# run_rate: oha at a fixed rate, 50 % and 80 % of HAProxy's rr req/s in this
+# run (measured now when the rr scenario did not run), latency corrected for
+# coordinated omission; nginx, HAProxy, the pingora floor and switchyard
+RATE_RAW="$WORK/rate.jsonl"; : >"$RATE_RAW"
+OPENLOOP_PY="$HERE/openloop.py"
+run_rate() {
+    local max level rate targets=(nginx haproxy pingora switchyard) keep=() n r k t
+    [ "$PF_OK" = 0 ] && targets=(nginx haproxy switchyard)
+    if [ -n "${TARGETS:-}" ]; then
+        for t in "${targets[@]}"; do [[ " $TARGETS " == *" $t "* ]] && keep+=("$t"); done
+        targets=("${keep[@]}")
+        [ ${#targets[@]} -gt 0 ] || return 0
+    fi
+    max=$(python3 "$OPENLOOP_PY" haproxy-max "$RAW")
+    if [ -z "$max" ]; then
+        log "rate: no rr figure for HAProxy in this run; measuring its maximum now"
+        run_target rr haproxy 1
+        max=$(python3 "$OPENLOOP_PY" haproxy-max "$RAW")
+    fi
+    [ -n "$max" ] || { note "rate: skipped, no maximum req/s for HAProxy"; return 0; }
+    log "scenario rate: ${targets[*]} at 50 % and 80 % of HAProxy's $max req/s, $ROUNDS round(s) of ${DURATION}s"
+    n=${#targets[@]}
+    for level in 50 80; do
+        rate=$((max * level / 100))
+        for ((r = 0; r < ROUNDS; r++)); do
+            for ((k = 0; k < n; k++)); do
+                t=${targets[$(((k + r) % n))]}
+                wait_quiet "rate/$t $level% round $((r + 1))"
+                rate_once "$t" "$level" "$rate" $((r + 1))
+            done
+        done
+    done
+}
+
+# rate_once TARGET LEVEL RATE ROUND
+rate_once() {
+    local t=$1 level=$2 rate=$3 rnd=$4 tb ta out="$WORK/wrk/rate$2-$1-r$4.json"
+    start_proxy "$t" rr
+    local url="http://127.0.0.1:$PROXY_PORT/"
+    if ! wait_http "$url"; then
+        note "rate/$t $level% round $rnd: did not answer 200; run skipped"; stop_proxy "$t" "$PROXY_PID"; return 0
+    fi
+    timeout $((WARMUP + 30)) taskset -c "$LOAD_CPU" wrk -t1 -c$CONNS -d"${WARMUP}s" "$url" >/dev/null 2>&1 || true
+    read -r tb _ < <(python3 "$BENCH_PY" stat "$PROXY_PID")
+    timeout $((DURATION + 60)) taskset -c "$LOAD_CPU" oha -z "${DURATION}s" -w -q "$rate" -c $CONNS --latency-correction \
+        --no-tui --output-format json "$url" >"$out" 2>"$out.err" || true
+    read -r ta _ < <(python3 "$BENCH_PY" stat "$PROXY_PID")
+    python3 "$OPENLOOP_PY" record --raw "$RATE_RAW" --oha "$out" --target "$t" --level "$level" --rate "$rate" \
+        --round "$rnd" --ticks-before "$tb" --ticks-after "$ta" >&2
+    alive "$PROXY_PID" || note "rate/$t $level% round $rnd: $t had exited before the end of the run"
+    stop_proxy "$t" "$PROXY_PID"
+}
+
 # ------------------------------------------------------------------ main
 busy=$(machine_busy)
 log "machine busy before start: ${busy}% of all CPUs"
@@ -649,6 +767,8 @@ for sc in $SCENARIOS; do
             targets=(switchyard) ;;
         cache) targets=(nginx switchyard_nocache switchyard) ;;
         idle) run_idle; continue ;;
+        threads) run_threads; continue ;;
+        rate) run_rate; continue ;;
     esac
     if [ -n "${TARGETS:-}" ]; then   # e.g. TARGETS=switchyard for a quick A/B of two builds
         keep=()
@@ -670,6 +790,7 @@ done
 # ------------------------------------------------------------------ report
 versions="$(wrk -v 2>&1 | head -n 1 | awk '{print $1, $2}'), $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v 2>&1 | head -n 1 | awk '{print "HAProxy", $3}'), $(openssl version | awk '{print $1, $2}')"
 if command -v h2load >/dev/null; then versions="$versions, $(h2load --version 2>&1 | head -n 1)"; fi
+if command -v oha >/dev/null; then versions="$versions, $(oha --version 2>&1 | head -n 1)"; fi
 PF_DESC="not found ($PF_BIN)"; [ "$PF_OK" = 1 ] && PF_DESC="$PF_BIN"
 BENCH_DATE=$(date -u '+%Y-%m-%d %H:%M:%S UTC') BENCH_CMD="$CMD" BENCH_REV="$SY_REV" BENCH_VERSIONS="$versions" \
 BENCH_PF="$PF_DESC" \
@@ -692,6 +813,6 @@ json.dump({
 }, open(sys.argv[1], "w"), indent=2)
 EOF
 mkdir -p "$RESULTS"
-python3 "$BENCH_PY" report --raw "$RAW" --meta "$WORK/meta.json" --idle "$IDLE_RAW" --notes "$NOTES" \
+python3 "$BENCH_PY" report --raw "$RAW" --meta "$WORK/meta.json" --idle "$IDLE_RAW" --notes "$NOTES" --rate "$RATE_RAW" \
     --md "$RESULTS/${RESULTS_NAME:-latest}.md" --json "$RESULTS/${RESULTS_NAME:-latest}.json"
 log "written: $RESULTS/${RESULTS_NAME:-latest}.md, $RESULTS/${RESULTS_NAME:-latest}.json"

@@ -249,10 +249,13 @@ fn p95_hedging_costs_about_five_percent_and_cuts_the_tail_of_a_slow_backend() {
     assert!(hedge.is_some_and(|h| h > 0.02 && h < 0.1), "{hedge:?}");
 
     // a hedged request has two attempts in flight when one answers: the
-    // other is cancelled (and may not have reached its backend yet)
+    // other loses (pooled when it completes soon after, else cut)
     let cancelled = || {
-        let labels = "pool=\"web\",outcome=\"cancelled\"";
-        metric(&sy, "switchyard_race_requests_total", labels).unwrap_or(-1.0)
+        let losers = |r: &str| {
+            let labels = format!("pool=\"web\",result=\"{r}\"");
+            metric(&sy, "switchyard_race_losers_total", &labels).unwrap_or(-1.0)
+        };
+        losers("reused") + losers("cut")
     };
     let before = cancelled();
     let n = 300;

@@ -238,6 +238,68 @@ fn cancelled_losers_connections_are_closed_not_drained() {
     eventually!(3, c.open_connections() == 0);
     // The winner's connection is kept alive for reuse.
     assert_eq!(b.open_connections(), 1);
+    // The next race reuses b's connection but must open a new one to c.
+    c.set_delay(Duration::ZERO);
+    let r = get(addr, "/again", &[]);
+    assert_eq!(r.status, 200, "{:?}", r.text());
+    eventually!(2, c.app_count() == 2);
+    assert_eq!(c.connections_accepted(), 2, "c's cut connection was reused");
+    assert_eq!(b.connections_accepted(), 1);
+}
+
+/// `switchyard_race_losers_total{pool="web",result=RESULT}`.
+fn losers(sy: &Switchyard, result: &str) -> f64 {
+    let text = get(sy.admin_addr(), "/metrics", &[]).text();
+    metric(&text, "switchyard_race_losers_total", &[("pool", "web"), ("result", result)]).unwrap_or(-1.0)
+}
+
+#[test]
+fn losers_connections_go_back_to_the_pool() {
+    // Three equal backends: every race has two losers that answer at once.
+    let bs: Vec<TestBackend> = ["a", "b", "c"].iter().map(|n| backend(n, 200, 0)).collect();
+    let refs: Vec<&TestBackend> = bs.iter().collect();
+    let sy = Switchyard::start(&(config(&urls(&refs), "race: {}") + "admin: {listen: \"{admin}\"}\n"));
+    let n = 40;
+    let mut client = Client::connect(sy.addr()).unwrap();
+    for i in 0..n {
+        let r = client.get(&format!("/r/{i}"), &[]).unwrap();
+        assert_eq!(r.status, 200, "#{i}: {:?}", r.text());
+        // the losers settle in the background; wait for them so that the
+        // next race finds their connections idle in the pool (asserted below)
+        poll_until(Duration::from_millis(500), || losers(&sy, "reused") + losers(&sy, "cut") >= 2.0 * (i + 1) as f64);
+    }
+    // One connection per backend, not one per loser (2 × n when losers
+    // are closed).
+    let opened: Vec<usize> = refs.iter().map(|b| b.connections_accepted()).collect();
+    assert!(opened.iter().all(|o| *o <= 2), "connections accepted per backend {opened:?} over {n} races");
+    // every race reached every backend
+    eventually!(
+        2,
+        refs.iter().all(|b| b.app_count() == n),
+        "{:?}",
+        refs.iter().map(|b| b.app_count()).collect::<Vec<_>>()
+    );
+    assert_eq!(losers(&sy, "reused"), 2.0 * n as f64, "{}", sy.logs());
+    assert_eq!(losers(&sy, "cut"), 0.0);
+}
+
+#[test]
+fn loser_within_the_bound_is_reused_beyond_it_is_cut() {
+    let fast = backend("fast", 200, 0);
+    let late = backend("late", 200, 30); // answers inside LOSER_GRACE (100 ms)
+    let big = backend("big", 200, 0); // a body beyond LOSER_MAX_BODY (64 KiB)
+    big.set_body(body(7, 200_000));
+    big.set_delay(Duration::from_millis(20));
+    let sy = Switchyard::start(&(config(&urls(&[&fast, &late, &big]), "race: {}") + "admin: {listen: \"{admin}\"}\n"));
+    for i in 0..3 {
+        let r = get(sy.addr(), &format!("/b/{i}"), &[]);
+        assert_eq!(r.header("x-backend"), Some("fast"), "#{i}");
+        eventually!(2, losers(&sy, "reused") + losers(&sy, "cut") >= 2.0 * (i + 1) as f64);
+    }
+    assert_eq!(losers(&sy, "reused"), 3.0, "{}", sy.logs());
+    assert_eq!(losers(&sy, "cut"), 3.0, "{}", sy.logs());
+    assert_eq!(late.connections_accepted(), 1, "late's connection was not reused");
+    assert_eq!(big.connections_accepted(), 3, "big's connection was reused");
 }
 
 #[test]
