@@ -117,7 +117,6 @@ pub fn run(args: &Args, prepared: Prepared, path: Option<PathBuf>) -> ExitCode {
         ..Opt::default()
     };
     let conf = server_conf(&config, args.daemon);
-    crate::pool::set_per_thread(config.server.work_stealing);
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     // certificates are loaded before taking the sockets from a running
     // instance (upgrade), so a bad file never costs the old one its listeners

@@ -11,13 +11,11 @@
 //! state and probes come from the [`Registry`], so whatever the new pool
 //! shares with the old one keeps its state.
 
-mod affinity;
 mod least_conn;
 mod peak_ewma;
 mod smooth_wrr;
 
 pub use crate::state::{state_of, BackendState, InflightGuard};
-pub use affinity::set_per_thread;
 pub use least_conn::LeastConn;
 pub use peak_ewma::PeakEwmaP2c;
 pub use smooth_wrr::SmoothWrr;
@@ -276,7 +274,6 @@ impl Pool {
             (c.tls, if c.tls { c.host.clone() } else { String::new() })
         });
         let mut peer = HttpPeer::new(b.addr.clone(), tls, sni);
-        peer.group_key = affinity::group_key();
         let t = &self.config.timeouts;
         let o = &mut peer.options;
         o.connection_timeout = Some(t.connect.min(remaining));
