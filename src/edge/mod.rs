@@ -94,7 +94,9 @@ impl ServerApp for EdgeApp {
                     Head::Ready => {}
                     Head::Close => return None,
                     Head::Reject(status) => {
-                        reject(stream, status).await;
+                        // boxed: inline, its 4 KiB drain buffer would sit
+                        // in every idle connection's future
+                        Box::pin(reject(stream, status)).await;
                         return None;
                     }
                 }
