@@ -68,15 +68,21 @@ fn preflight(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-/// Read buffer of each client connection. Pingora's default, 64 KiB, is
-/// allocated per connection: 10 000 idle keep-alive clients then cost
-/// about 1 GiB. 4 KiB holds a typical request head and measured no slower
+/// Read buffer of each client connection on TLS listeners (under rustls).
+/// Pingora's default, 64 KiB, is allocated per connection: 10 000 idle
+/// keep-alive clients then cost about 1 GiB. 4 KiB measured no slower
 /// (README "Performance").
-const CLIENT_READ_BUFFER: usize = 4096;
+const TLS_READ_BUFFER: usize = 4096;
 
-fn l4_buffers() -> L4BufferSettings {
+/// The L4 buffers of a client connection. Plain listeners have no read
+/// buffer: the request head is read by the edge straight into its own
+/// buffer (`edge::head`), and pingora reads bodies into its own buffers, so
+/// a read buffer would only copy the bytes once more and hold 4 KiB in
+/// every idle connection. Writes keep pingora's default write buffer
+/// (1,460 bytes).
+fn l4_buffers(tls: bool) -> L4BufferSettings {
     L4BufferSettings {
-        read: Some(CLIENT_READ_BUFFER),
+        read: Some(if tls { TLS_READ_BUFFER } else { 0 }),
         write: None,
     }
 }
@@ -152,8 +158,8 @@ pub fn run(args: &Args, prepared: Prepared, path: Option<PathBuf>) -> ExitCode {
     let app = TapApp::new(EdgeApp::new(http, &config.listen));
     let grace = Duration::from_secs(config.server.grace_period_seconds);
     let mut proxy = Service::new("switchyard proxy".to_string(), Lingering::new(app, grace));
-    let buffers = l4_buffers();
     for (l, settings) in config.listen.iter().zip(tls_settings) {
+        let buffers = l4_buffers(settings.is_some());
         let mut listener = ListenerConfig::tcp(l.addr.as_str()).l4_buffer(buffers);
         if let Some(settings) = settings {
             listener = listener.tls(settings);

@@ -34,6 +34,12 @@ pub enum Head {
 /// answered 414 (RFC 9112 §3, RFC 9110 §15.5.15).
 pub const MAX_REQUEST_LINE: usize = 8 * 1024;
 
+/// Bytes reserved for a keep-alive request's head before waiting for it:
+/// most heads arrive whole in one read of this size, while an idle
+/// connection holds no more than this (the client connection has no read
+/// buffer of its own on plain listeners, see `server::l4_buffers`).
+const IDLE_HEAD_BUF: usize = 1024;
+
 /// The first byte of a TLS record carrying a handshake (RFC 8446 §5.1).
 const TLS_HANDSHAKE: u8 = 0x16;
 
@@ -118,6 +124,7 @@ pub async fn read_head(
         accepted + limits.header_timeout
     } else {
         // idle between requests: wait for the first byte, or give up
+        buf.reserve(IDLE_HEAD_BUF);
         let idle = tokio::time::timeout(limits.keepalive_timeout, async {
             tokio::select! {
                 r = stream.read_buf(buf) => r.ok().filter(|&n| n > 0),

@@ -36,37 +36,71 @@ impl BackendSelection for LeastConn {
         } else {
             self.next.fetch_add(1, Relaxed) % n
         };
-        let mut order: Vec<(u64, usize, usize)> = self
-            .backends
-            .iter()
-            .enumerate()
-            .map(|(i, b)| {
-                let inflight = state_of(b).map_or(0, |s| s.inflight()) as u64;
-                let load = inflight * 1024 / b.weight.max(1) as u64;
-                (load, (i + n - start) % n, i)
-            })
-            .collect();
-        order.sort_unstable();
         LeastConnIter {
             selection: self.clone(),
-            order: order.into_iter().map(|(_, _, i)| i).collect(),
-            pos: 0,
+            start,
+            taken: if n <= 64 {
+                Taken::Small(0)
+            } else {
+                Taken::Large(vec![false; n])
+            },
         }
     }
 }
 
-/// Backends of a [`LeastConn`] from least to most loaded.
+/// Backends of a [`LeastConn`] from least to most loaded: each step scans
+/// the pool for the least loaded backend not returned yet, ties going to
+/// the first from the rotating start. A pick allocates nothing for pools
+/// of up to 64 backends (usually only the first step is taken: later
+/// ones serve retries).
 pub struct LeastConnIter {
     selection: Arc<LeastConn>,
-    order: Vec<usize>,
-    pos: usize,
+    start: usize,
+    taken: Taken,
+}
+
+/// The backends a [`LeastConnIter`] already returned, by index.
+enum Taken {
+    Small(u64),
+    Large(Vec<bool>),
+}
+
+impl Taken {
+    fn has(&self, i: usize) -> bool {
+        match self {
+            Taken::Small(bits) => bits & (1 << i) != 0,
+            Taken::Large(v) => v[i],
+        }
+    }
+
+    fn set(&mut self, i: usize) {
+        match self {
+            Taken::Small(bits) => *bits |= 1 << i,
+            Taken::Large(v) => v[i] = true,
+        }
+    }
 }
 
 impl BackendIter for LeastConnIter {
     fn next(&mut self) -> Option<&Backend> {
-        let i = *self.order.get(self.pos)?;
-        self.pos += 1;
-        self.selection.backends.get(i)
+        let backends = &self.selection.backends;
+        let n = backends.len();
+        let mut best: Option<(u64, usize)> = None;
+        for k in 0..n {
+            let i = (self.start + k) % n;
+            if self.taken.has(i) {
+                continue;
+            }
+            let b = &backends[i];
+            let inflight = state_of(b).map_or(0, |s| s.inflight()) as u64;
+            let load = inflight * 1024 / b.weight.max(1) as u64;
+            if best.is_none_or(|(l, _)| load < l) {
+                best = Some((load, i));
+            }
+        }
+        let (_, i) = best?;
+        self.taken.set(i);
+        backends.get(i)
     }
 }
 
@@ -97,6 +131,26 @@ mod tests {
         let mut it = sel.iter(b"");
         assert_eq!(it.next().unwrap().addr, b.addr);
         assert_eq!(it.next().unwrap().addr, c.addr);
+    }
+
+    #[test]
+    fn every_backend_comes_once_also_in_large_pools() {
+        for n in [3usize, 70] {
+            let backends: Vec<_> = (0..n)
+                .map(|i| backend(&format!("127.0.0.1:{}", i + 1), 1))
+                .collect();
+            let _busy = backends[1].1.start_request();
+            let set = backends.iter().map(|(b, _)| b.clone()).collect();
+            let sel = Arc::new(LeastConn::build(&set));
+            let mut it = sel.iter(b"");
+            let mut seen = BTreeSet::new();
+            // bounded: a broken iterator must fail, not loop
+            for _ in 0..2 * n {
+                let Some(b) = it.next() else { break };
+                assert!(seen.insert(b.addr.clone()), "{} twice", b.addr);
+            }
+            assert_eq!(seen.len(), n);
+        }
     }
 
     #[test]

@@ -23,4 +23,5 @@ mod never_stall;
 mod race;
 mod relay;
 mod status_page;
+mod threads;
 mod tls;
