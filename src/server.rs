@@ -14,7 +14,6 @@ use crate::config::Config;
 use crate::counters::Metrics;
 use crate::edge::EdgeApp;
 use crate::linger::Lingering;
-use crate::proxy::raw_target::TapApp;
 use crate::proxy::Proxy;
 use crate::reload::{build_table, Control, Reloader};
 use crate::startup::Prepared;
@@ -151,11 +150,11 @@ pub fn run(args: &Args, prepared: Prepared, path: Option<PathBuf>) -> ExitCode {
         Proxy::new(routes, &server.configuration, metrics.clone()),
     );
     http.server_options = Some(h2_options(&config));
-    // client limits per listener (EdgeApp); every client connection watched
-    // for request targets pingora's parser percent-escapes (TapApp, README
+    // client limits per listener and every HTTP/1 connection watched for
+    // request targets pingora's parser percent-escapes (EdgeApp, README
     // "Request hygiene"); a retiring instance still answers the connections
     // it holds for a moment (Lingering)
-    let app = TapApp::new(EdgeApp::new(http, &config.listen));
+    let app = EdgeApp::new(http, &config.listen);
     let grace = Duration::from_secs(config.server.grace_period_seconds);
     let mut proxy = Service::new("switchyard proxy".to_string(), Lingering::new(app, grace));
     for (l, settings) in config.listen.iter().zip(tls_settings) {

@@ -17,8 +17,9 @@ use tokio::io::AsyncReadExt;
 /// How waiting for a request head ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Head {
-    /// A complete head is in the buffer (maybe with body bytes after it).
-    Ready,
+    /// A complete head of this many bytes is in the buffer (maybe with
+    /// body bytes or pipelined requests after it).
+    Ready(usize),
     /// Close without answering: the client left, stayed idle past the
     /// keep-alive timeout, sent nothing in time, or spoke TLS to a plain
     /// port; or the server is shutting down.
@@ -149,7 +150,7 @@ pub async fn read_head(
             return if len > limits.max_header_size {
                 Head::Reject(431)
             } else {
-                Head::Ready
+                Head::Ready(len)
             };
         }
         if buf.len() > limits.max_header_size {

@@ -13,6 +13,7 @@
 mod head;
 
 use crate::config::{ClientLimits, Listener};
+use crate::proxy::raw_target::TargetTap;
 use crate::proxy::Proxy;
 use async_trait::async_trait;
 use bytes::BytesMut;
@@ -71,7 +72,7 @@ impl EdgeApp {
 impl ServerApp for EdgeApp {
     async fn process_new(
         self: &Arc<Self>,
-        mut stream: Stream,
+        stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
@@ -79,31 +80,38 @@ impl ServerApp for EdgeApp {
         }
         let accepted = Instant::now();
         let limits = self.limits_for(&stream);
+        let mut tap = TargetTap::new(stream);
         let mut persisted: Option<HttpPersistentSettings> = None;
+        // whether pingora may hold bytes of a next request (see below)
+        let mut may_hold_next = false;
         let mut first = true;
         loop {
             // A pipelined request (RFC 9112 §9.3.2) already read with the
             // previous one is in the persisted settings: pingora parses it
             // from there; its bytes arrived, so no deadline applies.
-            let pipelined = persisted.as_ref().is_some_and(carries_pipelined_request);
+            let pipelined =
+                may_hold_next && persisted.as_ref().is_some_and(carries_pipelined_request);
             let mut buf = BytesMut::new();
+            let mut extra = false;
             if !pipelined {
-                match head::read_head(&mut stream, &mut buf, &limits, first, accepted, shutdown)
-                    .await
+                match head::read_head(tap.raw(), &mut buf, &limits, first, accepted, shutdown).await
                 {
-                    Head::Ready => {}
+                    Head::Ready(len) => {
+                        tap.note_head(&buf, len);
+                        extra = buf.len() > len;
+                    }
                     Head::Close => return None,
                     Head::Reject(status) => {
                         // boxed: inline, its 4 KiB drain buffer would sit
                         // in every idle connection's future
-                        Box::pin(reject(stream, status)).await;
+                        Box::pin(reject(tap, status)).await;
                         return None;
                     }
                 }
             }
             // As pingora's own loop (pingora-core apps/mod.rs), with the
             // request head already read.
-            let mut session = ServerSession::new_http1(stream);
+            let mut session = ServerSession::new_http1(tap);
             match persisted.take() {
                 Some(p) => p.apply_to_session(&mut session),
                 None => {
@@ -121,7 +129,15 @@ impl ServerApp for EdgeApp {
                 session.set_pipelined_prefix(buf);
             }
             let reused = self.proxy.process_new_http(session, shutdown).await?;
+            let stream;
             (stream, persisted) = reused.consume();
+            // pingora hands back the transport it was given
+            tap = stream.into_any().downcast::<TargetTap>().ok()?;
+            // Bytes of a next request can only be what followed the head
+            // in `buf`, or what pingora read itself (through the tap), or
+            // left from an earlier pipelined request; otherwise the
+            // persisted settings need no look.
+            may_hold_next = pipelined || extra || tap.passed() > 0;
             first = false;
         }
     }

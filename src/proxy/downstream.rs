@@ -61,30 +61,17 @@ pub fn prepare_proxied(session: &mut Session) {
 
 /// Cleans an upstream response head for the client of `session`.
 pub fn clean_response(session: &mut Session, resp: &mut ResponseHeader) {
-    let named: Vec<HeaderName> = resp
-        .headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
     let switching = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
-    for name in named {
-        // a backend naming a framing field must not unframe the answer, and
-        // a 101 keeps the `Upgrade` it switches to (RFC 9110 §7.8)
-        let keep = name == TRANSFER_ENCODING
-            || name == http::header::CONTENT_LENGTH
-            || (switching && name == UPGRADE);
-        if !keep {
-            resp.remove_header(&name);
+    // one pass over the fields present (no allocation when none goes)
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in resp.headers.keys() {
+        let hop = HOP_BY_HOP.contains(&name.as_str()) || (!switching && name == UPGRADE);
+        if hop || named_by_connection(resp, name, switching) {
+            doomed.push(name.clone());
         }
     }
-    for name in HOP_BY_HOP {
+    for name in &doomed {
         resp.remove_header(name);
-    }
-    if !switching {
-        resp.remove_header(&UPGRADE);
     }
     if resp.status.is_informational() {
         return;
@@ -97,6 +84,28 @@ pub fn clean_response(session: &mut Session, resp: &mut ResponseHeader) {
     if session.is_process_shutting_down() || crate::linger::retiring() {
         session.set_keepalive(None);
     }
+}
+
+/// Whether the response's `Connection` header names `name`, so that it is
+/// hop-by-hop too. A framing field named there must not unframe the
+/// answer, and a 101 keeps the `Upgrade` it switches to (RFC 9110 §7.8).
+fn named_by_connection(resp: &ResponseHeader, name: &HeaderName, switching: bool) -> bool {
+    if name == TRANSFER_ENCODING
+        || name == http::header::CONTENT_LENGTH
+        || name == CONNECTION
+        || (switching && name == UPGRADE)
+    {
+        return false;
+    }
+    resp.headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|token| {
+            token
+                .trim_ascii()
+                .eq_ignore_ascii_case(name.as_str().as_bytes())
+        })
 }
 
 /// Drains what is left of the request body after the answer was written,

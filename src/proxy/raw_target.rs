@@ -7,26 +7,26 @@
 //! same as one a client percent-encoded correctly. nginx and HAProxy answer
 //! 400 to the former; so does switchyard.
 //!
-//! [`TapApp`] wraps every client connection's transport in a [`TargetTap`],
-//! which watches the bytes the client sends and remembers, per connection,
-//! the escaped form of each request line pingora's parser will have escaped
+//! The edge ([`crate::edge`]) wraps every HTTP/1 client connection's
+//! transport in a [`TargetTap`], which remembers, per connection, the
+//! escaped form of each request line pingora's parser will have escaped
 //! (the same pattern and escape set as pingora-core 0.9.1's
 //! `escape_illegal_request_line`). [`was_escaped`] tells the proxy's first
-//! phase whether the target it got is one of them. The cost is one `memchr`
-//! pass over the bytes a client sends and a look at each line; a line is
+//! phase whether the target it got is one of them. A head the edge reads
+//! itself is looked at once, at its request line ([`TargetTap::note_head`]);
+//! bytes pingora reads through the tap (bodies, and requests pipelined
+//! after them) get one `memchr` pass and a look at each line. A line is
 //! copied only when a read ends in its middle, and only escaped targets are
 //! kept, so for well-formed traffic the tap holds nothing.
 
 use async_trait::async_trait;
 use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
-use pingora_core::apps::ServerApp;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
 use pingora_core::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
     TimingDigest, UniqueID, UniqueIDType, ALPN,
 };
-use pingora_core::server::ShutdownWatch;
 use pingora_proxy::Session;
 use regex::bytes::Regex;
 use std::collections::VecDeque;
@@ -91,29 +91,69 @@ pub struct TargetTap {
     inner: Stream,
     lines: LineScanner,
     escaped: Mutex<VecDeque<Box<[u8]>>>,
+    /// Bytes read through the tap since the last [`TargetTap::note_head`].
+    passed: usize,
 }
 
 impl TargetTap {
     /// Watches `inner`.
-    pub fn new(inner: Stream) -> TargetTap {
-        TargetTap {
+    pub fn new(inner: Stream) -> Box<TargetTap> {
+        Box::new(TargetTap {
             inner,
             lines: LineScanner::default(),
             escaped: Mutex::new(VecDeque::new()),
+            passed: 0,
+        })
+    }
+
+    /// The transport itself, for reading a request head past the tap (the
+    /// reader then reports the head with [`TargetTap::note_head`]).
+    pub fn raw(&mut self) -> &mut Stream {
+        &mut self.inner
+    }
+
+    /// Takes note of a request head read past the tap: `buf` holds it in
+    /// its first `head_len` bytes, then whatever arrived after it (a body's
+    /// start, pipelined requests), which is scanned as if read through the
+    /// tap. Starts a new count of [`TargetTap::passed`].
+    pub fn note_head(&mut self, buf: &[u8], head_len: usize) {
+        self.lines = LineScanner::default();
+        let head = &buf[..head_len.min(buf.len())];
+        let start = head
+            .iter()
+            .position(|&b| b != b'\r' && b != b'\n')
+            .unwrap_or(head.len());
+        let line = &head[start..];
+        let line = &line[..memchr::memchr(b'\n', line).unwrap_or(line.len())];
+        if let Some(target) = escaped_target(line) {
+            self.remember(target);
+        }
+        self.scan(&buf[head.len()..]);
+        self.passed = 0;
+    }
+
+    /// Bytes pingora read through the tap since the last head was noted:
+    /// none means that it holds no bytes of a next request it read itself.
+    pub fn passed(&self) -> usize {
+        self.passed
+    }
+
+    fn remember(&self, target: Vec<u8>) {
+        if let Ok(mut seen) = self.escaped.lock() {
+            if seen.len() == REMEMBERED {
+                seen.pop_front();
+            }
+            seen.push_back(target.into_boxed_slice());
         }
     }
 
     /// Feeds bytes the client sent.
     fn scan(&mut self, data: &[u8]) {
-        let escaped = &self.escaped;
-        self.lines.scan(data, |target| {
-            if let Ok(mut seen) = escaped.lock() {
-                if seen.len() == REMEMBERED {
-                    seen.pop_front();
-                }
-                seen.push_back(target.into_boxed_slice());
-            }
-        });
+        let mut found = Vec::new();
+        self.lines.scan(data, |target| found.push(target));
+        for target in found {
+            self.remember(target);
+        }
     }
 }
 
@@ -191,6 +231,7 @@ impl AsyncRead for TargetTap {
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
+            this.passed += buf.filled().len() - before;
             this.scan(&buf.filled()[before..]);
         }
         polled
@@ -295,46 +336,32 @@ impl Peek for TargetTap {
     }
 }
 
-/// A pingora application (the HTTP proxy) whose client connections are
-/// each wrapped in a [`TargetTap`].
-pub struct TapApp<A> {
-    inner: Arc<A>,
-}
-
-impl<A> TapApp<A> {
-    /// Wraps `inner`.
-    pub fn new(inner: A) -> TapApp<A> {
-        TapApp {
-            inner: Arc::new(inner),
-        }
-    }
-
-    /// The wrapped application, to configure it before the service starts
-    /// (e.g. the `HttpProxy`'s `server_options`); `None` once it runs.
-    pub fn app_mut(&mut self) -> Option<&mut A> {
-        Arc::get_mut(&mut self.inner)
-    }
-}
-
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for TapApp<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        stream: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        let tapped: Stream = Box::new(TargetTap::new(stream));
-        self.inner.process_new(tapped, shutdown).await
-    }
-
-    async fn cleanup(&self) {
-        self.inner.cleanup().await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_noted_head_is_checked_at_its_request_line_and_what_follows_it() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let (a, _b) = rt
+            .block_on(async { tokio::net::UnixStream::pair() })
+            .unwrap();
+        let stream = pingora_core::protocols::l4::stream::Stream::from(a);
+        let mut tap = TargetTap::new(Box::new(stream));
+        let head = b"\r\nGET /a b HTTP/1.1\r\nUser-Agent: x y z w\r\n\r\n";
+        let mut buf = head.to_vec();
+        buf.extend_from_slice(b"GET /c\x01d HTTP/1.1\r\n\r\n");
+        tap.note_head(&buf, head.len());
+        let seen: Vec<_> = tap.escaped.lock().unwrap().iter().cloned().collect();
+        assert_eq!(
+            seen,
+            vec![b"/a%20b".to_vec().into(), b"/c%01d".to_vec().into()]
+        );
+        assert_eq!(tap.passed(), 0);
+    }
 
     #[test]
     fn finds_the_escaped_form_of_bad_request_lines_only() {

@@ -4,7 +4,7 @@
 
 pub mod forward;
 
-pub use forward::{add_forwarding_headers, request_id};
+pub use forward::add_forwarding_headers;
 
 use crate::pool::{BackendState, InflightGuard, Pool};
 use crate::routing::RouteTable;

@@ -212,6 +212,36 @@ fn pipelined_requests_are_all_answered_in_order() {
 }
 
 #[test]
+fn a_request_pipelined_behind_a_body_is_answered() {
+    // the next request arrives with the end of the previous one's body, so
+    // pingora, not the edge, reads it: it must still be answered
+    let backend = RawBackend::start(|head| {
+        let p = path_of(head);
+        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{p}", p.len()).into_bytes()
+    });
+    let sy = Switchyard::start(&web_pool_config(&[backend.url()], ""));
+    let mut conn = TcpStream::connect(sy.addr()).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(b"POST /a HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n\r\n").unwrap();
+    // pacing: the edge reads the head on its own, pingora the rest
+    thread::sleep(Duration::from_millis(200));
+    let mut raw = Vec::new();
+    let mut chunk = [0u8; 4096];
+    conn.write_all(b"helloGET /b HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n").unwrap();
+    while let Ok(n) = conn.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&chunk[..n]);
+    }
+    let raw = String::from_utf8_lossy(&raw).to_string();
+    assert_eq!(raw.matches("HTTP/1.1 200").count(), 2, "{raw}\n{}", sy.logs());
+    let paths: Vec<String> = backend.heads().iter().map(|h| path_of(h).to_string()).collect();
+    assert_eq!(paths, ["/a", "/b"]);
+    assert_eq!(backend.bodies()[0], b"hello");
+}
+
+#[test]
 fn a_response_written_after_sigterm_says_connection_close() {
     let backend = TestBackend::start("slow");
     backend.set_delay(Duration::from_secs(1));
