@@ -62,15 +62,7 @@ pub fn prepare_proxied(session: &mut Session) {
 /// Cleans an upstream response head for the client of `session`.
 pub fn clean_response(session: &mut Session, resp: &mut ResponseHeader) {
     let switching = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
-    // one pass over the fields present (no allocation when none goes)
-    let mut doomed: Vec<HeaderName> = Vec::new();
-    for name in resp.headers.keys() {
-        let hop = HOP_BY_HOP.contains(&name.as_str()) || (!switching && name == UPGRADE);
-        if hop || named_by_connection(resp, name, switching) {
-            doomed.push(name.clone());
-        }
-    }
-    for name in &doomed {
+    for name in &hop_by_hop_fields(resp, switching) {
         resp.remove_header(name);
     }
     if resp.status.is_informational() {
@@ -86,26 +78,73 @@ pub fn clean_response(session: &mut Session, resp: &mut ResponseHeader) {
     }
 }
 
-/// Whether the response's `Connection` header names `name`, so that it is
-/// hop-by-hop too. A framing field named there must not unframe the
-/// answer, and a 101 keeps the `Upgrade` it switches to (RFC 9110 §7.8).
-fn named_by_connection(resp: &ResponseHeader, name: &HeaderName, switching: bool) -> bool {
-    if name == TRANSFER_ENCODING
+/// The fields of `resp` that are hop-by-hop: the standard ones and those
+/// its `Connection` header names (see the module doc).
+fn hop_by_hop_fields(resp: &ResponseHeader, switching: bool) -> Vec<HeaderName> {
+    // the fields `Connection` names, gathered once ("close" and
+    // "keep-alive" name no field to keep); then one pass over the fields
+    // present, with no allocation when none goes
+    let mut tokens: [&[u8]; 8] = [&[]; 8];
+    let mut count = 0;
+    for value in resp.headers.get_all(CONNECTION) {
+        for token in value
+            .as_bytes()
+            .split(|&b| b == b',')
+            .map(<[u8]>::trim_ascii)
+        {
+            if !(token.is_empty()
+                || token.eq_ignore_ascii_case(b"close")
+                || token.eq_ignore_ascii_case(b"keep-alive"))
+            {
+                tokens[count.min(7)] = token;
+                count += 1;
+            }
+        }
+    }
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for name in resp.headers.keys() {
+        let hop = HOP_BY_HOP.contains(&name.as_str()) || (!switching && name == UPGRADE);
+        let nominated = match count {
+            0 => false,
+            1..=8 => {
+                may_be_nominated(name, switching)
+                    && tokens[..count]
+                        .iter()
+                        .any(|t| t.eq_ignore_ascii_case(name.as_str().as_bytes()))
+            }
+            _ => named_by_connection(resp, name, switching),
+        };
+        if hop || nominated {
+            doomed.push(name.clone());
+        }
+    }
+    doomed
+}
+
+/// Whether `name` may be removed for being named in `Connection`: a framing
+/// field named there must not unframe the answer, and a 101 keeps the
+/// `Upgrade` it switches to (RFC 9110 §7.8).
+fn may_be_nominated(name: &HeaderName, switching: bool) -> bool {
+    !(name == TRANSFER_ENCODING
         || name == http::header::CONTENT_LENGTH
         || name == CONNECTION
-        || (switching && name == UPGRADE)
-    {
-        return false;
-    }
-    resp.headers
-        .get_all(CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .any(|token| {
-            token
-                .trim_ascii()
-                .eq_ignore_ascii_case(name.as_str().as_bytes())
-        })
+        || (switching && name == UPGRADE))
+}
+
+/// Whether the response's `Connection` header names `name` (the slow path,
+/// for a header naming more than eight fields).
+fn named_by_connection(resp: &ResponseHeader, name: &HeaderName, switching: bool) -> bool {
+    may_be_nominated(name, switching)
+        && resp
+            .headers
+            .get_all(CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .any(|token| {
+                token
+                    .trim_ascii()
+                    .eq_ignore_ascii_case(name.as_str().as_bytes())
+            })
 }
 
 /// Drains what is left of the request body after the answer was written,
@@ -120,4 +159,51 @@ pub async fn linger(session: &mut Session) {
 /// Whether the client spoke HTTP/1.0 (or older).
 fn is_http10(session: &Session) -> bool {
     session.req_header().version < http::Version::HTTP_11
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hop_by_hop_fields;
+    use pingora_http::ResponseHeader;
+
+    fn fields(connection: &str, switching: bool) -> Vec<String> {
+        let mut resp = ResponseHeader::build(200, None).unwrap();
+        for name in [
+            "content-length",
+            "transfer-encoding",
+            "upgrade",
+            "te",
+            "keep-alive",
+        ] {
+            resp.insert_header(name, "x").unwrap();
+        }
+        for i in 0..10 {
+            resp.insert_header(format!("x-f{i}"), "x").unwrap();
+        }
+        resp.insert_header("connection", connection).unwrap();
+        let mut names: Vec<String> = hop_by_hop_fields(&resp, switching)
+            .iter()
+            .map(|n| n.as_str().to_string())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn standard_and_nominated_fields_are_hop_by_hop_framing_never() {
+        assert_eq!(fields("keep-alive", false), ["keep-alive", "te", "upgrade"]);
+        assert_eq!(
+            fields("close, X-F1 ,content-length, Transfer-Encoding", false),
+            ["keep-alive", "te", "upgrade", "x-f1"]
+        );
+        // a 101 keeps the Upgrade it switches to, named or not
+        assert_eq!(fields("Upgrade", true), ["keep-alive", "te"]);
+        // more nominations than the fast path holds
+        let many = (0..10)
+            .map(|i| format!("x-f{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let got = fields(&many, false);
+        assert_eq!(got.len(), 13, "{got:?}");
+    }
 }
