@@ -11,7 +11,7 @@
 #   ROUNDS [3]       measured rounds per scenario; target order is rotated each round
 #   DURATION [10]    seconds of each measured wrk run (wrk -t1 -c64 --latency)
 #   WARMUP [2]       seconds of wrk warm-up before each measured run
-#   SCENARIOS ["rr least_conn 1k 64k race idle https https_new h2 cache rate threads"]
+#   SCENARIOS ["rr least_conn 1k 64k race idle https https_new h2 cache rate threads instructions"]
 #                    cache: a cache hit of /1k (switchyard pool with `cache:`, nginx proxy_cache)
 #                    against the same object proxied by a switchyard pool without cache
 #                    https: HTTP/1.1 keep-alive over TLS (wrk); https_new: a new TLS
@@ -55,7 +55,7 @@ done
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
-SCENARIOS=${SCENARIOS:-"rr least_conn 1k 64k race idle https https_new h2 cache rate threads"}
+SCENARIOS=${SCENARIOS:-"rr least_conn 1k 64k race idle https https_new h2 cache rate threads instructions"}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 IDLE_HOLD=${IDLE_HOLD:-5}
 SKIP_BUILD=${SKIP_BUILD:-0}
@@ -77,7 +77,7 @@ for n in "$ROUNDS" "$DURATION" "$WARMUP" "$IDLE_CONNS" "$IDLE_HOLD" "$NOISE_MAX"
 done
 [ "$ROUNDS" -ge 1 ] && [ "$DURATION" -ge 1 ] || die "ROUNDS and DURATION must be >= 1"
 for s in $SCENARIOS; do
-    case $s in rr|least_conn|1k|64k|race|idle|https|https_new|h2|cache|rate|threads) ;; *) die "unknown scenario '$s' (rr least_conn 1k 64k race idle https https_new h2 cache rate threads)";; esac
+    case $s in rr|least_conn|1k|64k|race|idle|https|https_new|h2|cache|rate|threads|instructions) ;; *) die "unknown scenario '$s' (rr least_conn 1k 64k race idle https https_new h2 cache rate threads instructions)";; esac
 done
 for t in ${TARGETS:-}; do
     case $t in direct|nginx|haproxy|pingora|switchyard|switchyard_nocache) ;; *) die "unknown target '$t' (direct nginx haproxy pingora switchyard switchyard_nocache)";; esac
@@ -93,7 +93,8 @@ command -v curl >/dev/null || missing+=(curl)
 command -v taskset >/dev/null || missing+=(util-linux)
 command -v python3 >/dev/null || missing+=(python3)
 command -v openssl >/dev/null || missing+=(openssl)
-if [[ " $SCENARIOS " == *" h2 "* ]]; then command -v h2load >/dev/null || missing+=(nghttp2-client); fi
+if [[ " $SCENARIOS " == *" h2 "* || " $SCENARIOS " == *" instructions "* ]]; then command -v h2load >/dev/null || missing+=(nghttp2-client); fi
+if [[ " $SCENARIOS " == *" instructions "* ]]; then command -v valgrind >/dev/null || missing+=(valgrind); fi
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         log "installing Debian packages: ${missing[*]}"
@@ -769,6 +770,13 @@ for sc in $SCENARIOS; do
         idle) run_idle; continue ;;
         threads) run_threads; continue ;;
         rate) run_rate; continue ;;
+        instructions)
+            # callgrind's instruction counts: see tests/bench/instructions.sh
+            log "scenario instructions: pingora floor and switchyard under callgrind"
+            SWITCHYARD_BIN="$SY_BIN" PINGORA_FLOOR_BIN="$PF_BIN" \
+                bash "$HERE/instructions.sh" >"$WORK/instructions.md" ||
+                note "instructions: failed (see the log above)"
+            continue ;;
     esac
     if [ -n "${TARGETS:-}" ]; then   # e.g. TARGETS=switchyard for a quick A/B of two builds
         keep=()
@@ -815,4 +823,8 @@ EOF
 mkdir -p "$RESULTS"
 python3 "$BENCH_PY" report --raw "$RAW" --meta "$WORK/meta.json" --idle "$IDLE_RAW" --notes "$NOTES" --rate "$RATE_RAW" \
     --md "$RESULTS/${RESULTS_NAME:-latest}.md" --json "$RESULTS/${RESULTS_NAME:-latest}.json"
+if [ -s "$WORK/instructions.md" ]; then
+    printf '\n' >>"$RESULTS/${RESULTS_NAME:-latest}.md"
+    cat "$WORK/instructions.md" >>"$RESULTS/${RESULTS_NAME:-latest}.md"
+fi
 log "written: $RESULTS/${RESULTS_NAME:-latest}.md, $RESULTS/${RESULTS_NAME:-latest}.json"
