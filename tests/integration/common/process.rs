@@ -1,6 +1,5 @@
-//! Child processes other than the proxy guard: [`check_config`] and
-//! [`run_switchyard`] (run to completion with a time bound), [`EchoProcess`]
-//! and [`run_echo`] for `switchyard-echo`, and the exit-code and kill helpers.
+//! Other child processes: runs to completion ([`check_config`],
+//! [`run_switchyard`], [`run_echo`]), [`EchoProcess`], and the kill helpers.
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read};
@@ -12,12 +11,10 @@ use std::time::Duration;
 
 use super::{expand_config, free_port, poll_until, send_signal, TempDir};
 
-/// Path of the `switchyard` binary built by cargo for this test run.
 pub const SWITCHYARD_BIN: &str = env!("CARGO_BIN_EXE_switchyard");
-/// Path of the `switchyard-echo` binary built by cargo for this test run.
 pub const ECHO_BIN: &str = env!("CARGO_BIN_EXE_switchyard-echo");
 
-/// Exit code as a shell reports it: the code, or 128 + signal number.
+/// The code, or 128 + signal number (as a shell reports it).
 pub fn exit_code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(-1)
@@ -32,7 +29,6 @@ pub(crate) fn terminate_child(child: &mut Child, grace: Duration) {
     }
 }
 
-/// Waits for a child with a bound; `None` if it is still running after `timeout`.
 pub(crate) fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let mut status = None;
     poll_until(timeout, || {
@@ -42,19 +38,15 @@ pub(crate) fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitSta
     status
 }
 
-/// The file's bytes as (lossy) UTF-8; empty when unreadable.
 pub(crate) fn read_lossy(path: &Path) -> String {
     fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
 }
 
-/// Output of a finished process.
+/// Output of a finished process (`code`: 128 + signal when killed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
-    /// Exit code (128 + signal when killed).
     pub code: i32,
-    /// Captured stdout.
     pub stdout: String,
-    /// Captured stderr.
     pub stderr: String,
 }
 
@@ -79,8 +71,7 @@ fn run_to_end(bin: &str, args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Out
     Output { code: exit_code(status), stdout: read_lossy(&out), stderr: read_lossy(&err) }
 }
 
-/// Runs `switchyard ARGS` to completion (30 s bound) in a fresh temp dir
-/// (its working directory) and returns exit code and output.
+/// `switchyard ARGS` run to completion (30 s bound) in a fresh temp dir.
 pub fn run_switchyard(args: &[&str], env: &[(&str, &str)]) -> Output {
     let dir = TempDir::new();
     run_to_end(SWITCHYARD_BIN, args, env, dir.path())
@@ -96,23 +87,20 @@ pub fn check_config(yaml: &str) -> (i32, String, String) {
     (o.code, o.stdout, o.stderr)
 }
 
-/// `switchyard -t -c PATH` on an existing file.
 pub fn check_config_file(path: &Path) -> Output {
     let dir = TempDir::new();
     let p = path.display().to_string();
     run_to_end(SWITCHYARD_BIN, &["-t", "-c", &p], &[], dir.path())
 }
 
-/// A running `switchyard-echo`, killed on drop.
 pub struct EchoProcess {
     child: Option<Child>,
     addr: SocketAddr,
 }
 
 impl EchoProcess {
-    /// Starts `switchyard-echo --listen 127.0.0.1:<free port> ARGS` (no
-    /// `--listen` added if `args` has one) and waits (10 s) for its
-    /// `listening on ADDR` line; panics with its stderr otherwise.
+    /// `switchyard-echo --listen 127.0.0.1:PORT ARGS` (unless `args` has a
+    /// `--listen`), once it printed `listening on ADDR` (10 s).
     pub fn start(args: &[&str]) -> EchoProcess {
         let mut all: Vec<String> = Vec::new();
         if !args.iter().any(|a| *a == "--listen" || a.starts_with("--listen=") || *a == "-l") {
@@ -123,8 +111,7 @@ impl EchoProcess {
         EchoProcess::start_cmd(Command::new(ECHO_BIN).args(&all))
     }
 
-    /// Starts from a prepared command (e.g. with env vars); stdout/stderr are
-    /// piped by this function.
+    /// [`start`](Self::start) from a prepared command (e.g. with env vars).
     pub fn start_cmd(cmd: &mut Command) -> EchoProcess {
         let mut child = cmd
             .stdin(Stdio::null())
@@ -156,12 +143,11 @@ impl EchoProcess {
         EchoProcess { child: Some(child), addr }
     }
 
-    /// The announced listen address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Sends SIGTERM and waits up to `timeout`; the exit code, or None.
+    /// SIGTERM; the exit code within `timeout`, or None.
     pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
         let child = self.child.as_mut()?;
         send_signal(child.id(), libc::SIGTERM);
@@ -177,8 +163,7 @@ impl Drop for EchoProcess {
     }
 }
 
-/// Runs `switchyard-echo ARGS` expecting it to exit by itself (30 s bound),
-/// e.g. for bad flags.
+/// `switchyard-echo ARGS` run to completion (30 s bound), e.g. bad flags.
 pub fn run_echo(args: &[&str]) -> Output {
     let dir = TempDir::new();
     run_to_end(ECHO_BIN, args, &[], dir.path())
