@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::process::{exit_code, read_lossy, terminate_child, wait_child, SWITCHYARD_BIN};
 use super::{free_port, pid_alive, poll_until, send_signal, TempDir};
@@ -18,9 +18,10 @@ use super::{free_port, pid_alive, poll_until, send_signal, TempDir};
 pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// When [`SwitchyardBuilder::start`] deems the proxy up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Ready {
     /// The listen port answers a malformed request (so no backend is touched).
+    #[default]
     Http,
     /// The listen port accepts a TCP connection (TLS listeners).
     Tcp,
@@ -28,13 +29,12 @@ pub enum Ready {
     NoWait,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SwitchyardBuilder {
     yaml: Option<String>,
     args: Vec<String>,
     env: Vec<(String, String)>,
     ready: Ready,
-    ready_timeout: Duration,
 }
 
 impl SwitchyardBuilder {
@@ -62,22 +62,17 @@ impl SwitchyardBuilder {
 
     /// Writes the config, spawns, waits for readiness (else panics with the logs).
     pub fn start(self) -> Switchyard {
-        let dir = Arc::new(TempDir::new());
-        let port = free_port();
-        let admin_port = free_port();
+        let (dir, port, admin_port) = (Arc::new(TempDir::new()), free_port(), free_port());
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let admin_addr = SocketAddr::from(([127, 0, 0, 1], admin_port));
         let config = dir.join("switchyard.yaml");
-        let mut args = Vec::new();
-        if let Some(yaml) = &self.yaml {
-            let text = expand_config(yaml, dir.path(), port, admin_port);
-            fs::write(&config, text).expect("write config");
-            args.push("-c".to_string());
-            args.push(config.display().to_string());
-        } else {
-            args.push("--port".to_string());
-            args.push(port.to_string());
-        }
+        let mut args = match &self.yaml {
+            Some(yaml) => {
+                fs::write(&config, expand_config(yaml, dir.path(), port, admin_port)).expect("write config");
+                vec!["-c".to_string(), config.display().to_string()]
+            }
+            None => vec!["--port".to_string(), port.to_string()],
+        };
         args.extend(self.args.iter().cloned());
         let mut sy = Switchyard {
             child: None,
@@ -90,9 +85,8 @@ impl SwitchyardBuilder {
             log_prefix: "switchyard".into(),
         };
         sy.spawn(&args, &self.env);
-        match self.ready {
-            Ready::NoWait => {}
-            r => sy.wait_ready(r, self.ready_timeout),
+        if self.ready != Ready::NoWait {
+            sy.wait_ready(self.ready);
         }
         sy
     }
@@ -159,13 +153,7 @@ impl Switchyard {
     }
 
     pub fn builder() -> SwitchyardBuilder {
-        SwitchyardBuilder {
-            yaml: None,
-            args: Vec::new(),
-            env: Vec::new(),
-            ready: Ready::Http,
-            ready_timeout: READY_TIMEOUT,
-        }
+        SwitchyardBuilder::default()
     }
 
     fn spawn(&mut self, args: &[String], env: &[(String, String)]) {
@@ -187,20 +175,17 @@ impl Switchyard {
         self.child = Some(child);
     }
 
-    fn wait_ready(&mut self, how: Ready, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("switchyard exited with {} before it was ready\n{}", exit_code(st), self.logs());
-            }
-            if probe(self.addr, how) {
-                return;
-            }
-            if Instant::now() >= deadline {
-                panic!("switchyard not ready on {} after {:?}\n{}", self.addr, timeout, self.logs());
-            }
-            thread::sleep(Duration::from_millis(50));
+    fn wait_ready(&mut self, how: Ready) {
+        let (addr, mut exited) = (self.addr, None);
+        let child = self.child.as_mut().expect("spawned");
+        let up = poll_until(READY_TIMEOUT, || {
+            exited = child.try_wait().ok().flatten();
+            exited.is_some() || probe(addr, how)
+        });
+        if let Some(st) = exited {
+            panic!("switchyard exited with {} before it was ready\n{}", exit_code(st), self.logs());
         }
+        assert!(up, "switchyard not ready on {addr} after {READY_TIMEOUT:?}\n{}", self.logs());
     }
 
     pub fn addr(&self) -> SocketAddr {
