@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 
 use crate::common::*;
 
-/// With [`NO_EJECTION`], only the active check decides: no retries, no passive ejection.
+/// Together: only the active check decides, no retries, no passive ejection.
 const NO_RETRIES: &str = "retries: {attempts: 1}";
 const NO_EJECTION: &str = "passive: {max_fails: 0}";
 
-/// Sends `n` GETs on one keep-alive connection, asserts each is a 200, and
-/// counts the answers per backend.
+/// `n` GETs on one connection, each a 200; the answers per backend.
 fn tally(sy: &Switchyard, n: usize, headers: &[(&str, &str)]) -> HashMap<String, usize> {
     let mut c = Client::connect(sy.addr()).expect("connect to switchyard");
     let mut counts = HashMap::new();
@@ -29,53 +28,36 @@ fn tally(sy: &Switchyard, n: usize, headers: &[(&str, &str)]) -> HashMap<String,
 
 // === Routing ===
 
-fn web_and_api() -> (TestBackend, TestBackend, Switchyard) {
+fn web_and_api(routing: &str) -> (TestBackend, TestBackend, Switchyard) {
     let [web, api] = backends(["web", "api"]);
-    let sy = start_pools("{default_pool: web}", &[pool("web", &[web.url()], &[]), pool("api", &[api.url()], &[])]);
+    let sy = start_pools(routing, &[pool("web", &[web.url()], &[]), pool("api", &[api.url()], &[])]);
     (web, api, sy)
 }
 
 #[test]
 fn routing_header_is_case_insensitive_and_trimmed() {
-    let (web, api, sy) = web_and_api();
+    let (web, api, sy) = web_and_api("{default_pool: web}");
     for value in ["api", "  API ", "Api", "\tapi"] {
         let r = get(sy.addr(), "/x", &[("App-Name", value)]);
-        assert_eq!(r.status, 200, "{value:?}");
-        assert_eq!(served_by(&r), "api", "App-Name {value:?}");
+        assert_eq!((r.status, served_by(&r)), (200, "api".into()), "App-Name {value:?}");
     }
     // The exact bytes on the wire, with the spaces of the issue.
     let raw = send_raw(sy.addr(), b"GET /raw HTTP/1.1\r\nHost: t\r\nApp-Name:  API \r\nConnection: close\r\n\r\n");
-    assert_eq!(raw_status(&raw), Some(200), "{}", String::from_utf8_lossy(&raw));
-    assert!(
-        String::from_utf8_lossy(&raw).to_ascii_lowercase().contains("x-backend: api"),
-        "{}",
-        String::from_utf8_lossy(&raw)
-    );
+    let text = String::from_utf8_lossy(&raw);
+    assert_eq!(raw_status(&raw), Some(200), "{text}");
+    assert!(text.to_ascii_lowercase().contains("x-backend: api"), "{text}");
     assert_eq!(api.app_count(), 5);
     assert_eq!(web.app_count(), 0);
 }
 
 #[test]
-fn routing_missing_header_uses_default_pool() {
-    let (web, api, sy) = web_and_api();
-    let r = get(sy.addr(), "/x", &[]);
-    assert_eq!(r.status, 200);
-    assert_eq!(served_by(&r), "web");
-    // An empty value counts as missing.
-    let r = get(sy.addr(), "/x", &[("App-Name", "")]);
-    assert_eq!(served_by(&r), "web");
-    assert_eq!(web.app_count(), 2);
-    assert_eq!(api.app_count(), 0);
-}
-
-#[test]
-fn routing_unknown_value_uses_default_pool() {
-    let (web, api, sy) = web_and_api();
-    let r = get(sy.addr(), "/x", &[("App-Name", "billing")]);
-    assert_eq!(r.status, 200);
-    assert_eq!(served_by(&r), "web");
-    assert_eq!(web.app_count(), 1);
-    assert_eq!(api.app_count(), 0);
+fn routing_missing_empty_or_unknown_header_uses_default_pool() {
+    let (web, api, sy) = web_and_api("{default_pool: web}");
+    for headers in [&[][..], &[("App-Name", "")], &[("App-Name", "billing")]] {
+        let r = get(sy.addr(), "/x", headers);
+        assert_eq!((r.status, served_by(&r)), (200, "web".into()), "{headers:?}");
+    }
+    assert_eq!((web.app_count(), api.app_count()), (3, 0));
 }
 
 #[test]
@@ -95,12 +77,9 @@ fn routing_without_default_pool_answers_404_json() {
 
 #[test]
 fn routing_custom_header() {
-    let [web, api] = backends(["web", "api"]);
-    let pools = [pool("web", &[web.url()], &[]), pool("api", &[api.url()], &[])];
-    let sy = start_pools("{header: X-Pool, default_pool: web}", &pools);
+    let (web, api, sy) = web_and_api("{header: X-Pool, default_pool: web}");
     let r = get(sy.addr(), "/x", &[("x-pool", " API")]);
-    assert_eq!(r.status, 200);
-    assert_eq!(served_by(&r), "api");
+    assert_eq!((r.status, served_by(&r)), (200, "api".into()));
     // App-Name is no longer the routing header.
     let r = get(sy.addr(), "/x", &[("App-Name", "api")]);
     assert_eq!(served_by(&r), "web");
@@ -154,7 +133,7 @@ fn least_conn_keeps_requests_off_a_slow_backend() {
     let mut clients = Vec::new();
     for i in 0..20 {
         clients.push(thread::spawn(move || try_get(addr, &format!("/lc/{i}"), &[]).map(|r| (r.status, served_by(&r)))));
-        thread::sleep(Duration::from_millis(40));
+        thread::sleep(Duration::from_millis(40)); // staggered arrivals: pacing, not a wait
     }
     for c in clients {
         match c.join().expect("client thread") {
@@ -204,6 +183,12 @@ fn consistent_hash_by_header_is_sticky_and_spreads() {
 
 // === Health checks ===
 
+/// One request; whether `b` has had more than `before` app requests by then.
+fn served_again(sy: &Switchyard, b: &TestBackend, before: usize) -> bool {
+    let _ = try_get(sy.addr(), "/again", &[]);
+    b.app_count() > before
+}
+
 /// Sends `n` requests; true when every one is a 200 from `name`.
 fn all_served_by(sy: &Switchyard, n: usize, name: &str) -> bool {
     (0..n).all(|_| {
@@ -227,14 +212,7 @@ fn tcp_health_check_takes_stopped_backend_out_and_back() {
 
     let before = b1.app_count();
     b1.restart();
-    eventually!(
-        5,
-        {
-            let _ = try_get(sy.addr(), "/again", &[]);
-            b1.app_count() > before
-        },
-        "restarted backend never got traffic again"
-    );
+    eventually!(5, served_again(&sy, &b1, before), "restarted backend never got traffic again");
 }
 
 /// Answers `/health` of a backend through a handler and logs every answer
@@ -309,14 +287,7 @@ fn http_health_check_follows_fall_and_rise() {
 
     let t_up = Instant::now();
     probes.set(true);
-    eventually!(
-        5,
-        {
-            let _ = try_get(sy.addr(), "/again", &[]);
-            b1.app_count() > app_before
-        },
-        "healthy again backend never got traffic"
-    );
+    eventually!(5, served_again(&sy, &b1, app_before), "healthy again backend never got traffic");
     let good_probes = probes.answered(200, t_up);
     assert!(
         good_probes >= 2,
@@ -359,56 +330,31 @@ fn dead_backend_in_config_never_gets_a_request() {
 
 // === Statuses produced by the proxy ===
 
+/// The proxy's own 503 (every backend down), 502 (reset) and 504 (read
+/// timeout, request deadline): JSON naming the pool, within time bounds.
 #[test]
-fn every_backend_down_answers_503_json() {
-    let hc = "health_check: {type: tcp, interval: 1s, timeout: 200ms}";
-    let sy = start_pools("{default_pool: web}", &[pool("web", &[dead_url(), dead_url()], &[hc])]);
-    let start = Instant::now();
-    let r = get(sy.addr(), "/x", &[]);
-    assert!(start.elapsed() < Duration::from_secs(1), "{:?}", start.elapsed());
-    assert_eq!(proxy_error(&r, 503)["pool"], "web");
-}
-
-#[test]
-fn backend_reset_answers_502_json() {
-    let b = TestBackend::start("b");
-    b.set_mode(Mode::Reset);
-    let sy = start_web(&[&b], &["retries: {attempts: 1}"]);
-    let start = Instant::now();
-    let r = get(sy.addr(), "/x", &[]);
-    assert!(start.elapsed() < Duration::from_secs(2), "{:?}", start.elapsed());
-    assert_eq!(proxy_error(&r, 502)["pool"], "web");
-    assert_eq!(b.path_count("/x"), 1, "tried exactly once");
-}
-
-#[test]
-fn slow_backend_read_timeout_answers_504_json() {
-    let b = TestBackend::start("b");
-    b.set_delay(Duration::from_secs(2));
-    let sy = start_web(&[&b], &["retries: {attempts: 1}", "timeouts: {read: 300ms}"]);
-    let start = Instant::now();
-    let r = get(sy.addr(), "/x", &[]);
-    let took = start.elapsed();
-    assert_eq!(proxy_error(&r, 504)["pool"], "web");
-    assert!(
-        took >= Duration::from_millis(250) && took < Duration::from_millis(1500),
-        "504 after {took:?} with read: 300ms"
-    );
-}
-
-#[test]
-fn request_deadline_answers_504_json() {
-    let b = TestBackend::start("b");
-    b.set_delay(Duration::from_secs(3));
-    let sy = start_web(&[&b], &["timeouts: {read: 10s, request: 500ms}"]);
-    let start = Instant::now();
-    let r = get(sy.addr(), "/x", &[]);
-    let took = start.elapsed();
-    assert_eq!(proxy_error(&r, 504)["pool"], "web");
-    assert!(
-        took >= Duration::from_millis(450) && took < Duration::from_millis(2000),
-        "504 after {took:?} with request: 500ms"
-    );
+fn proxy_answers_503_502_504_as_json_in_time() {
+    let [reset, slow] = backends(["reset", "slow"]);
+    reset.set_mode(Mode::Reset);
+    slow.set_delay(Duration::from_secs(3));
+    let (hc, once) = ("health_check: {type: tcp, interval: 1s, timeout: 200ms}", "retries: {attempts: 1}");
+    let (dead, reset_url, slow_url) = (vec![dead_url(), dead_url()], vec![reset.url()], vec![slow.url()]);
+    let cases = [
+        ("every backend down", &dead, vec![hc], 503, 0, 1000),
+        ("reset", &reset_url, vec![once], 502, 0, 2000),
+        ("read: 300ms", &slow_url, vec![once, "timeouts: {read: 300ms}"], 504, 250, 1500),
+        ("request: 500ms", &slow_url, vec!["timeouts: {read: 10s, request: 500ms}"], 504, 450, 2000),
+    ];
+    for (what, urls, extra, status, min_ms, max_ms) in cases {
+        let sy = start_pools("{default_pool: web}", &[pool("web", urls, &extra)]);
+        let start = Instant::now();
+        let r = get(sy.addr(), "/x", &[]);
+        let took = start.elapsed();
+        assert_eq!(proxy_error(&r, status)["pool"], "web", "{what}");
+        let bounds = Duration::from_millis(min_ms)..Duration::from_millis(max_ms);
+        assert!(bounds.contains(&took), "{what}: {status} after {took:?}");
+    }
+    assert_eq!(reset.path_count("/x"), 1, "the reset backend was not tried exactly once");
 }
 
 #[test]
