@@ -619,18 +619,11 @@ fn metrics_are_prometheus_text_and_count_requests_by_pool_backend_code() {
         (req.path() == "/missing").then(|| Reply::new(404, "nope").with_delay(Duration::from_millis(30)))
     });
     let sy = Switchyard::start_admin(&admin_config_with(ADMIN, "{header: App-Name}", &[pool("web", &[b1.url()], &[])]));
-    for _ in 0..5 {
-        let r = get(sy.addr(), "/ok", &[("App-Name", "web")]);
-        assert_eq!(r.status, 200);
-    }
-    for _ in 0..2 {
-        let r = get(sy.addr(), "/missing", &[("App-Name", "web")]);
-        assert_eq!(r.status, 404);
-    }
-    // unrouted: no pool takes it
-    for _ in 0..3 {
-        let r = get(sy.addr(), "/x", &[("App-Name", "nope")]);
-        assert_eq!(r.status, 404);
+    // App-Name nope: unrouted, no pool takes it
+    for (n, path, app, status) in [(5, "/ok", "web", 200), (2, "/missing", "web", 404), (3, "/x", "nope", 404)] {
+        for _ in 0..n {
+            assert_eq!(get(sy.addr(), path, &[("App-Name", app)]).status, status, "{path}");
+        }
     }
 
     let count_is =
@@ -639,8 +632,7 @@ fn metrics_are_prometheus_text_and_count_requests_by_pool_backend_code() {
         count_is(t, 7.0)
             && metric(t, "switchyard_requests_total", &[("pool", ""), ("backend", ""), ("code", "404")]) == Some(3.0)
     });
-    let resp = admin(&sy, "GET", "/metrics", "");
-    assert_eq!(resp.status, 200);
+    let resp = call(&sy, "GET", "/metrics", "", 200);
     assert!(resp.header("content-type").is_some_and(|c| c.starts_with("text/plain")), "{:?}", resp.headers);
     let text = resp.text();
     // every line is a comment or a well-formed sample

@@ -100,10 +100,8 @@ fn echo_pipelined_requests() {
     );
     let text = String::from_utf8_lossy(&raw);
     assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 3, "{text}");
-    let one = text.find("\"/one\"").unwrap();
-    let two = text.find("\"/two\"").unwrap();
-    let three = text.find("\"/three\"").unwrap();
-    assert!(one < two && two < three, "{text}");
+    let at = |path: &str| text.find(&format!("\"{path}\"")).unwrap_or_else(|| panic!("no {path} in {text}"));
+    assert!(at("/one") < at("/two") && at("/two") < at("/three"), "{text}");
 }
 
 #[test]
