@@ -758,8 +758,7 @@ fn metrics_show_active_connections() {
     let st = status(&sy);
     assert_eq!(status_backend(&st, "web", &slow.url()).expect("slow")["active_connections"], 2, "{st}");
     for c in clients {
-        let r = c.join().expect("client").expect("slow request");
-        assert_eq!(r.status, 200);
+        c.join().expect("client").expect("slow request").expect_status(200);
     }
     eventually!(3, active() == Some(0.0), "active connections not back to 0:\n{}", metrics(&sy));
 }

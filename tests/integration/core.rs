@@ -66,12 +66,10 @@ fn routing_without_default_pool_answers_404_json() {
     let sy = start_pools("{}", &[pool("api", &[api.url()], &[])]);
     let r = get(sy.addr(), "/x", &[("App-Name", "billing")]);
     assert_eq!(proxy_error(&r, 404)["pool"], "billing");
-    let r = get(sy.addr(), "/x", &[]);
-    assert_eq!(r.status, 404);
+    let r = get(sy.addr(), "/x", &[]).expect_status(404);
     assert!(r.json()["pool"].is_string(), "{}", r.text());
     // The known pool still works.
-    let r = get(sy.addr(), "/x", &[("App-Name", "API")]);
-    assert_eq!(r.status, 200);
+    get(sy.addr(), "/x", &[("App-Name", "API")]).expect_status(200);
     assert_eq!(api.app_count(), 1);
 }
 
@@ -154,8 +152,7 @@ fn consistent_hash_by_client_ip_is_sticky() {
     // Every request comes from 127.0.0.1, on separate connections.
     let mut seen = HashSet::new();
     for _ in 0..15 {
-        let r = get(sy.addr(), "/x", &[]);
-        assert_eq!(r.status, 200);
+        let r = get(sy.addr(), "/x", &[]).expect_status(200);
         seen.insert(served_by(&r));
     }
     assert_eq!(seen.len(), 1, "one client went to {seen:?}");
@@ -170,8 +167,7 @@ fn consistent_hash_by_header_is_sticky_and_spreads() {
     for round in 0..4 {
         for u in 0..24 {
             let user = format!("user-{u}");
-            let r = c.get("/x", &[("X-User", &user)]).unwrap();
-            assert_eq!(r.status, 200);
+            let r = c.get("/x", &[("X-User", &user)]).unwrap().expect_status(200);
             let b = served_by(&r);
             let first = owner.entry(user.clone()).or_insert_with(|| b.clone());
             assert_eq!(*first, b, "{user} moved in round {round}");
@@ -384,8 +380,7 @@ fn single_backend() -> (TestBackend, Switchyard) {
 #[test]
 fn forwarded_headers_reach_the_backend() {
     let (b, sy) = single_backend();
-    let r = get(sy.addr(), "/fw", &[("Host", "shop.example:8080")]);
-    assert_eq!(r.status, 200);
+    get(sy.addr(), "/fw", &[("Host", "shop.example:8080")]).expect_status(200);
     let seen = b.last_app_request().unwrap();
     assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
@@ -395,8 +390,7 @@ fn forwarded_headers_reach_the_backend() {
     assert!(id.len() == 32 && id.bytes().all(|c| c.is_ascii_hexdigit()), "generated x-request-id {id:?}");
 
     // Client-sent X-Forwarded-For is appended to; a client X-Request-Id is kept.
-    let r = get(sy.addr(), "/fw2", &[("X-Forwarded-For", "10.1.2.3"), ("X-Request-Id", "req-abc-1")]);
-    assert_eq!(r.status, 200);
+    get(sy.addr(), "/fw2", &[("X-Forwarded-For", "10.1.2.3"), ("X-Request-Id", "req-abc-1")]).expect_status(200);
     let seen = b.last_app_request().unwrap();
     assert_eq!(seen.header("x-forwarded-for"), Some("10.1.2.3, 127.0.0.1"));
     assert_eq!(seen.header("x-request-id"), Some("req-abc-1"));
@@ -440,8 +434,7 @@ fn upstream_keepalive_connections_are_reused() {
     let (b, sy) = single_backend();
     for i in 0..30 {
         // A fresh client connection each time: reuse is upstream-side.
-        let r = get(sy.addr(), &format!("/ka/{i}"), &[]);
-        assert_eq!(r.status, 200);
+        get(sy.addr(), &format!("/ka/{i}"), &[]).expect_status(200);
     }
     assert_eq!(b.app_count(), 30);
     let conns = b.connections_accepted();
@@ -467,7 +460,6 @@ fn malformed_request_gets_4xx_and_proxy_keeps_serving() {
         );
     }
     assert_eq!(b.app_count(), 0, "a malformed request reached the backend");
-    let r = get(sy.addr(), "/after", &[]);
-    assert_eq!(r.status, 200);
+    get(sy.addr(), "/after", &[]).expect_status(200);
     assert!(sy.is_running());
 }

@@ -248,8 +248,7 @@ fn last_try_answering_503_is_passed_through() {
     let sy = Switchyard::start(&config(&urls, "retries: {attempts: 3, on: [connect_failure, http_503]}"));
     for i in 0..2 {
         let before = counts(&refs);
-        let r = get(sy.addr(), &format!("/all-busy/{i}"), &[]);
-        assert_eq!(r.status, 503, "{:?}", r.text());
+        let r = get(sy.addr(), &format!("/all-busy/{i}"), &[]).expect_status(503);
         let from = r.header("x-backend").expect("a backend's 503, not the proxy's");
         assert_eq!(r.text(), format!("{from} says 503"));
         assert_eq!(delta(&before, &counts(&refs)), [1, 1, 1]);
@@ -259,8 +258,7 @@ fn last_try_answering_503_is_passed_through() {
     // attempts 2: the second answer is final.
     let sy = Switchyard::start(&config(&urls, "retries: {attempts: 2, on: [connect_failure, http_503]}"));
     let before = counts(&refs);
-    let r = get(sy.addr(), "/two", &[]);
-    assert_eq!(r.status, 503);
+    let r = get(sy.addr(), "/two", &[]).expect_status(503);
     let from = r.header("x-backend").expect("a backend's 503").to_string();
     assert_eq!(r.text(), format!("{from} says 503"));
     assert_eq!(delta(&before, &counts(&refs)).iter().sum::<usize>(), 2);
@@ -272,8 +270,7 @@ fn last_try_answering_503_is_passed_through() {
 fn fail_once(sy: &Switchyard, a: &TestBackend) -> Instant {
     for i in 0..8 {
         let t = Instant::now();
-        let r = get(sy.addr(), &format!("/fail/{i}"), &[]);
-        assert_eq!(r.status, 200, "{:?}", r.text());
+        get(sy.addr(), &format!("/fail/{i}"), &[]).expect_status(200);
         if a.app_count() > 0 {
             return t;
         }
@@ -292,8 +289,7 @@ fn passive_ejection_keeps_failed_backend_out_for_fail_timeout() {
     a.set_mode(Mode::Respond);
     let mut client = Client::connect(sy.addr()).unwrap();
     for i in 0..12 {
-        let r = client.get(&format!("/ejected/{i}"), &[]).unwrap();
-        assert_eq!(r.status, 200);
+        client.get(&format!("/ejected/{i}"), &[]).unwrap().expect_status(200);
     }
     let window = failed_at.elapsed();
     assert!(window < Duration::from_millis(1800), "too slow to test the window: {window:?}");
@@ -349,8 +345,7 @@ fn reset_on_reused_connection_is_retried_fresh_and_then_counts() {
     a.set_mode(Mode::Reset);
     let n = a.app_count();
     eventually!(3, {
-        let r = client.get("/fail", &[]).unwrap();
-        assert_eq!(r.status, 200, "{:?}", r.text());
+        client.get("/fail", &[]).unwrap().expect_status(200);
         a.app_count() > n
     });
     let fails: Vec<u64> = a.app_requests().iter().filter(|r| r.target == "/fail").map(|r| r.conn_id).collect();

@@ -105,8 +105,7 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     let inflight = thread::spawn(move || try_get(addr, "/slow", &[]));
     eventually!(5, slow.app_count() == 1);
     sy.signal(libc::SIGTERM);
-    let r = inflight.join().expect("client thread").expect("in-flight request failed");
-    assert_eq!(r.status, 200);
+    inflight.join().expect("client thread").expect("in-flight request failed").expect_status(200);
     assert_eq!(sy.wait_exit(Duration::from_secs(15)), Some(0));
 }
 

@@ -77,8 +77,7 @@ fn no_terminal_answer_gives_the_last_5xx_from_a_backend() {
     let [a, b, c] = [backend("a", 500, 0), backend("b", 502, 150), backend("c", 503, 400)];
     let sy = Switchyard::start(&config(&urls(&[&a, &b, &c]), "race: {}"));
     for _ in 0..2 {
-        let r = get(sy.addr(), "/bad", &[]);
-        assert_eq!(r.status, 503, "{:?}", r.text());
+        let r = get(sy.addr(), "/bad", &[]).expect_status(503);
         assert_eq!(r.header("x-backend"), Some("c"), "not the backend's own answer");
         assert_eq!(r.text(), "c 503");
     }
@@ -103,8 +102,7 @@ fn dead_backend_in_race_pool_does_not_hurt() {
         let r = client.get(&format!("/x/{i}"), &[]).unwrap();
         assert_eq!(r.status, 200, "#{i}: {:?}", r.text());
     }
-    let r = client.request("POST", "/p", &[], b"payload").unwrap();
-    assert_eq!(r.status, 200, "{:?}", r.text());
+    client.request("POST", "/p", &[], b"payload").unwrap().expect_status(200);
 }
 
 #[test]
@@ -118,8 +116,7 @@ fn race_post_body_arrives_byte_identical_at_every_backend() {
     assert_eq!((r.status, r.text().as_str()), (200, "a 200"));
     // Chunked from the client: replayed with an exact Content-Length.
     let chunked = body(43, 20_000);
-    let r = request(sy.addr(), "POST", "/chunked", &[("Transfer-Encoding", "chunked")], &chunked);
-    assert_eq!(r.status, 200, "{:?}", r.text());
+    request(sy.addr(), "POST", "/chunked", &[("Transfer-Encoding", "chunked")], &chunked).expect_status(200);
     eventually!(3, [&a, &b, &c].iter().all(|x| x.app_count() == 2));
     for x in [&a, &b, &c] {
         let reqs = x.app_requests();
@@ -139,11 +136,9 @@ fn bodies_above_race_max_body_go_to_one_backend() {
     let bs = abc(200, 200);
     let sy = Switchyard::start(&config(&urls(&bs.each_ref()), "race: {max_body: 1KiB}"));
     let big = body(1, 4096);
-    let r = request(sy.addr(), "POST", "/big", &[], &big);
-    assert_eq!(r.status, 200, "{:?}", r.text());
+    request(sy.addr(), "POST", "/big", &[], &big).expect_status(200);
     // A small one is raced, for contrast.
-    let r = request(sy.addr(), "POST", "/small", &[], b"tiny");
-    assert_eq!(r.status, 200);
+    request(sy.addr(), "POST", "/small", &[], b"tiny").expect_status(200);
     eventually!(2, bs.iter().map(|b| b.path_count("/small")).sum::<usize>() == 3);
     let big_seen: usize = bs.iter().map(|b| b.path_count("/big")).sum();
     assert_eq!(big_seen, 1);
@@ -159,8 +154,7 @@ fn hedged_requests_to_fast_backends_ask_only_one() {
     let sy = Switchyard::start(&config(&urls(&bs.each_ref()), "race: {hedge_delay: 300ms}"));
     let mut client = Client::connect(sy.addr()).unwrap();
     for i in 0..9 {
-        let r = client.get(&format!("/h/{i}"), &[]).unwrap();
-        assert_eq!(r.status, 200, "{:?}", r.text());
+        client.get(&format!("/h/{i}"), &[]).unwrap().expect_status(200);
     }
     // Give a stray hedge a chance to show up before counting.
     std::thread::sleep(Duration::from_millis(400));
@@ -226,8 +220,7 @@ fn cancelled_losers_connections_are_closed_not_drained() {
     assert_eq!(b.open_connections(), 1);
     // The next race reuses b's connection but must open a new one to c.
     c.set_delay(Duration::ZERO);
-    let r = get(addr, "/again", &[]);
-    assert_eq!(r.status, 200, "{:?}", r.text());
+    get(addr, "/again", &[]).expect_status(200);
     eventually!(2, c.app_count() == 2);
     assert_eq!(c.connections_accepted(), 2, "c's cut connection was reused");
     assert_eq!(b.connections_accepted(), 1);

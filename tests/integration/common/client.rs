@@ -35,6 +35,13 @@ impl Response {
         find_header(&self.headers, name)
     }
 
+    /// Asserts the status (the body in the message); returns the response.
+    #[track_caller]
+    pub fn expect_status(self, status: u16) -> Response {
+        assert_eq!(self.status, status, "body {:?}", self.text());
+        self
+    }
+
     /// The body as (lossy) UTF-8 text.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
