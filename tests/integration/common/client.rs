@@ -11,7 +11,7 @@ use http::{HeaderMap, Request};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
-use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 
 use super::rt;
@@ -113,10 +113,7 @@ pub struct Client {
 impl Client {
     pub fn connect(addr: SocketAddr) -> io::Result<Client> {
         let send = block_on(CLIENT_TIMEOUT, async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await?;
-            let _ = tcp.set_nodelay(true);
-            let io = TokioIo::new(tcp);
-            let (send, conn) = hyper::client::conn::http1::handshake(io).await.map_err(io_error)?;
+            let (send, conn) = open(addr).await?;
             tokio::spawn(conn);
             Ok(send)
         })?;
@@ -168,6 +165,13 @@ fn build(
     req.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
+/// A new client connection: its sender, and the connection to drive.
+async fn open(addr: SocketAddr) -> io::Result<(SendRequest<Body>, Connection<TokioIo<tokio::net::TcpStream>, Body>)> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let _ = tcp.set_nodelay(true);
+    hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(io_error)
+}
+
 async fn exchange(send: &mut SendRequest<Body>, req: Request<Body>) -> io::Result<Response> {
     let (head, body) = send.send_request(req).await.map_err(io_error)?.into_parts();
     let body = body.collect().await.map_err(io_error)?.to_bytes().to_vec();
@@ -185,9 +189,7 @@ pub fn try_request(
 ) -> io::Result<Response> {
     let req = build(addr, method, path, headers, body)?;
     block_on(CLIENT_TIMEOUT, async move {
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
-        let _ = tcp.set_nodelay(true);
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(io_error)?;
+        let (mut send, conn) = open(addr).await?;
         let ask = async move { exchange(&mut send, req).await }; // `send` dropped at the end: `conn` ends
         let (answer, _) = tokio::join!(ask, conn);
         answer
@@ -228,11 +230,7 @@ pub fn send_raw_timeout(addr: SocketAddr, bytes: &[u8], total: Duration) -> Vec<
             Ok(0) => break,
             Ok(n) => out.extend_from_slice(&tmp[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                if !out.is_empty() {
-                    break;
-                }
-            }
+            Err(e) if out.is_empty() && matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
             Err(_) => break,
         }
     }
