@@ -136,7 +136,7 @@ fn graceful_upgrade_under_load_drops_no_request() {
                             errors.push(format!("{:?}", other.map(|r| r.status)));
                         }
                     }
-                    thread::sleep(Duration::from_millis(5));
+                    thread::sleep(Duration::from_millis(5)); // pacing the load, not a wait
                 }
                 errors
             })

@@ -163,7 +163,7 @@ fn load(
                         }
                         other => errors.push(format!("{:?}", other.map(|r| r.status))),
                     }
-                    thread::sleep(Duration::from_millis(5));
+                    thread::sleep(Duration::from_millis(5)); // pacing the load, not a wait
                 }
                 errors
             })
@@ -277,17 +277,10 @@ fn run_upgrade_script(sy: &Switchyard, bin: &std::path::Path) -> (bool, String) 
         .stderr(fs::File::create(&err).expect("stderr file"))
         .spawn()
         .expect("run upgrade.sh");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Ok(Some(st)) = child.try_wait() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("upgrade.sh still running after 60 s");
-        }
-        thread::sleep(Duration::from_millis(50));
+    let Some(status) = wait_child(&mut child, Duration::from_secs(60)) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("upgrade.sh still running after 60 s");
     };
     (status.success(), fs::read_to_string(&err).unwrap_or_default())
 }

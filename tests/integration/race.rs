@@ -156,7 +156,7 @@ fn hedged_requests_to_fast_backends_ask_only_one() {
     for i in 0..9 {
         client.get(&format!("/h/{i}"), &[]).unwrap().expect_status(200);
     }
-    // Give a stray hedge a chance to show up before counting.
+    // Absence check: give a stray hedge a chance to show up before counting.
     std::thread::sleep(Duration::from_millis(400));
     let seen: Vec<usize> = bs.iter().map(|b| b.app_count()).collect();
     assert_eq!(seen.iter().sum::<usize>(), 9, "per backend {seen:?}");
