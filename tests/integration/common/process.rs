@@ -2,11 +2,9 @@
 //! [`run_switchyard`], [`run_echo`]), [`EchoProcess`], and the kill helpers.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread;
 use std::time::Duration;
 
 use super::{expand_config, free_port, poll_until, send_signal, TempDir};
@@ -96,6 +94,7 @@ pub fn check_config_file(path: &Path) -> Output {
 pub struct EchoProcess {
     child: Option<Child>,
     addr: SocketAddr,
+    _dir: TempDir, // its stdout and stderr
 }
 
 impl EchoProcess {
@@ -113,34 +112,27 @@ impl EchoProcess {
 
     /// [`start`](Self::start) from a prepared command (e.g. with env vars).
     pub fn start_cmd(cmd: &mut Command) -> EchoProcess {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {ECHO_BIN}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            lines.for_each(drop); // keep draining so the child never blocks on stdout
+        let dir = TempDir::new();
+        let (out, err) = (dir.join("echo.stdout"), dir.join("echo.stderr"));
+        let file = |p: &Path| fs::File::create(p).expect("create log file");
+        let spawned = cmd.stdin(Stdio::null()).stdout(file(&out)).stderr(file(&err)).spawn();
+        let mut child = spawned.unwrap_or_else(|e| panic!("spawn {ECHO_BIN}: {e}"));
+        let mut addr = None;
+        poll_until(Duration::from_secs(10), || {
+            let text = read_lossy(&out); // only a whole first line
+            let line = text.split_once('\n').and_then(|(l, _)| l.strip_prefix("listening on "));
+            addr = line.and_then(|a| a.trim().parse::<SocketAddr>().ok());
+            addr.is_some()
         });
-        let line = rx.recv_timeout(Duration::from_secs(10));
-        let addr = line
-            .as_ref()
-            .ok()
-            .and_then(|l| l.strip_prefix("listening on "))
-            .and_then(|a| a.trim().parse::<SocketAddr>().ok());
         let Some(addr) = addr else {
             terminate_child(&mut child, Duration::from_millis(500));
-            let mut stderr = String::new();
-            let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut stderr));
-            panic!("switchyard-echo did not announce itself (first line {line:?})\nstderr:\n{stderr}");
+            panic!(
+                "switchyard-echo did not announce itself\nstdout:\n{}\nstderr:\n{}",
+                read_lossy(&out),
+                read_lossy(&err)
+            );
         };
-        EchoProcess { child: Some(child), addr }
+        EchoProcess { child: Some(child), addr, _dir: dir }
     }
 
     pub fn addr(&self) -> SocketAddr {
