@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::{HeaderValue, Request, StatusCode};
+use http::Request;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -313,23 +313,18 @@ async fn answer(
     tokio::time::sleep(reply.delay).await;
     match reply.mode {
         Mode::Respond => {}
-        Mode::Reset => reset.store(true, SeqCst),
-        Mode::Close => {}
         Mode::Hang => std::future::pending::<()>().await,
+        mode => {
+            reset.store(mode == Mode::Reset, SeqCst);
+            return Err(io::Error::other(format!("{mode:?} mode")));
+        }
     }
-    if reply.mode != Mode::Respond {
-        return Err(io::Error::other(format!("{:?} mode", reply.mode)));
-    }
-    let mut resp = http::Response::new(body_of(&reply.body, reply.chunked));
-    *resp.status_mut() = StatusCode::from_u16(reply.status).map_err(io::Error::other)?;
-    let h = resp.headers_mut();
-    h.insert("x-backend", HeaderValue::from_str(&s.name).map_err(io::Error::other)?);
+    let mut resp = http::Response::builder().status(reply.status).header("x-backend", &s.name);
     for (k, v) in &reply.headers {
-        let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(io::Error::other)?;
-        h.append(name, HeaderValue::from_str(v).map_err(io::Error::other)?);
+        resp = resp.header(k, v);
     }
     if reply.close {
-        h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        resp = resp.header("connection", "close");
     }
-    Ok(resp)
+    resp.body(body_of(&reply.body, reply.chunked)).map_err(io::Error::other)
 }
