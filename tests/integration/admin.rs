@@ -443,11 +443,10 @@ fn patch_backend_drains_and_re_enables() {
     let st = status(&sy);
     assert_eq!(status_backend(&st, "web", &b2.url()).expect("b2")["enabled"], true);
 
-    // errors
-    expect_call(&sy, "PATCH", Some("web"), &b2.url(), "", 400); // PATCH without enabled
-    expect_call(&sy, "PATCH", Some("web"), &dead_url(), ", \"enabled\": false", 404); // unknown backend
+    // errors: no `enabled`, an unknown backend, an unknown pool
+    expect_call(&sy, "PATCH", Some("web"), &b2.url(), "", 400);
+    expect_call(&sy, "PATCH", Some("web"), &dead_url(), ", \"enabled\": false", 404);
     expect_call(&sy, "PATCH", Some("nope"), &b1.url(), ", \"enabled\": false", 404);
-    // unknown pool
 }
 
 // === Admin changes outlive reloads and restarts ===

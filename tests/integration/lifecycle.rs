@@ -13,8 +13,7 @@ const FAST_HC: &str = "health_check: { type: http, path: /health, interval: 100m
 #[test]
 fn sighup_reload_adds_a_pool_and_routes_to_it() {
     let [web, api] = backends(["web", "api"]);
-    let first = proxy_config("{default_pool: web}", &[pool("web", &[web.url()], &[FAST_HC])]);
-    let sy = Switchyard::start(&first);
+    let sy = start_pools("{default_pool: web}", &[pool("web", &[web.url()], &[FAST_HC])]);
     assert_eq!(who(&sy, Some("api")).as_deref(), Some("web"));
 
     sy.write_config(&proxy_config(
@@ -42,8 +41,9 @@ fn invalid_reload_keeps_the_running_configuration() {
 #[test]
 fn backend_added_by_reload_gets_no_request_before_its_probe_passes() {
     let [good, sick] = backends(["good", "sick"]);
-    sick.set_healthy(false); // answers the app but fails /health
-                             // pingora alone would call `sick` healthy until 3 failed probes (15 s)
+    // `sick` answers the app but fails /health; pingora alone would call it
+    // healthy until 3 failed probes (15 s)
+    sick.set_healthy(false);
     let hc = "health_check: { type: http, path: /health, interval: 5s, timeout: 300ms, rise: 1, fall: 3 }";
     let sy = start_pools("{default_pool: web}", &[pool("web", &[good.url()], &[hc])]);
 
