@@ -3,8 +3,6 @@
 
 use crate::common::*;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -116,50 +114,16 @@ fn graceful_upgrade_under_load_drops_no_request() {
         .to_string()
         + &proxy_config("{default_pool: web}", &[pool("web", &[a.url(), b.url()], &["health_check: { type: tcp, interval: 200ms }"])]);
     let mut old = Switchyard::start(&yaml);
-    let addr = old.addr();
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let load: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            thread::spawn(move || {
-                let deadline = Instant::now() + Duration::from_secs(40);
-                let mut errors = Vec::new();
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    match try_get(addr, "/load", &[("Connection", "close")]) {
-                        Ok(r) if r.status == 200 => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        other => {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            errors.push(format!("{:?}", other.map(|r| r.status)));
-                        }
-                    }
-                    thread::sleep(Duration::from_millis(5)); // pacing the load, not a wait
-                }
-                errors
-            })
-        })
-        .collect();
-
-    eventually!(5, ok.load(Ordering::Relaxed) > 20);
+    let load = Load::start(old.addr(), 4);
+    eventually!(5, load.ok() > 20);
     let mut new = old.spawn_sibling(&["-u"]);
     // the new process waits on the upgrade socket; hand the listeners over
     eventually!(10, old.dir().join("sy.sock").exists());
     old.signal(libc::SIGQUIT);
     assert_eq!(old.wait_exit(Duration::from_secs(20)), Some(0));
-    let served_after = ok.load(Ordering::Relaxed);
-    eventually!(5, ok.load(Ordering::Relaxed) > served_after + 20, "new instance does not serve");
-    stop.store(true, Ordering::Relaxed);
-    let errors: Vec<String> = load.into_iter().flat_map(|t| t.join().expect("load thread")).collect();
-    assert!(
-        errors.is_empty(),
-        "{} of {} requests failed during the upgrade: {:?}",
-        errors.len(),
-        ok.load(Ordering::Relaxed) + errors.len(),
-        &errors[..errors.len().min(10)]
-    );
+    let served_after = load.ok();
+    eventually!(5, load.ok() > served_after + 20, "new instance does not serve");
+    load.finish(&new.logs());
     assert!(new.is_running());
 }
 

@@ -25,6 +25,7 @@ macro_rules! eventually {
 
 mod backend;
 mod client;
+mod load;
 mod metrics;
 mod process;
 mod raw;
@@ -33,6 +34,7 @@ mod switchyard;
 
 pub use backend::*;
 pub use client::*;
+pub use load::*;
 pub use metrics::*;
 pub use process::*;
 pub use raw::*;
