@@ -549,17 +549,18 @@ fn admin_changes_survive_a_restart_with_the_same_state_file() {
 
 // === POST /reload ===
 
+/// Config with pool `web` (`web_extra` keys) and, given `api`, pool `api`, routed by App-Name.
+fn web_and_api(web: &TestBackend, web_extra: &[&str], api: Option<&TestBackend>) -> String {
+    let pools = [Some(pool("web", &[web.url()], web_extra)), api.map(|a| pool("api", &[a.url()], &[]))];
+    admin_config_with(ADMIN, BY_APP, &pools.into_iter().flatten().collect::<Vec<_>>())
+}
+
 #[test]
 fn post_reload_applies_a_valid_edit() {
     let [web, api] = backends(["web", "api"]);
-    let routing = BY_APP;
-    let sy = Switchyard::start_admin(&admin_config_with(ADMIN, routing, &[pool("web", &[web.url()], &[])]));
+    let sy = Switchyard::start_admin(&web_and_api(&web, &[], None));
     assert_eq!(who(&sy, Some("api")).as_deref(), Some("web"));
-    sy.write_config(&admin_config_with(
-        ADMIN,
-        routing,
-        &[pool("web", &[web.url()], &[]), pool("api", &[api.url()], &[])],
-    ));
+    sy.write_config(&web_and_api(&web, &[], Some(&api)));
     call(&sy, "POST", "/reload", "", 200);
     eventually!(5, who(&sy, Some("api")).as_deref() == Some("api"), "new pool never routed after POST /reload");
     assert_eq!(who(&sy, Some("web")).as_deref(), Some("web"));
@@ -569,13 +570,8 @@ fn post_reload_applies_a_valid_edit() {
 #[test]
 fn post_reload_rejects_an_invalid_edit_and_keeps_serving() {
     let [web, api] = backends(["web", "api"]);
-    let routing = BY_APP;
-    let sy = Switchyard::start_admin(&admin_config_with(ADMIN, routing, &[pool("web", &[web.url()], &[])]));
-    sy.write_config(&admin_config_with(
-        ADMIN,
-        routing,
-        &[pool("web", &[web.url()], &["strategy: fastest"]), pool("api", &[api.url()], &[])],
-    ));
+    let sy = Switchyard::start_admin(&web_and_api(&web, &[], None));
+    sy.write_config(&web_and_api(&web, &["strategy: fastest"], Some(&api)));
     let v = call(&sy, "POST", "/reload", "", 400).json();
     let errors = v["errors"].as_array().unwrap_or_else(|| panic!("no errors array: {v}"));
     assert!(!errors.is_empty(), "{v}");

@@ -4,6 +4,7 @@
 //! upstream keep-alive and malformed requests. Real sockets, real process.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -214,20 +215,20 @@ fn tcp_health_check_takes_stopped_backend_out_and_back() {
 /// Answers `/health` of a backend through a handler and logs every answer
 /// (time, status), so probes are counted by the answer they got.
 struct HealthSwitch {
-    healthy: Arc<std::sync::atomic::AtomicBool>,
+    healthy: Arc<AtomicBool>,
     log: Arc<Mutex<Vec<(Instant, u16)>>>,
 }
 
 impl HealthSwitch {
     fn install(b: &TestBackend) -> HealthSwitch {
-        let healthy = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let healthy = Arc::new(AtomicBool::new(true));
         let log = Arc::new(Mutex::new(Vec::new()));
         let (h, l) = (Arc::clone(&healthy), Arc::clone(&log));
         b.set_handler(move |req| {
             if req.path() != "/health" {
                 return None;
             }
-            let status = if h.load(std::sync::atomic::Ordering::SeqCst) { 200 } else { 503 };
+            let status = if h.load(SeqCst) { 200 } else { 503 };
             l.lock().unwrap().push((Instant::now(), status));
             Some(Reply::new(status, "probe"))
         });
@@ -235,7 +236,7 @@ impl HealthSwitch {
     }
 
     fn set(&self, healthy: bool) {
-        self.healthy.store(healthy, std::sync::atomic::Ordering::SeqCst);
+        self.healthy.store(healthy, SeqCst);
     }
 
     /// Probes answered with `status` since `since`.
@@ -245,13 +246,10 @@ impl HealthSwitch {
 
     /// The log relative to `origin`, for failure messages.
     fn dump(&self, origin: Instant) -> String {
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(t, s)| format!("{:?}:{s}", t.saturating_duration_since(origin)))
-            .collect::<Vec<_>>()
-            .join(" ")
+        let log = self.log.lock().unwrap();
+        let probes: Vec<String> =
+            log.iter().map(|(t, s)| format!("{:?}:{s}", t.saturating_duration_since(origin))).collect();
+        probes.join(" ")
     }
 }
 
