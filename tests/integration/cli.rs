@@ -245,14 +245,8 @@ fn port_in_use_exits_2() {
     let holder = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = holder.local_addr().unwrap().to_string();
     let b = TestBackend::start("b");
-    let mut sy = Switchyard::builder()
-        .config(&format!(
-            "listen: [{{addr: \"{addr}\"}}]\nrouting: {{default_pool: web}}\n\
-             pools:\n  web: {{backends: [{{url: \"{}\"}}], health_check: {{type: none}}}}\n",
-            b.url()
-        ))
-        .ready(Ready::NoWait)
-        .start();
+    let yaml = proxy_config("{default_pool: web}", &[pool("web", &[b.url()], &[])]).replace("{listen}", &addr);
+    let mut sy = Switchyard::builder().config(&yaml).ready(Ready::NoWait).start();
     assert_eq!(sy.wait_exit(Duration::from_secs(15)), Some(2));
     let err = sy.stderr();
     assert!(err.contains(&addr), "message does not name {addr}:\n{err}");
