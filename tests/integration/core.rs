@@ -294,14 +294,13 @@ fn http_health_check_follows_fall_and_rise() {
 #[test]
 fn dead_backend_in_config_never_gets_a_request() {
     let [live_tcp, live_http] = backends(["live-tcp", "live-http"]);
-    let (dead1, dead2) = (dead_url(), dead_url());
     let tcp_hc = "health_check: {type: tcp, interval: 1s, timeout: 200ms}";
     let http_hc = "health_check: {type: http, path: /health, interval: 1s, timeout: 200ms}";
     let sy = start_pools(
         "{default_pool: tcp}",
         &[
-            pool("tcp", &[dead1, live_tcp.url()], &[NO_RETRIES, NO_EJECTION, tcp_hc]),
-            pool("http", &[dead2, live_http.url()], &[NO_RETRIES, NO_EJECTION, http_hc]),
+            pool("tcp", &[dead_url(), live_tcp.url()], &[NO_RETRIES, NO_EJECTION, tcp_hc]),
+            pool("http", &[dead_url(), live_http.url()], &[NO_RETRIES, NO_EJECTION, http_hc]),
         ],
     );
     // From the very first request on: no retries, no passive ejection to hide a miss.
@@ -309,17 +308,14 @@ fn dead_backend_in_config_never_gets_a_request() {
     for pool in ["tcp", "http"] {
         for i in 0..50 {
             match try_get(sy.addr(), "/x", &[("App-Name", pool)]) {
-                Ok(r) if r.status == 200 => {
-                    assert_eq!(served_by(&r), format!("live-{pool}"));
-                }
+                Ok(r) if r.status == 200 => assert_eq!(served_by(&r), format!("live-{pool}")),
                 Ok(r) => errors.push(format!("{pool} #{i}: {} {}", r.status, r.text())),
                 Err(e) => errors.push(format!("{pool} #{i}: {e}")),
             }
         }
     }
     assert!(errors.is_empty(), "{errors:?}");
-    assert_eq!(live_tcp.app_count(), 50);
-    assert_eq!(live_http.app_count(), 50);
+    assert_eq!((live_tcp.app_count(), live_http.app_count()), (50, 50));
 }
 
 // === Statuses produced by the proxy ===
