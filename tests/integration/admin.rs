@@ -7,71 +7,70 @@
 //! about health, so backends take traffic at once.
 
 use crate::common::*;
+use serde_json::json;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-// === Config helpers ===
-
-/// The usual `admin:` mapping body: the `{admin}` port and a state file in
-/// the proxy's temp dir.
+/// The usual `admin:` body: the `{admin}` port, a state file in the temp dir.
 const ADMIN: &str = "listen: \"{admin}\", state_file: \"{dir}/state.json\"";
+const WEB: &str = "{default_pool: web}";
+const BY_APP: &str = "{header: App-Name, default_pool: web}";
 
-/// A whole config: proxy on `{listen}`, `admin: {ADMIN_BODY}`, `routing`
-/// (a flow mapping) and `pools`.
+/// `admin: {ADMIN_BODY}` and [`proxy_config`]`(routing, pools)`.
 fn admin_config_with(admin_body: &str, routing: &str, pools: &[String]) -> String {
     format!("admin: {{{admin_body}}}\n{}", proxy_config(routing, pools))
 }
 
-/// [`admin_config_with`] with the usual admin section and `default_pool: web`.
-fn admin_config(pools: &[String]) -> String {
-    admin_config_with(ADMIN, "{default_pool: web}", pools)
+/// One pool `web` of `b`, as [`proxy_config`] takes it.
+fn web_pool(b: &TestBackend) -> [String; 1] {
+    [pool("web", &[b.url()], &[])]
 }
 
-// === Client helpers ===
+/// [`ADMIN`], `default_pool: web`, `pools`.
+fn admin_config(pools: &[String]) -> String {
+    admin_config_with(ADMIN, WEB, pools)
+}
 
-/// An admin request with an optional bearer token.
-fn admin_as(sy: &Switchyard, token: Option<&str>, method: &str, path: &str, body: &str) -> Response {
-    let auth = token.map(|t| format!("Bearer {t}"));
-    let mut headers: Vec<(&str, &str)> = Vec::new();
-    if let Some(a) = &auth {
-        headers.push(("Authorization", a));
-    }
+/// The proxy of [`admin_config`] with one pool `web` of `bs`, admin API up.
+fn start_web_admin(bs: &[&TestBackend]) -> Switchyard {
+    Switchyard::start_admin(&admin_config(&[pool("web", &urls(bs), &[])]))
+}
+
+/// An admin request, with this `Authorization` header when given.
+fn admin_as(sy: &Switchyard, auth: Option<&str>, method: &str, path: &str, body: &str) -> Response {
+    let mut headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", *a)).collect();
     if !body.is_empty() {
         headers.push(("Content-Type", "application/json"));
     }
     request(sy.admin_addr(), method, path, &headers, body.as_bytes())
 }
 
-/// An admin request without a token.
 fn admin(sy: &Switchyard, method: &str, path: &str, body: &str) -> Response {
     admin_as(sy, None, method, path, body)
 }
 
-/// `GET /status` as JSON (asserting 200).
+/// [`admin`], asserting the answer's status.
+fn call(sy: &Switchyard, method: &str, path: &str, body: &str, code: u16) -> Response {
+    let r = admin(sy, method, path, body);
+    assert_eq!(r.status, code, "{method} {path} {body}: {}", r.text());
+    r
+}
+
 fn status(sy: &Switchyard) -> serde_json::Value {
-    let r = admin(sy, "GET", "/status", "");
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()
+    call(sy, "GET", "/status", "", 200).json()
 }
 
-/// `GET /metrics` text (asserting 200).
 fn metrics(sy: &Switchyard) -> String {
-    let r = admin(sy, "GET", "/metrics", "");
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.text()
+    call(sy, "GET", "/metrics", "", 200).text()
 }
 
-/// `n` requests to the default pool; the backends that answered (None for
-/// a non-200).
+/// The backends that answered `n` requests to the default pool (None: no 200).
 fn serve_n(sy: &Switchyard, n: usize) -> Vec<Option<String>> {
     (0..n).map(|_| who(sy, None)).collect()
 }
 
-/// `n` requests to the default pool, each served (200) by backend `name`;
-/// `when` says at which point of the test, for the failure message.
+/// `n` requests to the default pool, each a 200 from `name`; `when` for the message.
 fn assert_served_only_by(sy: &Switchyard, n: usize, name: &str, when: &str) {
     for (i, b) in serve_n(sy, n).into_iter().enumerate() {
         assert_eq!(b.as_deref(), Some(name), "{when} request {i}");
@@ -80,35 +79,24 @@ fn assert_served_only_by(sy: &Switchyard, n: usize, name: &str, when: &str) {
 
 /// The backend objects of pool `name` in a `/status` answer.
 fn status_backends(st: &serde_json::Value, name: &str) -> Vec<serde_json::Value> {
-    st["pools"][name]["backends"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no backends array for pool {name} in {st}"))
-        .clone()
+    let bs = st["pools"][name]["backends"].as_array();
+    bs.unwrap_or_else(|| panic!("no backends array for pool {name} in {st}")).clone()
 }
 
-/// The `/status` object of backend `url` in pool `name`.
 fn status_backend(st: &serde_json::Value, name: &str, url: &str) -> Option<serde_json::Value> {
     status_backends(st, name).into_iter().find(|b| b["url"].as_str() == Some(url))
 }
 
-/// URLs of the backends of pool `name` in a `/status` answer, sorted.
+/// The sorted URLs of pool `name` in a `/status` answer.
 fn status_urls(st: &serde_json::Value, name: &str) -> Vec<String> {
-    let mut v: Vec<String> =
-        status_backends(st, name).iter().map(|b| b["url"].as_str().unwrap_or("").to_string()).collect();
+    let mut v: Vec<String> = status_backends(st, name).iter().map(|b| b["url"].as_str().unwrap_or("").into()).collect();
     v.sort();
     v
 }
 
-/// `METHOD /backends` with the JSON body of [`body_json`].
-fn backends_call(sy: &Switchyard, method: &str, pool: Option<&str>, url: &str, extra: &str) -> Response {
-    admin(sy, method, "/backends", &body_json(pool, url, extra))
-}
-
-/// [`backends_call`], asserting the answer's status.
+/// `METHOD /backends` with the JSON of [`body_json`], asserting the status.
 fn expect_call(sy: &Switchyard, method: &str, pool: Option<&str>, url: &str, extra: &str, code: u16) -> Response {
-    let r = backends_call(sy, method, pool, url, extra);
-    assert_eq!(r.status, code, "{method} /backends {}: {}", body_json(pool, url, extra), r.text());
-    r
+    call(sy, method, "/backends", &body_json(pool, url, extra), code)
 }
 
 fn body_json(pool: Option<&str>, url: &str, extra: &str) -> String {
@@ -118,11 +106,8 @@ fn body_json(pool: Option<&str>, url: &str, extra: &str) -> String {
     }
 }
 
-// === Prometheus text parsing ===
-
-/// `/metrics` once `ready` holds for it (2 s bound; the text as it is
-/// then). A request is counted when the proxy finishes it, which can be a
-/// moment after the client has read the whole answer.
+/// `/metrics` once `ready` holds for it (2 s bound; a request is counted when
+/// the proxy finishes it, a moment after the client has read the answer).
 fn settled(sy: &Switchyard, ready: impl Fn(&str) -> bool) -> String {
     let mut text = metrics(sy);
     poll_until(Duration::from_secs(2), || {
@@ -142,13 +127,11 @@ fn bname(b: &TestBackend) -> String {
 #[test]
 fn healthz_answers_ok_and_no_token_configured_means_open_api() {
     let b1 = TestBackend::start("b1");
-    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[b1.url()], &[])]));
-    let r = admin(&sy, "GET", "/healthz", "");
-    assert_eq!(r.status, 200);
-    assert_eq!(r.text().trim(), "ok");
+    let sy = start_web_admin(&[&b1]);
+    assert_eq!(call(&sy, "GET", "/healthz", "", 200).text().trim(), "ok");
     // no token configured: everything is open (loopback only)
-    assert_eq!(admin(&sy, "GET", "/status", "").status, 200);
-    assert_eq!(admin(&sy, "GET", "/metrics", "").status, 200);
+    call(&sy, "GET", "/status", "", 200);
+    call(&sy, "GET", "/metrics", "", 200);
 }
 
 /// Every guarded endpoint with a request body that succeeds (with the right
@@ -165,51 +148,39 @@ fn guarded_requests(spare: &str) -> Vec<(&'static str, &'static str, String, u16
 }
 
 fn assert_token_guard(sy: &Switchyard, token: &str, spare: &TestBackend) {
+    let (right, wrong, basic) = (format!("Bearer {token}"), format!("Bearer {token}x"), format!("Basic {token}"));
     // /healthz never needs the token
-    for t in [None, Some("wrong")] {
-        let r = admin_as(sy, t, "GET", "/healthz", "");
-        assert_eq!(r.status, 200, "/healthz with token {t:?}");
+    for auth in [None, Some("Bearer wrong")] {
+        let r = admin_as(sy, auth, "GET", "/healthz", "");
+        assert_eq!(r.status, 200, "/healthz with Authorization {auth:?}");
         assert_eq!(r.text().trim(), "ok");
     }
-
-    let wrong = format!("{token}x");
+    // no token, a wrong one, the token in another scheme
     for (method, path, body, _) in guarded_requests(&spare.url()) {
-        for (what, t) in [("no token", None), ("wrong token", Some(wrong.as_str()))] {
-            let r = admin_as(sy, t, method, path, &body);
-            assert_eq!(r.status, 401, "{method} {path} with {what}: {}", r.text());
+        for auth in [None, Some(wrong.as_str()), Some(basic.as_str())] {
+            let r = admin_as(sy, auth, method, path, &body);
+            assert_eq!(r.status, 401, "{method} {path} with Authorization {auth:?}: {}", r.text());
         }
-        // the token in another scheme does not count either
-        let basic = format!("Basic {token}");
-        let r = request(sy.admin_addr(), method, path, &[("Authorization", basic.as_str())], body.as_bytes());
-        assert_eq!(r.status, 401, "{method} {path} with Basic: {}", r.text());
     }
     // nothing was changed by the refused requests
-    let st = admin_as(sy, Some(token), "GET", "/status", "");
-    assert_eq!(st.status, 200);
-    assert!(
-        status_backend(&st.json(), "web", &spare.url()).is_none(),
-        "an unauthorised POST /backends changed the pool: {}",
-        st.text()
-    );
+    let st = admin_as(sy, Some(&right), "GET", "/status", "").expect_status(200);
+    let added = status_backend(&st.json(), "web", &spare.url());
+    assert!(added.is_none(), "an unauthorised POST /backends changed the pool: {}", st.text());
     assert_eq!(spare.app_count(), 0);
 
     // with the right token each endpoint does its job
     for (method, path, body, code) in guarded_requests(&spare.url()) {
-        let r = admin_as(sy, Some(token), method, path, &body);
+        let r = admin_as(sy, Some(&right), method, path, &body);
         assert_eq!(r.status, code, "{method} {path} with the right token: {}", r.text());
     }
-    let r = admin_as(sy, Some(token), "GET", "/metrics", "");
-    assert!(r.text().contains("switchyard_requests_total"), "{}", r.text());
+    let text = admin_as(sy, Some(&right), "GET", "/metrics", "").text();
+    assert!(text.contains("switchyard_requests_total"), "{text}");
 }
 
 #[test]
 fn token_from_env_guards_every_endpoint_but_healthz() {
     let [b1, spare] = backends(["b1", "spare"]);
-    let yaml = admin_config_with(
-        &format!("{ADMIN}, token_env: SY_ADMIN_TEST_TOKEN"),
-        "{default_pool: web}",
-        &[pool("web", &[b1.url()], &[])],
-    );
+    let yaml = admin_config_with(&format!("{ADMIN}, token_env: SY_ADMIN_TEST_TOKEN"), WEB, &web_pool(&b1));
     let sy = Switchyard::builder().config(&yaml).env("SY_ADMIN_TEST_TOKEN", "env-s3cret").start();
     sy.wait_admin();
     assert_token_guard(&sy, "env-s3cret", &spare);
@@ -222,11 +193,7 @@ fn token_from_file_guards_every_endpoint_but_healthz() {
     let token_file = own.join("admin.token");
     // surrounding whitespace / the final newline are not part of the token
     std::fs::write(&token_file, "file-t0ken\n").expect("write token file");
-    let yaml = admin_config_with(
-        &format!("{ADMIN}, token_file: \"{}\"", token_file.display()),
-        "{default_pool: web}",
-        &[pool("web", &[b1.url()], &[])],
-    );
+    let yaml = admin_config_with(&format!("{ADMIN}, token_file: \"{}\"", token_file.display()), WEB, &web_pool(&b1));
     let sy = Switchyard::start_admin(&yaml);
     assert_token_guard(&sy, "file-t0ken", &spare);
 }
@@ -239,7 +206,7 @@ fn status_lists_pools_backends_and_counters() {
     let dead = dead_url();
     let sy = Switchyard::start_admin(&admin_config_with(
         ADMIN,
-        "{header: App-Name, default_pool: web}",
+        BY_APP,
         &[
             pool("web", &[be(&b1.url(), ", name: alpha"), be(&b2.url(), ", weight: 3")], &[]),
             pool("api", &[be(&b3.url(), ", enabled: false"), b4.url()], &["strategy: least_conn"]),
@@ -265,8 +232,7 @@ fn status_lists_pools_backends_and_counters() {
     );
 
     let st = status(&sy);
-    let pools = st["pools"].as_object().expect("pools object");
-    let mut names: Vec<&str> = pools.keys().map(String::as_str).collect();
+    let mut names: Vec<&String> = st["pools"].as_object().expect("pools object").keys().collect();
     names.sort();
     assert_eq!(names, ["api", "flaky", "web"], "{st}");
 
@@ -281,12 +247,11 @@ fn status_lists_pools_backends_and_counters() {
         }
     }
     let a = status_backend(&st, "web", &b1.url()).expect("b1 listed");
-    assert_eq!(a["name"], "alpha", "{a}");
-    assert_eq!(a["weight"], 1, "{a}");
-    assert_eq!(a["healthy"], true, "{a}");
-    assert_eq!(a["enabled"], true, "{a}");
-    assert_eq!(a["active_connections"], 0, "{a}");
-    assert_eq!(a["failures"], 0, "{a}");
+    let want =
+        json!({"name": "alpha", "weight": 1, "healthy": true, "enabled": true, "active_connections": 0, "failures": 0});
+    for (key, value) in want.as_object().expect("object") {
+        assert_eq!(&a[key], value, "{key}: {a}");
+    }
     let b = status_backend(&st, "web", &b2.url()).expect("b2 listed");
     assert_eq!(b["name"], bname(&b2), "{b}");
     assert_eq!(b["weight"], 3, "{b}");
@@ -312,7 +277,7 @@ fn status_lists_pools_backends_and_counters() {
 #[test]
 fn post_backend_adds_a_backend_that_takes_traffic() {
     let [b1, b2] = backends(["b1", "b2"]);
-    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[b1.url()], &[])]));
+    let sy = start_web_admin(&[&b1]);
     expect_call(&sy, "POST", Some("web"), &b2.url(), ", \"weight\": 2", 201);
     eventually!(5, who(&sy, None).as_deref() == Some("b2"), "added backend never served");
     let st = status(&sy);
@@ -329,7 +294,7 @@ fn post_backend_adds_a_backend_that_takes_traffic() {
 #[test]
 fn post_backend_rejects_bad_url_unknown_pool_duplicate_and_bad_json() {
     let [b1, b2] = backends(["b1", "b2"]);
-    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[b1.url()], &[])]));
+    let sy = start_web_admin(&[&b1]);
     let cases: Vec<(String, u16, &str)> = vec![
         (body_json(Some("web"), "not a url", ""), 400, "bad URL"),
         (body_json(Some("web"), "http://", ""), 400, "URL without host"),
@@ -362,7 +327,7 @@ fn post_backend_without_pool_uses_the_default_pool() {
     let [b1, api, extra] = backends(["b1", "api", "extra"]);
     let sy = Switchyard::start_admin(&admin_config_with(
         ADMIN,
-        "{header: App-Name, default_pool: web}",
+        BY_APP,
         &[pool("api", &[api.url()], &[]), pool("web", &[b1.url()], &[])],
     ));
     expect_call(&sy, "POST", None, &extra.url(), "", 201);
@@ -384,7 +349,7 @@ fn post_backend_without_pool_uses_the_default_pool() {
 #[test]
 fn delete_backend_stops_its_traffic() {
     let [b1, b2] = backends(["b1", "b2"]);
-    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[b1.url(), b2.url()], &[])]));
+    let sy = start_web_admin(&[&b1, &b2]);
     let got = serve_n(&sy, 6);
     assert!(got.iter().any(|b| b.as_deref() == Some("b2")), "{got:?}");
 
@@ -398,22 +363,18 @@ fn delete_backend_stops_its_traffic() {
     expect_call(&sy, "DELETE", Some("web"), &b2.url(), "", 404); // second delete
     expect_call(&sy, "DELETE", Some("web"), &dead_url(), "", 404); // never-known backend
     expect_call(&sy, "DELETE", Some("nope"), &b1.url(), "", 404); // unknown pool
-    let r = admin(&sy, "DELETE", "/backends", "{\"pool\": ");
-    assert_eq!(r.status, 400, "bad JSON: {}", r.text());
+    call(&sy, "DELETE", "/backends", "{\"pool\": ", 400); // bad JSON
 }
 
 #[test]
 fn file_backend_deleted_re_added_and_deleted_again_gets_no_traffic() {
     let [b1, b2] = backends(["b1", "b2"]);
-    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[b1.url(), b2.url()], &[])]));
+    let sy = start_web_admin(&[&b1, &b2]);
     let web_b2 = body_json(Some("web"), &b2.url(), "");
-    for (method, code) in [("DELETE", 200), ("POST", 201)] {
-        let r = admin(&sy, method, "/backends", &web_b2);
-        assert_eq!(r.status, code, "{method}: {}", r.text());
-    }
+    call(&sy, "DELETE", "/backends", &web_b2, 200);
+    call(&sy, "POST", "/backends", &web_b2, 201);
     eventually!(5, who(&sy, None).as_deref() == Some("b2"), "re-added backend never served");
-    let r = admin(&sy, "DELETE", "/backends", &web_b2);
-    assert_eq!(r.status, 200, "{}", r.text());
+    call(&sy, "DELETE", "/backends", &web_b2, 200);
     let st = status(&sy);
     assert_eq!(
         status_urls(&st, "web"),
@@ -430,31 +391,19 @@ fn file_backend_deleted_re_added_and_deleted_again_gets_no_traffic() {
 fn delete_backend_lets_in_flight_requests_finish() {
     let [slow, fast] = backends(["slow", "fast"]);
     slow.set_delay(Duration::from_millis(800));
-    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[slow.url(), fast.url()], &[])]));
+    let sy = start_web_admin(&[&slow, &fast]);
     // only `slow` takes new requests for now
     expect_call(&sy, "PATCH", Some("web"), &fast.url(), ", \"enabled\": false", 200);
 
-    let done = Arc::new(AtomicBool::new(false));
     let addr = sy.addr();
-    let flag = Arc::clone(&done);
-    let inflight = thread::spawn(move || {
-        let r = try_get(addr, "/slow", &[]);
-        flag.store(true, Ordering::SeqCst);
-        r
-    });
+    let inflight = thread::spawn(move || try_get(addr, "/slow", &[]));
     eventually!(5, slow.path_count("/slow") == 1, "the slow request never reached the slow backend");
     let t = Instant::now();
     expect_call(&sy, "DELETE", Some("web"), &slow.url(), "", 200);
-    assert!(
-        !done.load(Ordering::SeqCst),
-        "DELETE took {:?}; the request was no longer in flight, test inconclusive",
-        t.elapsed()
-    );
-    let got = inflight
-        .join()
-        .expect("client thread")
-        .unwrap_or_else(|e| panic!("in-flight request failed after DELETE: {e}"));
-    assert_eq!(got.status, 200, "{}", got.text());
+    let took = t.elapsed();
+    assert!(!inflight.is_finished(), "DELETE took {took:?}; the request was no longer in flight, test inconclusive");
+    let got = inflight.join().expect("client thread");
+    let got = got.unwrap_or_else(|e| panic!("in-flight request failed after DELETE: {e}")).expect_status(200);
     assert_eq!(got.header("x-backend"), Some("slow"));
     assert_eq!(got.text(), "slow");
 
@@ -467,7 +416,7 @@ fn delete_backend_lets_in_flight_requests_finish() {
 #[test]
 fn patch_backend_drains_and_re_enables() {
     let [b1, b2] = backends(["b1", "b2"]);
-    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[b1.url(), b2.url()], &[])]));
+    let sy = start_web_admin(&[&b1, &b2]);
     expect_call(&sy, "PATCH", Some("web"), &b2.url(), ", \"enabled\": false", 200);
     let st = status(&sy);
     assert_eq!(status_backend(&st, "web", &b2.url()).expect("drained b2 still listed")["enabled"], false, "{st}");
@@ -480,11 +429,10 @@ fn patch_backend_drains_and_re_enables() {
     let st = status(&sy);
     assert_eq!(status_backend(&st, "web", &b2.url()).expect("b2")["enabled"], true);
 
-    // errors
-    expect_call(&sy, "PATCH", Some("web"), &b2.url(), "", 400); // PATCH without enabled
-    expect_call(&sy, "PATCH", Some("web"), &dead_url(), ", \"enabled\": false", 404); // unknown backend
+    // errors: no `enabled`, an unknown backend, an unknown pool
+    expect_call(&sy, "PATCH", Some("web"), &b2.url(), "", 400);
+    expect_call(&sy, "PATCH", Some("web"), &dead_url(), ", \"enabled\": false", 404);
     expect_call(&sy, "PATCH", Some("nope"), &b1.url(), ", \"enabled\": false", 404);
-    // unknown pool
 }
 
 // === Admin changes outlive reloads and restarts ===
@@ -513,14 +461,9 @@ impl Trio {
 
     /// Adds b3, deletes b2, drains b1: only b3 serves `web` afterwards.
     fn change(&self, sy: &Switchyard) {
-        for (method, body, code) in [
-            ("POST", body_json(Some("web"), &self.b3.url(), ""), 201),
-            ("DELETE", body_json(Some("web"), &self.b2.url(), ""), 200),
-            ("PATCH", body_json(Some("web"), &self.b1.url(), ", \"enabled\": false"), 200),
-        ] {
-            let r = admin(sy, method, "/backends", &body);
-            assert_eq!(r.status, code, "{method} {body}: {}", r.text());
-        }
+        expect_call(sy, "POST", Some("web"), &self.b3.url(), "", 201);
+        expect_call(sy, "DELETE", Some("web"), &self.b2.url(), "", 200);
+        expect_call(sy, "PATCH", Some("web"), &self.b1.url(), ", \"enabled\": false", 200);
         self.assert_changed(sy, "after the changes");
     }
 
@@ -548,7 +491,7 @@ fn admin_changes_survive_a_sighup_reload() {
     t.change(&sy);
     assert!(sy.dir().join("state.json").exists(), "state file not written");
     // an edit that shows the reload happened: a new pool `api`
-    sy.write_config(&admin_config_with(ADMIN, "{header: App-Name, default_pool: web}", &t.pools(true)));
+    sy.write_config(&admin_config_with(ADMIN, BY_APP, &t.pools(true)));
     sy.signal(libc::SIGHUP);
     eventually!(10, who(&sy, Some("api")).as_deref() == Some("b1"), "the reload never happened");
     t.assert_changed(&sy, "after SIGHUP");
@@ -559,14 +502,12 @@ fn admin_changes_survive_post_reload() {
     let t = Trio::new();
     let sy = Switchyard::start_admin(&admin_config(&t.pools(false)));
     t.change(&sy);
-    sy.write_config(&admin_config_with(ADMIN, "{header: App-Name, default_pool: web}", &t.pools(true)));
-    let r = admin(&sy, "POST", "/reload", "");
-    assert_eq!(r.status, 200, "{}", r.text());
+    sy.write_config(&admin_config_with(ADMIN, BY_APP, &t.pools(true)));
+    call(&sy, "POST", "/reload", "", 200);
     eventually!(5, who(&sy, Some("api")).as_deref() == Some("b1"), "the reload never happened");
     t.assert_changed(&sy, "after POST /reload");
     // and again with an unchanged file
-    let r = admin(&sy, "POST", "/reload", "");
-    assert_eq!(r.status, 200, "{}", r.text());
+    call(&sy, "POST", "/reload", "", 200);
     t.assert_changed(&sy, "after a second POST /reload");
 }
 
@@ -576,7 +517,7 @@ fn admin_changes_survive_a_restart_with_the_same_state_file() {
     let own = TempDir::new();
     let state = own.join("state.json");
     let admin_body = format!("listen: \"{{admin}}\", state_file: \"{}\"", state.display());
-    let yaml = admin_config_with(&admin_body, "{default_pool: web}", &t.pools(false));
+    let yaml = admin_config_with(&admin_body, WEB, &t.pools(false));
 
     let mut first = Switchyard::start_admin(&yaml);
     t.change(&first);
@@ -594,19 +535,19 @@ fn admin_changes_survive_a_restart_with_the_same_state_file() {
 
 // === POST /reload ===
 
+/// Config with pool `web` (`web_extra` keys) and, given `api`, pool `api`, routed by App-Name.
+fn web_and_api(web: &TestBackend, web_extra: &[&str], api: Option<&TestBackend>) -> String {
+    let pools = [Some(pool("web", &[web.url()], web_extra)), api.map(|a| pool("api", &[a.url()], &[]))];
+    admin_config_with(ADMIN, BY_APP, &pools.into_iter().flatten().collect::<Vec<_>>())
+}
+
 #[test]
 fn post_reload_applies_a_valid_edit() {
     let [web, api] = backends(["web", "api"]);
-    let routing = "{header: App-Name, default_pool: web}";
-    let sy = Switchyard::start_admin(&admin_config_with(ADMIN, routing, &[pool("web", &[web.url()], &[])]));
+    let sy = Switchyard::start_admin(&web_and_api(&web, &[], None));
     assert_eq!(who(&sy, Some("api")).as_deref(), Some("web"));
-    sy.write_config(&admin_config_with(
-        ADMIN,
-        routing,
-        &[pool("web", &[web.url()], &[]), pool("api", &[api.url()], &[])],
-    ));
-    let r = admin(&sy, "POST", "/reload", "");
-    assert_eq!(r.status, 200, "{}", r.text());
+    sy.write_config(&web_and_api(&web, &[], Some(&api)));
+    call(&sy, "POST", "/reload", "", 200);
     eventually!(5, who(&sy, Some("api")).as_deref() == Some("api"), "new pool never routed after POST /reload");
     assert_eq!(who(&sy, Some("web")).as_deref(), Some("web"));
     assert!(status(&sy)["pools"]["api"].is_object());
@@ -615,16 +556,9 @@ fn post_reload_applies_a_valid_edit() {
 #[test]
 fn post_reload_rejects_an_invalid_edit_and_keeps_serving() {
     let [web, api] = backends(["web", "api"]);
-    let routing = "{header: App-Name, default_pool: web}";
-    let sy = Switchyard::start_admin(&admin_config_with(ADMIN, routing, &[pool("web", &[web.url()], &[])]));
-    sy.write_config(&admin_config_with(
-        ADMIN,
-        routing,
-        &[pool("web", &[web.url()], &["strategy: fastest"]), pool("api", &[api.url()], &[])],
-    ));
-    let r = admin(&sy, "POST", "/reload", "");
-    assert_eq!(r.status, 400, "{}", r.text());
-    let v = r.json();
+    let sy = Switchyard::start_admin(&web_and_api(&web, &[], None));
+    sy.write_config(&web_and_api(&web, &["strategy: fastest"], Some(&api)));
+    let v = call(&sy, "POST", "/reload", "", 400).json();
     let errors = v["errors"].as_array().unwrap_or_else(|| panic!("no errors array: {v}"));
     assert!(!errors.is_empty(), "{v}");
     assert!(
@@ -641,8 +575,7 @@ fn post_reload_rejects_an_invalid_edit_and_keeps_serving() {
 
     // a YAML syntax error is reported too
     sy.write_config("pools: [unclosed\n");
-    let r = admin(&sy, "POST", "/reload", "");
-    assert_eq!(r.status, 400, "{}", r.text());
+    let r = call(&sy, "POST", "/reload", "", 400);
     assert!(r.json()["errors"].as_array().is_some_and(|e| !e.is_empty()), "{}", r.text());
     assert_eq!(who(&sy, Some("web")).as_deref(), Some("web"));
 }
@@ -657,18 +590,11 @@ fn metrics_are_prometheus_text_and_count_requests_by_pool_backend_code() {
         (req.path() == "/missing").then(|| Reply::new(404, "nope").with_delay(Duration::from_millis(30)))
     });
     let sy = Switchyard::start_admin(&admin_config_with(ADMIN, "{header: App-Name}", &[pool("web", &[b1.url()], &[])]));
-    for _ in 0..5 {
-        let r = get(sy.addr(), "/ok", &[("App-Name", "web")]);
-        assert_eq!(r.status, 200);
-    }
-    for _ in 0..2 {
-        let r = get(sy.addr(), "/missing", &[("App-Name", "web")]);
-        assert_eq!(r.status, 404);
-    }
-    // unrouted: no pool takes it
-    for _ in 0..3 {
-        let r = get(sy.addr(), "/x", &[("App-Name", "nope")]);
-        assert_eq!(r.status, 404);
+    // App-Name nope: unrouted, no pool takes it
+    for (n, path, app, status) in [(5, "/ok", "web", 200), (2, "/missing", "web", 404), (3, "/x", "nope", 404)] {
+        for _ in 0..n {
+            assert_eq!(get(sy.addr(), path, &[("App-Name", app)]).status, status, "{path}");
+        }
     }
 
     let count_is =
@@ -677,8 +603,7 @@ fn metrics_are_prometheus_text_and_count_requests_by_pool_backend_code() {
         count_is(t, 7.0)
             && metric(t, "switchyard_requests_total", &[("pool", ""), ("backend", ""), ("code", "404")]) == Some(3.0)
     });
-    let resp = admin(&sy, "GET", "/metrics", "");
-    assert_eq!(resp.status, 200);
+    let resp = call(&sy, "GET", "/metrics", "", 200);
     assert!(resp.header("content-type").is_some_and(|c| c.starts_with("text/plain")), "{:?}", resp.headers);
     let text = resp.text();
     // every line is a comment or a well-formed sample
@@ -737,18 +662,13 @@ fn metrics_count_connect_failures_and_retries() {
     let sy =
         Switchyard::start_admin(&admin_config(&[pool("web", &[be(&format!("http://{dead}"), ""), b1.url()], &[])]));
     let be1 = bname(&b1);
-    let mut sent = 0;
+    let (mut sent, dead_failed) = (0, [("pool", "web"), ("backend", &dead_name), ("result", "connect_failure")]);
     eventually!(
         5,
         {
             assert_eq!(who(&sy, None).as_deref(), Some("b1"));
             sent += 1;
-            metric(
-                &metrics(&sy),
-                "switchyard_upstream_attempts_total",
-                &[("pool", "web"), ("backend", &dead_name), ("result", "connect_failure")],
-            )
-            .is_some_and(|n| n >= 1.0)
+            metric(&metrics(&sy), "switchyard_upstream_attempts_total", &dead_failed).is_some_and(|n| n >= 1.0)
         },
         "no connect_failure attempt counted:\n{}",
         metrics(&sy)
@@ -792,7 +712,7 @@ fn metrics_backend_healthy_follows_health_checks() {
 fn metrics_show_active_connections() {
     let slow = TestBackend::start("slow");
     slow.set_delay(Duration::from_millis(800));
-    let sy = Switchyard::start_admin(&admin_config(&[pool("web", &[slow.url()], &[])]));
+    let sy = start_web_admin(&[&slow]);
     let name = bname(&slow);
     let active =
         || metric(&metrics(&sy), "switchyard_backend_active_connections", &[("pool", "web"), ("backend", &name)]);
@@ -804,8 +724,7 @@ fn metrics_show_active_connections() {
     let st = status(&sy);
     assert_eq!(status_backend(&st, "web", &slow.url()).expect("slow")["active_connections"], 2, "{st}");
     for c in clients {
-        let r = c.join().expect("client").expect("slow request");
-        assert_eq!(r.status, 200);
+        c.join().expect("client").expect("slow request").expect_status(200);
     }
     eventually!(3, active() == Some(0.0), "active connections not back to 0:\n{}", metrics(&sy));
 }
@@ -842,7 +761,7 @@ fn metrics_count_won_races() {
     slow.set_delay(Duration::from_millis(300));
     let sy = Switchyard::start_admin(&admin_config_with(
         ADMIN,
-        "{header: App-Name, default_pool: web}",
+        BY_APP,
         &[pool("web", &[fast.url(), slow.url()], &["race: {}"]), pool("plain", &[fast.url()], &[])],
     ));
     for _ in 0..3 {
@@ -865,7 +784,7 @@ fn metrics_count_won_races() {
 // === Config validation of `admin:` ===
 
 fn minimal(admin_body: &str) -> String {
-    admin_config_with(admin_body, "{default_pool: web}", &[pool("web", &[be("http://127.0.0.1:9", "")], &[])])
+    admin_config_with(admin_body, WEB, &[pool("web", &[be("http://127.0.0.1:9", "")], &[])])
 }
 
 #[test]

@@ -139,7 +139,7 @@ fn body_streaming_past_the_request_timeout_completes_and_keeps_the_backend() {
             let chunks = if path == "/stream" { 10 } else { 1 };
             for _ in 0..chunks {
                 if path == "/stream" {
-                    thread::sleep(Duration::from_millis(300));
+                    thread::sleep(Duration::from_millis(300)); // the stream's pace, not a wait
                 }
                 if w.write_all(b"5\r\nchunk\r\n").is_err() {
                     return;
@@ -279,7 +279,7 @@ fn out_of_file_descriptors_never_ejects_a_backend() {
         // the last client connection closes on the proxy side shortly after
         let mut fds = list();
         poll_until(Duration::from_secs(1), || {
-            thread::sleep(Duration::from_millis(50));
+            thread::sleep(Duration::from_millis(50)); // stable = unchanged over 50 ms
             let now = list();
             std::mem::replace(&mut fds, now) == fds
         });

@@ -205,7 +205,7 @@ fn stale_while_revalidate_answers_stale_and_refreshes_in_background() {
     serve(&b, "/s", &[("cache-control", "max-age=1, stale-while-revalidate=60")]);
     let sy = proxy(&b, "", STORE);
     assert_eq!(get(sy.addr(), "/s", &[]).text(), "v1");
-    std::thread::sleep(Duration::from_millis(2100));
+    std::thread::sleep(Duration::from_millis(2100)); // expiry: max-age=1 must run out
     let stale = get(sy.addr(), "/s", &[]);
     assert_eq!(stale.text(), "v1", "the stale copy answers at once");
     assert!(status_of(&stale).contains("ttl=-"), "{}", status_of(&stale));
@@ -219,7 +219,7 @@ fn stale_if_error_serves_the_stored_copy_when_the_backend_is_down() {
     serve(&b, "/e", &[("cache-control", "max-age=1")]);
     let sy = proxy(&b, "stale_if_error: 60s", STORE);
     assert_eq!(get(sy.addr(), "/e", &[]).text(), "v1");
-    std::thread::sleep(Duration::from_millis(2100));
+    std::thread::sleep(Duration::from_millis(2100)); // expiry: max-age=1 must run out
     b.stop();
     let r = get(sy.addr(), "/e", &[]);
     assert_eq!(r.status, 200, "{}", sy.logs());

@@ -11,16 +11,14 @@ use crate::common::*;
 #[test]
 fn echo_health_answers_ok() {
     let e = EchoProcess::start(&["--name", "e1"]);
-    let r = get(e.addr(), "/health", &[]);
-    assert_eq!(r.status, 200);
+    let r = get(e.addr(), "/health", &[]).expect_status(200);
     assert_eq!(r.text(), "ok");
 }
 
 #[test]
 fn echo_reflects_request_as_json() {
     let e = EchoProcess::start(&["--name", "e1"]);
-    let r = get(e.addr(), "/some/path?q=1", &[("X-Test", "hello"), ("App-Name", "web")]);
-    assert_eq!(r.status, 200);
+    let r = get(e.addr(), "/some/path?q=1", &[("X-Test", "hello"), ("App-Name", "web")]).expect_status(200);
     assert_eq!(r.header("content-type"), Some("application/json"));
     assert_eq!(r.header("x-backend"), Some("e1"));
     let v = r.json();
@@ -52,11 +50,8 @@ fn echo_listen_address_from_env() {
 fn echo_error_rate_one_fails_every_request_but_health() {
     let e = EchoProcess::start(&["--name", "bad", "--error-rate", "1"]);
     for _ in 0..5 {
-        let r = get(e.addr(), "/api", &[]);
-        assert_eq!(r.status, 500);
-        let v = r.json();
-        assert_eq!(v["backend"], "bad");
-        assert_eq!(v["error"], "injected");
+        let v = get(e.addr(), "/api", &[]).expect_status(500).json();
+        assert_eq!((v["backend"].as_str(), v["error"].as_str()), (Some("bad"), Some("injected")), "{v}");
     }
     assert_eq!(get(e.addr(), "/health", &[]).status, 200);
 }
@@ -79,16 +74,13 @@ fn echo_error_rate_half_mixes_answers() {
 fn echo_keep_alive_and_bodies() {
     let e = EchoProcess::start(&[]);
     let mut c = Client::connect(e.addr()).unwrap();
-    let r = c.request("POST", "/a", &[], b"hello world").unwrap();
-    assert_eq!(r.status, 200);
+    let r = c.request("POST", "/a", &[], b"hello world").unwrap().expect_status(200);
     assert_eq!(r.json()["method"], "POST");
     let big = vec![b'x'; 300_000];
-    let r = c.request("PUT", "/b", &[("Transfer-Encoding", "chunked")], &big).unwrap();
-    assert_eq!(r.status, 200);
+    let r = c.request("PUT", "/b", &[("Transfer-Encoding", "chunked")], &big).unwrap().expect_status(200);
     assert_eq!(r.json()["headers"]["transfer-encoding"], "chunked");
     // The bodies were consumed exactly: the connection still works.
-    let r = c.get("/c", &[]).unwrap();
-    assert_eq!(r.json()["path"], "/c");
+    assert_eq!(c.get("/c", &[]).unwrap().json()["path"], "/c");
 }
 
 #[test]
@@ -100,25 +92,21 @@ fn echo_pipelined_requests() {
     );
     let text = String::from_utf8_lossy(&raw);
     assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 3, "{text}");
-    let one = text.find("\"/one\"").unwrap();
-    let two = text.find("\"/two\"").unwrap();
-    let three = text.find("\"/three\"").unwrap();
-    assert!(one < two && two < three, "{text}");
+    let at = |path: &str| text.find(&format!("\"{path}\"")).unwrap_or_else(|| panic!("no {path} in {text}"));
+    assert!(at("/one") < at("/two") && at("/two") < at("/three"), "{text}");
 }
 
 #[test]
 fn echo_expect_continue() {
     let e = EchoProcess::start(&[]);
-    let r = request(e.addr(), "POST", "/upload", &[("Expect", "100-continue")], b"0123456789");
-    assert_eq!(r.status, 200);
+    request(e.addr(), "POST", "/upload", &[("Expect", "100-continue")], b"0123456789").expect_status(200);
 }
 
 #[test]
 fn echo_head_has_no_body() {
     let e = EchoProcess::start(&[]);
     let mut c = Client::connect(e.addr()).unwrap();
-    let r = c.request("HEAD", "/x", &[], b"").unwrap();
-    assert_eq!(r.status, 200);
+    let r = c.request("HEAD", "/x", &[], b"").unwrap().expect_status(200);
     assert!(r.body.is_empty());
     assert!(r.header("content-length").unwrap().parse::<usize>().unwrap() > 0);
     assert_eq!(c.get("/y", &[]).unwrap().json()["path"], "/y");

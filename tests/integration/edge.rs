@@ -113,14 +113,14 @@ fn slowloris_is_dropped_within_header_timeout_while_others_are_served() {
                 }
                 Err(_) => {}
             }
-            std::thread::sleep(Duration::from_millis(250));
+            std::thread::sleep(Duration::from_millis(250)); // one byte per 250 ms: the slowloris pace
         }
         (start.elapsed(), answer)
     });
     // others are served meanwhile
     for _ in 0..5 {
         assert_eq!(get(sy.addr(), "/fast", &[]).status, 200);
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(200)); // spread over the slow client's life
     }
     let (took, answer) = slow.join().unwrap();
     assert!(took < Duration::from_millis(4500), "slow client kept for {took:?}\n{}", sy.logs());

@@ -1,9 +1,6 @@
-//! Retries on another backend and passive ejection (`retries`,
-//! `passive`).
-//!
-//! Every test runs its own switchyard with `health_check: {type: none}`
-//! (unless it needs probes), so that the only thing that keeps a broken
-//! backend out of the rotation is the retry and passive-ejection logic.
+//! Retries on another backend and passive ejection (`retries`, `passive`).
+//! No health checks unless a test needs probes: only retries and passive
+//! ejection keep a broken backend out of the rotation.
 
 use crate::common::test_body as body;
 use crate::common::web_pool_config as config;
@@ -11,7 +8,8 @@ use crate::common::*;
 
 use std::time::{Duration, Instant};
 
-/// App-request counts of `backends`, to diff before/after one request.
+const THREE_TRIES: &str = "retries: {attempts: 3}\npassive: {max_fails: 0}";
+
 fn counts(backends: &[&TestBackend]) -> Vec<usize> {
     backends.iter().map(|b| b.app_count()).collect()
 }
@@ -22,9 +20,8 @@ fn delta(before: &[usize], after: &[usize]) -> Vec<usize> {
 
 // === Dead backends nobody has noticed yet ===
 
-/// Sends 100 GETs (keep-alive) and 20 POSTs with distinct bodies (fresh
-/// connections); every one must get a 200 from a live backend, and every
-/// POST body must arrive intact exactly once.
+/// 100 GETs (keep-alive) and 20 POSTs with distinct bodies (fresh
+/// connections): each a 200 from a live backend, each body intact, once.
 fn hammer_and_check(sy: &Switchyard, live: &[&TestBackend]) {
     let names: Vec<&str> = live.iter().map(|b| b.name()).collect();
     let mut client = Client::connect(sy.addr()).unwrap();
@@ -42,8 +39,7 @@ fn hammer_and_check(sy: &Switchyard, live: &[&TestBackend]) {
         assert_eq!(r.status, 200, "POST #{i}: {:?}", r.text());
         sent.push((format!("/post/{i}"), b));
     }
-    // Each request was served exactly once (connect failures are retried,
-    // nothing is sent twice).
+    // Connect failures are retried; nothing is sent twice.
     let served: usize = live.iter().map(|b| b.app_count()).sum();
     assert_eq!(served, 120, "requests served by live backends");
     let mut got: Vec<(String, Vec<u8>)> =
@@ -89,10 +85,7 @@ fn backend_dying_between_health_probes_causes_no_client_errors() {
 
 #[test]
 fn every_backend_refusing_gives_502_with_attempts() {
-    let sy = Switchyard::start(&config(
-        &[dead_url(), dead_url(), dead_url()],
-        "retries: {attempts: 3}\npassive: {max_fails: 0}",
-    ));
+    let sy = Switchyard::start(&config(&[dead_url(), dead_url(), dead_url()], THREE_TRIES));
     for method in ["GET", "POST"] {
         let r = request(sy.addr(), method, "/x", &[], b"payload");
         let v = proxy_error(&r, 502);
@@ -104,7 +97,7 @@ fn every_backend_refusing_gives_502_with_attempts() {
 
     // More backends than attempts: still only `attempts` tries.
     let dead: Vec<String> = (0..5).map(|_| dead_url()).collect();
-    let sy = Switchyard::start(&config(&dead, "retries: {attempts: 3}\npassive: {max_fails: 0}"));
+    let sy = Switchyard::start(&config(&dead, THREE_TRIES));
     let r = get(sy.addr(), "/x", &[]);
     assert_eq!(proxy_error(&r, 502)["attempts"], 3);
 }
@@ -112,16 +105,10 @@ fn every_backend_refusing_gives_502_with_attempts() {
 #[test]
 fn failed_request_makes_exactly_attempts_tries_on_distinct_backends() {
     // Five backends that read the request and close without answering.
-    let bs: Vec<TestBackend> = (0..5)
-        .map(|i| {
-            let b = TestBackend::start(&format!("c{i}"));
-            b.set_mode(Mode::Close);
-            b
-        })
-        .collect();
-    let urls: Vec<String> = bs.iter().map(|b| b.url()).collect();
-    let sy = Switchyard::start(&config(&urls, "retries: {attempts: 3}\npassive: {max_fails: 0}"));
-    let refs: Vec<&TestBackend> = bs.iter().collect();
+    let bs = backends(["c0", "c1", "c2", "c3", "c4"]);
+    bs.iter().for_each(|b| b.set_mode(Mode::Close));
+    let (refs, urls) = (bs.each_ref(), urls(&bs.each_ref()));
+    let sy = Switchyard::start(&config(&urls, THREE_TRIES));
     for i in 0..3 {
         let before = counts(&refs);
         let r = get(sy.addr(), &format!("/try/{i}"), &[]);
@@ -142,10 +129,8 @@ fn failed_request_makes_exactly_attempts_tries_on_distinct_backends() {
 
 // === What may be retried once the request was sent ===
 
-/// Sends `method path body` until one lands on `all[0]` first (round
-/// robin alternates the first pick between the two backends of `all`);
-/// returns that response and the per-backend deltas of that request. Each
-/// request before it must be a 200 from `all[1]` alone.
+/// Sends `method` until `all[0]` is picked first (round robin alternates),
+/// each earlier one a 200 from `all[1]` alone; the answer and the deltas.
 fn until_first_hits(sy: &Switchyard, all: &[&TestBackend; 2], method: &str, payload: &[u8]) -> (Response, Vec<usize>) {
     for i in 0..8 {
         let before = counts(all);
@@ -175,8 +160,7 @@ fn post_reset_after_send_is_not_retried_but_get_is() {
 
     let (r, d) = until_first_hits(&sy, &all, "GET", b"");
     assert_eq!(d, [1, 1]);
-    assert_eq!(r.status, 200, "{:?}", r.text());
-    assert_eq!(r.header("x-backend"), Some("b"));
+    assert_eq!((r.status, r.header("x-backend")), (200, Some("b")), "{:?}", r.text());
 }
 
 #[test]
@@ -197,8 +181,7 @@ fn large_put_reset_is_not_retried_small_put_is_replayed_intact() {
     let small = body(2, 10 * 1024);
     let (r, d) = until_first_hits(&sy, &all, "PUT", &small);
     assert_eq!(d, [1, 1]);
-    assert_eq!(r.status, 200, "{:?}", r.text());
-    assert_eq!(r.header("x-backend"), Some("b"));
+    assert_eq!((r.status, r.header("x-backend")), (200, Some("b")), "{:?}", r.text());
     let replayed = b.last_app_request().unwrap();
     assert_eq!(replayed.method, "PUT");
     assert_eq!(replayed.body.len(), small.len());
@@ -225,8 +208,7 @@ fn get_is_retried_after_read_timeout_post_is_not() {
 #[test]
 fn http_503_retry_is_opt_in_and_idempotent_only() {
     let [a, b] = backends(["a", "b"]);
-    a.set_status(503);
-    a.set_body("a is busy");
+    a.set_reply(Reply::new(503, "a is busy"));
     let all = [&a, &b];
     let sy =
         Switchyard::start(&config(&[a.url(), b.url()], "retries: {on: [connect_failure, reset, timeout, http_503]}"));
@@ -253,24 +235,17 @@ fn http_503_retry_is_opt_in_and_idempotent_only() {
 
 #[test]
 fn last_try_answering_503_is_passed_through() {
-    let bs: Vec<TestBackend> = ["a", "b", "c"]
-        .iter()
-        .map(|n| {
-            let b = TestBackend::start(n);
-            b.set_status(503);
-            b.set_body(format!("{n} says 503"));
-            b
-        })
-        .collect();
-    let refs: Vec<&TestBackend> = bs.iter().collect();
-    let urls: Vec<String> = bs.iter().map(|b| b.url()).collect();
+    let bs = backends(["a", "b", "c"]);
+    for b in &bs {
+        b.set_reply(Reply::new(503, format!("{} says 503", b.name())));
+    }
+    let (refs, urls) = (bs.each_ref(), urls(&bs.each_ref()));
 
     // attempts 3 over 3 backends: each is tried once, the last answer wins.
     let sy = Switchyard::start(&config(&urls, "retries: {attempts: 3, on: [connect_failure, http_503]}"));
     for i in 0..2 {
         let before = counts(&refs);
-        let r = get(sy.addr(), &format!("/all-busy/{i}"), &[]);
-        assert_eq!(r.status, 503, "{:?}", r.text());
+        let r = get(sy.addr(), &format!("/all-busy/{i}"), &[]).expect_status(503);
         let from = r.header("x-backend").expect("a backend's 503, not the proxy's");
         assert_eq!(r.text(), format!("{from} says 503"));
         assert_eq!(delta(&before, &counts(&refs)), [1, 1, 1]);
@@ -280,8 +255,7 @@ fn last_try_answering_503_is_passed_through() {
     // attempts 2: the second answer is final.
     let sy = Switchyard::start(&config(&urls, "retries: {attempts: 2, on: [connect_failure, http_503]}"));
     let before = counts(&refs);
-    let r = get(sy.addr(), "/two", &[]);
-    assert_eq!(r.status, 503);
+    let r = get(sy.addr(), "/two", &[]).expect_status(503);
     let from = r.header("x-backend").expect("a backend's 503").to_string();
     assert_eq!(r.text(), format!("{from} says 503"));
     assert_eq!(delta(&before, &counts(&refs)).iter().sum::<usize>(), 2);
@@ -289,13 +263,11 @@ fn last_try_answering_503_is_passed_through() {
 
 // === Passive ejection ===
 
-/// GETs until `a` (in a failing mode) has taken one request; every GET
-/// must still succeed (retried on another backend). Returns when it failed.
+/// GETs, each a 200 (retried elsewhere), until the failing `a` took one; when it did.
 fn fail_once(sy: &Switchyard, a: &TestBackend) -> Instant {
     for i in 0..8 {
         let t = Instant::now();
-        let r = get(sy.addr(), &format!("/fail/{i}"), &[]);
-        assert_eq!(r.status, 200, "{:?}", r.text());
+        get(sy.addr(), &format!("/fail/{i}"), &[]).expect_status(200);
         if a.app_count() > 0 {
             return t;
         }
@@ -314,8 +286,7 @@ fn passive_ejection_keeps_failed_backend_out_for_fail_timeout() {
     a.set_mode(Mode::Respond);
     let mut client = Client::connect(sy.addr()).unwrap();
     for i in 0..12 {
-        let r = client.get(&format!("/ejected/{i}"), &[]).unwrap();
-        assert_eq!(r.status, 200);
+        client.get(&format!("/ejected/{i}"), &[]).unwrap().expect_status(200);
     }
     let window = failed_at.elapsed();
     assert!(window < Duration::from_millis(1800), "too slow to test the window: {window:?}");
@@ -371,8 +342,7 @@ fn reset_on_reused_connection_is_retried_fresh_and_then_counts() {
     a.set_mode(Mode::Reset);
     let n = a.app_count();
     eventually!(3, {
-        let r = client.get("/fail", &[]).unwrap();
-        assert_eq!(r.status, 200, "{:?}", r.text());
+        client.get("/fail", &[]).unwrap().expect_status(200);
         a.app_count() > n
     });
     let fails: Vec<u64> = a.app_requests().iter().filter(|r| r.target == "/fail").map(|r| r.conn_id).collect();

@@ -2,9 +2,8 @@
 //! graceful binary upgrade (`-u` + SIGQUIT) under load.
 
 use crate::common::*;
+use serde_json::json;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -13,8 +12,7 @@ const FAST_HC: &str = "health_check: { type: http, path: /health, interval: 100m
 #[test]
 fn sighup_reload_adds_a_pool_and_routes_to_it() {
     let [web, api] = backends(["web", "api"]);
-    let first = proxy_config("{default_pool: web}", &[pool("web", &[web.url()], &[FAST_HC])]);
-    let sy = Switchyard::start(&first);
+    let sy = start_pools("{default_pool: web}", &[pool("web", &[web.url()], &[FAST_HC])]);
     assert_eq!(who(&sy, Some("api")).as_deref(), Some("web"));
 
     sy.write_config(&proxy_config(
@@ -42,8 +40,9 @@ fn invalid_reload_keeps_the_running_configuration() {
 #[test]
 fn backend_added_by_reload_gets_no_request_before_its_probe_passes() {
     let [good, sick] = backends(["good", "sick"]);
-    sick.set_healthy(false); // answers the app but fails /health
-                             // pingora alone would call `sick` healthy until 3 failed probes (15 s)
+    // `sick` answers the app but fails /health; pingora alone would call it
+    // healthy until 3 failed probes (15 s)
+    sick.set_healthy(false);
     let hc = "health_check: { type: http, path: /health, interval: 5s, timeout: 300ms, rise: 1, fall: 3 }";
     let sy = start_pools("{default_pool: web}", &[pool("web", &[good.url()], &[hc])]);
 
@@ -105,8 +104,7 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     let inflight = thread::spawn(move || try_get(addr, "/slow", &[]));
     eventually!(5, slow.app_count() == 1);
     sy.signal(libc::SIGTERM);
-    let r = inflight.join().expect("client thread").expect("in-flight request failed");
-    assert_eq!(r.status, 200);
+    inflight.join().expect("client thread").expect("in-flight request failed").expect_status(200);
     assert_eq!(sy.wait_exit(Duration::from_secs(15)), Some(0));
 }
 
@@ -117,50 +115,16 @@ fn graceful_upgrade_under_load_drops_no_request() {
         .to_string()
         + &proxy_config("{default_pool: web}", &[pool("web", &[a.url(), b.url()], &["health_check: { type: tcp, interval: 200ms }"])]);
     let mut old = Switchyard::start(&yaml);
-    let addr = old.addr();
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let load: Vec<_> = (0..4)
-        .map(|_| {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            thread::spawn(move || {
-                let deadline = Instant::now() + Duration::from_secs(40);
-                let mut errors = Vec::new();
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    match try_get(addr, "/load", &[("Connection", "close")]) {
-                        Ok(r) if r.status == 200 => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        other => {
-                            failed.fetch_add(1, Ordering::Relaxed);
-                            errors.push(format!("{:?}", other.map(|r| r.status)));
-                        }
-                    }
-                    thread::sleep(Duration::from_millis(5));
-                }
-                errors
-            })
-        })
-        .collect();
-
-    eventually!(5, ok.load(Ordering::Relaxed) > 20);
+    let load = Load::start(old.addr(), 4);
+    eventually!(5, load.ok() > 20);
     let mut new = old.spawn_sibling(&["-u"]);
     // the new process waits on the upgrade socket; hand the listeners over
     eventually!(10, old.dir().join("sy.sock").exists());
     old.signal(libc::SIGQUIT);
     assert_eq!(old.wait_exit(Duration::from_secs(20)), Some(0));
-    let served_after = ok.load(Ordering::Relaxed);
-    eventually!(5, ok.load(Ordering::Relaxed) > served_after + 20, "new instance does not serve");
-    stop.store(true, Ordering::Relaxed);
-    let errors: Vec<String> = load.into_iter().flat_map(|t| t.join().expect("load thread")).collect();
-    assert!(
-        errors.is_empty(),
-        "{} of {} requests failed during the upgrade: {:?}",
-        errors.len(),
-        ok.load(Ordering::Relaxed) + errors.len(),
-        &errors[..errors.len().min(10)]
-    );
+    let served_after = load.ok();
+    eventually!(5, load.ok() > served_after + 20, "new instance does not serve");
+    load.finish(&new.logs());
     assert!(new.is_running());
 }
 
@@ -185,12 +149,10 @@ fn access_log_lines_and_rotation_on_reload() {
     };
     eventually!(5, lines().len() >= 2);
     let l = lines();
-    assert_eq!(l[0]["status"], 200);
-    assert_eq!(l[0]["uri"], "/a?x=1");
-    assert_eq!(l[0]["pool"], "web");
-    assert_eq!(l[0]["backend"], format!("{}", web.addr()));
-    assert_eq!(l[0]["client"], "127.0.0.1");
-    assert_eq!(l[0]["attempts"], 1);
+    let want = json!({"status": 200, "uri": "/a?x=1", "pool": "web", "backend": web.addr(), "client": "127.0.0.1", "attempts": 1});
+    for (key, value) in want.as_object().expect("object") {
+        assert_eq!(&l[0][key], value, "{key}: {}", l[0]);
+    }
     assert!(l[0]["time"].as_str().is_some_and(|t| t.ends_with('Z')));
     assert_eq!(l[1]["status"], 404);
     assert_eq!(l[1]["pool"], "");

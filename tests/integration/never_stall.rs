@@ -7,10 +7,8 @@ use crate::common::*;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A switchyard process whose stdout and stderr are pipes nobody reads
 /// (a stalled journald): spawned by hand, killed by PID on drop.
@@ -143,34 +141,6 @@ fn error_log_to_a_stalled_stderr_pipe_never_blocks_requests() {
     assert!(sy.dropped("error") > 0, "no error log line counted as dropped");
 }
 
-/// 6 clients sending requests (fresh connection each) until `stop`; the
-/// failures of each.
-fn load(
-    addr: std::net::SocketAddr,
-    stop: &Arc<AtomicBool>,
-    ok: &Arc<AtomicUsize>,
-) -> Vec<thread::JoinHandle<Vec<String>>> {
-    (0..6)
-        .map(|_| {
-            let (stop, ok) = (stop.clone(), ok.clone());
-            thread::spawn(move || {
-                let deadline = Instant::now() + Duration::from_secs(60);
-                let mut errors = Vec::new();
-                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                    match try_get(addr, "/load", &[("Connection", "close")]) {
-                        Ok(r) if r.status == 200 => {
-                            ok.fetch_add(1, Ordering::Relaxed);
-                        }
-                        other => errors.push(format!("{:?}", other.map(|r| r.status))),
-                    }
-                    thread::sleep(Duration::from_millis(5));
-                }
-                errors
-            })
-        })
-        .collect()
-}
-
 #[test]
 fn corrupt_state_file_is_set_aside_and_an_upgrade_under_load_drops_nothing() {
     let [web, extra] = backends(["web", "extra"]);
@@ -200,10 +170,8 @@ fn corrupt_state_file_is_set_aside_and_an_upgrade_under_load_drops_nothing() {
     assert!(t.stderr.contains("state.json") && t.stderr.contains("set"), "-t does not report the state file: {t:?}");
     assert!(state.exists(), "-t must not move the state file");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok = Arc::new(AtomicUsize::new(0));
-    let clients = load(old.addr(), &stop, &ok);
-    assert!(poll_until(Duration::from_secs(5), || ok.load(Ordering::Relaxed) > 30));
+    let load = Load::start(old.addr(), 6);
+    assert!(poll_until(Duration::from_secs(5), || load.ok() > 30));
 
     let mut new = old.spawn_sibling(&["-u"]);
     assert!(
@@ -213,22 +181,13 @@ fn corrupt_state_file_is_set_aside_and_an_upgrade_under_load_drops_nothing() {
     );
     old.signal(libc::SIGQUIT);
     assert_eq!(old.wait_exit(Duration::from_secs(20)), Some(0), "{}", old.logs());
-    let served_after = ok.load(Ordering::Relaxed);
+    let served_after = load.ok();
     assert!(
-        poll_until(Duration::from_secs(5), || ok.load(Ordering::Relaxed) > served_after + 30),
+        poll_until(Duration::from_secs(5), || load.ok() > served_after + 30),
         "new instance does not serve\n{}",
         new.logs()
     );
-    stop.store(true, Ordering::Relaxed);
-    let errors: Vec<String> = clients.into_iter().flat_map(|c| c.join().expect("client")).collect();
-    assert!(
-        errors.is_empty(),
-        "{} of {} requests failed during the upgrade: {:?}\n{}",
-        errors.len(),
-        ok.load(Ordering::Relaxed) + errors.len(),
-        &errors[..errors.len().min(10)],
-        new.logs()
-    );
+    load.finish(&new.logs());
     assert!(new.is_running(), "{}", new.logs());
     let aside: Vec<_> = fs::read_dir(old.dir())
         .expect("dir")
@@ -277,17 +236,10 @@ fn run_upgrade_script(sy: &Switchyard, bin: &std::path::Path) -> (bool, String) 
         .stderr(fs::File::create(&err).expect("stderr file"))
         .spawn()
         .expect("run upgrade.sh");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Ok(Some(st)) = child.try_wait() {
-            break st;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("upgrade.sh still running after 60 s");
-        }
-        thread::sleep(Duration::from_millis(50));
+    let Some(status) = wait_child(&mut child, Duration::from_secs(60)) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("upgrade.sh still running after 60 s");
     };
     (status.success(), fs::read_to_string(&err).unwrap_or_default())
 }

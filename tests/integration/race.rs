@@ -7,6 +7,11 @@ use crate::common::*;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
+/// Backends `a`, `b`, `c` as [`backend`] makes them.
+fn abc(status: u16, delay_ms: u64) -> [TestBackend; 3] {
+    ["a", "b", "c"].map(|n| backend(n, status, delay_ms))
+}
+
 /// A backend answering `status` with body `NAME STATUS` after `delay`.
 fn backend(name: &str, status: u16, delay_ms: u64) -> TestBackend {
     let b = TestBackend::start(name);
@@ -42,9 +47,7 @@ const ESTABLISHED: u8 = 1;
 
 #[test]
 fn first_terminal_answer_wins_and_every_backend_is_asked() {
-    let a = backend("a", 500, 0);
-    let b = backend("b", 200, 300);
-    let c = backend("c", 200, 1200);
+    let [a, b, c] = [backend("a", 500, 0), backend("b", 200, 300), backend("c", 200, 1200)];
     let sy = Switchyard::start(&config(&urls(&[&a, &b, &c]), "race: {}"));
     let start = Instant::now();
     let r = get(sy.addr(), "/race", &[("X-Probe", "1")]);
@@ -55,41 +58,29 @@ fn first_terminal_answer_wins_and_every_backend_is_asked() {
     assert!(took >= Duration::from_millis(280), "{took:?}");
     assert!(took < Duration::from_secs(1), "{took:?}");
     // Every backend saw the same request.
-    eventually!(
-        2,
-        a.app_count() == 1 && b.app_count() == 1 && c.app_count() == 1,
-        "a {} b {} c {}",
-        a.app_count(),
-        b.app_count(),
-        c.app_count()
-    );
+    let counts = || [&a, &b, &c].map(|x| x.app_count());
+    eventually!(2, counts() == [1, 1, 1], "requests per backend {:?}", counts());
     for x in [&a, &b, &c] {
         let req = x.last_app_request().unwrap();
         assert_eq!((req.method.as_str(), req.target.as_str()), ("GET", "/race"));
         assert_eq!(req.header("x-probe"), Some("1"));
     }
     // One request id for all three copies.
-    let id = a.last_app_request().unwrap().header("x-request-id").map(String::from);
-    assert!(id.is_some());
-    assert_eq!(b.last_app_request().unwrap().header("x-request-id"), id.as_deref());
-    assert_eq!(c.last_app_request().unwrap().header("x-request-id"), id.as_deref());
+    let ids = [&a, &b, &c].map(|x| x.last_app_request().unwrap().header("x-request-id").map(String::from));
+    assert!(ids[0].is_some() && ids.iter().all(|id| *id == ids[0]), "{ids:?}");
 }
 
 #[test]
 fn no_terminal_answer_gives_the_last_5xx_from_a_backend() {
-    let a = backend("a", 500, 0);
-    let b = backend("b", 502, 150);
-    let c = backend("c", 503, 400);
+    let [a, b, c] = [backend("a", 500, 0), backend("b", 502, 150), backend("c", 503, 400)];
     let sy = Switchyard::start(&config(&urls(&[&a, &b, &c]), "race: {}"));
     for _ in 0..2 {
-        let r = get(sy.addr(), "/bad", &[]);
-        assert_eq!(r.status, 503, "{:?}", r.text());
+        let r = get(sy.addr(), "/bad", &[]).expect_status(503);
         assert_eq!(r.header("x-backend"), Some("c"), "not the backend's own answer");
         assert_eq!(r.text(), "c 503");
     }
     // 4xx is terminal by default: it wins over a later 200.
-    let d = backend("d", 404, 0);
-    let e = backend("e", 200, 300);
+    let [d, e] = [backend("d", 404, 0), backend("e", 200, 300)];
     let sy = Switchyard::start(&config(&urls(&[&d, &e]), "race: {}"));
     let r = get(sy.addr(), "/missing", &[]);
     assert_eq!((r.status, r.text().as_str()), (404, "d 404"));
@@ -101,8 +92,7 @@ fn no_terminal_answer_gives_the_last_5xx_from_a_backend() {
 
 #[test]
 fn dead_backend_in_race_pool_does_not_hurt() {
-    let a = backend("a", 200, 0);
-    let b = backend("b", 200, 0);
+    let [a, b] = [backend("a", 200, 0), backend("b", 200, 0)];
     // Passive ejection off, so the dead backend is asked every time.
     let sy = Switchyard::start(&config(&[dead_url(), a.url(), b.url()], "race: {}\npassive: {max_fails: 0}"));
     let mut client = Client::connect(sy.addr()).unwrap();
@@ -110,25 +100,21 @@ fn dead_backend_in_race_pool_does_not_hurt() {
         let r = client.get(&format!("/x/{i}"), &[]).unwrap();
         assert_eq!(r.status, 200, "#{i}: {:?}", r.text());
     }
-    let r = client.request("POST", "/p", &[], b"payload").unwrap();
-    assert_eq!(r.status, 200, "{:?}", r.text());
+    client.request("POST", "/p", &[], b"payload").unwrap().expect_status(200);
 }
 
 #[test]
 fn race_post_body_arrives_byte_identical_at_every_backend() {
     // Small delays so that every copy is read completely before a winner
     // is chosen and the others are cancelled.
-    let a = backend("a", 200, 100);
-    let b = backend("b", 200, 200);
-    let c = backend("c", 200, 300);
+    let [a, b, c] = [backend("a", 200, 100), backend("b", 200, 200), backend("c", 200, 300)];
     let sy = Switchyard::start(&config(&urls(&[&a, &b, &c]), "race: {}"));
     let payload = body(42, 20_000);
     let r = request(sy.addr(), "POST", "/upload", &[], &payload);
     assert_eq!((r.status, r.text().as_str()), (200, "a 200"));
     // Chunked from the client: replayed with an exact Content-Length.
     let chunked = body(43, 20_000);
-    let r = request(sy.addr(), "POST", "/chunked", &[("Transfer-Encoding", "chunked")], &chunked);
-    assert_eq!(r.status, 200, "{:?}", r.text());
+    request(sy.addr(), "POST", "/chunked", &[("Transfer-Encoding", "chunked")], &chunked).expect_status(200);
     eventually!(3, [&a, &b, &c].iter().all(|x| x.app_count() == 2));
     for x in [&a, &b, &c] {
         let reqs = x.app_requests();
@@ -145,19 +131,16 @@ fn race_post_body_arrives_byte_identical_at_every_backend() {
 fn bodies_above_race_max_body_go_to_one_backend() {
     // Answers take 200 ms so that every raced request reaches its backend
     // before the winner's answer cancels the others.
-    let bs: Vec<TestBackend> = ["a", "b", "c"].iter().map(|n| backend(n, 200, 200)).collect();
-    let refs: Vec<&TestBackend> = bs.iter().collect();
-    let sy = Switchyard::start(&config(&urls(&refs), "race: {max_body: 1KiB}"));
+    let bs = abc(200, 200);
+    let sy = Switchyard::start(&config(&urls(&bs.each_ref()), "race: {max_body: 1KiB}"));
     let big = body(1, 4096);
-    let r = request(sy.addr(), "POST", "/big", &[], &big);
-    assert_eq!(r.status, 200, "{:?}", r.text());
+    request(sy.addr(), "POST", "/big", &[], &big).expect_status(200);
     // A small one is raced, for contrast.
-    let r = request(sy.addr(), "POST", "/small", &[], b"tiny");
-    assert_eq!(r.status, 200);
-    eventually!(2, refs.iter().map(|b| b.path_count("/small")).sum::<usize>() == 3);
-    let big_seen: usize = refs.iter().map(|b| b.path_count("/big")).sum();
+    request(sy.addr(), "POST", "/small", &[], b"tiny").expect_status(200);
+    eventually!(2, bs.iter().map(|b| b.path_count("/small")).sum::<usize>() == 3);
+    let big_seen: usize = bs.iter().map(|b| b.path_count("/big")).sum();
     assert_eq!(big_seen, 1);
-    let got = refs.iter().flat_map(|b| b.app_requests()).find(|r| r.target == "/big").unwrap();
+    let got = bs.iter().flat_map(|b| b.app_requests()).find(|r| r.target == "/big").unwrap();
     assert!(got.body == big);
 }
 
@@ -165,17 +148,15 @@ fn bodies_above_race_max_body_go_to_one_backend() {
 
 #[test]
 fn hedged_requests_to_fast_backends_ask_only_one() {
-    let bs: Vec<TestBackend> = ["a", "b", "c"].iter().map(|n| backend(n, 200, 0)).collect();
-    let refs: Vec<&TestBackend> = bs.iter().collect();
-    let sy = Switchyard::start(&config(&urls(&refs), "race: {hedge_delay: 300ms}"));
+    let bs = abc(200, 0);
+    let sy = Switchyard::start(&config(&urls(&bs.each_ref()), "race: {hedge_delay: 300ms}"));
     let mut client = Client::connect(sy.addr()).unwrap();
     for i in 0..9 {
-        let r = client.get(&format!("/h/{i}"), &[]).unwrap();
-        assert_eq!(r.status, 200, "{:?}", r.text());
+        client.get(&format!("/h/{i}"), &[]).unwrap().expect_status(200);
     }
-    // Give a stray hedge a chance to show up before counting.
+    // Absence check: give a stray hedge a chance to show up before counting.
     std::thread::sleep(Duration::from_millis(400));
-    let seen: Vec<usize> = refs.iter().map(|b| b.app_count()).collect();
+    let seen: Vec<usize> = bs.iter().map(|b| b.app_count()).collect();
     assert_eq!(seen.iter().sum::<usize>(), 9, "per backend {seen:?}");
     // The first pick rotates (round robin).
     assert!(seen.iter().all(|n| *n >= 1), "per backend {seen:?}");
@@ -183,8 +164,7 @@ fn hedged_requests_to_fast_backends_ask_only_one() {
 
 #[test]
 fn hedge_asks_the_next_backend_after_hedge_delay() {
-    let s = backend("s", 200, 1500);
-    let f = backend("f", 200, 0);
+    let [s, f] = [backend("s", 200, 1500), backend("f", 200, 0)];
     let sy = Switchyard::start(&config(&urls(&[&s, &f]), "race: {hedge_delay: 300ms}"));
     let mut s_first = 0;
     for i in 0..4 {
@@ -210,9 +190,7 @@ fn hedge_asks_the_next_backend_after_hedge_delay() {
 
 #[test]
 fn cancelled_losers_connections_are_closed_not_drained() {
-    let a = backend("a", 500, 0);
-    let b = backend("b", 200, 300);
-    let c = backend("c", 200, 1200);
+    let [a, b, c] = [backend("a", 500, 0), backend("b", 200, 300), backend("c", 200, 1200)];
     let sy = Switchyard::start(&config(&urls(&[&a, &b, &c]), "race: {}"));
     let addr = sy.addr();
     let t = std::thread::spawn(move || {
@@ -240,8 +218,7 @@ fn cancelled_losers_connections_are_closed_not_drained() {
     assert_eq!(b.open_connections(), 1);
     // The next race reuses b's connection but must open a new one to c.
     c.set_delay(Duration::ZERO);
-    let r = get(addr, "/again", &[]);
-    assert_eq!(r.status, 200, "{:?}", r.text());
+    get(addr, "/again", &[]).expect_status(200);
     eventually!(2, c.app_count() == 2);
     assert_eq!(c.connections_accepted(), 2, "c's cut connection was reused");
     assert_eq!(b.connections_accepted(), 1);
@@ -256,9 +233,8 @@ fn losers(sy: &Switchyard, result: &str) -> f64 {
 #[test]
 fn losers_connections_go_back_to_the_pool() {
     // Three equal backends: every race has two losers that answer at once.
-    let bs: Vec<TestBackend> = ["a", "b", "c"].iter().map(|n| backend(n, 200, 0)).collect();
-    let refs: Vec<&TestBackend> = bs.iter().collect();
-    let sy = Switchyard::start(&(config(&urls(&refs), "race: {}") + "admin: {listen: \"{admin}\"}\n"));
+    let bs = abc(200, 0);
+    let sy = Switchyard::start(&(config(&urls(&bs.each_ref()), "race: {}") + "admin: {listen: \"{admin}\"}\n"));
     let n = 40;
     let mut client = Client::connect(sy.addr()).unwrap();
     for i in 0..n {
@@ -270,15 +246,11 @@ fn losers_connections_go_back_to_the_pool() {
     }
     // One connection per backend, not one per loser (2 × n when losers
     // are closed).
-    let opened: Vec<usize> = refs.iter().map(|b| b.connections_accepted()).collect();
+    let opened: Vec<usize> = bs.iter().map(|b| b.connections_accepted()).collect();
     assert!(opened.iter().all(|o| *o <= 2), "connections accepted per backend {opened:?} over {n} races");
     // every race reached every backend
-    eventually!(
-        2,
-        refs.iter().all(|b| b.app_count() == n),
-        "{:?}",
-        refs.iter().map(|b| b.app_count()).collect::<Vec<_>>()
-    );
+    let counts = || bs.each_ref().map(|b| b.app_count());
+    eventually!(2, counts() == [n; 3], "{:?}", counts());
     assert_eq!(losers(&sy, "reused"), 2.0 * n as f64, "{}", sy.logs());
     assert_eq!(losers(&sy, "cut"), 0.0);
 }
@@ -306,10 +278,7 @@ fn loser_within_the_bound_is_reused_beyond_it_is_cut() {
 fn race_with_every_backend_dead_gives_502() {
     let dead: Vec<String> = (0..3).map(|_| dead_url()).collect();
     let sy = Switchyard::start(&config(&dead, "race: {}"));
-    let r = get(sy.addr(), "/x", &[]);
-    assert_eq!(r.status, 502, "{:?}", r.text());
-    assert_eq!(r.header("x-backend"), None);
-    let v = r.json();
+    let v = proxy_error(&get(sy.addr(), "/x", &[]), 502);
     assert_eq!(v["error"], "every upstream attempt failed", "{v}");
     assert_eq!(v["pool"], "web", "{v}");
     assert_eq!(v["attempts"], 3, "{v}");
@@ -317,16 +286,13 @@ fn race_with_every_backend_dead_gives_502() {
 
 #[test]
 fn race_deadline_gives_504() {
-    let bs: Vec<TestBackend> = ["a", "b"].iter().map(|n| backend(n, 200, 3000)).collect();
-    let refs: Vec<&TestBackend> = bs.iter().collect();
-    let sy = Switchyard::start(&config(&urls(&refs), "race: {}\ntimeouts: {request: 500ms}"));
+    let bs = ["a", "b"].map(|n| backend(n, 200, 3000));
+    let sy = Switchyard::start(&config(&urls(&bs.each_ref()), "race: {}\ntimeouts: {request: 500ms}"));
     let start = Instant::now();
     let r = get(sy.addr(), "/slow", &[]);
     let took = start.elapsed();
-    assert_eq!(r.status, 504, "{:?}", r.text());
-    assert_eq!(r.header("x-backend"), None);
-    assert_eq!(r.json()["error"], "upstream timed out");
+    assert_eq!(proxy_error(&r, 504)["error"], "upstream timed out");
     assert!(took >= Duration::from_millis(450), "{took:?}");
     assert!(took < Duration::from_millis(1500), "{took:?}");
-    assert_eq!(refs.iter().map(|b| b.app_count()).sum::<usize>(), 2);
+    assert_eq!(bs.iter().map(|b| b.app_count()).sum::<usize>(), 2);
 }

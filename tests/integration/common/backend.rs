@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::{HeaderValue, Request, StatusCode};
+use http::Request;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -41,26 +41,17 @@ struct Shared {
     conns: Mutex<HashMap<u64, JoinHandle<()>>>,
 }
 
-/// An in-process HTTP/1.1 upstream with programmable behaviour.
-///
-/// Built-in behaviour, in this order:
-/// 1. a handler set with [`set_handler`](Self::set_handler) that returns `Some(reply)`;
-/// 2. `/health` (any query): `200 ok`, or `503 unhealthy` after
-///    [`set_healthy(false)`](Self::set_healthy), never delayed;
-/// 3. otherwise the default reply: `200` with the backend's name as body,
-///    changed by [`set_status`](Self::set_status), [`set_body`](Self::set_body),
-///    [`set_delay`](Self::set_delay), [`set_mode`](Self::set_mode), ...
-///
-/// Every answer carries `x-backend: NAME`. Keep-alive and `Expect:
-/// 100-continue` are hyper's. Every fully read request is recorded (also in
-/// Reset/Close/Hang modes) before the reply is carried out. Dropping the
-/// backend stops it and closes its connections.
+/// An in-process HTTP/1.1 upstream. It answers, in this order: a
+/// [`set_handler`](Self::set_handler) handler's `Some(reply)`; `/health`
+/// (200 `ok`, or 503 after `set_healthy(false)`); the default reply (200,
+/// the name as body; `set_status`, `set_body`, `set_delay`, `set_mode`...).
+/// Every answer carries `x-backend: NAME`; every fully read request is
+/// recorded before its reply is carried out. Stopped on drop.
 pub struct TestBackend {
     shared: Arc<Shared>,
 }
 
 impl TestBackend {
-    /// Starts a backend named `name` on `127.0.0.1:0`.
     pub fn start(name: &str) -> TestBackend {
         let listener = bind_fresh();
         let addr = listener.local_addr().expect("local_addr");
@@ -82,17 +73,14 @@ impl TestBackend {
         TestBackend { shared }
     }
 
-    /// The listening address.
     pub fn addr(&self) -> SocketAddr {
         self.shared.addr
     }
 
-    /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.shared.addr)
     }
 
-    /// The name given at start (body of default replies and `x-backend`).
     pub fn name(&self) -> &str {
         &self.shared.name
     }
@@ -101,110 +89,78 @@ impl TestBackend {
         f(&mut lock(&self.shared.settings));
     }
 
-    /// Status of the default reply.
     pub fn set_status(&self, status: u16) {
         self.with_settings(|s| s.default.status = status);
     }
 
-    /// Body of the default reply.
     pub fn set_body(&self, body: impl Into<Vec<u8>>) {
         let body = body.into();
         self.with_settings(|s| s.default.body = body);
     }
 
-    /// Delay before the default reply is carried out.
     pub fn set_delay(&self, delay: Duration) {
         self.with_settings(|s| s.default.delay = delay);
     }
 
-    /// Mode of the default reply (respond, reset, close, hang).
     pub fn set_mode(&self, mode: Mode) {
         self.with_settings(|s| s.default.mode = mode);
     }
 
-    /// Adds a header to the default reply.
-    #[allow(dead_code)] // harness API beyond the current tests
-    pub fn add_header(&self, name: &str, value: &str) {
-        self.with_settings(|s| s.default.headers.push((name.into(), value.into())));
-    }
-
-    /// Send default replies chunked.
-    #[allow(dead_code)] // harness API beyond the current tests
-    pub fn set_chunked(&self, chunked: bool) {
-        self.with_settings(|s| s.default.chunked = chunked);
-    }
-
-    /// Replaces the whole default reply.
     pub fn set_reply(&self, reply: Reply) {
         self.with_settings(|s| s.default = reply);
     }
 
-    /// `/health` answers 200 (`true`, the default) or 503 (`false`).
+    /// `/health` answers 200 (`true`, the default) or 503.
     pub fn set_healthy(&self, healthy: bool) {
         self.with_settings(|s| s.healthy = healthy);
     }
 
-    /// Installs a handler consulted first for every request (including
-    /// `/health`); returning `None` falls back to the built-in behaviour.
-    /// It runs on the harness runtime: it must not block or send requests.
-    ///
-    /// ```ignore
-    /// let n = AtomicUsize::new(0); // fail the first request only
-    /// b.set_handler(move |_req| (n.fetch_add(1, SeqCst) == 0).then(|| Reply::new(500, "first")));
-    /// ```
+    /// A handler consulted first for every request (`/health` too); `None`
+    /// falls back to the built-in behaviour. It runs on the harness runtime:
+    /// it must not block or send requests.
     pub fn set_handler(&self, f: impl Fn(&RecordedRequest) -> Option<Reply> + Send + Sync + 'static) {
         let h: Handler = Arc::new(f);
         self.with_settings(|s| s.handler = Some(h));
     }
 
-    /// Requests received, all paths (including `/health`).
+    /// Requests received, `/health` included.
     pub fn request_count(&self) -> usize {
         lock(&self.shared.requests).len()
     }
 
-    /// Requests received for `path` (compared without the query string).
+    /// Requests received for `path` (query string ignored).
     pub fn path_count(&self, path: &str) -> usize {
         lock(&self.shared.requests).iter().filter(|r| r.path() == path).count()
     }
 
-    /// Requests received for any path but `/health` (i.e. proxied traffic).
+    /// Requests for any path but `/health` (proxied traffic).
     pub fn app_count(&self) -> usize {
         self.request_count() - self.path_count("/health")
     }
 
-    /// All recorded requests, oldest first.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         lock(&self.shared.requests).clone()
     }
 
-    /// Recorded requests not for `/health`, oldest first.
     pub fn app_requests(&self) -> Vec<RecordedRequest> {
         self.requests().into_iter().filter(|r| r.path() != "/health").collect()
     }
 
-    /// The last request received for a path other than `/health`.
     pub fn last_app_request(&self) -> Option<RecordedRequest> {
         self.app_requests().pop()
     }
 
-    /// Forgets recorded requests and counters (not connection counts).
+    /// Forgets the recorded requests (not the connection counts).
     pub fn reset_counters(&self) {
         lock(&self.shared.requests).clear();
     }
 
-    /// TCP connections currently open to this backend.
     pub fn open_connections(&self) -> usize {
         self.shared.open.load(SeqCst)
     }
 
-    /// TCP connections accepted since start.
     pub fn connections_accepted(&self) -> usize {
         self.shared.accepted.load(SeqCst)
-    }
-
-    /// Whether the backend is currently listening.
-    pub fn is_listening(&self) -> bool {
-        lock(&self.shared.acceptor).is_some()
     }
 
     /// Stops listening (connections are then refused) and closes every open
@@ -224,10 +180,10 @@ impl TestBackend {
         }
     }
 
-    /// Listens again on the same port after [`stop`](Self::stop) (retries for
-    /// up to 5 s if the port is briefly unavailable). No-op when listening.
+    /// Listens again on the same port after [`stop`](Self::stop) (binding
+    /// retried for 5 s). No-op when listening.
     pub fn restart(&self) {
-        if self.is_listening() {
+        if lock(&self.shared.acceptor).is_some() {
             return;
         }
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -357,23 +313,18 @@ async fn answer(
     tokio::time::sleep(reply.delay).await;
     match reply.mode {
         Mode::Respond => {}
-        Mode::Reset => reset.store(true, SeqCst),
-        Mode::Close => {}
         Mode::Hang => std::future::pending::<()>().await,
+        mode => {
+            reset.store(mode == Mode::Reset, SeqCst);
+            return Err(io::Error::other(format!("{mode:?} mode")));
+        }
     }
-    if reply.mode != Mode::Respond {
-        return Err(io::Error::other(format!("{:?} mode", reply.mode)));
-    }
-    let mut resp = http::Response::new(body_of(&reply.body, reply.chunked));
-    *resp.status_mut() = StatusCode::from_u16(reply.status).map_err(io::Error::other)?;
-    let h = resp.headers_mut();
-    h.insert("x-backend", HeaderValue::from_str(&s.name).map_err(io::Error::other)?);
+    let mut resp = http::Response::builder().status(reply.status).header("x-backend", &s.name);
     for (k, v) in &reply.headers {
-        let name = http::HeaderName::from_bytes(k.as_bytes()).map_err(io::Error::other)?;
-        h.append(name, HeaderValue::from_str(v).map_err(io::Error::other)?);
+        resp = resp.header(k, v);
     }
     if reply.close {
-        h.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        resp = resp.header("connection", "close");
     }
-    Ok(resp)
+    resp.body(body_of(&reply.body, reply.chunked)).map_err(io::Error::other)
 }

@@ -1,8 +1,6 @@
-//! The tests' HTTP client, on hyper's connection-level HTTP/1.1 client: a
-//! [`Client`] is exactly one TCP connection (its requests share it, so
-//! keep-alive and connection counts are the test's to control); the free
-//! functions use a fresh connection per request. [`send_raw`] is only for
-//! bytes no client library sends (malformed heads, smuggling, pipelining).
+//! The tests' HTTP/1.1 client on hyper: a [`Client`] is one TCP connection;
+//! the free functions use a fresh connection per request. [`send_raw`] is
+//! for bytes no client library sends (malformed heads, pipelining).
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -13,22 +11,19 @@ use http::{HeaderMap, Request};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::Frame;
-use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::http1::{Connection, SendRequest};
 use hyper_util::rt::TokioIo;
 
 use super::rt;
 
-/// Default I/O timeout of the client helpers: connect, and each whole exchange.
+/// Bound of a connect, and of each whole exchange.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// An HTTP response as received by the client helpers.
+/// A final response (1xx skipped): header names lowercased, body de-chunked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
-    /// Status code (`1xx` interim answers are skipped).
     pub status: u16,
-    /// Header fields, names lowercased; repeated fields kept.
     pub headers: Vec<(String, String)>,
-    /// The body, de-chunked.
     pub body: Vec<u8>,
     /// Whether the body came with `Transfer-Encoding: chunked`.
     pub chunked: bool,
@@ -40,11 +35,11 @@ impl Response {
         find_header(&self.headers, name)
     }
 
-    /// Every value of header `name` (case-insensitive), in order.
-    #[allow(dead_code)] // harness API beyond the current tests
-    pub fn header_all(&self, name: &str) -> Vec<&str> {
-        let want = |(k, _): &&(String, String)| k.eq_ignore_ascii_case(name);
-        self.headers.iter().filter(want).map(|(_, v)| v.as_str()).collect()
+    /// Asserts the status (the body in the message); returns the response.
+    #[track_caller]
+    pub fn expect_status(self, status: u16) -> Response {
+        assert_eq!(self.status, status, "body {:?}", self.text());
+        self
     }
 
     /// The body as (lossy) UTF-8 text.
@@ -77,11 +72,9 @@ pub(crate) fn is_chunked(h: &HeaderMap) -> bool {
     te.filter_map(|v| v.to_str().ok()).any(|v| v.to_ascii_lowercase().contains("chunked"))
 }
 
-/// A message body as both the client and the backend send it.
 pub type Body = BoxBody<Bytes, io::Error>;
 
-/// `bytes` as a body: with a known length, or as two chunks of unknown
-/// length (so that multi-chunk decoding is exercised) when `chunked`.
+/// `bytes` with a known length, or (`chunked`) as two chunks of unknown length.
 pub(crate) fn body_of(bytes: &[u8], chunked: bool) -> Body {
     if !chunked {
         return Full::new(Bytes::copy_from_slice(bytes)).map_err(|n| match n {}).boxed();
@@ -109,14 +102,8 @@ fn block_on<T>(limit: Duration, f: impl std::future::Future<Output = io::Result<
     rt().block_on(async { tokio::time::timeout(limit, f).await }).map_err(|_| timed_out())?
 }
 
-/// One client connection that can carry several requests (keep-alive).
-/// Do not call it from inside a backend handler (it blocks on the runtime).
-///
-/// ```ignore
-/// let mut c = Client::connect(sy.addr()).unwrap();
-/// let a = c.get("/a", &[]).unwrap();
-/// let b = c.get("/b", &[]).unwrap(); // same TCP connection
-/// ```
+/// One keep-alive client connection; not for use inside a backend handler
+/// (it blocks on the runtime).
 pub struct Client {
     send: SendRequest<Body>,
     addr: SocketAddr,
@@ -124,25 +111,17 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects with [`CLIENT_TIMEOUT`] for the connect and each exchange.
     pub fn connect(addr: SocketAddr) -> io::Result<Client> {
         let send = block_on(CLIENT_TIMEOUT, async move {
-            let tcp = tokio::net::TcpStream::connect(addr).await?;
-            let _ = tcp.set_nodelay(true);
-            let io = TokioIo::new(tcp);
-            let (send, conn) = hyper::client::conn::http1::handshake(io).await.map_err(io_error)?;
+            let (send, conn) = open(addr).await?;
             tokio::spawn(conn);
             Ok(send)
         })?;
         Ok(Client { send, addr, timeout: CLIENT_TIMEOUT })
     }
 
-    /// Sends one request and reads its whole response.
-    ///
-    /// Adds `Host: ADDR` unless given; hyper adds `Content-Length` (also `0`
-    /// for POST/PUT/PATCH). With `Transfer-Encoding: chunked` in `headers`
-    /// the body goes chunk-encoded, in two chunks. Use [`send_raw`] for
-    /// byte-exact control.
+    /// One request and its whole response. Adds `Host: ADDR` unless given;
+    /// with `Transfer-Encoding: chunked` in `headers` the body goes chunked.
     pub fn request(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> io::Result<Response> {
         let req = build(self.addr, method, path, headers, body)?;
         let send = &mut self.send;
@@ -152,13 +131,12 @@ impl Client {
         })
     }
 
-    /// Sets the limit of each later exchange (default [`CLIENT_TIMEOUT`]).
+    /// The bound of each later exchange.
     pub fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
         self.timeout = timeout;
         Ok(())
     }
 
-    /// `GET path` with `headers`.
     pub fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> io::Result<Response> {
         self.request("GET", path, headers, b"")
     }
@@ -187,7 +165,13 @@ fn build(
     req.map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
 }
 
-/// Sends `req` and reads the whole response.
+/// A new client connection: its sender, and the connection to drive.
+async fn open(addr: SocketAddr) -> io::Result<(SendRequest<Body>, Connection<TokioIo<tokio::net::TcpStream>, Body>)> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let _ = tcp.set_nodelay(true);
+    hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(io_error)
+}
+
 async fn exchange(send: &mut SendRequest<Body>, req: Request<Body>) -> io::Result<Response> {
     let (head, body) = send.send_request(req).await.map_err(io_error)?.into_parts();
     let body = body.collect().await.map_err(io_error)?.to_bytes().to_vec();
@@ -195,10 +179,7 @@ async fn exchange(send: &mut SendRequest<Body>, req: Request<Body>) -> io::Resul
     Ok(Response { status: head.status.as_u16(), headers, body, chunked })
 }
 
-/// One request on a fresh connection; errors (refused, reset, timeout,
-/// malformed answer) are returned. The request is written as soon as the
-/// connection is up (one task drives both), as a real client does, and the
-/// connection is closed after the answer.
+/// One request on a fresh connection, closed after the answer; errors returned.
 pub fn try_request(
     addr: SocketAddr,
     method: &str,
@@ -208,9 +189,7 @@ pub fn try_request(
 ) -> io::Result<Response> {
     let req = build(addr, method, path, headers, body)?;
     block_on(CLIENT_TIMEOUT, async move {
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
-        let _ = tcp.set_nodelay(true);
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.map_err(io_error)?;
+        let (mut send, conn) = open(addr).await?;
         let ask = async move { exchange(&mut send, req).await }; // `send` dropped at the end: `conn` ends
         let (answer, _) = tokio::join!(ask, conn);
         answer
@@ -223,24 +202,20 @@ pub fn request(addr: SocketAddr, method: &str, path: &str, headers: &[(&str, &st
         .unwrap_or_else(|e| panic!("{method} http://{addr}{path} failed: {e}"))
 }
 
-/// `GET path` on a fresh connection; panics with context on any I/O error.
 pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Response {
     request(addr, "GET", path, headers, b"")
 }
 
-/// `GET path` on a fresh connection, errors returned.
 pub fn try_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> io::Result<Response> {
     try_request(addr, "GET", path, headers, b"")
 }
 
-/// Writes `bytes` on a fresh connection and returns everything the server
-/// sends back until it closes, 1 s passes without new data after something
-/// arrived, or 5 s in total. Panics if it cannot connect.
+/// Writes `bytes` on a fresh connection; everything read back until the
+/// server closes, 1 s passes without new data after some, or 5 s in total.
 pub fn send_raw(addr: SocketAddr, bytes: &[u8]) -> Vec<u8> {
     send_raw_timeout(addr, bytes, Duration::from_secs(5))
 }
 
-/// [`send_raw`] with a total time bound.
 pub fn send_raw_timeout(addr: SocketAddr, bytes: &[u8], total: Duration) -> Vec<u8> {
     let mut s =
         TcpStream::connect_timeout(&addr, CLIENT_TIMEOUT).unwrap_or_else(|e| panic!("send_raw: connect {addr}: {e}"));
@@ -255,11 +230,7 @@ pub fn send_raw_timeout(addr: SocketAddr, bytes: &[u8], total: Duration) -> Vec<
             Ok(0) => break,
             Ok(n) => out.extend_from_slice(&tmp[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                if !out.is_empty() {
-                    break;
-                }
-            }
+            Err(e) if out.is_empty() && matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
             Err(_) => break,
         }
     }

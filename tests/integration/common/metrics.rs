@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use prometheus_parse::{LineInfo, Scrape, Value};
 
-/// Label names to values.
 pub type Labels = BTreeMap<String, String>;
 
 /// Every sample of `text` as `(name, labels, value)`. Histograms come back

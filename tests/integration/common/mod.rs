@@ -1,62 +1,14 @@
-//! The integration-test harness (`use crate::common::*;` in every module).
-//!
-//! Tests are plain `#[test]` functions with blocking calls: the harness runs
-//! the HTTP side (hyper servers and clients) on one shared tokio runtime of
-//! its own. Everything listens on `127.0.0.1` with ports chosen by the OS;
-//! processes are killed by PID; every wait is bounded: wait for conditions
-//! with [`poll_until`], never with a bare sleep.
-//!
-//! * [`TestBackend`] (`backend.rs`): an in-process programmable upstream on
-//!   hyper: `start(name)`, `url()`, `addr()`, `set_status`, `set_body`,
-//!   `set_delay`, `set_mode(Mode::{Respond, Reset, Close, Hang})`,
-//!   `add_header`, `set_chunked`, `set_reply(Reply)`, `set_handler(|req|
-//!   Option<Reply>)`, `set_healthy` (`/health` 200/503), `stop`/`restart` on
-//!   the same port; counters `request_count`, `app_count`, `path_count`,
-//!   `open_connections`, `connections_accepted`; recorded requests
-//!   `requests`, `app_requests`, `last_app_request` ([`RecordedRequest`]:
-//!   method, target, headers, body, chunked, conn_id, peer).
-//! * Client (`client.rs`, hyper): [`get`], [`request`], [`try_get`],
-//!   [`try_request`] (one fresh connection each), [`Client`] (one keep-alive
-//!   connection), all returning [`Response`] (`status`, `header`, `text`,
-//!   `json`, `chunked`); [`send_raw`] / [`raw_status`] for bytes no client
-//!   sends.
-//! * Processes (`switchyard.rs`, `process.rs`): [`Switchyard`]
-//!   (`start(yaml)`, `start_admin(yaml)`, `builder()`, `addr`, `admin_addr`,
-//!   `logs` (printed anyway when a test fails), `signal`, `write_config`,
-//!   `spawn_sibling`, `wait_exit`, `kill`), [`check_config`],
-//!   [`run_switchyard`], [`EchoProcess`], [`run_echo`].
-//! * Metrics (`metrics.rs`): [`metric`], [`must`], [`samples`] over
-//!   Prometheus text, parsed by `prometheus-parse`.
-//! * Here: [`poll_until`] and `eventually!(secs, cond[, msg..])`,
-//!   [`free_port`], [`dead_addr`], [`dead_url`], [`TempDir`], [`test_body`];
-//!   config builders ([`LISTEN`], [`NO_HC`], [`web_pool_config`],
-//!   [`proxy_config`], [`pool`], [`be`], [`urls`]), [`backends`], the one-call starts [`start_web`] and [`start_pools`]; the
-//!   answer helpers [`served_by`], [`who`], [`proxy_error`].
-//!
-//! A new test file is a module: `mod NAME;` in `main.rs`, `use
-//! crate::common::*;` at its top. Test names say the behaviour
-//! (`retry_skips_non_idempotent_post`).
-//!
-//! ```ignore
-//! use crate::common::*;
-//!
-//! #[test]
-//! fn routes_to_a_backend() {
-//!     let b1 = TestBackend::start("b1");
-//!     let sy = Switchyard::start(&web_pool_config(&[b1.url()], ""));
-//!     let r = get(sy.addr(), "/hello", &[]);
-//!     assert_eq!(r.status, 200, "{}", r.text());
-//!     assert_eq!(served_by(&r), "b1");
-//!     assert_eq!(b1.path_count("/hello"), 1);
-//! }
-//! ```
+//! The integration-test harness (`use crate::common::*;` in every module):
+//! blocking `#[test]`s; the HTTP side (hyper) runs on one shared runtime;
+//! everything listens on 127.0.0.1 with OS-chosen ports; processes are
+//! killed by PID; every wait is bounded (poll with `eventually!`, never a
+//! bare sleep). [`TestBackend`] is a programmable upstream, `client.rs` and
+//! `raw.rs` the clients, [`Switchyard`] / [`EchoProcess`] the processes,
+//! `metrics.rs` the Prometheus parsing; here the config builders and the
+//! one-call starts ([`start_web`], [`start_pools`]).
 
-/// `assert!` for a condition that must become true within `$secs` seconds,
-/// polled every 20 ms by [`poll_until`]; the optional message as in `assert!`.
-///
-/// ```ignore
-/// eventually!(5, b1.app_count() > 0, "b1 never got traffic");
-/// ```
+/// `assert!` for a condition that must become true within `$secs` seconds
+/// (polled every 20 ms): `eventually!(5, b1.app_count() > 0, "msg {}", x)`.
 macro_rules! eventually {
     ($secs:expr, $cond:expr $(,)?) => {
         assert!(
@@ -73,6 +25,7 @@ macro_rules! eventually {
 
 mod backend;
 mod client;
+mod load;
 mod metrics;
 mod process;
 mod raw;
@@ -81,6 +34,7 @@ mod switchyard;
 
 pub use backend::*;
 pub use client::*;
+pub use load::*;
 pub use metrics::*;
 pub use process::*;
 pub use raw::*;
@@ -110,8 +64,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Calls `cond` every 20 ms until it returns true (→ `true`) or `timeout`
-/// elapses (→ `false`). `cond` is always called at least once.
+/// Calls `cond` (at least once) every 20 ms until it holds (`true`) or `timeout` passes.
 pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
@@ -125,9 +78,8 @@ pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// Binds `127.0.0.1:0` to a port never handed out before in this test
-/// binary (so a port released by [`free_port`] for another test's proxy or
-/// dead backend is never reused here), and records it.
+/// Binds `127.0.0.1:0` to a port never handed out before in this binary
+/// (so a port released by [`free_port`] is never reused here).
 fn bind_fresh() -> TcpListener {
     static HANDED_OUT: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
     let mut parked = Vec::new(); // keep stale ports bound so the OS picks others
@@ -142,24 +94,21 @@ fn bind_fresh() -> TcpListener {
     panic!("bind_fresh: no fresh port after 100 tries");
 }
 
-/// A TCP port on 127.0.0.1 that was free a moment ago, never handed out
-/// twice in this test binary nor held by a [`TestBackend`].
+/// A TCP port on 127.0.0.1 that was free a moment ago, never handed out twice.
 pub fn free_port() -> u16 {
     bind_fresh().local_addr().expect("local addr").port()
 }
 
-/// An address on 127.0.0.1 that refuses connections. Use it as a dead backend.
+/// An address on 127.0.0.1 that refuses connections (a dead backend).
 pub fn dead_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port()))
 }
 
-/// `http://` URL of [`dead_addr`].
 pub fn dead_url() -> String {
     format!("http://{}", dead_addr())
 }
 
-/// `n` pseudo-random bytes that differ from one `seed` to the next, so a
-/// body that arrives truncated, shifted or mixed up with another is noticed.
+/// `n` pseudo-random bytes, different per `seed` (truncation or mix-ups show).
 pub fn test_body(seed: u64, n: usize) -> Vec<u8> {
     let step = |x: u64| x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
     let mut x = step(seed);
@@ -171,39 +120,32 @@ pub fn test_body(seed: u64, n: usize) -> Vec<u8> {
         .collect()
 }
 
-/// The proxy's listener line of a config: `{listen}`.
 pub const LISTEN: &str = "listen: [{addr: \"{listen}\"}]\n";
 /// Health checking off: no probe traffic, backends healthy at once.
 pub const NO_HC: &str = "health_check: {type: none}";
 
-/// [`Switchyard::start`] on [`proxy_config`]`(routing, pools)`.
 pub fn start_pools(routing: &str, pools: &[String]) -> Switchyard {
     Switchyard::start(&proxy_config(routing, pools))
 }
 
-/// [`Switchyard::start`] with one pool `web` (the default pool) of the
-/// backends `bs` and `extra` pool keys, one per entry, as in [`pool`].
+/// One pool `web` (the default pool) of `bs`, `extra` pool keys as in [`pool`].
 pub fn start_web(bs: &[&TestBackend], extra: &[&str]) -> Switchyard {
     start_pools("{default_pool: web}", &[pool("web", &urls(bs), extra)])
 }
 
-/// A config with one pool `web` (the default pool) of `urls`; `extra` holds
-/// more pool keys, one per line, without indentation (`health_check:
-/// {type: none}` unless `extra` sets one).
+/// A config with one pool `web` (the default) of `urls`; `extra`: pool keys, one per line.
 pub fn web_pool_config(urls: &[String], extra: &str) -> String {
     let extra: Vec<&str> = extra.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
     proxy_config("{default_pool: web}", &[pool("web", urls, &extra)])
 }
 
-/// `listen: [{listen}]`, `routing: ROUTING` (a flow mapping) and `pools:`
-/// made of [`pool`] blocks.
+/// `listen`, `routing: ROUTING` (a flow mapping) and `pools:` of [`pool`] blocks.
 pub fn proxy_config(routing: &str, pools: &[String]) -> String {
     format!("{LISTEN}routing: {routing}\npools:\n{}", pools.concat())
 }
 
-/// A block-style pool `name` with `backends` (URLs, or flow entries such
-/// as `{url: "http://..", weight: 3}`, see [`be`]) and `extra` pool keys,
-/// one per entry; `health_check: {type: none}` unless `extra` sets one.
+/// A pool `name` of `backends` (URLs or flow entries, see [`be`]) and `extra`
+/// keys; `health_check: {type: none}` unless `extra` sets one.
 pub fn pool(name: &str, backends: &[String], extra: &[&str]) -> String {
     let mut s = format!("  {name}:\n    backends:\n");
     for b in backends {
@@ -226,12 +168,11 @@ pub fn be(url: &str, extra: &str) -> String {
     format!("{{url: \"{url}\"{extra}}}")
 }
 
-/// One started [`TestBackend`] per name: `let [b1, b2] = backends(["b1", "b2"]);`.
+/// `let [b1, b2] = backends(["b1", "b2"]);`
 pub fn backends<const N: usize>(names: [&str; N]) -> [TestBackend; N] {
     names.map(TestBackend::start)
 }
 
-/// The backends' URLs.
 pub fn urls(bs: &[&TestBackend]) -> Vec<String> {
     bs.iter().map(|b| b.url()).collect()
 }
@@ -241,9 +182,8 @@ pub fn served_by(r: &Response) -> String {
     r.header("x-backend").unwrap_or("").to_string()
 }
 
-/// Asserts an answer made by the proxy itself (no backend's `x-backend`):
-/// `status`, JSON content type, one line of JSON with a non-empty `error`
-/// (SPEC §3); returns the JSON.
+/// Asserts an answer made by the proxy itself (SPEC §3): `status`, no
+/// `x-backend`, one line of JSON with a non-empty `error`; returns the JSON.
 pub fn proxy_error(r: &Response, status: u16) -> serde_json::Value {
     let text = r.text();
     assert_eq!(r.status, status, "body {text:?}");
@@ -256,25 +196,23 @@ pub fn proxy_error(r: &Response, status: u16) -> serde_json::Value {
     v
 }
 
-/// The `x-backend` that served `GET /who` for pool `app` (the default pool
-/// when None), or None when there was no 200.
+/// The `x-backend` that served `GET /who` for pool `app` (None: the
+/// default pool), or None when there was no 200.
 pub fn who(sy: &Switchyard, app: Option<&str>) -> Option<String> {
     let headers: Vec<(&str, &str)> = app.map(|a| ("App-Name", a)).into_iter().collect();
     let r = try_get(sy.addr(), "/who", &headers).ok()?;
     (r.status == 200).then(|| served_by(&r))
 }
 
-/// A directory under `std::env::temp_dir()`, removed on drop unless the
-/// thread is panicking or `SWITCHYARD_KEEP_TMP` is set (then it is kept and
-/// its path printed, for debugging).
+/// A fresh directory under the system temp dir (short enough for a unix
+/// socket path), removed on drop unless the test panics or
+/// `SWITCHYARD_KEEP_TMP` is set.
 #[derive(Debug)]
 pub struct TempDir {
     path: PathBuf,
 }
 
 impl TempDir {
-    /// Creates a fresh, uniquely named directory (short enough for a unix
-    /// socket path inside it).
     pub fn new() -> TempDir {
         static N: AtomicU64 = AtomicU64::new(0);
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
@@ -284,12 +222,10 @@ impl TempDir {
         TempDir { path }
     }
 
-    /// The directory.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    /// `self.path().join(name)`.
     pub fn join(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }
@@ -305,15 +241,14 @@ impl Drop for TempDir {
     }
 }
 
-/// Sends `sig` (e.g. `libc::SIGHUP`) to `pid`. Returns false if the process is gone.
+/// Sends `sig` to `pid`; false if the process is gone.
 pub fn send_signal(pid: u32, sig: i32) -> bool {
     // SAFETY: kill(2) has no memory-safety preconditions.
     unsafe { libc::kill(pid as libc::pid_t, sig) == 0 }
 }
 
-/// Whether a process with this PID exists (and is not a zombie).
+/// Whether a process with this PID exists and is not a zombie (state field of /proc/PID/stat).
 pub fn pid_alive(pid: u32) -> bool {
-    // Field 3 of /proc/PID/stat is the state; it follows the last ')'.
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     stat.rsplit_once(')').is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
 }

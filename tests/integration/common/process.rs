@@ -1,23 +1,18 @@
-//! Child processes other than the proxy guard: [`check_config`] and
-//! [`run_switchyard`] (run to completion with a time bound), [`EchoProcess`]
-//! and [`run_echo`] for `switchyard-echo`, and the exit-code and kill helpers.
+//! Other child processes: runs to completion ([`check_config`],
+//! [`run_switchyard`], [`run_echo`]), [`EchoProcess`], and the kill helpers.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::thread;
 use std::time::Duration;
 
 use super::{expand_config, free_port, poll_until, send_signal, TempDir};
 
-/// Path of the `switchyard` binary built by cargo for this test run.
 pub const SWITCHYARD_BIN: &str = env!("CARGO_BIN_EXE_switchyard");
-/// Path of the `switchyard-echo` binary built by cargo for this test run.
 pub const ECHO_BIN: &str = env!("CARGO_BIN_EXE_switchyard-echo");
 
-/// Exit code as a shell reports it: the code, or 128 + signal number.
+/// The code, or 128 + signal number (as a shell reports it).
 pub fn exit_code(status: ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(-1)
@@ -32,7 +27,6 @@ pub(crate) fn terminate_child(child: &mut Child, grace: Duration) {
     }
 }
 
-/// Waits for a child with a bound; `None` if it is still running after `timeout`.
 pub(crate) fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     let mut status = None;
     poll_until(timeout, || {
@@ -42,19 +36,15 @@ pub(crate) fn wait_child(child: &mut Child, timeout: Duration) -> Option<ExitSta
     status
 }
 
-/// The file's bytes as (lossy) UTF-8; empty when unreadable.
 pub(crate) fn read_lossy(path: &Path) -> String {
     fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
 }
 
-/// Output of a finished process.
+/// Output of a finished process (`code`: 128 + signal when killed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
-    /// Exit code (128 + signal when killed).
     pub code: i32,
-    /// Captured stdout.
     pub stdout: String,
-    /// Captured stderr.
     pub stderr: String,
 }
 
@@ -79,8 +69,7 @@ fn run_to_end(bin: &str, args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Out
     Output { code: exit_code(status), stdout: read_lossy(&out), stderr: read_lossy(&err) }
 }
 
-/// Runs `switchyard ARGS` to completion (30 s bound) in a fresh temp dir
-/// (its working directory) and returns exit code and output.
+/// `switchyard ARGS` run to completion (30 s bound) in a fresh temp dir.
 pub fn run_switchyard(args: &[&str], env: &[(&str, &str)]) -> Output {
     let dir = TempDir::new();
     run_to_end(SWITCHYARD_BIN, args, env, dir.path())
@@ -96,23 +85,21 @@ pub fn check_config(yaml: &str) -> (i32, String, String) {
     (o.code, o.stdout, o.stderr)
 }
 
-/// `switchyard -t -c PATH` on an existing file.
 pub fn check_config_file(path: &Path) -> Output {
     let dir = TempDir::new();
     let p = path.display().to_string();
     run_to_end(SWITCHYARD_BIN, &["-t", "-c", &p], &[], dir.path())
 }
 
-/// A running `switchyard-echo`, killed on drop.
 pub struct EchoProcess {
     child: Option<Child>,
     addr: SocketAddr,
+    _dir: TempDir, // its stdout and stderr
 }
 
 impl EchoProcess {
-    /// Starts `switchyard-echo --listen 127.0.0.1:<free port> ARGS` (no
-    /// `--listen` added if `args` has one) and waits (10 s) for its
-    /// `listening on ADDR` line; panics with its stderr otherwise.
+    /// `switchyard-echo --listen 127.0.0.1:PORT ARGS` (unless `args` has a
+    /// `--listen`), once it printed `listening on ADDR` (10 s).
     pub fn start(args: &[&str]) -> EchoProcess {
         let mut all: Vec<String> = Vec::new();
         if !args.iter().any(|a| *a == "--listen" || a.starts_with("--listen=") || *a == "-l") {
@@ -123,45 +110,36 @@ impl EchoProcess {
         EchoProcess::start_cmd(Command::new(ECHO_BIN).args(&all))
     }
 
-    /// Starts from a prepared command (e.g. with env vars); stdout/stderr are
-    /// piped by this function.
+    /// [`start`](Self::start) from a prepared command (e.g. with env vars).
     pub fn start_cmd(cmd: &mut Command) -> EchoProcess {
-        let mut child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {ECHO_BIN}: {e}"));
-        let stdout = child.stdout.take().expect("piped stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = tx.send(line);
-            }
-            lines.for_each(drop); // keep draining so the child never blocks on stdout
+        let dir = TempDir::new();
+        let (out, err) = (dir.join("echo.stdout"), dir.join("echo.stderr"));
+        let file = |p: &Path| fs::File::create(p).expect("create log file");
+        let spawned = cmd.stdin(Stdio::null()).stdout(file(&out)).stderr(file(&err)).spawn();
+        let mut child = spawned.unwrap_or_else(|e| panic!("spawn {ECHO_BIN}: {e}"));
+        let mut addr = None;
+        poll_until(Duration::from_secs(10), || {
+            let text = read_lossy(&out); // only a whole first line
+            let line = text.split_once('\n').and_then(|(l, _)| l.strip_prefix("listening on "));
+            addr = line.and_then(|a| a.trim().parse::<SocketAddr>().ok());
+            addr.is_some()
         });
-        let line = rx.recv_timeout(Duration::from_secs(10));
-        let addr = line
-            .as_ref()
-            .ok()
-            .and_then(|l| l.strip_prefix("listening on "))
-            .and_then(|a| a.trim().parse::<SocketAddr>().ok());
         let Some(addr) = addr else {
             terminate_child(&mut child, Duration::from_millis(500));
-            let mut stderr = String::new();
-            let _ = child.stderr.take().map(|mut e| e.read_to_string(&mut stderr));
-            panic!("switchyard-echo did not announce itself (first line {line:?})\nstderr:\n{stderr}");
+            panic!(
+                "switchyard-echo did not announce itself\nstdout:\n{}\nstderr:\n{}",
+                read_lossy(&out),
+                read_lossy(&err)
+            );
         };
-        EchoProcess { child: Some(child), addr }
+        EchoProcess { child: Some(child), addr, _dir: dir }
     }
 
-    /// The announced listen address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// Sends SIGTERM and waits up to `timeout`; the exit code, or None.
+    /// SIGTERM; the exit code within `timeout`, or None.
     pub fn terminate(&mut self, timeout: Duration) -> Option<i32> {
         let child = self.child.as_mut()?;
         send_signal(child.id(), libc::SIGTERM);
@@ -177,8 +155,7 @@ impl Drop for EchoProcess {
     }
 }
 
-/// Runs `switchyard-echo ARGS` expecting it to exit by itself (30 s bound),
-/// e.g. for bad flags.
+/// `switchyard-echo ARGS` run to completion (30 s bound), e.g. bad flags.
 pub fn run_echo(args: &[&str]) -> Output {
     let dir = TempDir::new();
     run_to_end(ECHO_BIN, args, &[], dir.path())

@@ -1,9 +1,6 @@
-//! [`RawConn`]: one keep-alive client connection that sends bytes as given,
-//! for requests no client library would send (ambiguous framing, bytes
-//! outside the grammar) after or before valid ones on the same connection.
-//! Answers are parsed with `httparse`; bodies must carry a `Content-Length`
-//! (what switchyard's own answers and [`TestBackend`](super::TestBackend)
-//! replies to these requests do).
+//! [`RawConn`]: one keep-alive connection sending bytes as given (requests
+//! no client library sends), answers parsed by `httparse`; answer bodies
+//! must carry a `Content-Length`.
 
 use super::client::Response;
 use super::CLIENT_TIMEOUT;
@@ -11,31 +8,26 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-/// A raw HTTP/1.1 client connection.
 pub struct RawConn {
     stream: TcpStream,
     buf: Vec<u8>,
 }
 
 impl RawConn {
-    /// Connects with [`CLIENT_TIMEOUT`] for the connect and each read.
     pub fn connect(addr: SocketAddr) -> io::Result<RawConn> {
         let stream = TcpStream::connect_timeout(&addr, CLIENT_TIMEOUT)?;
         stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
         Ok(RawConn { stream, buf: Vec::new() })
     }
 
-    /// Sets the limit of each later read.
     pub fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
         self.stream.set_read_timeout(Some(timeout))
     }
 
-    /// Writes `bytes` as they are.
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes)
     }
 
-    /// `GET path` with a `Host` header, and its answer.
     pub fn get(&mut self, path: &str) -> io::Result<Response> {
         self.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())?;
         self.read_response()

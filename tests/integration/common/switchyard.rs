@@ -1,7 +1,6 @@
-//! [`Switchyard`]: a guard around a running `switchyard` process, its
-//! config written to a temp dir (placeholders expanded, see
-//! [`Switchyard::start`]), its stdout/stderr captured to files there and
-//! printed when a test panics; killed by PID on drop.
+//! [`Switchyard`]: a running `switchyard` process with its config, logs,
+//! pid file and upgrade socket in a temp dir; killed by PID on drop, its
+//! logs printed when the test panics.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -11,91 +10,69 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::process::{exit_code, read_lossy, terminate_child, wait_child, SWITCHYARD_BIN};
 use super::{free_port, pid_alive, poll_until, send_signal, TempDir};
 
-/// How long [`Switchyard::start`] waits for the proxy to answer.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// How [`SwitchyardBuilder::start`] decides that the proxy is up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// When [`SwitchyardBuilder::start`] deems the proxy up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Ready {
-    /// The listen port accepts a connection and answers (anything, or a
-    /// close) to a deliberately malformed request, so no backend is touched.
+    /// The listen port answers a malformed request (so no backend is touched).
+    #[default]
     Http,
-    /// The listen port accepts a TCP connection (e.g. for TLS listeners).
+    /// The listen port accepts a TCP connection (TLS listeners).
     Tcp,
-    /// Do not wait (e.g. for a process expected to fail; see
-    /// [`Switchyard::wait_exit`]).
+    /// Do not wait (a process expected to fail).
     NoWait,
 }
 
-/// Builder for [`Switchyard`]; get one with [`Switchyard::builder`].
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SwitchyardBuilder {
     yaml: Option<String>,
     args: Vec<String>,
     env: Vec<(String, String)>,
     ready: Ready,
-    ready_timeout: Duration,
 }
 
 impl SwitchyardBuilder {
-    /// Uses this YAML config (placeholders: see [`Switchyard::start`]).
     pub fn config(mut self, yaml: &str) -> Self {
         self.yaml = Some(yaml.to_string());
         self
     }
 
     /// Quick mode: `--backends LIST --port PORT` instead of a config file.
-    /// The proxy then listens on `0.0.0.0:PORT`; [`Switchyard::addr`] is
-    /// `127.0.0.1:PORT`.
     pub fn backends(mut self, list: &str) -> Self {
         self.args.push("--backends".into());
         self.args.push(list.into());
         self
     }
 
-    /// Adds a command-line argument.
-    #[allow(dead_code)] // harness API beyond the current tests
-    pub fn arg(mut self, a: &str) -> Self {
-        self.args.push(a.to_string());
-        self
-    }
-
-    /// Sets an environment variable for the process (`RUST_LOG` etc.).
     pub fn env(mut self, k: &str, v: &str) -> Self {
         self.env.push((k.to_string(), v.to_string()));
         self
     }
 
-    /// How to wait for readiness (default [`Ready::Http`]).
     pub fn ready(mut self, r: Ready) -> Self {
         self.ready = r;
         self
     }
 
-    /// Writes the config, spawns the process and waits for readiness;
-    /// panics with the logs if it does not come up.
+    /// Writes the config, spawns, waits for readiness (else panics with the logs).
     pub fn start(self) -> Switchyard {
-        let dir = Arc::new(TempDir::new());
-        let port = free_port();
-        let admin_port = free_port();
+        let (dir, port, admin_port) = (Arc::new(TempDir::new()), free_port(), free_port());
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let admin_addr = SocketAddr::from(([127, 0, 0, 1], admin_port));
         let config = dir.join("switchyard.yaml");
-        let mut args = Vec::new();
-        if let Some(yaml) = &self.yaml {
-            let text = expand_config(yaml, dir.path(), port, admin_port);
-            fs::write(&config, text).expect("write config");
-            args.push("-c".to_string());
-            args.push(config.display().to_string());
-        } else {
-            args.push("--port".to_string());
-            args.push(port.to_string());
-        }
+        let mut args = match &self.yaml {
+            Some(yaml) => {
+                fs::write(&config, expand_config(yaml, dir.path(), port, admin_port)).expect("write config");
+                vec!["-c".to_string(), config.display().to_string()]
+            }
+            None => vec!["--port".to_string(), port.to_string()],
+        };
         args.extend(self.args.iter().cloned());
         let mut sy = Switchyard {
             child: None,
@@ -108,16 +85,15 @@ impl SwitchyardBuilder {
             log_prefix: "switchyard".into(),
         };
         sy.spawn(&args, &self.env);
-        match self.ready {
-            Ready::NoWait => {}
-            r => sy.wait_ready(r, self.ready_timeout),
+        if self.ready != Ready::NoWait {
+            sy.wait_ready(self.ready);
         }
         sy
     }
 }
 
-/// Replaces the placeholders of [`Switchyard::start`] and adds a `server:`
-/// section with private pid/socket paths when the YAML has none.
+/// Expands the placeholders of [`Switchyard::start`]; prepends a `server:`
+/// line with private pid/socket paths when the YAML has none.
 pub fn expand_config(yaml: &str, dir: &Path, port: u16, admin_port: u16) -> String {
     let d = dir.display().to_string();
     // no grace period: tests stop switchyard with SIGTERM and should not wait 5 s
@@ -139,10 +115,8 @@ pub fn expand_config(yaml: &str, dir: &Path, port: u16, admin_port: u16) -> Stri
     text
 }
 
-/// A running `switchyard` process, killed (SIGTERM, then SIGKILL after 2 s)
-/// on drop, together with a daemonized/upgraded instance found in its pid
-/// file. Its stdout/stderr go to files in its temp dir; when the test panics
-/// the logs are printed on drop.
+/// A running `switchyard` (and the upgraded instance named in its pid file),
+/// SIGTERMed then SIGKILLed after 2 s on drop.
 pub struct Switchyard {
     child: Option<Child>,
     dir: Arc<TempDir>,
@@ -155,18 +129,11 @@ pub struct Switchyard {
 }
 
 impl Switchyard {
-    /// Starts `switchyard -c FILE` with `yaml` written to a temp dir, and
-    /// waits until its listener answers HTTP (15 s, else panics with logs).
-    ///
-    /// Placeholders replaced in `yaml`:
-    /// `{listen}` → `127.0.0.1:PORT` (a free port, see [`addr`](Self::addr)),
-    /// `{port}` → `PORT`, `{admin}` → `127.0.0.1:ADMIN_PORT` (see
-    /// [`admin_addr`](Self::admin_addr)), `{admin_port}`, `{dir}` → the temp
-    /// dir, `{pid_file}`, `{upgrade_sock}` → paths in it, `{server}` →
-    /// `server: { pid_file: ..., upgrade_sock: ... }`. When no line starts
-    /// with `server:`, that `server:` line is prepended automatically, so
-    /// parallel tests never share a pid file or upgrade socket (if you write
-    /// your own `server:` section, use `{pid_file}` and `{upgrade_sock}`).
+    /// `switchyard -c FILE` on `yaml`, waiting until it answers HTTP (15 s).
+    /// Placeholders: `{listen}` (127.0.0.1:PORT), `{port}`, `{admin}`,
+    /// `{admin_port}`, `{dir}` (the temp dir), `{pid_file}`, `{upgrade_sock}`,
+    /// `{server}` (the `server:` line prepended when no line starts with
+    /// `server:`, so parallel tests never share a pid file or socket).
     pub fn start(yaml: &str) -> Switchyard {
         Switchyard::builder().config(yaml).start()
     }
@@ -178,23 +145,15 @@ impl Switchyard {
         sy
     }
 
-    /// Waits (10 s) until the admin listener answers `GET /healthz` with 200
-    /// (start only waits for the proxy listener); panics with the logs.
+    /// Waits (10 s) until the admin listener answers `GET /healthz` with 200.
     pub fn wait_admin(&self) {
         let up = || super::try_get(self.admin_addr, "/healthz", &[]).is_ok_and(|r| r.status == 200);
         let msg = "admin API never answered /healthz";
         assert!(poll_until(Duration::from_secs(10), up), "{msg} on {}\n{}", self.admin_addr, self.logs());
     }
 
-    /// A builder for more control (args, env, quick mode, readiness).
     pub fn builder() -> SwitchyardBuilder {
-        SwitchyardBuilder {
-            yaml: None,
-            args: Vec::new(),
-            env: Vec::new(),
-            ready: Ready::Http,
-            ready_timeout: READY_TIMEOUT,
-        }
+        SwitchyardBuilder::default()
     }
 
     fn spawn(&mut self, args: &[String], env: &[(String, String)]) {
@@ -216,54 +175,44 @@ impl Switchyard {
         self.child = Some(child);
     }
 
-    fn wait_ready(&mut self, how: Ready, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
-                panic!("switchyard exited with {} before it was ready\n{}", exit_code(st), self.logs());
-            }
-            if probe(self.addr, how) {
-                return;
-            }
-            if Instant::now() >= deadline {
-                panic!("switchyard not ready on {} after {:?}\n{}", self.addr, timeout, self.logs());
-            }
-            thread::sleep(Duration::from_millis(50));
+    fn wait_ready(&mut self, how: Ready) {
+        let (addr, mut exited) = (self.addr, None);
+        let child = self.child.as_mut().expect("spawned");
+        let up = poll_until(READY_TIMEOUT, || {
+            exited = child.try_wait().ok().flatten();
+            exited.is_some() || probe(addr, how)
+        });
+        if let Some(st) = exited {
+            panic!("switchyard exited with {} before it was ready\n{}", exit_code(st), self.logs());
         }
+        assert!(up, "switchyard not ready on {addr} after {READY_TIMEOUT:?}\n{}", self.logs());
     }
 
-    /// The proxy's listen address (`{listen}`), on 127.0.0.1.
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
 
-    /// The address `{admin}` expanded to (only listening if the config uses it).
     pub fn admin_addr(&self) -> SocketAddr {
         self.admin_addr
     }
 
-    /// The config file it was started with.
     pub fn config_path(&self) -> &Path {
         &self.config
     }
 
-    /// The temp dir holding config, logs, pid file and upgrade socket.
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 
-    /// Path of the pid file (`{pid_file}`).
     pub fn pid_file(&self) -> PathBuf {
         self.dir.join("sy.pid")
     }
 
-    /// PID of the spawned process (None once it was reaped).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(|c| c.id())
     }
 
-    /// Rewrites the config file (same placeholder expansion, same ports and
-    /// dir) — e.g. before a SIGHUP reload.
+    /// Rewrites the config file (same expansion, ports and dir).
     pub fn write_config(&self, yaml: &str) {
         let text = expand_config(yaml, self.dir.path(), self.port, self.admin_port);
         let tmp = self.dir.join("switchyard.yaml.tmp");
@@ -271,14 +220,12 @@ impl Switchyard {
         fs::rename(&tmp, &self.config).expect("replace config");
     }
 
-    /// Sends a signal (e.g. `libc::SIGHUP`) to the spawned process.
     pub fn signal(&self, sig: i32) {
         if let Some(pid) = self.pid() {
             send_signal(pid, sig);
         }
     }
 
-    /// Whether the spawned process is still running.
     pub fn is_running(&mut self) -> bool {
         match self.child.as_mut() {
             Some(c) => matches!(c.try_wait(), Ok(None)),
@@ -286,16 +233,14 @@ impl Switchyard {
         }
     }
 
-    /// Waits up to `timeout` for the process to exit; its exit code
-    /// (128 + signal when killed), or None if it is still running.
+    /// The exit code (128 + signal) within `timeout`, or None.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let child = self.child.as_mut()?;
         wait_child(child, timeout).map(exit_code)
     }
 
-    /// Spawns another `switchyard` on the same config file and temp dir with
-    /// `extra_args` (e.g. `&["-u"]` for a graceful upgrade) without waiting
-    /// for readiness. Its logs are `switchyard-N.stdout/stderr`.
+    /// Another `switchyard` on the same config and dir with `extra_args`
+    /// (`-u` for an upgrade), not waited for; logs `switchyard-N.*`.
     pub fn spawn_sibling(&self, extra_args: &[&str]) -> Switchyard {
         static N: AtomicU64 = AtomicU64::new(2);
         let log_prefix = format!("switchyard-{}", N.fetch_add(1, Ordering::Relaxed));
@@ -307,17 +252,14 @@ impl Switchyard {
         sy
     }
 
-    /// Captured stdout of this process so far.
     pub fn stdout(&self) -> String {
         read_lossy(&self.dir.join(&format!("{}.stdout", self.log_prefix)))
     }
 
-    /// Captured stderr of this process so far.
     pub fn stderr(&self) -> String {
         read_lossy(&self.dir.join(&format!("{}.stderr", self.log_prefix)))
     }
 
-    /// Config, stdout and stderr, formatted for a failure message.
     pub fn logs(&self) -> String {
         format!(
             "----- {} config ({}) -----\n{}\n----- stdout -----\n{}\n----- stderr -----\n{}\n-----",
@@ -329,8 +271,7 @@ impl Switchyard {
         )
     }
 
-    /// PID from the pid file if that process runs on our config (so a
-    /// recycled PID is never killed).
+    /// PID from the pid file if that process runs on our config (never a recycled PID).
     fn pid_from_file(&self) -> Option<u32> {
         let pid: u32 = fs::read_to_string(self.pid_file()).ok()?.trim().parse().ok()?;
         let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
@@ -338,8 +279,7 @@ impl Switchyard {
         (ours && pid_alive(pid)).then_some(pid)
     }
 
-    /// Stops the process: SIGTERM, up to `grace`, then SIGKILL. Also stops a
-    /// running instance named in the pid file (daemonized or upgraded).
+    /// SIGTERM, up to `grace`, then SIGKILL; the pid file's instance too.
     pub fn kill(&mut self, grace: Duration) {
         let from_file = self.pid_from_file();
         if let Some(mut c) = self.child.take() {
@@ -364,7 +304,6 @@ impl Drop for Switchyard {
     }
 }
 
-/// One readiness probe of `addr`.
 fn probe(addr: SocketAddr, how: Ready) -> bool {
     let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
         return false;

@@ -240,7 +240,7 @@ fn the_drain_button_drains_a_backend(browser: Browser) {
     tab.eval(&format!("{button}.click(); true"));
     assert_eq!(tab.eval("document.getElementById('confirm').hidden"), false);
     tab.eval("document.getElementById('cancel').click(); true");
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(300)); // absence check: the cancel sent nothing
     let enabled = |sy: &Switchyard| {
         status(sy)["pools"]["web"]["backends"]
             .as_array()
