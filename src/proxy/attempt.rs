@@ -79,6 +79,48 @@ impl Proxy {
         d.retry && e.esource() != &ErrorSource::Downstream
     }
 
+    /// pingora's `error_while_proxy`: an attempt failed after it was
+    /// sent. A retryable status answer (decided in
+    /// `upstream_response_filter`) retries per the pool's policy; any other
+    /// failure goes through [`Proxy::account`].
+    pub(super) fn proxy_error(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        let reused_only = failure::is_reused_only(&e);
+        // resolves ReusedOnly, so that e.retry() can never panic
+        e.retry.decide_reuse(client_reused);
+        if let (ErrorType::HTTPStatus(code), ErrorSource::Upstream) = (e.etype(), e.esource()) {
+            // a retryable status answer, decided in upstream_response_filter
+            let failure = retry::Failure::Status(*code);
+            if let Some(b) = ctx.backend.clone() {
+                penalise(ctx, &b);
+            }
+            self.attempt_failed(ctx, false);
+            let retry = ctx.attempt_pool.as_ref().is_some_and(|p| {
+                let state = self.attempt_state(session, ctx);
+                retry::should_retry(&p.config.retries, failure, state)
+            });
+            e.set_retry(retry);
+            return e;
+        }
+        let cause = failure::proxy_cause(&e);
+        let at = failure::Attempt {
+            reused: client_reused,
+            reused_only,
+            head_received: ctx.head_received,
+            state: self.attempt_state(session, ctx),
+        };
+        let retry = self.account(ctx, cause, at, &e, peer);
+        e.set_retry(retry);
+        e
+    }
+
     /// Ends the current attempt as failed: releases its in-flight slot,
     /// remembers the backend so a retry picks another, and (for connect
     /// errors, resets and timeouts) feeds passive ejection.

@@ -1,10 +1,11 @@
 //! Responses the proxy itself produces: a status and one line of
 //! JSON, `{"error": "...", "pool": "..."}`.
 
+use super::RequestCtx;
 use bytes::Bytes;
 use pingora_core::{Error, ErrorSource, ErrorType};
 use pingora_http::ResponseHeader;
-use pingora_proxy::Session;
+use pingora_proxy::{FailToProxy, Session};
 
 /// Writes a JSON error response and closes the connection afterwards;
 /// `attempts` is added when upstream attempts were made.
@@ -76,5 +77,34 @@ pub fn message_for(status: u16) -> &'static str {
         503 => "no healthy backend",
         504 => "upstream timed out",
         _ => "internal error",
+    }
+}
+
+/// pingora's `fail_to_proxy`: answers the request's error with its status
+/// and the JSON body (502/503/504, 503 for the proxy's own exhaustion).
+pub async fn fail_to_proxy(session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    let code = match status_for(e, ctx.last_timeout) {
+        // the proxy's own exhaustion is temporary: 503, as HAProxy does
+        502 | 500 if ctx.local_error => 503,
+        code => code,
+    };
+    if code > 0 {
+        let headers = super::cache_phases::error_headers(ctx);
+        let pool = ctx
+            .attempt_pool
+            .as_ref()
+            .or(ctx.pool.as_ref())
+            .map_or("", |p| p.name());
+        let attempts = (ctx.tries > 0 && matches!(code, 502 | 504)).then_some(ctx.tries);
+        let message = if ctx.local_error && code == 503 {
+            "proxy out of resources"
+        } else {
+            message_for(code)
+        };
+        respond_with(session, code, message, pool, attempts, &headers).await;
+    }
+    FailToProxy {
+        error_code: code,
+        can_reuse_downstream: false,
     }
 }

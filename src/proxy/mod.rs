@@ -332,34 +332,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
-        let mut e = e.more_context(format!("peer: {peer}"));
-        let reused_only = failure::is_reused_only(&e);
-        // resolves ReusedOnly, so that e.retry() can never panic
-        e.retry.decide_reuse(client_reused);
-        if let (ErrorType::HTTPStatus(code), ErrorSource::Upstream) = (e.etype(), e.esource()) {
-            // a retryable status answer, decided in upstream_response_filter
-            let failure = retry::Failure::Status(*code);
-            if let Some(b) = ctx.backend.clone() {
-                attempt::penalise(ctx, &b);
-            }
-            self.attempt_failed(ctx, false);
-            let retry = ctx.attempt_pool.as_ref().is_some_and(|p| {
-                let state = self.attempt_state(session, ctx);
-                retry::should_retry(&p.config.retries, failure, state)
-            });
-            e.set_retry(retry);
-            return e;
-        }
-        let cause = failure::proxy_cause(&e);
-        let at = failure::Attempt {
-            reused: client_reused,
-            reused_only,
-            head_received: ctx.head_received,
-            state: self.attempt_state(session, ctx),
-        };
-        let retry = self.account(ctx, cause, at, &e, peer);
-        e.set_retry(retry);
-        e
+        self.proxy_error(peer, session, e, ctx, client_reused)
     }
 
     async fn fail_to_proxy(
@@ -368,30 +341,7 @@ impl ProxyHttp for Proxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let code = match errors::status_for(e, ctx.last_timeout) {
-            // the proxy's own exhaustion is temporary: 503, as HAProxy does
-            502 | 500 if ctx.local_error => 503,
-            code => code,
-        };
-        if code > 0 {
-            let headers = cache_phases::error_headers(ctx);
-            let pool = ctx
-                .attempt_pool
-                .as_ref()
-                .or(ctx.pool.as_ref())
-                .map_or("", |p| p.name());
-            let attempts = (ctx.tries > 0 && matches!(code, 502 | 504)).then_some(ctx.tries);
-            let message = if ctx.local_error && code == 503 {
-                "proxy out of resources"
-            } else {
-                errors::message_for(code)
-            };
-            errors::respond_with(session, code, message, pool, attempts, &headers).await;
-        }
-        FailToProxy {
-            error_code: code,
-            can_reuse_downstream: false,
-        }
+        errors::fail_to_proxy(session, e, ctx).await
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
