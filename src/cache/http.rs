@@ -292,6 +292,9 @@ fn ttl(session: &Session) -> i64 {
 /// and, after a successful unsafe request, invalidates its target and its
 /// `Location` / `Content-Location` (RFC 9111 §4.4).
 pub fn annotate(session: &Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) {
+    if ctx.cache.is_none() {
+        return; // not a caching pool: nothing to annotate, nothing allocated
+    }
     let pool = ctx.pool_name().to_string();
     let Some(c) = ctx.cache.as_mut() else { return };
     // admitted by `decide` but then declined (a `Content-Length` over
