@@ -214,3 +214,26 @@ fn a_file_without_pools_is_an_error() {
         );
     }
 }
+
+#[test]
+fn a_bad_unit_value_is_reported_at_its_own_key_and_line() {
+    let e = errors(
+        "listen:\n  - addr: 127.0.0.1:8080\n    header_timeout: 5x\npools:\n  web:\n    backends: [{url: \"http://127.0.0.1:1\"}]\n",
+    );
+    assert_eq!(
+        (e[0].path.as_str(), e[0].line),
+        ("listen[0].header_timeout", Some(3)),
+        "{e:?}"
+    );
+    let e = errors("pools:\n  web:\n    backends: [{url: \"http://127.0.0.1:1\"}]\n    timeouts:\n      read: 1.5\n");
+    assert_eq!(
+        (e[0].path.as_str(), e[0].line),
+        ("pools.web.timeouts.read", Some(5)),
+        "{e:?}"
+    );
+    assert!(e[0].message.contains("expected a duration"), "{e:?}");
+    let e = errors("pools:\n  web:\n    backends: [{url: \"http://127.0.0.1:1\"}]\n    retries: {max_body: 2 parsecs}\n");
+    assert_eq!(e[0].path, "pools.web.retries.max_body", "{e:?}");
+    let e = errors("pools:\n  web:\n    backends: [{url: \"http://127.0.0.1:1\"}]\n    race: {hedge_delay: p100}\n");
+    assert_eq!(e[0].path, "pools.web.race.hedge_delay", "{e:?}");
+}

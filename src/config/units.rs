@@ -1,30 +1,80 @@
 //! Human-friendly units in the YAML file: durations (`250ms`, `2s`, `1m`,
 //! `1h`) and sizes (`512B`, `64KiB`, `1MiB`).
 //!
-//! Both types deserialize from a string so that serde reports a bad value
-//! with its key path and line, like any other type error.
+//! Both types are parsed while serde reads the value (a visitor, not a
+//! conversion afterwards), so that a bad value is reported with its own
+//! key path and line, like any other type error.
 
-use serde::Deserialize;
+use serde::de::{self, Deserialize, Deserializer, Visitor};
 use std::fmt;
 use std::time::Duration;
 
 /// A duration written with a unit: `ms`, `s`, `m` or `h` (`0` alone is allowed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "UnitText")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Dur(pub Duration);
 
 /// A byte size written with a unit: `B`, `KiB` or `MiB` (a bare number means bytes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "UnitText")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Size(pub u64);
 
 /// What YAML gives us for a unit-bearing value: a string, or a bare number.
-#[derive(Deserialize)]
-#[serde(untagged)]
 enum UnitText {
     Text(String),
     Number(u64),
 }
+
+/// Reads a unit-bearing value and converts it with `convert` inside the
+/// visitor, so that an error carries the value's key path and line.
+struct UnitVisitor<T> {
+    convert: fn(UnitText) -> Result<T, String>,
+    expecting: &'static str,
+}
+
+impl<T> Visitor<'_> for UnitVisitor<T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.expecting)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<T, E> {
+        (self.convert)(UnitText::Text(v.to_string())).map_err(E::custom)
+    }
+
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<T, E> {
+        (self.convert)(UnitText::Number(n)).map_err(E::custom)
+    }
+
+    fn visit_i64<E: de::Error>(self, n: i64) -> Result<T, E> {
+        match u64::try_from(n) {
+            Ok(n) => self.visit_u64(n),
+            Err(_) => Err(E::custom(format!(
+                "{n} is negative: expected {}",
+                self.expecting
+            ))),
+        }
+    }
+}
+
+macro_rules! unit_deserialize {
+    ($ty:ty, $expecting:literal) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_any(UnitVisitor {
+                    convert: <$ty>::try_from,
+                    expecting: $expecting,
+                })
+            }
+        }
+    };
+}
+
+unit_deserialize!(Dur, "a duration such as 250ms, 2s, 1m or 1h");
+unit_deserialize!(Size, "a size such as 512B, 64KiB or 1MiB");
+unit_deserialize!(
+    HedgeDelay,
+    "a duration such as 50ms, or a percentile such as p95"
+);
 
 impl TryFrom<UnitText> for Dur {
     type Error = String;
@@ -41,8 +91,7 @@ impl TryFrom<UnitText> for Dur {
 
 /// `race.hedge_delay`: a duration, or `pNN` (the pool's recent
 /// response-head latency at that percentile, 1 to 99).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "UnitText")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HedgeDelay {
     /// A fixed delay.
     Fixed(Duration),
