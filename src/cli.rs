@@ -40,12 +40,13 @@ pub struct Args {
     /// upgrade script.
     #[arg(long = "show", value_name = "KEY")]
     pub show: Option<String>,
-    /// Quick-mode listen port on 0.0.0.0.
+    /// Quick-mode listen port on 0.0.0.0 (1 to 65535).
     #[arg(
         long = "port",
         env = "SWITCHYARD_PORT",
         default_value_t = 8080,
-        value_name = "PORT"
+        value_name = "PORT",
+        value_parser = clap::value_parser!(u16).range(1..)
     )]
     pub port: u16,
 }

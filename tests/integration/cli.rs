@@ -232,10 +232,17 @@ fn quick_mode_backends_env() {
 
 #[test]
 fn quick_mode_bad_list_exits_1() {
-    let out = run_switchyard(&["--backends", "api-127.0.0.1:80", "--port", "0"], &[]);
+    let out = run_switchyard(&["--backends", "api-127.0.0.1:80", "--port", "18080"], &[]);
     assert_eq!(out.code, 1, "{out:?}");
     assert!(out.stderr.contains("127.0.0.1:80"), "{out:?}");
     assert!(!out.stderr.contains("panicked"), "{out:?}");
+}
+
+#[test]
+fn quick_mode_port_0_is_refused() {
+    let out = run_switchyard(&["--backends", "http://127.0.0.1:80", "--port", "0", "-t"], &[]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(out.stderr.contains("1..=65535"), "{out:?}");
 }
 
 // === Exit codes ===
