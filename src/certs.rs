@@ -35,11 +35,29 @@ impl fmt::Debug for LoadedCert {
 
 /// Why a certificate pair could not be loaded; the message names the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertError(pub String);
+pub struct CertError {
+    message: String,
+    /// The key file is at fault (unreadable, not a key, or not the
+    /// certificate's), not the certificate file.
+    pub key: bool,
+}
+
+impl CertError {
+    fn cert(message: String) -> CertError {
+        CertError {
+            message,
+            key: false,
+        }
+    }
+
+    fn key(message: String) -> CertError {
+        CertError { message, key: true }
+    }
+}
 
 impl fmt::Display for CertError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.message)
     }
 }
 
@@ -49,19 +67,20 @@ impl std::error::Error for CertError {}
 /// they belong together.
 pub fn load(cert: &str, key: &str) -> Result<LoadedCert, CertError> {
     let cert_pem =
-        std::fs::read(cert).map_err(|e| CertError(format!("cannot read {cert}: {e}")))?;
-    let key_pem = std::fs::read(key).map_err(|e| CertError(format!("cannot read {key}: {e}")))?;
+        std::fs::read(cert).map_err(|e| CertError::cert(format!("cannot read {cert}: {e}")))?;
+    let key_pem =
+        std::fs::read(key).map_err(|e| CertError::key(format!("cannot read {key}: {e}")))?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| CertError(format!("{cert}: malformed PEM: {e}")))?;
+        .map_err(|e| CertError::cert(format!("{cert}: malformed PEM: {e}")))?;
     if chain.is_empty() {
-        return Err(CertError(format!("{cert}: no PEM certificate found")));
+        return Err(CertError::cert(format!("{cert}: no PEM certificate found")));
     }
     let private = PrivateKeyDer::from_pem_slice(&key_pem)
-        .map_err(|e| CertError(format!("{key}: no usable PEM private key: {e}")))?;
-    let names = names(&chain[0]).map_err(|e| CertError(format!("{cert}: {e}")))?;
+        .map_err(|e| CertError::key(format!("{key}: no usable PEM private key: {e}")))?;
+    let names = names(&chain[0]).map_err(|e| CertError::cert(format!("{cert}: {e}")))?;
     let certified = CertifiedKey::from_der(chain, private, &default_provider()).map_err(|e| {
-        CertError(format!(
+        CertError::key(format!(
             "{key} does not fit {cert} (or is of an unsupported type): {e}"
         ))
     })?;
@@ -74,18 +93,19 @@ pub fn load(cert: &str, key: &str) -> Result<LoadedCert, CertError> {
 /// Reads a PEM bundle of CA certificates (DER of each, checked to parse as
 /// X.509).
 pub fn load_ca(path: &str) -> Result<Vec<Vec<u8>>, CertError> {
-    let pem = std::fs::read(path).map_err(|e| CertError(format!("cannot read {path}: {e}")))?;
+    let pem =
+        std::fs::read(path).map_err(|e| CertError::cert(format!("cannot read {path}: {e}")))?;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<_, _>>()
-        .map_err(|e| CertError(format!("{path}: malformed PEM: {e}")))?;
+        .map_err(|e| CertError::cert(format!("{path}: malformed PEM: {e}")))?;
     if certs.is_empty() {
-        return Err(CertError(format!("{path}: no PEM certificate found")));
+        return Err(CertError::cert(format!("{path}: no PEM certificate found")));
     }
     certs
         .into_iter()
         .map(|c| {
             x509_parser::parse_x509_certificate(c.as_ref())
-                .map_err(|e| CertError(format!("{path}: not an X.509 certificate: {e}")))?;
+                .map_err(|e| CertError::cert(format!("{path}: not an X.509 certificate: {e}")))?;
             Ok(c.to_vec())
         })
         .collect()

@@ -199,6 +199,11 @@ pub fn tls(raw: &RawTls, path: &str, errs: &mut Vec<ConfigError>) -> Option<List
     let before = errs.len();
     let mut check = |pair: CertPair, at: String| {
         if let Err(e) = certs::load(&pair.cert, &pair.key) {
+            // `at` names the pair's `cert`; a key at fault is named instead
+            let at = match at.strip_suffix(".cert") {
+                Some(pair_path) if e.key => format!("{pair_path}.key"),
+                _ => at,
+            };
             errs.push(ConfigError::new(at, e.to_string()));
         }
         pair

@@ -268,10 +268,12 @@ fn bad_certificate_files_are_config_errors_naming_the_file() {
     let cases = [
         (format!("{{cert: \"{d}/missing.crt\", key: \"{d}/a.key\"}}"), "missing.crt"),
         (format!("{{cert: \"{d}/a.crt\", key: \"{d}/b.key\"}}"), "b.key"),
+        // a key that is not the certificate's is the key's fault
+        (format!("{{cert: \"{d}/a.crt\", key: \"{d}/b.key\"}}"), "listen[1].tls.key:"),
         (format!("{{cert: \"{d}/garbage.crt\", key: \"{d}/a.key\"}}"), "garbage.crt"),
         (
             format!("{{cert: \"{d}/a.crt\", key: \"{d}/a.key\", sni: [{{cert: \"{d}/b.crt\", key: \"{d}/a.key\"}}]}}"),
-            "listen[1].tls.sni[0]",
+            "listen[1].tls.sni[0].key",
         ),
     ];
     for (tls, named) in cases {
