@@ -226,7 +226,7 @@ pub fn parse(text: &str, source: &str) -> Result<Config, ConfigErrors> {
     let raw: raw::RawConfig = if text.trim().is_empty() {
         raw::RawConfig::default()
     } else {
-        serde_yaml::from_str(text).map_err(|e| fail(vec![yaml_error(&e)]))?
+        serde_yaml::from_str(text).map_err(|e| fail(vec![yaml_error(&e, text)]))?
     };
     validate(raw).map_err(|mut errors| {
         for e in &mut errors {
@@ -239,7 +239,7 @@ pub fn parse(text: &str, source: &str) -> Result<Config, ConfigErrors> {
 
 /// Turns a serde_yaml error into a [`ConfigError`], splitting off the key
 /// path and the location serde_yaml appends.
-fn yaml_error(e: &serde_yaml::Error) -> ConfigError {
+fn yaml_error(e: &serde_yaml::Error, text: &str) -> ConfigError {
     let mut message = e.to_string();
     if let Some(at) = message.find(" at line ") {
         message.truncate(at);
@@ -255,10 +255,40 @@ fn yaml_error(e: &serde_yaml::Error) -> ConfigError {
         Some((p, m)) if !p.contains(' ') && !p.is_empty() => (p.to_string(), m.to_string()),
         _ => (String::new(), message),
     };
+    let mut line = e.location().map(|l| l.line());
+    let mut path = path;
+    // serde_yaml places a duplicate key at the start of its mapping: name
+    // the key and the line of its second occurrence instead
+    if let Some(key) = message
+        .strip_prefix("duplicate field `")
+        .and_then(|m| m.strip_suffix('`'))
+    {
+        let second = text
+            .lines()
+            .enumerate()
+            .skip(line.map_or(0, |l| l.saturating_sub(1)))
+            .filter(|(_, l)| {
+                let l = l
+                    .trim_start()
+                    .trim_start_matches("- ")
+                    .trim_start_matches('{');
+                l.strip_prefix(key)
+                    .is_some_and(|rest| rest.trim_start().starts_with(':'))
+            })
+            .nth(1);
+        if let Some((i, _)) = second {
+            line = Some(i + 1);
+            path = if path.is_empty() {
+                key.to_string()
+            } else {
+                format!("{path}.{key}")
+            };
+        }
+    }
     ConfigError {
         path,
         message,
-        line: e.location().map(|l| l.line()),
+        line,
     }
 }
 

@@ -237,3 +237,19 @@ fn a_bad_unit_value_is_reported_at_its_own_key_and_line() {
     let e = errors("pools:\n  web:\n    backends: [{url: \"http://127.0.0.1:1\"}]\n    race: {hedge_delay: p100}\n");
     assert_eq!(e[0].path, "pools.web.race.hedge_delay", "{e:?}");
 }
+
+#[test]
+fn a_duplicate_key_is_reported_at_its_second_occurrence() {
+    let e = errors("routing: {default_pool: web}\npools:\n  web:\n    backends: [{url: \"http://127.0.0.1:1\"}]\nrouting: {default_pool: web}\n");
+    assert_eq!(
+        (e[0].path.as_str(), e[0].line),
+        ("routing", Some(5)),
+        "{e:?}"
+    );
+    let e = errors("pools:\n  web:\n    backends: [{url: \"http://127.0.0.1:1\"}]\n    strategy: random\n    strategy: round_robin\n");
+    assert_eq!(
+        (e[0].path.as_str(), e[0].line),
+        ("pools.web.strategy", Some(5)),
+        "{e:?}"
+    );
+}
