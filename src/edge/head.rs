@@ -35,6 +35,12 @@ pub enum Head {
 /// answered 414 (RFC 9112 §3, RFC 9110 §15.5.15).
 pub const MAX_REQUEST_LINE: usize = 8 * 1024;
 
+/// The most header fields a request head may carry: pingora's parser holds
+/// 256 (pingora-core `v1::common::MAX_HEADERS`) and answers more with a bare
+/// 400; the edge answers 431 with the JSON body first (RFC 6585 §5).
+/// HAProxy's default is 101 (`tune.http.maxhdr`); nginx counts bytes only.
+pub const MAX_HEADER_FIELDS: usize = 255;
+
 /// Bytes reserved for a keep-alive request's head before waiting for it:
 /// most heads arrive whole in one read of this size, while an idle
 /// connection holds no more than this (the client connection has no read
@@ -94,6 +100,16 @@ fn not_http(buf: &[u8]) -> Option<Head> {
     (!token).then_some(Head::Reject(400))
 }
 
+/// Whether the complete head `head` has more than [`MAX_HEADER_FIELDS`]
+/// field lines (its lines less the request line and the empty last one).
+fn too_many_fields(head: &[u8]) -> bool {
+    let start = head
+        .iter()
+        .position(|&b| b != b'\r' && b != b'\n')
+        .unwrap_or(head.len());
+    memchr::memchr_iter(b'\n', &head[start..]).count() > MAX_HEADER_FIELDS + 2
+}
+
 /// Whether the request line in `buf` (complete or not) is over
 /// [`MAX_REQUEST_LINE`].
 fn request_line_too_long(buf: &[u8]) -> bool {
@@ -147,7 +163,7 @@ pub async fn read_head(
         }
         if let Some(len) = scan.complete(buf) {
             // a head that arrived whole in one read is measured too
-            return if len > limits.max_header_size {
+            return if len > limits.max_header_size || too_many_fields(&buf[..len]) {
                 Head::Reject(431)
             } else {
                 Head::Ready(len)
@@ -217,6 +233,19 @@ mod tests {
         ));
         let long_header = format!("GET / HTTP/1.1\r\nX: {target}\r\n\r\n");
         assert!(!request_line_too_long(long_header.as_bytes()));
+    }
+
+    #[test]
+    fn header_fields_are_counted_up_to_the_limit() {
+        let head = |n: usize| {
+            let mut h = String::from("\r\nGET / HTTP/1.1\r\n");
+            for i in 0..n {
+                h.push_str(&format!("X-{i}: v\r\n"));
+            }
+            h + "\r\n"
+        };
+        assert!(!too_many_fields(head(MAX_HEADER_FIELDS).as_bytes()));
+        assert!(too_many_fields(head(MAX_HEADER_FIELDS + 1).as_bytes()));
     }
 
     #[test]
