@@ -94,6 +94,9 @@ impl ServerApp for EdgeApp {
             let mut buf = BytesMut::new();
             let mut extra = false;
             if !pipelined {
+                // what a body left in the tap's line scanner is not kept
+                // while the connection waits idle
+                tap.forget_partial_line();
                 match head::read_head(tap.raw(), &mut buf, &limits, first, accepted, shutdown).await
                 {
                     Head::Ready(len) => {

@@ -132,6 +132,13 @@ impl TargetTap {
         self.passed = 0;
     }
 
+    /// Forgets the partial line a body may have left (up to 8 KiB), before
+    /// the connection waits idle for a next request that the edge reads
+    /// itself (and notes with [`TargetTap::note_head`]).
+    pub fn forget_partial_line(&mut self) {
+        self.lines = LineScanner::default();
+    }
+
     /// Bytes pingora read through the tap since the last head was noted:
     /// none means that it holds no bytes of a next request it read itself.
     pub fn passed(&self) -> usize {
