@@ -8,7 +8,9 @@
 //! by [`head::read_head`] (deadline, size, idle and garbage checks), then
 //! handed to the proxy as already-read bytes. A request that breaks a
 //! limit is answered here (408, 414, 431, 400 with the JSON error body) and
-//! never reaches the routing, the metrics or the access log.
+//! never reaches the routing, the metrics or the access log. Each HTTP/1
+//! connection is wrapped in a [`TargetTap`]: the edge reports each head it
+//! reads to it, and pingora reads the rest (bodies) through it.
 
 mod head;
 
