@@ -256,12 +256,9 @@ fn status_lists_pools_backends_and_counters() {
     assert_eq!(b["requests"].as_u64(), Some(b2.app_count() as u64), "{st}");
     assert_eq!(b1.app_count() + b2.app_count(), 8);
 
-    let api = &st["pools"]["api"];
-    assert_eq!(api["strategy"], "least_conn", "{st}");
-    let off = status_backend(&st, "api", &b3.url()).expect("b3 listed");
-    assert_eq!(off["enabled"], false, "{off}");
-    let on = status_backend(&st, "api", &b4.url()).expect("b4 listed");
-    assert_eq!(on["enabled"], true, "{on}");
+    assert_eq!(st["pools"]["api"]["strategy"], "least_conn", "{st}");
+    assert_eq!(status_backend(&st, "api", &b3.url()).expect("b3 listed")["enabled"], false, "{st}");
+    assert_eq!(status_backend(&st, "api", &b4.url()).expect("b4 listed")["enabled"], true, "{st}");
 
     let flaky = status_backend(&st, "flaky", &b4.url()).expect("b4 in flaky");
     assert_eq!(flaky["requests"].as_u64(), Some(tries as u64), "{st}");
@@ -748,32 +745,27 @@ fn minimal(admin_body: &str) -> String {
     admin_config_with(admin_body, WEB, &[pool("web", &[be("http://127.0.0.1:9", "")], &[])])
 }
 
+/// `-t` on `admin:` bodies: a non-loopback listener needs a token, a
+/// `token_env` must name a set variable.
 #[test]
-fn admin_on_a_non_loopback_address_needs_a_token() {
-    let (code, out, err) = check_config(&minimal("listen: \"0.0.0.0:{admin_port}\""));
-    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
-    assert!(err.contains("admin.listen"), "{err}");
-
-    // loopback without a token is fine
-    let (code, out, err) = check_config(&minimal("listen: \"{admin}\""));
-    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
-    assert!(out.contains("configuration ok"), "{out}");
-
-    // non-loopback with a token is fine
+fn admin_config_needs_a_token_off_loopback_and_a_set_token_env() {
     let own = TempDir::new();
     let token = own.join("token");
     std::fs::write(&token, "t").expect("token file");
-    let (code, out, err) =
-        check_config(&minimal(&format!("listen: \"0.0.0.0:{{admin_port}}\", token_file: \"{}\"", token.display())));
-    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
-}
-
-#[test]
-fn admin_token_env_naming_an_unset_variable_is_a_config_error() {
     let var = "SWITCHYARD_ADMIN_TEST_TOKEN_NEVER_SET";
     assert!(std::env::var_os(var).is_none());
-    let (code, out, err) = check_config(&minimal(&format!("listen: \"{{admin}}\", token_env: {var}")));
-    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
-    assert!(err.contains("admin.token_env"), "{err}");
-    assert!(err.contains(var), "{err}");
+    let cases: [(String, i32, &[&str]); 4] = [
+        ("listen: \"0.0.0.0:{admin_port}\"".into(), 1, &["admin.listen"]),
+        ("listen: \"{admin}\"".into(), 0, &[]), // loopback without a token is fine
+        (format!("listen: \"0.0.0.0:{{admin_port}}\", token_file: \"{}\"", token.display()), 0, &[]),
+        (format!("listen: \"{{admin}}\", token_env: {var}"), 1, &["admin.token_env", var]),
+    ];
+    for (body, want, needles) in cases {
+        let (code, out, err) = check_config(&minimal(&body));
+        assert_eq!(code, want, "{body}\nstdout: {out}\nstderr: {err}");
+        assert!(want != 0 || out.contains("configuration ok"), "{body}: {out}");
+        for n in needles {
+            assert!(err.contains(n), "{body}: stderr lacks {n:?}: {err}");
+        }
+    }
 }
