@@ -22,11 +22,6 @@ fn admin_config_with(admin_body: &str, routing: &str, pools: &[String]) -> Strin
     format!("admin: {{{admin_body}}}\n{}", proxy_config(routing, pools))
 }
 
-/// One pool `web` of `b`, as [`proxy_config`] takes it.
-fn web_pool(b: &TestBackend) -> [String; 1] {
-    [pool("web", &[b.url()], &[])]
-}
-
 /// [`ADMIN`], `default_pool: web`, `pools`.
 fn admin_config(pools: &[String]) -> String {
     admin_config_with(ADMIN, WEB, pools)
@@ -180,16 +175,17 @@ fn assert_token_guard(sy: &Switchyard, token: &str, spare: &TestBackend) {
 #[test]
 fn token_from_env_or_file_guards_every_endpoint_but_healthz() {
     let [b1, spare] = backends(["b1", "spare"]);
-    let yaml = admin_config_with(&format!("{ADMIN}, token_env: SY_ADMIN_TEST_TOKEN"), WEB, &web_pool(&b1));
+    let web = [pool("web", &[b1.url()], &[])];
+    let yaml = admin_config_with(&format!("{ADMIN}, token_env: SY_ADMIN_TEST_TOKEN"), WEB, &web);
     let sy = Switchyard::builder().config(&yaml).env("SY_ADMIN_TEST_TOKEN", "env-s3cret").start();
     sy.wait_admin();
     assert_token_guard(&sy, "env-s3cret", &spare);
 
-    let (own, [b1, spare]) = (TempDir::new(), backends(["b1", "spare"]));
+    let own = TempDir::new();
     let token_file = own.join("admin.token");
     // surrounding whitespace / the final newline are not part of the token
     std::fs::write(&token_file, "file-t0ken\n").expect("write token file");
-    let yaml = admin_config_with(&format!("{ADMIN}, token_file: \"{}\"", token_file.display()), WEB, &web_pool(&b1));
+    let yaml = admin_config_with(&format!("{ADMIN}, token_file: \"{}\"", token_file.display()), WEB, &web);
     let sy = Switchyard::start_admin(&yaml);
     assert_token_guard(&sy, "file-t0ken", &spare);
 }
