@@ -273,7 +273,6 @@ fn post_backend_adds_a_backend_that_takes_traffic() {
     let added = status_backend(&st, "web", &b2.url()).expect("b2 in /status");
     assert_eq!(added["weight"], 2, "{st}");
     assert_eq!(added["enabled"], true, "{st}");
-    // both now share the traffic
     let got = serve_n(&sy, 12);
     assert!(got.iter().all(Option::is_some), "{got:?}");
     assert!(got.iter().any(|b| b.as_deref() == Some("b1")), "{got:?}");
@@ -660,7 +659,6 @@ fn metrics_backend_healthy_follows_health_checks() {
     assert_eq!(st["pools"]["web"]["healthy"], 1, "{st}");
     assert_eq!(status_backend(&st, "web", &down.url()).expect("down")["healthy"], false);
 
-    // the two swap
     down.set_healthy(true);
     up.set_healthy(false);
     eventually!(5, healthy(&upn) == Some(0.0) && healthy(&downn) == Some(1.0), "{}", metrics(&sy));
