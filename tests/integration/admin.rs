@@ -22,11 +22,6 @@ fn admin_config_with(admin_body: &str, routing: &str, pools: &[String]) -> Strin
     format!("admin: {{{admin_body}}}\n{}", proxy_config(routing, pools))
 }
 
-/// One pool `web` of `b`, as [`proxy_config`] takes it.
-fn web_pool(b: &TestBackend) -> [String; 1] {
-    [pool("web", &[b.url()], &[])]
-}
-
 /// [`ADMIN`], `default_pool: web`, `pools`.
 fn admin_config(pools: &[String]) -> String {
     admin_config_with(ADMIN, WEB, pools)
@@ -46,13 +41,9 @@ fn admin_as(sy: &Switchyard, auth: Option<&str>, method: &str, path: &str, body:
     request(sy.admin_addr(), method, path, &headers, body.as_bytes())
 }
 
-fn admin(sy: &Switchyard, method: &str, path: &str, body: &str) -> Response {
-    admin_as(sy, None, method, path, body)
-}
-
-/// [`admin`], asserting the answer's status.
+/// An admin request without a token, asserting the answer's status.
 fn call(sy: &Switchyard, method: &str, path: &str, body: &str, code: u16) -> Response {
-    let r = admin(sy, method, path, body);
+    let r = admin_as(sy, None, method, path, body);
     assert_eq!(r.status, code, "{method} {path} {body}: {}", r.text());
     r
 }
@@ -70,11 +61,15 @@ fn serve_n(sy: &Switchyard, n: usize) -> Vec<Option<String>> {
     (0..n).map(|_| who(sy, None)).collect()
 }
 
-/// `n` requests to the default pool, each a 200 from `name`; `when` for the message.
-fn assert_served_only_by(sy: &Switchyard, n: usize, name: &str, when: &str) {
+/// `n` requests to the default pool, each a 200 from `name`, none of them
+/// reaching a backend of `idle` (deleted or drained); `when` for the messages.
+fn assert_served_only_by(sy: &Switchyard, n: usize, name: &str, when: &str, idle: &[&TestBackend]) {
+    let before: Vec<usize> = idle.iter().map(|b| b.app_count()).collect();
     for (i, b) in serve_n(sy, n).into_iter().enumerate() {
         assert_eq!(b.as_deref(), Some(name), "{when} request {i}");
     }
+    let after: Vec<usize> = idle.iter().map(|b| b.app_count()).collect();
+    assert_eq!(after, before, "{when}: a deleted or drained backend got traffic");
 }
 
 /// The backend objects of pool `name` in a `/status` answer.
@@ -178,22 +173,19 @@ fn assert_token_guard(sy: &Switchyard, token: &str, spare: &TestBackend) {
 }
 
 #[test]
-fn token_from_env_guards_every_endpoint_but_healthz() {
+fn token_from_env_or_file_guards_every_endpoint_but_healthz() {
     let [b1, spare] = backends(["b1", "spare"]);
-    let yaml = admin_config_with(&format!("{ADMIN}, token_env: SY_ADMIN_TEST_TOKEN"), WEB, &web_pool(&b1));
+    let web = [pool("web", &[b1.url()], &[])];
+    let yaml = admin_config_with(&format!("{ADMIN}, token_env: SY_ADMIN_TEST_TOKEN"), WEB, &web);
     let sy = Switchyard::builder().config(&yaml).env("SY_ADMIN_TEST_TOKEN", "env-s3cret").start();
     sy.wait_admin();
     assert_token_guard(&sy, "env-s3cret", &spare);
-}
 
-#[test]
-fn token_from_file_guards_every_endpoint_but_healthz() {
-    let [b1, spare] = backends(["b1", "spare"]);
     let own = TempDir::new();
     let token_file = own.join("admin.token");
     // surrounding whitespace / the final newline are not part of the token
     std::fs::write(&token_file, "file-t0ken\n").expect("write token file");
-    let yaml = admin_config_with(&format!("{ADMIN}, token_file: \"{}\"", token_file.display()), WEB, &web_pool(&b1));
+    let yaml = admin_config_with(&format!("{ADMIN}, token_file: \"{}\"", token_file.display()), WEB, &web);
     let sy = Switchyard::start_admin(&yaml);
     assert_token_guard(&sy, "file-t0ken", &spare);
 }
@@ -260,12 +252,9 @@ fn status_lists_pools_backends_and_counters() {
     assert_eq!(b["requests"].as_u64(), Some(b2.app_count() as u64), "{st}");
     assert_eq!(b1.app_count() + b2.app_count(), 8);
 
-    let api = &st["pools"]["api"];
-    assert_eq!(api["strategy"], "least_conn", "{st}");
-    let off = status_backend(&st, "api", &b3.url()).expect("b3 listed");
-    assert_eq!(off["enabled"], false, "{off}");
-    let on = status_backend(&st, "api", &b4.url()).expect("b4 listed");
-    assert_eq!(on["enabled"], true, "{on}");
+    assert_eq!(st["pools"]["api"]["strategy"], "least_conn", "{st}");
+    assert_eq!(status_backend(&st, "api", &b3.url()).expect("b3 listed")["enabled"], false, "{st}");
+    assert_eq!(status_backend(&st, "api", &b4.url()).expect("b4 listed")["enabled"], true, "{st}");
 
     let flaky = status_backend(&st, "flaky", &b4.url()).expect("b4 in flaky");
     assert_eq!(flaky["requests"].as_u64(), Some(tries as u64), "{st}");
@@ -284,7 +273,6 @@ fn post_backend_adds_a_backend_that_takes_traffic() {
     let added = status_backend(&st, "web", &b2.url()).expect("b2 in /status");
     assert_eq!(added["weight"], 2, "{st}");
     assert_eq!(added["enabled"], true, "{st}");
-    // both now share the traffic
     let got = serve_n(&sy, 12);
     assert!(got.iter().all(Option::is_some), "{got:?}");
     assert!(got.iter().any(|b| b.as_deref() == Some("b1")), "{got:?}");
@@ -309,14 +297,14 @@ fn post_backend_rejects_bad_url_unknown_pool_duplicate_and_bad_json() {
         (String::new(), 400, "empty body"),
     ];
     for (body, code, what) in cases {
-        let r = admin(&sy, "POST", "/backends", &body);
+        let r = admin_as(&sy, None, "POST", "/backends", &body);
         assert_eq!(r.status, code, "{what}: {body:?} -> {}", r.text());
         assert!(r.json()["error"].as_str().is_some_and(|e| !e.is_empty()), "{what}: no error message: {}", r.text());
     }
     // nothing changed
     let st = status(&sy);
     assert_eq!(status_urls(&st, "web"), [b1.url()], "{st}");
-    assert_served_only_by(&sy, 5, "b1", "");
+    assert_served_only_by(&sy, 5, "b1", "after the refused requests", &[&b2]);
     // and a good request after all this still works
     expect_call(&sy, "POST", Some("web"), &b2.url(), "", 201);
     expect_call(&sy, "POST", Some("web"), &b2.url(), "", 409); // second add of the same backend
@@ -354,9 +342,7 @@ fn delete_backend_stops_its_traffic() {
     assert!(got.iter().any(|b| b.as_deref() == Some("b2")), "{got:?}");
 
     expect_call(&sy, "DELETE", Some("web"), &b2.url(), "", 200);
-    let before = b2.app_count();
-    assert_served_only_by(&sy, 20, "b1", "");
-    assert_eq!(b2.app_count(), before, "a deleted backend got traffic");
+    assert_served_only_by(&sy, 20, "b1", "after DELETE", &[&b2]);
     assert_eq!(status_urls(&status(&sy), "web"), [b1.url()]);
 
     // unknown backend / pool: 404
@@ -382,9 +368,7 @@ fn file_backend_deleted_re_added_and_deleted_again_gets_no_traffic() {
         "DELETE answered 200 but the backend is still in the pool: {st}\nstate file: {}",
         std::fs::read_to_string(sy.dir().join("state.json")).unwrap_or_default()
     );
-    let before = b2.app_count();
-    assert_served_only_by(&sy, 10, "b1", "");
-    assert_eq!(b2.app_count(), before, "a deleted backend got traffic");
+    assert_served_only_by(&sy, 10, "b1", "after the second DELETE", &[&b2]);
 }
 
 #[test]
@@ -409,7 +393,7 @@ fn delete_backend_lets_in_flight_requests_finish() {
 
     // new requests never go to the deleted backend
     expect_call(&sy, "PATCH", Some("web"), &fast.url(), ", \"enabled\": true", 200);
-    assert_served_only_by(&sy, 6, "fast", "");
+    assert_served_only_by(&sy, 6, "fast", "after DELETE", &[]);
     assert_eq!(slow.app_count(), 1);
 }
 
@@ -420,9 +404,7 @@ fn patch_backend_drains_and_re_enables() {
     expect_call(&sy, "PATCH", Some("web"), &b2.url(), ", \"enabled\": false", 200);
     let st = status(&sy);
     assert_eq!(status_backend(&st, "web", &b2.url()).expect("drained b2 still listed")["enabled"], false, "{st}");
-    let before = b2.app_count();
-    assert_served_only_by(&sy, 20, "b1", "");
-    assert_eq!(b2.app_count(), before, "a drained backend got traffic");
+    assert_served_only_by(&sy, 20, "b1", "after PATCH enabled: false", &[&b2]);
 
     expect_call(&sy, "PATCH", Some("web"), &b2.url(), ", \"enabled\": true", 200);
     eventually!(5, who(&sy, None).as_deref() == Some("b2"), "re-enabled backend never served");
@@ -437,99 +419,74 @@ fn patch_backend_drains_and_re_enables() {
 
 // === Admin changes outlive reloads and restarts ===
 
-/// Three backends for the persistence tests: `b1`, `b2` in the file,
-/// `b3` added at run time.
-struct Trio {
-    b1: TestBackend,
-    b2: TestBackend,
-    b3: TestBackend,
+/// The persistence tests' backends: `b1`, `b2` in the file, `b3` added at run time.
+type Trio = [TestBackend; 3];
+
+/// The file's pools: `web` = b1, b2; with `api` = b1 when `with_api`.
+fn trio_pools([b1, b2, _]: &Trio, with_api: bool) -> Vec<String> {
+    let api = with_api.then(|| pool("api", &[b1.url()], &[]));
+    [Some(pool("web", &[b1.url(), b2.url()], &[])), api].into_iter().flatten().collect()
 }
 
-impl Trio {
-    fn new() -> Trio {
-        Trio { b1: TestBackend::start("b1"), b2: TestBackend::start("b2"), b3: TestBackend::start("b3") }
-    }
+/// Adds b3, deletes b2, drains b1: only b3 serves `web` afterwards.
+fn change(sy: &Switchyard, t: &Trio) {
+    expect_call(sy, "POST", Some("web"), &t[2].url(), "", 201);
+    expect_call(sy, "DELETE", Some("web"), &t[1].url(), "", 200);
+    expect_call(sy, "PATCH", Some("web"), &t[0].url(), ", \"enabled\": false", 200);
+    assert_changed(sy, t, "after the changes");
+}
 
-    /// The file's pools: `web` = b1, b2; with `api` = b1 when `with_api`.
-    fn pools(&self, with_api: bool) -> Vec<String> {
-        let mut p = vec![pool("web", &[self.b1.url(), self.b2.url()], &[])];
-        if with_api {
-            p.push(pool("api", &[self.b1.url()], &[]));
+fn assert_changed(sy: &Switchyard, [b1, b2, b3]: &Trio, when: &str) {
+    let st = status(sy);
+    let mut want = vec![b1.url(), b3.url()];
+    want.sort();
+    assert_eq!(status_urls(&st, "web"), want, "{when}: {st}");
+    assert_eq!(status_backend(&st, "web", &b1.url()).expect("b1")["enabled"], false, "{when}: {st}");
+    assert_served_only_by(sy, 12, "b3", when, &[b1, b2]);
+}
+
+#[test]
+fn admin_changes_survive_sighup_and_post_reload() {
+    for how in ["SIGHUP", "POST /reload"] {
+        let t = backends(["b1", "b2", "b3"]);
+        let sy = Switchyard::start_admin(&admin_config(&trio_pools(&t, false)));
+        change(&sy, &t);
+        assert!(sy.dir().join("state.json").exists(), "{how}: state file not written");
+        // an edit that shows the reload happened: a new pool `api`
+        sy.write_config(&admin_config_with(ADMIN, BY_APP, &trio_pools(&t, true)));
+        match how {
+            "SIGHUP" => sy.signal(libc::SIGHUP),
+            _ => _ = call(&sy, "POST", "/reload", "", 200),
         }
-        p
+        eventually!(10, who(&sy, Some("api")).as_deref() == Some("b1"), "{how}: the reload never happened");
+        assert_changed(&sy, &t, &format!("after {how}"));
+        if how == "POST /reload" {
+            // and again with an unchanged file
+            call(&sy, "POST", "/reload", "", 200);
+            assert_changed(&sy, &t, "after a second POST /reload");
+        }
     }
-
-    /// Adds b3, deletes b2, drains b1: only b3 serves `web` afterwards.
-    fn change(&self, sy: &Switchyard) {
-        expect_call(sy, "POST", Some("web"), &self.b3.url(), "", 201);
-        expect_call(sy, "DELETE", Some("web"), &self.b2.url(), "", 200);
-        expect_call(sy, "PATCH", Some("web"), &self.b1.url(), ", \"enabled\": false", 200);
-        self.assert_changed(sy, "after the changes");
-    }
-
-    fn assert_changed(&self, sy: &Switchyard, when: &str) {
-        let st = status(sy);
-        let mut want = vec![self.b1.url(), self.b3.url()];
-        want.sort();
-        assert_eq!(status_urls(&st, "web"), want, "{when}: {st}");
-        let b1 = status_backend(&st, "web", &self.b1.url()).expect("b1");
-        assert_eq!(b1["enabled"], false, "{when}: {st}");
-        let before = (self.b1.app_count(), self.b2.app_count());
-        assert_served_only_by(sy, 12, "b3", when);
-        assert_eq!(
-            (self.b1.app_count(), self.b2.app_count()),
-            before,
-            "{when}: a removed or drained backend got traffic"
-        );
-    }
-}
-
-#[test]
-fn admin_changes_survive_a_sighup_reload() {
-    let t = Trio::new();
-    let sy = Switchyard::start_admin(&admin_config(&t.pools(false)));
-    t.change(&sy);
-    assert!(sy.dir().join("state.json").exists(), "state file not written");
-    // an edit that shows the reload happened: a new pool `api`
-    sy.write_config(&admin_config_with(ADMIN, BY_APP, &t.pools(true)));
-    sy.signal(libc::SIGHUP);
-    eventually!(10, who(&sy, Some("api")).as_deref() == Some("b1"), "the reload never happened");
-    t.assert_changed(&sy, "after SIGHUP");
-}
-
-#[test]
-fn admin_changes_survive_post_reload() {
-    let t = Trio::new();
-    let sy = Switchyard::start_admin(&admin_config(&t.pools(false)));
-    t.change(&sy);
-    sy.write_config(&admin_config_with(ADMIN, BY_APP, &t.pools(true)));
-    call(&sy, "POST", "/reload", "", 200);
-    eventually!(5, who(&sy, Some("api")).as_deref() == Some("b1"), "the reload never happened");
-    t.assert_changed(&sy, "after POST /reload");
-    // and again with an unchanged file
-    call(&sy, "POST", "/reload", "", 200);
-    t.assert_changed(&sy, "after a second POST /reload");
 }
 
 #[test]
 fn admin_changes_survive_a_restart_with_the_same_state_file() {
-    let t = Trio::new();
+    let t = backends(["b1", "b2", "b3"]);
     let own = TempDir::new();
     let state = own.join("state.json");
     let admin_body = format!("listen: \"{{admin}}\", state_file: \"{}\"", state.display());
-    let yaml = admin_config_with(&admin_body, WEB, &t.pools(false));
+    let yaml = admin_config_with(&admin_body, WEB, &trio_pools(&t, false));
 
     let mut first = Switchyard::start_admin(&yaml);
-    t.change(&first);
+    change(&first, &t);
     let saved = std::fs::read_to_string(&state).unwrap_or_else(|e| panic!("state file {}: {e}", state.display()));
-    assert!(saved.contains(&t.b3.url()), "state file lacks b3: {saved}");
+    assert!(saved.contains(&t[2].url()), "state file lacks b3: {saved}");
     first.kill(Duration::from_secs(5));
     drop(first);
 
     let second = Switchyard::start_admin(&yaml);
-    t.assert_changed(&second, "after a restart");
+    assert_changed(&second, &t, "after a restart");
     // the restarted process keeps recording changes in the same file
-    expect_call(&second, "PATCH", Some("web"), &t.b1.url(), ", \"enabled\": true", 200);
+    expect_call(&second, "PATCH", Some("web"), &t[0].url(), ", \"enabled\": true", 200);
     eventually!(5, who(&second, None).as_deref() == Some("b1"));
 }
 
@@ -702,7 +659,6 @@ fn metrics_backend_healthy_follows_health_checks() {
     assert_eq!(st["pools"]["web"]["healthy"], 1, "{st}");
     assert_eq!(status_backend(&st, "web", &down.url()).expect("down")["healthy"], false);
 
-    // the two swap
     down.set_healthy(true);
     up.set_healthy(false);
     eventually!(5, healthy(&upn) == Some(0.0) && healthy(&downn) == Some(1.0), "{}", metrics(&sy));
@@ -737,12 +693,12 @@ fn metrics_count_config_reloads_by_result() {
     let reloads = |result: &str| must(&metrics(&sy), "switchyard_config_reloads_total", &[("result", result)]);
     let (ok0, err0) = (reloads("ok"), reloads("error"));
 
-    assert_eq!(admin(&sy, "POST", "/reload", "").status, 200);
+    call(&sy, "POST", "/reload", "", 200);
     assert_eq!(reloads("ok"), ok0 + 1.0);
     assert_eq!(reloads("error"), err0);
 
     sy.write_config("pools: {web: {backends: [], colour: blue}}\n");
-    assert_eq!(admin(&sy, "POST", "/reload", "").status, 400);
+    call(&sy, "POST", "/reload", "", 400);
     assert_eq!(reloads("ok"), ok0 + 1.0);
     assert_eq!(reloads("error"), err0 + 1.0);
 
@@ -769,16 +725,12 @@ fn metrics_count_won_races() {
     }
     assert_eq!(who(&sy, Some("plain")).as_deref(), Some("fast"));
     let text = metrics(&sy);
-    assert_metric(&text, "switchyard_race_requests_total", &[("pool", "web"), ("outcome", "won")], 3.0);
-    assert_eq!(
-        metric(&text, "switchyard_race_requests_total", &[("pool", "web"), ("outcome", "failed")]).unwrap_or(0.0),
-        0.0,
-        "{text}"
-    );
-    assert!(
-        metric(&text, "switchyard_race_requests_total", &[("pool", "plain"), ("outcome", "won")]).unwrap_or(0.0) == 0.0,
-        "{text}"
-    );
+    let races = |pool: &str, outcome: &str| {
+        metric(&text, "switchyard_race_requests_total", &[("pool", pool), ("outcome", outcome)]).unwrap_or(0.0)
+    };
+    assert_eq!(races("web", "won"), 3.0, "{text}");
+    assert_eq!(races("web", "failed"), 0.0, "{text}");
+    assert_eq!(races("plain", "won"), 0.0, "{text}");
 }
 
 // === Config validation of `admin:` ===
@@ -787,32 +739,27 @@ fn minimal(admin_body: &str) -> String {
     admin_config_with(admin_body, WEB, &[pool("web", &[be("http://127.0.0.1:9", "")], &[])])
 }
 
+/// `-t` on `admin:` bodies: a non-loopback listener needs a token, a
+/// `token_env` must name a set variable.
 #[test]
-fn admin_on_a_non_loopback_address_needs_a_token() {
-    let (code, out, err) = check_config(&minimal("listen: \"0.0.0.0:{admin_port}\""));
-    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
-    assert!(err.contains("admin.listen"), "{err}");
-
-    // loopback without a token is fine
-    let (code, out, err) = check_config(&minimal("listen: \"{admin}\""));
-    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
-    assert!(out.contains("configuration ok"), "{out}");
-
-    // non-loopback with a token is fine
+fn admin_config_needs_a_token_off_loopback_and_a_set_token_env() {
     let own = TempDir::new();
     let token = own.join("token");
     std::fs::write(&token, "t").expect("token file");
-    let (code, out, err) =
-        check_config(&minimal(&format!("listen: \"0.0.0.0:{{admin_port}}\", token_file: \"{}\"", token.display())));
-    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
-}
-
-#[test]
-fn admin_token_env_naming_an_unset_variable_is_a_config_error() {
     let var = "SWITCHYARD_ADMIN_TEST_TOKEN_NEVER_SET";
     assert!(std::env::var_os(var).is_none());
-    let (code, out, err) = check_config(&minimal(&format!("listen: \"{{admin}}\", token_env: {var}")));
-    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
-    assert!(err.contains("admin.token_env"), "{err}");
-    assert!(err.contains(var), "{err}");
+    let cases: [(String, i32, &[&str]); 4] = [
+        ("listen: \"0.0.0.0:{admin_port}\"".into(), 1, &["admin.listen"]),
+        ("listen: \"{admin}\"".into(), 0, &[]), // loopback without a token is fine
+        (format!("listen: \"0.0.0.0:{{admin_port}}\", token_file: \"{}\"", token.display()), 0, &[]),
+        (format!("listen: \"{{admin}}\", token_env: {var}"), 1, &["admin.token_env", var]),
+    ];
+    for (body, want, needles) in cases {
+        let (code, out, err) = check_config(&minimal(&body));
+        assert_eq!(code, want, "{body}\nstdout: {out}\nstderr: {err}");
+        assert!(want != 0 || out.contains("configuration ok"), "{body}: {out}");
+        for n in needles {
+            assert!(err.contains(n), "{body}: stderr lacks {n:?}: {err}");
+        }
+    }
 }

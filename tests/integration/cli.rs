@@ -19,10 +19,10 @@ fn check(name: &str, yaml: &str) -> (Output, String) {
     (out, path.display().to_string())
 }
 
-/// Asserts a rejected config: exit 1, no panic, nothing claiming success,
-/// every one of `needles` in stderr.
-fn assert_rejected(out: &Output, needles: &[&str]) {
-    assert_eq!(out.code, 1, "{out:?}");
+/// Asserts a failed run (a rejected config: exit 1): exit `code`, no panic,
+/// nothing claiming success, every one of `needles` in stderr.
+fn assert_fails(out: &Output, code: i32, needles: &[&str]) {
+    assert_eq!(out.code, code, "{out:?}");
     assert!(!out.stderr.contains("panicked"), "{out:?}");
     assert!(!out.stdout.contains("configuration ok"), "{out:?}");
     for n in needles {
@@ -126,7 +126,7 @@ fn check_rejects_bad_files_naming_path_line_and_key() {
     for (name, yaml, needles) in REJECTED {
         let (out, path) = check(name, yaml);
         let needles: Vec<String> = needles.iter().map(|n| n.replace("{path}", &path)).collect();
-        assert_rejected(&out, &needles.iter().map(String::as_str).collect::<Vec<_>>());
+        assert_fails(&out, 1, &needles.iter().map(String::as_str).collect::<Vec<_>>());
     }
 }
 
@@ -169,8 +169,9 @@ fn check_reports_every_error_at_once() {
          retries: {attempts: 0}\n    \
          backends: [{url: \"http://127.0.0.1:8002\"}]\n",
     );
-    assert_rejected(
+    assert_fails(
         &out,
+        1,
         &[
             &format!("{path}:8:"),
             "duplicate",
@@ -191,7 +192,7 @@ fn check_missing_file_names_it() {
     let dir = TempDir::new();
     let path = dir.join("absent.yaml");
     let out = check_config_file(&path);
-    assert_rejected(&out, &[&path.display().to_string()]);
+    assert_fails(&out, 1, &[&path.display().to_string()]);
 }
 
 #[test]
@@ -201,48 +202,38 @@ fn invalid_config_at_start_exits_1() {
     std::fs::write(&path, "listen: [{addr: \"127.0.0.1:18080\"}]\npools:\n  web: {backends: [{url: \"nope\"}]}\n")
         .unwrap();
     let out = run_switchyard(&["-c", &path.display().to_string()], &[]);
-    assert_rejected(&out, &[&path.display().to_string(), "pools.web.backends[0].url"]);
+    assert_fails(&out, 1, &[&path.display().to_string(), "pools.web.backends[0].url"]);
 }
 
 // === Quick mode ===
 
-fn assert_quick_mode_routes(sy: &mut Switchyard, api: &TestBackend, web: &TestBackend) {
-    // no header or an unknown one: the default pool
-    for (app, want) in [(Some("api"), "api"), (Some(" API "), "api"), (None, "web"), (Some("unknown"), "web")] {
-        assert_eq!(who(sy, app).as_deref(), Some(want), "App-Name {app:?}");
+#[test]
+fn quick_mode_backends_flag_and_env() {
+    let [api, web] = backends(["api", "web"]);
+    let flag = Switchyard::builder().backends(&format!("api-{},{}", api.url(), web.url()));
+    let env = Switchyard::builder().env("SWITCHYARD_BACKENDS", &format!("{}, api-{}", web.url(), api.url()));
+    for (how, builder) in [("--backends", flag), ("SWITCHYARD_BACKENDS", env)] {
+        let (api0, web0, mut sy) = (api.app_count(), web.app_count(), builder.start());
+        // no header or an unknown one: the default pool
+        for (app, want) in [(Some("api"), "api"), (Some(" API "), "api"), (None, "web"), (Some("unknown"), "web")] {
+            assert_eq!(who(&sy, app).as_deref(), Some(want), "{how}: App-Name {app:?}");
+        }
+        assert_eq!((api.app_count() - api0, web.app_count() - web0), (2, 2), "{how}");
+        // Quick mode has no server settings: shut down without the 5 s grace.
+        sy.kill(Duration::from_millis(200));
     }
-    assert_eq!((api.app_count(), web.app_count()), (2, 2));
-    // Quick mode has no server settings: shut down without the 5 s grace.
-    sy.kill(Duration::from_millis(200));
-}
-
-#[test]
-fn quick_mode_backends_flag() {
-    let [api, web] = backends(["api", "web"]);
-    let mut sy = Switchyard::builder().backends(&format!("api-{},{}", api.url(), web.url())).start();
-    assert_quick_mode_routes(&mut sy, &api, &web);
-}
-
-#[test]
-fn quick_mode_backends_env() {
-    let [api, web] = backends(["api", "web"]);
-    let mut sy = Switchyard::builder().env("SWITCHYARD_BACKENDS", &format!("{}, api-{}", web.url(), api.url())).start();
-    assert_quick_mode_routes(&mut sy, &api, &web);
 }
 
 #[test]
 fn quick_mode_bad_list_exits_1() {
     let out = run_switchyard(&["--backends", "api-127.0.0.1:80", "--port", "18080"], &[]);
-    assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("127.0.0.1:80"), "{out:?}");
-    assert!(!out.stderr.contains("panicked"), "{out:?}");
+    assert_fails(&out, 1, &["127.0.0.1:80"]);
 }
 
 #[test]
 fn quick_mode_port_0_is_refused() {
     let out = run_switchyard(&["--backends", "http://127.0.0.1:80", "--port", "0", "-t"], &[]);
-    assert_eq!(out.code, 1, "{out:?}");
-    assert!(out.stderr.contains("1..=65535"), "{out:?}");
+    assert_fails(&out, 1, &["1..=65535"]);
 }
 
 // === Exit codes ===
@@ -263,10 +254,7 @@ fn port_in_use_exits_2() {
     // Quick mode on a port in use (0.0.0.0:PORT).
     let holder = TcpListener::bind("0.0.0.0:0").unwrap();
     let port = holder.local_addr().unwrap().port().to_string();
-    let out = run_switchyard(&["--backends", &b.url(), "--port", &port], &[]);
-    assert_eq!(out.code, 2, "{out:?}");
-    assert!(out.stderr.contains(&port), "{out:?}");
-    assert!(!out.stderr.contains("panicked"), "{out:?}");
+    assert_fails(&run_switchyard(&["--backends", &b.url(), "--port", &port], &[]), 2, &[&port]);
 }
 
 #[test]

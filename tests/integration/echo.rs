@@ -158,7 +158,6 @@ fn echo_rejects_malformed_requests_with_400() {
     huge.extend(std::iter::repeat_n(b'a', 100_000));
     huge.extend_from_slice(b"\r\n\r\n");
     assert_eq!(raw_status(&send_raw(e.addr(), &huge)), Some(431));
-    // Still serving.
     assert_eq!(get(e.addr(), "/health", &[]).status, 200);
 }
 

@@ -130,14 +130,23 @@ fn failed_request_makes_exactly_attempts_tries_on_distinct_backends() {
 // === What may be retried once the request was sent ===
 
 /// Sends `method` until `all[0]` is picked first (round robin alternates),
-/// each earlier one a 200 from `all[1]` alone; the answer and the deltas.
-fn until_first_hits(sy: &Switchyard, all: &[&TestBackend; 2], method: &str, payload: &[u8]) -> (Response, Vec<usize>) {
+/// each earlier one a 200 from `all[1]` alone; asserts the requests that one
+/// brought to `all[0]` and `all[1]` (`[1, 0]`: not retried), returns its answer.
+fn until_first_hits(
+    sy: &Switchyard,
+    all: &[&TestBackend; 2],
+    method: &str,
+    payload: &[u8],
+    want: [usize; 2],
+) -> Response {
     for i in 0..8 {
         let before = counts(all);
         let r = request(sy.addr(), method, &format!("/{method}/{i}"), &[], payload);
         let d = delta(&before, &counts(all));
         if d[0] > 0 {
-            return (r, d);
+            let what = format!("{method} of {} bytes", payload.len());
+            assert_eq!(d, want, "{what}: requests to ({}, {})", all[0].name(), all[1].name());
+            return r;
         }
         assert_eq!((r.status, &d[..]), (200, &[0, 1][..]), "{method} #{i}: {:?}", r.text());
     }
@@ -152,14 +161,12 @@ fn post_reset_after_send_is_not_retried_but_get_is() {
     let all = [&a, &b];
     let payload = body(7, 3000);
 
-    let (r, d) = until_first_hits(&sy, &all, "POST", &payload);
-    assert_eq!(d, [1, 0], "the POST was retried on b");
+    let r = until_first_hits(&sy, &all, "POST", &payload, [1, 0]);
     let v = proxy_error(&r, 502);
     assert_eq!(v["attempts"], 1, "{v}");
     assert_eq!(a.last_app_request().unwrap().body, payload);
 
-    let (r, d) = until_first_hits(&sy, &all, "GET", b"");
-    assert_eq!(d, [1, 1]);
+    let r = until_first_hits(&sy, &all, "GET", b"", [1, 1]);
     assert_eq!((r.status, r.header("x-backend")), (200, Some("b")), "{:?}", r.text());
 }
 
@@ -172,15 +179,13 @@ fn large_put_reset_is_not_retried_small_put_is_replayed_intact() {
 
     // 100 KiB is above retries.max_body (64 KiB): it cannot be replayed.
     let big = body(1, 100 * 1024);
-    let (r, d) = until_first_hits(&sy, &all, "PUT", &big);
-    assert_eq!(d, [1, 0], "the 100 KiB PUT was retried");
+    let r = until_first_hits(&sy, &all, "PUT", &big, [1, 0]);
     proxy_error(&r, 502);
     assert!(a.last_app_request().unwrap().body == big, "a got the whole body");
 
     // 10 KiB is buffered: the retry on b carries the same bytes.
     let small = body(2, 10 * 1024);
-    let (r, d) = until_first_hits(&sy, &all, "PUT", &small);
-    assert_eq!(d, [1, 1]);
+    let r = until_first_hits(&sy, &all, "PUT", &small, [1, 1]);
     assert_eq!((r.status, r.header("x-backend")), (200, Some("b")), "{:?}", r.text());
     let replayed = b.last_app_request().unwrap();
     assert_eq!(replayed.method, "PUT");
@@ -194,12 +199,10 @@ fn get_is_retried_after_read_timeout_post_is_not() {
     slow.set_delay(Duration::from_secs(3));
     let sy = Switchyard::start(&config(&[slow.url(), b.url()], "timeouts: {read: 300ms}\npassive: {max_fails: 0}"));
     let all = [&slow, &b];
-    let (r, d) = until_first_hits(&sy, &all, "GET", b"");
-    assert_eq!(d, [1, 1]);
+    let r = until_first_hits(&sy, &all, "GET", b"", [1, 1]);
     assert_eq!((r.status, r.header("x-backend")), (200, Some("b")));
 
-    let (r, d) = until_first_hits(&sy, &all, "POST", b"x");
-    assert_eq!(d, [1, 0]);
+    let r = until_first_hits(&sy, &all, "POST", b"x", [1, 0]);
     proxy_error(&r, 504);
 }
 
@@ -214,21 +217,18 @@ fn http_503_retry_is_opt_in_and_idempotent_only() {
         Switchyard::start(&config(&[a.url(), b.url()], "retries: {on: [connect_failure, reset, timeout, http_503]}"));
 
     // GET: a's 503 is retried on b; every GET ends with b's 200.
-    let (r, d) = until_first_hits(&sy, &all, "GET", b"");
-    assert_eq!(d, [1, 1]);
+    let r = until_first_hits(&sy, &all, "GET", b"", [1, 1]);
     assert_eq!((r.status, r.header("x-backend")), (200, Some("b")));
 
     // POST: a's 503 goes to the client as it is.
-    let (r, d) = until_first_hits(&sy, &all, "POST", b"data");
-    assert_eq!(d, [1, 0], "the POST was retried");
+    let r = until_first_hits(&sy, &all, "POST", b"data", [1, 0]);
     assert_eq!((r.status, r.header("x-backend")), (503, Some("a")));
     assert_eq!(r.text(), "a is busy");
     drop(sy);
 
     // Without http_503 in `on`, a GET gets a's 503 too.
     let sy = Switchyard::start(&config(&[a.url(), b.url()], ""));
-    let (r, d) = until_first_hits(&sy, &all, "GET", b"");
-    assert_eq!(d, [1, 0], "503 retried without http_503");
+    let r = until_first_hits(&sy, &all, "GET", b"", [1, 0]);
     assert_eq!((r.status, r.header("x-backend")), (503, Some("a")));
     assert_eq!(r.text(), "a is busy");
 }
@@ -240,25 +240,21 @@ fn last_try_answering_503_is_passed_through() {
         b.set_reply(Reply::new(503, format!("{} says 503", b.name())));
     }
     let (refs, urls) = (bs.each_ref(), urls(&bs.each_ref()));
-
-    // attempts 3 over 3 backends: each is tried once, the last answer wins.
-    let sy = Switchyard::start(&config(&urls, "retries: {attempts: 3, on: [connect_failure, http_503]}"));
-    for i in 0..2 {
-        let before = counts(&refs);
-        let r = get(sy.addr(), &format!("/all-busy/{i}"), &[]).expect_status(503);
-        let from = r.header("x-backend").expect("a backend's 503, not the proxy's");
-        assert_eq!(r.text(), format!("{from} says 503"));
-        assert_eq!(delta(&before, &counts(&refs)), [1, 1, 1]);
+    // Each backend is tried at most once; the answer of the last try is final.
+    for attempts in [3, 2] {
+        let sy = Switchyard::start(&config(
+            &urls,
+            &format!("retries: {{attempts: {attempts}, on: [connect_failure, http_503]}}"),
+        ));
+        for i in 0..2 {
+            let before = counts(&refs);
+            let r = get(sy.addr(), &format!("/all-busy/{i}"), &[]).expect_status(503);
+            let from = r.header("x-backend").expect("a backend's 503, not the proxy's");
+            assert_eq!(r.text(), format!("{from} says 503"), "attempts {attempts}");
+            let d = delta(&before, &counts(&refs));
+            assert!(d.iter().sum::<usize>() == attempts && d.iter().all(|n| *n <= 1), "attempts {attempts}: {d:?}");
+        }
     }
-    drop(sy);
-
-    // attempts 2: the second answer is final.
-    let sy = Switchyard::start(&config(&urls, "retries: {attempts: 2, on: [connect_failure, http_503]}"));
-    let before = counts(&refs);
-    let r = get(sy.addr(), "/two", &[]).expect_status(503);
-    let from = r.header("x-backend").expect("a backend's 503").to_string();
-    assert_eq!(r.text(), format!("{from} says 503"));
-    assert_eq!(delta(&before, &counts(&refs)).iter().sum::<usize>(), 2);
 }
 
 // === Passive ejection ===

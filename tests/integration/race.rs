@@ -248,7 +248,6 @@ fn losers_connections_go_back_to_the_pool() {
     // are closed).
     let opened: Vec<usize> = bs.iter().map(|b| b.connections_accepted()).collect();
     assert!(opened.iter().all(|o| *o <= 2), "connections accepted per backend {opened:?} over {n} races");
-    // every race reached every backend
     let counts = || bs.each_ref().map(|b| b.app_count());
     eventually!(2, counts() == [n; 3], "{:?}", counts());
     assert_eq!(losers(&sy, "reused"), 2.0 * n as f64, "{}", sy.logs());
