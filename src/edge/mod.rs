@@ -5,7 +5,7 @@
 //! handling, with the listener's keep-alive timeout as the h2 idle
 //! timeout. HTTP/1.x connections run pingora's keep-alive loop with the
 //! listener's [`ClientLimits`] in front of each request: the head is read
-//! by [`head::read_head`] (deadline, size, idle and garbage checks), then
+//! by `head::read_head` (deadline, size, idle and garbage checks), then
 //! handed to the proxy as already-read bytes. A request that breaks a
 //! limit is answered here (408, 414, 431, 400 with the JSON error body) and
 //! never reaches the routing, the metrics or the access log. Each HTTP/1

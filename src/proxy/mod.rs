@@ -8,9 +8,9 @@
 //! 2. `upstream_peer`: pick a backend in the pool or, when it has none
 //!    usable, in its fallback chain (503 when none); hold an in-flight slot.
 //! 3. `upstream_request_filter`: add the forwarding headers.
-//! 4. `response_filter`: clean the answer for the client ([`downstream`]).
+//! 4. `response_filter`: clean the answer for the client (`downstream`).
 //!    A caching pool's requests also pass pingora's cache phases
-//!    ([`cache_phases`] into [`crate::cache::http`]); `Cache-Status` is set here.
+//!    (`cache_phases` into [`crate::cache::http`]); `Cache-Status` is set here.
 //! 5. failures: `fail_to_connect` / `error_while_proxy` count the backend's
 //!    failure; `fail_to_proxy` answers 502/503/504 with a JSON body.
 

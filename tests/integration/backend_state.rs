@@ -6,7 +6,7 @@ use crate::common::*;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -25,7 +25,7 @@ struct RawBackend {
 
 impl RawBackend {
     fn start(serve: impl Fn(TcpStream) + Send + Sync + 'static) -> RawBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let listener = bind_fresh();
         let addr = listener.local_addr().expect("addr");
         let open = Arc::new(AtomicUsize::new(0));
         let serve = Arc::new(serve);

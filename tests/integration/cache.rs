@@ -481,7 +481,7 @@ fn a_websocket_upgrade_through_a_caching_pool_is_tunnelled_not_cached() {
     use std::io::{BufReader, Read, Write};
     // a WebSocket echo backend: 101 (with a Cache-Control a cache must
     // ignore), then echoes bytes
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let listener = bind_fresh();
     let url = format!("http://{}", listener.local_addr().expect("addr"));
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {

@@ -35,7 +35,7 @@ fn assert_fails(out: &Output, code: i32, needles: &[&str]) {
 #[test]
 fn check_accepts_a_good_file() {
     // -t starts nothing: a listen port in use does not matter.
-    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let holder = bind_fresh();
     let addr = holder.local_addr().unwrap();
     let (out, _) = check(
         "good.yaml",
@@ -240,7 +240,7 @@ fn quick_mode_port_0_is_refused() {
 
 #[test]
 fn port_in_use_exits_2() {
-    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let holder = bind_fresh();
     let addr = holder.local_addr().unwrap().to_string();
     let b = TestBackend::start("b");
     let yaml = proxy_config("{default_pool: web}", &[pool("web", &[b.url()], &[])]).replace("{listen}", &addr);

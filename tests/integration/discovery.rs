@@ -78,6 +78,9 @@ impl DnsServer {
             let (udp, tcp, addr) = loop {
                 let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.expect("udp");
                 let addr = udp.local_addr().expect("addr");
+                if !claim_port(addr.port()) {
+                    continue;
+                }
                 if let Ok(tcp) = tokio::net::TcpListener::bind(addr).await {
                     break (udp, tcp, addr);
                 }

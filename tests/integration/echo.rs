@@ -2,7 +2,7 @@
 //! its answers, its HTTP/1.1 handling and its command line.
 
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -216,7 +216,7 @@ fn echo_help_exits_0() {
 
 #[test]
 fn echo_port_in_use_exits_2() {
-    let holder = TcpListener::bind("127.0.0.1:0").unwrap();
+    let holder = bind_fresh();
     let addr = holder.local_addr().unwrap().to_string();
     let o = run_echo(&["--listen", &addr]);
     assert_eq!(o.code, 2, "{o:?}");

@@ -11,7 +11,7 @@
 use crate::common::*;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -31,7 +31,7 @@ struct RawBackend {
 
 impl RawBackend {
     fn start(answer: impl Fn(&str) -> Vec<u8> + Send + Sync + 'static) -> RawBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let listener = bind_fresh();
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let answer: Answer = Arc::new(answer);
@@ -306,7 +306,7 @@ fn weighted_round_robin_interleaves_instead_of_bursting() {
 fn an_early_answer_to_an_upload_is_not_reset_away() {
     // The backend refuses the upload as soon as it has read the head,
     // then reads and discards the body as a careful server does.
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let listener = bind_fresh();
     let backend = format!("http://{}", listener.local_addr().unwrap());
     thread::spawn(move || {
         for conn in listener.incoming() {

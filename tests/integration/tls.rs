@@ -315,7 +315,7 @@ fn plain_http_on_the_tls_port_never_reaches_the_backend() {
 /// A WebSocket backend: greets each client, then echoes every text
 /// message back as `echo: ...`. Returns its `http://` URL.
 fn websocket_backend() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listener = bind_fresh();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {

@@ -78,15 +78,21 @@ pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
-/// Binds `127.0.0.1:0` to a port never handed out before in this binary
-/// (so a port released by [`free_port`] is never reused here).
-fn bind_fresh() -> TcpListener {
+/// Claims `port` for this binary: false when it was handed out before.
+/// Every listener of the tests takes its port through here (or
+/// [`bind_fresh`]), so a port [`free_port`] released for switchyard to
+/// bind is never taken by another test's listener meanwhile.
+pub fn claim_port(port: u16) -> bool {
     static HANDED_OUT: OnceLock<Mutex<HashSet<u16>>> = OnceLock::new();
+    lock(HANDED_OUT.get_or_init(Default::default)).insert(port)
+}
+
+/// Binds `127.0.0.1:0` to a port never handed out before in this binary.
+pub fn bind_fresh() -> TcpListener {
     let mut parked = Vec::new(); // keep stale ports bound so the OS picks others
     for _ in 0..100 {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let port = l.local_addr().expect("local addr").port();
-        if lock(HANDED_OUT.get_or_init(Default::default)).insert(port) {
+        if claim_port(l.local_addr().expect("local addr").port()) {
             return l;
         }
         parked.push(l);
