@@ -63,10 +63,7 @@ impl Scan {
     /// parser accepts; empty lines before the request line are skipped,
     /// RFC 9112 §2.2).
     fn complete(&mut self, buf: &[u8]) -> Option<usize> {
-        let start = buf
-            .iter()
-            .position(|&b| b != b'\r' && b != b'\n')
-            .unwrap_or(buf.len());
+        let start = buf.len() - after_empty_lines(buf).len();
         let from = self.pos.max(start);
         for i in from..buf.len() {
             if buf[i] == b'\n' && i > start {
@@ -103,23 +100,29 @@ fn not_http(buf: &[u8]) -> Option<Head> {
 /// Whether the complete head `head` has more than [`MAX_HEADER_FIELDS`]
 /// field lines (its lines less the request line and the empty last one).
 fn too_many_fields(head: &[u8]) -> bool {
-    let start = head
+    memchr::memchr_iter(b'\n', after_empty_lines(head)).count() > MAX_HEADER_FIELDS + 2
+}
+
+/// `buf` from its first byte that is not CR or LF (empty lines before the
+/// request line are skipped, RFC 9112 §2.2).
+fn after_empty_lines(buf: &[u8]) -> &[u8] {
+    let start = buf
         .iter()
         .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(head.len());
-    memchr::memchr_iter(b'\n', &head[start..]).count() > MAX_HEADER_FIELDS + 2
+        .unwrap_or(buf.len());
+    &buf[start..]
+}
+
+/// The request line of the head in `buf`, without its LF (complete or not).
+pub fn request_line(buf: &[u8]) -> &[u8] {
+    let line = after_empty_lines(buf);
+    &line[..memchr::memchr(b'\n', line).unwrap_or(line.len())]
 }
 
 /// Whether the request line in `buf` (complete or not) is over
 /// [`MAX_REQUEST_LINE`].
 fn request_line_too_long(buf: &[u8]) -> bool {
-    let start = buf
-        .iter()
-        .position(|&b| b != b'\r' && b != b'\n')
-        .unwrap_or(buf.len());
-    let line = &buf[start..];
-    let len = line.iter().position(|&b| b == b'\n').unwrap_or(line.len());
-    len > MAX_REQUEST_LINE
+    request_line(buf).len() > MAX_REQUEST_LINE
 }
 
 /// Reads from `stream` into `buf` until a complete request head is there.

@@ -102,7 +102,7 @@ impl ServerApp for EdgeApp {
                 match head::read_head(tap.raw(), &mut buf, &limits, first, accepted, shutdown).await
                 {
                     Head::Ready(len) => {
-                        tap.note_head(&buf, len);
+                        tap.note_head(head::request_line(&buf), &buf[len..]);
                         extra = buf.len() > len;
                     }
                     Head::Close => return None,

@@ -81,44 +81,19 @@ pub fn clean_response(session: &mut Session, resp: &mut ResponseHeader) {
 /// The fields of `resp` that are hop-by-hop: the standard ones and those
 /// its `Connection` header names (see the module doc).
 fn hop_by_hop_fields(resp: &ResponseHeader, switching: bool) -> Vec<HeaderName> {
-    // the fields `Connection` names, gathered once ("close" and
-    // "keep-alive" name no field to keep); then one pass over the fields
-    // present, with no allocation when none goes
-    let mut tokens: [&[u8]; 8] = [&[]; 8];
-    let mut count = 0;
-    for value in resp.headers.get_all(CONNECTION) {
-        for token in value
-            .as_bytes()
-            .split(|&b| b == b',')
-            .map(<[u8]>::trim_ascii)
-        {
-            if !(token.is_empty()
-                || token.eq_ignore_ascii_case(b"close")
-                || token.eq_ignore_ascii_case(b"keep-alive"))
-            {
-                tokens[count.min(7)] = token;
-                count += 1;
-            }
-        }
-    }
-    let mut doomed: Vec<HeaderName> = Vec::new();
-    for name in resp.headers.keys() {
-        let hop = HOP_BY_HOP.contains(&name.as_str()) || (!switching && name == UPGRADE);
-        let nominated = match count {
-            0 => false,
-            1..=8 => {
-                may_be_nominated(name, switching)
-                    && tokens[..count]
-                        .iter()
-                        .any(|t| t.eq_ignore_ascii_case(name.as_str().as_bytes()))
-            }
-            _ => named_by_connection(resp, name, switching),
-        };
-        if hop || nominated {
-            doomed.push(name.clone());
-        }
-    }
-    doomed
+    // one pass over the fields present, with no allocation when none goes;
+    // a plain `Connection: keep-alive` or `close` names no field to look for
+    let nominates = connection_tokens(resp)
+        .any(|t| !(t.eq_ignore_ascii_case(b"close") || t.eq_ignore_ascii_case(b"keep-alive")));
+    resp.headers
+        .keys()
+        .filter(|name| {
+            HOP_BY_HOP.contains(&name.as_str())
+                || (!switching && *name == UPGRADE)
+                || (nominates && named_by_connection(resp, name, switching))
+        })
+        .cloned()
+        .collect()
 }
 
 /// Whether `name` may be removed for being named in `Connection`: a framing
@@ -131,20 +106,20 @@ fn may_be_nominated(name: &HeaderName, switching: bool) -> bool {
         || (switching && name == UPGRADE))
 }
 
-/// Whether the response's `Connection` header names `name` (the slow path,
-/// for a header naming more than eight fields).
+/// Whether the response's `Connection` header names `name`.
 fn named_by_connection(resp: &ResponseHeader, name: &HeaderName, switching: bool) -> bool {
     may_be_nominated(name, switching)
-        && resp
-            .headers
-            .get_all(CONNECTION)
-            .iter()
-            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-            .any(|token| {
-                token
-                    .trim_ascii()
-                    .eq_ignore_ascii_case(name.as_str().as_bytes())
-            })
+        && connection_tokens(resp).any(|t| t.eq_ignore_ascii_case(name.as_str().as_bytes()))
+}
+
+/// The non-empty tokens of the response's `Connection` fields.
+fn connection_tokens(resp: &ResponseHeader) -> impl Iterator<Item = &[u8]> {
+    resp.headers
+        .get_all(CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
 }
 
 /// Drains what is left of the request body after the answer was written,
@@ -198,7 +173,7 @@ mod tests {
         );
         // a 101 keeps the Upgrade it switches to, named or not
         assert_eq!(fields("Upgrade", true), ["keep-alive", "te"]);
-        // more nominations than the fast path holds
+        // many nominations at once
         let many = (0..10)
             .map(|i| format!("x-f{i}"))
             .collect::<Vec<_>>()

@@ -112,23 +112,16 @@ impl TargetTap {
         &mut self.inner
     }
 
-    /// Takes note of a request head read past the tap: `buf` holds it in
-    /// its first `head_len` bytes, then whatever arrived after it (a body's
+    /// Takes note of a request head read past the tap: its request line
+    /// (without the LF), then `rest`, what arrived after the head (a body's
     /// start, pipelined requests), which is scanned as if read through the
     /// tap. Starts a new count of [`TargetTap::passed`].
-    pub fn note_head(&mut self, buf: &[u8], head_len: usize) {
+    pub fn note_head(&mut self, request_line: &[u8], rest: &[u8]) {
         self.lines = LineScanner::default();
-        let head = &buf[..head_len.min(buf.len())];
-        let start = head
-            .iter()
-            .position(|&b| b != b'\r' && b != b'\n')
-            .unwrap_or(head.len());
-        let line = &head[start..];
-        let line = &line[..memchr::memchr(b'\n', line).unwrap_or(line.len())];
-        if let Some(target) = escaped_target(line) {
-            self.remember(target);
+        if let Some(target) = escaped_target(request_line) {
+            remember(&self.escaped, target);
         }
-        self.scan(&buf[head.len()..]);
+        self.scan(rest);
         self.passed = 0;
     }
 
@@ -145,22 +138,20 @@ impl TargetTap {
         self.passed
     }
 
-    fn remember(&self, target: Vec<u8>) {
-        if let Ok(mut seen) = self.escaped.lock() {
-            if seen.len() == REMEMBERED {
-                seen.pop_front();
-            }
-            seen.push_back(target.into_boxed_slice());
-        }
-    }
-
     /// Feeds bytes the client sent.
     fn scan(&mut self, data: &[u8]) {
-        let mut found = Vec::new();
-        self.lines.scan(data, |target| found.push(target));
-        for target in found {
-            self.remember(target);
+        let escaped = &self.escaped;
+        self.lines.scan(data, |target| remember(escaped, target));
+    }
+}
+
+/// Keeps `target` among the [`REMEMBERED`] most recent escaped targets.
+fn remember(escaped: &Mutex<VecDeque<Box<[u8]>>>, target: Vec<u8>) {
+    if let Ok(mut seen) = escaped.lock() {
+        if seen.len() == REMEMBERED {
+            seen.pop_front();
         }
+        seen.push_back(target.into_boxed_slice());
     }
 }
 
@@ -361,7 +352,7 @@ mod tests {
         let head = b"\r\nGET /a b HTTP/1.1\r\nUser-Agent: x y z w\r\n\r\n";
         let mut buf = head.to_vec();
         buf.extend_from_slice(b"GET /c\x01d HTTP/1.1\r\n\r\n");
-        tap.note_head(&buf, head.len());
+        tap.note_head(b"GET /a b HTTP/1.1\r", &buf[head.len()..]);
         let seen: Vec<_> = tap.escaped.lock().unwrap().iter().cloned().collect();
         assert_eq!(
             seen,

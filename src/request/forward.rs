@@ -51,7 +51,7 @@ pub fn add_forwarding_headers(session: &Session, req: &mut RequestHeader) -> Res
         req.insert_header("x-forwarded-host", host)?;
     }
     if !req.headers.contains_key("x-request-id") {
-        req.insert_header("x-request-id", request_id_value())?;
+        req.insert_header("x-request-id", request_id())?;
     }
     Ok(())
 }
@@ -83,20 +83,10 @@ fn put_ip(out: &mut BytesMut, ip: IpAddr) {
 }
 
 /// A new request id: 128 random bits as 32 lowercase hex digits.
-#[cfg(test)]
-fn request_id() -> String {
-    String::from_utf8_lossy(&request_id_digits()).into_owned()
-}
-
-fn request_id_digits() -> [u8; 32] {
+fn request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let n = rand::random::<u128>();
-    std::array::from_fn(|i| HEX[((n >> ((31 - i) * 4)) & 0xf) as usize])
-}
-
-/// [`request_id`] as a header value.
-fn request_id_value() -> HeaderValue {
-    let digits = request_id_digits();
+    let digits: [u8; 32] = std::array::from_fn(|i| HEX[((n >> ((31 - i) * 4)) & 0xf) as usize]);
     HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&digits))
         .unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
@@ -108,12 +98,12 @@ mod tests {
 
     #[test]
     fn request_ids_are_32_lowercase_hex_digits_and_differ() {
-        let a = request_id();
+        let a = request_id().to_str().unwrap().to_string();
         assert_eq!(a.len(), 32);
         assert!(a
             .bytes()
             .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)));
-        assert_ne!(a, request_id());
+        assert_ne!(a, request_id().to_str().unwrap());
     }
 
     #[test]

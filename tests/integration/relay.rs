@@ -12,6 +12,7 @@ use crate::common::*;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -27,6 +28,8 @@ type Seen = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
 struct RawBackend {
     addr: SocketAddr,
     seen: Seen,
+    /// Request heads read, counted before their bodies arrive.
+    heads_arrived: Arc<AtomicUsize>,
 }
 
 impl RawBackend {
@@ -35,15 +38,24 @@ impl RawBackend {
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Mutex::new(Vec::new()));
         let answer: Answer = Arc::new(answer);
-        let log = seen.clone();
+        let heads_arrived = Arc::new(AtomicUsize::new(0));
+        let (log, arrived) = (seen.clone(), heads_arrived.clone());
         thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(conn) = conn else { return };
-                let (answer, log) = (answer.clone(), log.clone());
-                thread::spawn(move || serve(conn, &answer, &log));
+                let (answer, log, arrived) = (answer.clone(), log.clone(), arrived.clone());
+                thread::spawn(move || serve(conn, &answer, &log, &arrived));
             }
         });
-        RawBackend { addr, seen }
+        RawBackend { addr, seen, heads_arrived }
+    }
+
+    /// A backend answering 200 with the request's path as the body.
+    fn echoing_path() -> RawBackend {
+        RawBackend::start(|head| {
+            let p = path_of(head);
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{p}", p.len()).into_bytes()
+        })
     }
 
     fn url(&self) -> String {
@@ -59,7 +71,7 @@ impl RawBackend {
     }
 }
 
-fn serve(mut conn: TcpStream, answer: &Answer, log: &Seen) {
+fn serve(mut conn: TcpStream, answer: &Answer, log: &Seen, arrived: &AtomicUsize) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
     let mut buf = Vec::new();
     loop {
@@ -72,6 +84,7 @@ fn serve(mut conn: TcpStream, answer: &Answer, log: &Seen) {
             continue;
         };
         let head = String::from_utf8_lossy(&buf[..end]).to_string();
+        arrived.fetch_add(1, Ordering::SeqCst);
         let len = head
             .lines()
             .find_map(|l| {
@@ -193,10 +206,7 @@ fn http10_expectation_is_ignored_and_no_1xx_reaches_the_client() {
 
 #[test]
 fn pipelined_requests_are_all_answered_in_order() {
-    let backend = RawBackend::start(|head| {
-        let p = path_of(head);
-        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{p}", p.len()).into_bytes()
-    });
+    let backend = RawBackend::echoing_path();
     let sy = Switchyard::start(&web_pool_config(&[backend.url()], ""));
     let raw = exchange(
         sy.addr(),
@@ -215,16 +225,14 @@ fn pipelined_requests_are_all_answered_in_order() {
 fn a_request_pipelined_behind_a_body_is_answered() {
     // the next request arrives with the end of the previous one's body, so
     // pingora, not the edge, reads it: it must still be answered
-    let backend = RawBackend::start(|head| {
-        let p = path_of(head);
-        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{p}", p.len()).into_bytes()
-    });
+    let backend = RawBackend::echoing_path();
     let sy = Switchyard::start(&web_pool_config(&[backend.url()], ""));
     let mut conn = TcpStream::connect(sy.addr()).expect("connect");
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     conn.write_all(b"POST /a HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\n\r\n").unwrap();
-    // pacing: the edge reads the head on its own, pingora the rest
-    thread::sleep(Duration::from_millis(200));
+    // the head reached the backend before the body was sent: the edge read
+    // it on its own, pingora reads the rest
+    assert!(poll_until(Duration::from_secs(5), || backend.heads_arrived.load(Ordering::SeqCst) == 1));
     let mut raw = Vec::new();
     let mut chunk = [0u8; 4096];
     conn.write_all(b"helloGET /b HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n").unwrap();
