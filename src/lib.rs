@@ -10,10 +10,11 @@
 //! |-- startup::prepare ------------ state file, access log, admin token: checked
 //! |                                  before the sockets are taken (also by `-t`)
 //! `-- server::run ---------------- pingora Server (daemon, pid, upgrade, signals)
-//!     |-- linger::Lingering ---------- retiring: serve accepted connections, then close idle ones
 //!     |-- edge::EdgeApp (ServerApp) -- client limits per listener (head deadline
 //!     |   |                            and size, keep-alive), h2 by ALPN; TLS
-//!     |   |                            certificates from tls::Resolver (SNI)
+//!     |   |                            certificates from tls::Resolver (SNI);
+//!     |   |                            retiring (linger): serve accepted
+//!     |   |                            connections, then close idle ones
 //!     |-- proxy::Proxy (ProxyHttp) -- wrapped by EdgeApp; ratelimit::Limiters
 //!     |   |-- cache::Cache ('static) -- RFC 9111 store, TinyUFO/LRU eviction, cache lock
 //!     |   `-- ArcSwap<RouteTable> ---- routing::RouteTable (immutable snapshot)

@@ -10,19 +10,16 @@
 //! (curl: "Empty reply from server"). Under a continuous stream of new
 //! connections that happened about once per upgrade or two.
 //!
-//! [`Lingering`] wraps the proxy and delays that cleanup by
-//! [`ACCEPT_LINGER`] (at most the grace period): requests that arrive in the
-//! meantime on connections the instance already holds are served, with
-//! `Connection: close` since the instance is shutting down; then the idle
-//! connections are closed as before. Nothing is accepted during the linger:
-//! new connections go to the new instance (upgrade) or are refused (stop).
+//! The edge ([`crate::edge::EdgeApp`]) does the cleanup itself: it closes
+//! the connections waiting idle between requests at once, and runs
+//! pingora's cleanup only [`ACCEPT_LINGER`] later (at most the grace
+//! period). A request that arrives meanwhile on a connection the instance
+//! already holds (a first one, or one under way) is served, with
+//! `Connection: close` since the instance is shutting down. Nothing is
+//! accepted during the linger: new connections go to the new instance
+//! (upgrade) or are refused (stop).
 
-use async_trait::async_trait;
-use pingora_core::apps::ServerApp;
-use pingora_core::protocols::Stream;
-use pingora_core::server::ShutdownWatch;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 /// How long a retiring instance keeps reading requests on the connections it
@@ -41,36 +38,7 @@ pub fn retiring() -> bool {
     RETIRING.load(Ordering::Acquire)
 }
 
-/// A [`ServerApp`] that delays the wrapped app's shutdown cleanup.
-pub struct Lingering<A> {
-    inner: Arc<A>,
-    linger: Duration,
-}
-
-impl<A> Lingering<A> {
-    /// Wraps `inner`; its cleanup runs `min(ACCEPT_LINGER, grace)` after the
-    /// listeners stopped (`grace`: `server.grace_period_seconds`).
-    pub fn new(inner: A, grace: Duration) -> Self {
-        Lingering {
-            inner: Arc::new(inner),
-            linger: ACCEPT_LINGER.min(grace),
-        }
-    }
-}
-
-#[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for Lingering<A> {
-    async fn process_new(
-        self: &Arc<Self>,
-        session: Stream,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
-        self.inner.process_new(session, shutdown).await
-    }
-
-    async fn cleanup(&self) {
-        RETIRING.store(true, Ordering::Release);
-        tokio::time::sleep(self.linger).await;
-        self.inner.cleanup().await;
-    }
+/// Marks this process as retiring (called once its listeners stopped).
+pub fn retire() {
+    RETIRING.store(true, Ordering::Release);
 }

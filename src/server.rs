@@ -13,7 +13,6 @@ use crate::cli::{Args, EXIT_START};
 use crate::config::Config;
 use crate::counters::Metrics;
 use crate::edge::EdgeApp;
-use crate::linger::Lingering;
 use crate::proxy::Proxy;
 use crate::reload::{build_table, Control, Reloader};
 use crate::startup::Prepared;
@@ -77,12 +76,14 @@ const TLS_READ_BUFFER: usize = 4096;
 /// buffer: the request head is read by the edge straight into its own
 /// buffer (`edge::head`), and pingora reads bodies into its own buffers, so
 /// a read buffer would only copy the bytes once more and hold 4 KiB in
-/// every idle connection. Writes keep pingora's default write buffer
-/// (1,460 bytes).
+/// every idle connection. Nor a write buffer: the writes of HTTP/1
+/// responses are coalesced above TLS by a buffer held only while a response
+/// is written (`proxy::write_buffer`); rustls and h2 write whole records and
+/// frames.
 fn l4_buffers(tls: bool) -> L4BufferSettings {
     L4BufferSettings {
         read: Some(if tls { TLS_READ_BUFFER } else { 0 }),
-        write: None,
+        write: Some(0),
     }
 }
 
@@ -153,10 +154,10 @@ pub fn run(args: &Args, prepared: Prepared, path: Option<PathBuf>) -> ExitCode {
     // client limits per listener and every HTTP/1 connection watched for
     // request targets pingora's parser percent-escapes (EdgeApp, README
     // "Request hygiene"); a retiring instance still answers the connections
-    // it holds for a moment (Lingering)
-    let app = EdgeApp::new(http, &config.listen);
+    // it holds for a moment (src/linger.rs)
     let grace = Duration::from_secs(config.server.grace_period_seconds);
-    let mut proxy = Service::new("switchyard proxy".to_string(), Lingering::new(app, grace));
+    let app = EdgeApp::new(http, &config.listen, grace);
+    let mut proxy = Service::new("switchyard proxy".to_string(), app);
     for (l, settings) in config.listen.iter().zip(tls_settings) {
         let buffers = l4_buffers(settings.is_some());
         let mut listener = ListenerConfig::tcp(l.addr.as_str()).l4_buffer(buffers);

@@ -11,8 +11,16 @@ use crate::config::ClientLimits;
 use bytes::BytesMut;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
-use std::time::Instant;
-use tokio::io::AsyncReadExt;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::sync::futures::Notified;
+use tokio::sync::Notify;
+use tokio::time::Sleep;
 
 /// How waiting for a request head ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,11 +49,11 @@ pub const MAX_REQUEST_LINE: usize = 8 * 1024;
 /// HAProxy's default is 101 (`tune.http.maxhdr`); nginx counts bytes only.
 pub const MAX_HEADER_FIELDS: usize = 255;
 
-/// Bytes reserved for a keep-alive request's head before waiting for it:
-/// most heads arrive whole in one read of this size, while an idle
-/// connection holds no more than this (the client connection has no read
-/// buffer of its own on plain listeners, see `server::l4_buffers`).
-const IDLE_HEAD_BUF: usize = 1024;
+/// The most bytes one read of a request head takes: they are read into a
+/// buffer on the stack of that poll and copied out, so a connection waiting
+/// for a head holds no read buffer (and one holding part of a head holds
+/// only those bytes); see [`read_arrived`].
+const HEAD_READ: usize = 4096;
 
 /// The first byte of a TLS record carrying a handshake (RFC 8446 §5.1).
 const TLS_HANDSHAKE: u8 = 0x16;
@@ -125,37 +133,18 @@ fn request_line_too_long(buf: &[u8]) -> bool {
     request_line(buf).len() > MAX_REQUEST_LINE
 }
 
-/// Reads from `stream` into `buf` until a complete request head is there.
+/// Reads from `stream` into `buf` until a complete request head is there,
+/// or `deadline` passes (408, or a quiet close when nothing came).
 ///
-/// `first` is the connection's first request: its head must be complete
-/// `header_timeout` after `accepted` (nginx's `client_header_timeout`).
-/// A later request may take `keepalive_timeout` to start, then
-/// `header_timeout` from its first byte.
+/// A connection's first head must be complete `header_timeout` after the
+/// connection was accepted (nginx's `client_header_timeout`); a later one
+/// `header_timeout` after its first byte (see [`next_bytes`]).
 pub async fn read_head(
     stream: &mut Stream,
     buf: &mut BytesMut,
     limits: &ClientLimits,
-    first: bool,
-    accepted: Instant,
-    shutdown: &ShutdownWatch,
+    deadline: Instant,
 ) -> Head {
-    let mut shutdown = shutdown.clone();
-    let deadline = if first || !buf.is_empty() {
-        accepted + limits.header_timeout
-    } else {
-        // idle between requests: wait for the first byte, or give up
-        buf.reserve(IDLE_HEAD_BUF);
-        let idle = tokio::time::timeout(limits.keepalive_timeout, async {
-            tokio::select! {
-                r = stream.read_buf(buf) => r.ok().filter(|&n| n > 0),
-                _ = shutdown.changed() => None,
-            }
-        });
-        match idle.await {
-            Ok(Some(_)) => Instant::now() + limits.header_timeout,
-            _ => return Head::Close,
-        }
-    };
     let mut scan = Scan::default();
     loop {
         if let Some(h) = not_http(buf) {
@@ -175,8 +164,7 @@ pub async fn read_head(
         if buf.len() > limits.max_header_size {
             return Head::Reject(431);
         }
-        buf.reserve(4096);
-        let read = tokio::time::timeout_at(deadline.into(), stream.read_buf(buf)).await;
+        let read = tokio::time::timeout_at(deadline.into(), read_arrived(stream, buf)).await;
         match read {
             Ok(Ok(n)) if n > 0 => {}
             Ok(_) => return Head::Close,
@@ -184,6 +172,78 @@ pub async fn read_head(
             Err(_) => return Head::Reject(408),
         }
     }
+}
+
+/// Waits up to `idle` for the first bytes of a keep-alive connection's next
+/// request and appends them to `buf`: false when the client closed, the
+/// wait timed out or the instance retires (`shutdown` set; the waiters are
+/// woken through `closing`). The connection holds no read buffer meanwhile,
+/// and the wait is a plain future of 200 bytes: an idle connection holds it.
+pub fn next_bytes<'a>(
+    stream: &'a mut Stream,
+    buf: &'a mut BytesMut,
+    idle: Duration,
+    closing: &'a Notify,
+    shutdown: &'a ShutdownWatch,
+) -> NextBytes<'a> {
+    NextBytes {
+        stream,
+        buf,
+        shutdown,
+        closing: closing.notified(),
+        timer: tokio::time::sleep(idle),
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The wait of [`next_bytes`].
+    pub struct NextBytes<'a> {
+        stream: &'a mut Stream,
+        buf: &'a mut BytesMut,
+        shutdown: &'a ShutdownWatch,
+        #[pin]
+        closing: Notified<'a>,
+        #[pin]
+        timer: Sleep,
+    }
+}
+
+impl Future for NextBytes<'_> {
+    type Output = bool;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<bool> {
+        let this = self.project();
+        if let Poll::Ready(read) = poll_arrived(this.stream, this.buf, cx) {
+            return Poll::Ready(matches!(read, Ok(n) if n > 0));
+        }
+        // `closing` is registered by its poll before the flag is read, so a
+        // wake-up after the flag was set is not lost
+        let retiring = this.closing.poll(cx).is_ready() || *this.shutdown.borrow();
+        if retiring || this.timer.poll(cx).is_ready() {
+            return Poll::Ready(false);
+        }
+        Poll::Pending
+    }
+}
+
+/// Reads what has arrived on `stream` (at most [`HEAD_READ`] bytes) and
+/// appends it to `buf`; `Ok(0)` at the end of the stream.
+async fn read_arrived(stream: &mut Stream, buf: &mut BytesMut) -> io::Result<usize> {
+    poll_fn(|cx| poll_arrived(stream, buf, cx)).await
+}
+
+/// One poll of [`read_arrived`]: the bytes land in a buffer on this call's
+/// stack, which is gone when the read is pending, and are copied to `buf`.
+fn poll_arrived(
+    stream: &mut Stream,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    let mut chunk = [MaybeUninit::<u8>::uninit(); HEAD_READ];
+    let mut read = ReadBuf::uninit(&mut chunk);
+    ready!(Pin::new(stream).poll_read(cx, &mut read))?;
+    buf.extend_from_slice(read.filled());
+    Poll::Ready(Ok(read.filled().len()))
 }
 
 #[cfg(test)]

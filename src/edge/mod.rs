@@ -15,6 +15,7 @@
 mod head;
 
 use crate::config::{ClientLimits, Listener};
+use crate::linger;
 use crate::proxy::raw_target::TargetTap;
 use crate::proxy::Proxy;
 use async_trait::async_trait;
@@ -25,9 +26,10 @@ use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::Notify;
 
 pub use head::Head;
 
@@ -35,11 +37,19 @@ pub use head::Head;
 pub struct EdgeApp {
     proxy: Arc<HttpProxy<Proxy>>,
     listeners: Vec<(SocketAddr, ClientLimits)>,
+    /// Wakes the connections waiting idle for a next request when the
+    /// instance retires.
+    closing: Notify,
+    /// How long a retiring instance still reads requests on the
+    /// connections it holds (see [`crate::linger`]).
+    linger: Duration,
 }
 
 impl EdgeApp {
-    /// Wraps `proxy` with the limits of each of `listen`.
-    pub fn new(proxy: HttpProxy<Proxy>, listen: &[Listener]) -> Self {
+    /// Wraps `proxy` with the limits of each of `listen`; a retiring
+    /// instance lingers `min(ACCEPT_LINGER, grace)` (`grace`:
+    /// `server.grace_period_seconds`).
+    pub fn new(proxy: HttpProxy<Proxy>, listen: &[Listener], grace: Duration) -> Self {
         let listeners = listen
             .iter()
             .filter_map(|l| {
@@ -50,12 +60,14 @@ impl EdgeApp {
         EdgeApp {
             proxy: Arc::new(proxy),
             listeners,
+            closing: Notify::new(),
+            linger: linger::ACCEPT_LINGER.min(grace),
         }
     }
 
     /// The limits of the listener that accepted `stream` (matched on the
     /// local address; a wildcard listen address matches any IP).
-    fn limits_for(&self, stream: &Stream) -> ClientLimits {
+    fn limits_for(&self, stream: &Stream) -> &ClientLimits {
         let local = stream
             .get_socket_digest()
             .and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied());
@@ -66,9 +78,12 @@ impl EdgeApp {
                         && (addr.ip() == local.ip() || addr.ip().is_unspecified())
                 })
             })
-            .map_or_else(ClientLimits::default, |(_, l)| *l)
+            .map_or(&DEFAULT_LIMITS, |(_, l)| l)
     }
 }
+
+/// The limits of a connection no listener claims (none in practice).
+static DEFAULT_LIMITS: LazyLock<ClientLimits> = LazyLock::new(ClientLimits::default);
 
 #[async_trait]
 impl ServerApp for EdgeApp {
@@ -80,13 +95,13 @@ impl ServerApp for EdgeApp {
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
             return ServerApp::process_new(&self.proxy, stream, shutdown).await;
         }
-        let accepted = Instant::now();
         let limits = self.limits_for(&stream);
+        // the first head is due `header_timeout` after the accept
+        let mut first_deadline = Some(Instant::now() + limits.header_timeout);
         let mut tap = TargetTap::new(stream);
         let mut persisted: Option<HttpPersistentSettings> = None;
         // whether pingora may hold bytes of a next request (see below)
         let mut may_hold_next = false;
-        let mut first = true;
         loop {
             // A pipelined request (RFC 9112 §9.3.2) already read with the
             // previous one is in the persisted settings: pingora parses it
@@ -96,11 +111,26 @@ impl ServerApp for EdgeApp {
             let mut buf = BytesMut::new();
             let mut extra = false;
             if !pipelined {
-                // what a body left in the tap's line scanner is not kept
-                // while the connection waits idle
-                tap.forget_partial_line();
-                match head::read_head(tap.raw(), &mut buf, &limits, first, accepted, shutdown).await
-                {
+                // what a body left in the tap's line scanner and the
+                // write buffer are not kept while the connection waits idle
+                tap.going_idle();
+                let deadline = match first_deadline.take() {
+                    Some(deadline) => deadline,
+                    // a later one `header_timeout` after its first byte
+                    None if head::next_bytes(
+                        tap.raw(),
+                        &mut buf,
+                        limits.keepalive_timeout,
+                        &self.closing,
+                        shutdown,
+                    )
+                    .await =>
+                    {
+                        Instant::now() + limits.header_timeout
+                    }
+                    None => return None,
+                };
+                match head::read_head(tap.raw(), &mut buf, limits, deadline).await {
                     Head::Ready(len) => {
                         tap.note_head(head::request_line(&buf), &buf[len..]);
                         extra = buf.len() > len;
@@ -114,25 +144,9 @@ impl ServerApp for EdgeApp {
                     }
                 }
             }
-            // As pingora's own loop (pingora-core apps/mod.rs), with the
-            // request head already read.
-            let mut session = ServerSession::new_http1(tap);
-            match persisted.take() {
-                Some(p) => p.apply_to_session(&mut session),
-                None => {
-                    // idle time is enforced by `read_head`; pingora only
-                    // needs to know that keep-alive is on
-                    session.set_keepalive(Some(limits.keepalive_timeout.as_secs().max(1)));
-                    // pingora counts reuses: n requests = n - 1 reuses
-                    session.set_keepalive_reuses_remaining(Some(limits.keepalive_requests - 1));
-                }
-            }
-            if *shutdown.borrow() {
-                session.set_keepalive(None);
-            }
-            if !pipelined {
-                session.set_pipelined_prefix(buf);
-            }
+            let head = (!pipelined).then_some(buf);
+            let retiring = *shutdown.borrow();
+            let session = next_session(tap, persisted.take(), head, limits, retiring);
             let reused = self.proxy.process_new_http(session, shutdown).await?;
             let stream;
             (stream, persisted) = reused.consume();
@@ -142,14 +156,54 @@ impl ServerApp for EdgeApp {
             // in `buf`, or what pingora read itself (through the tap), or
             // left from an earlier pipelined request; otherwise the
             // persisted settings need no look.
-            may_hold_next = pipelined || extra || tap.passed() > 0;
-            first = false;
+            may_hold_next = pipelined || extra || tap.passed();
         }
     }
 
+    /// Retiring: idle connections are closed now, then (after the linger,
+    /// see [`crate::linger`]) pingora's own cleanup closes the connections
+    /// still waiting inside the proxy.
     async fn cleanup(&self) {
+        linger::retire();
+        self.closing.notify_waiters();
+        tokio::time::sleep(self.linger).await;
         self.proxy.http_cleanup().await
     }
+}
+
+/// The session of the next request on `tap`, as pingora's own keep-alive
+/// loop (pingora-core `apps/mod.rs`) builds it, with the request `head`
+/// already read (none when pingora holds a pipelined one): pingora's state
+/// of the connection from the previous request (`persisted`), or on a
+/// first request the listener's keep-alive `limits`.
+///
+/// A function of its own so that the session (680 bytes) is never part of
+/// the connection's future, which an idle connection holds.
+fn next_session(
+    tap: Box<TargetTap>,
+    persisted: Option<HttpPersistentSettings>,
+    head: Option<BytesMut>,
+    limits: &ClientLimits,
+    retiring: bool,
+) -> ServerSession {
+    let mut session = ServerSession::new_http1(tap);
+    match persisted {
+        Some(p) => p.apply_to_session(&mut session),
+        None => {
+            // idle time is enforced by `read_head`; pingora only
+            // needs to know that keep-alive is on
+            session.set_keepalive(Some(limits.keepalive_timeout.as_secs().max(1)));
+            // pingora counts reuses: n requests = n - 1 reuses
+            session.set_keepalive_reuses_remaining(Some(limits.keepalive_requests - 1));
+        }
+    }
+    if retiring {
+        session.set_keepalive(None);
+    }
+    if let Some(head) = head {
+        session.set_pipelined_prefix(head);
+    }
+    session
 }
 
 /// Whether `settings` carry bytes of a next request that arrived with the

@@ -20,6 +20,7 @@ mod downstream;
 mod errors;
 pub mod hygiene;
 pub mod raw_target;
+pub mod write_buffer;
 
 pub use crate::request::RequestCtx;
 pub use downstream::clean_response;

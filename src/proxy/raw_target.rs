@@ -19,6 +19,7 @@
 //! copied only when a read ends in its middle, and only escaped targets are
 //! kept, so for well-formed traffic the tap holds nothing.
 
+use super::write_buffer::WriteBuffer;
 use async_trait::async_trait;
 use percent_encoding::{percent_encode, AsciiSet, CONTROLS};
 use pingora_core::protocols::raw_connect::ProxyDigest;
@@ -91,8 +92,11 @@ pub struct TargetTap {
     inner: Stream,
     lines: LineScanner,
     escaped: Mutex<VecDeque<Box<[u8]>>>,
-    /// Bytes read through the tap since the last [`TargetTap::note_head`].
-    passed: usize,
+    /// Whether bytes were read through the tap since the last
+    /// [`TargetTap::note_head`].
+    passed: bool,
+    /// What pingora writes, coalesced (the transport has no write buffer).
+    out: WriteBuffer,
 }
 
 impl TargetTap {
@@ -102,7 +106,8 @@ impl TargetTap {
             inner,
             lines: LineScanner::default(),
             escaped: Mutex::new(VecDeque::new()),
-            passed: 0,
+            passed: false,
+            out: WriteBuffer::default(),
         })
     }
 
@@ -115,26 +120,28 @@ impl TargetTap {
     /// Takes note of a request head read past the tap: its request line
     /// (without the LF), then `rest`, what arrived after the head (a body's
     /// start, pipelined requests), which is scanned as if read through the
-    /// tap. Starts a new count of [`TargetTap::passed`].
+    /// tap. Resets [`TargetTap::passed`].
     pub fn note_head(&mut self, request_line: &[u8], rest: &[u8]) {
         self.lines = LineScanner::default();
         if let Some(target) = escaped_target(request_line) {
             remember(&self.escaped, target);
         }
         self.scan(rest);
-        self.passed = 0;
+        self.passed = false;
     }
 
-    /// Forgets the partial line a body may have left (up to 8 KiB), before
-    /// the connection waits idle for a next request that the edge reads
-    /// itself (and notes with [`TargetTap::note_head`]).
-    pub fn forget_partial_line(&mut self) {
+    /// Before the connection waits idle for a next request that the edge
+    /// reads itself (and notes with [`TargetTap::note_head`]): forgets the
+    /// partial line a body may have left (up to 8 KiB) and releases the
+    /// write buffer.
+    pub fn going_idle(&mut self) {
         self.lines = LineScanner::default();
+        self.out.release();
     }
 
-    /// Bytes pingora read through the tap since the last head was noted:
-    /// none means that it holds no bytes of a next request it read itself.
-    pub fn passed(&self) -> usize {
+    /// Whether pingora read bytes through the tap since the last head was
+    /// noted: if not, it holds no bytes of a next request it read itself.
+    pub fn passed(&self) -> bool {
         self.passed
     }
 
@@ -229,7 +236,7 @@ impl AsyncRead for TargetTap {
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {
-            this.passed += buf.filled().len() - before;
+            this.passed |= buf.filled().len() > before;
             this.scan(&buf.filled()[before..]);
         }
         polled
@@ -242,34 +249,27 @@ impl AsyncWrite for TargetTap {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        this.out.poll_write(&mut this.inner, cx, buf)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        this.out.poll_flush(&mut this.inner, cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
+        let this = self.get_mut();
+        this.out.poll_shutdown(&mut this.inner, cx)
     }
 }
 
 #[async_trait]
 impl Shutdown for TargetTap {
     async fn shutdown(&mut self) {
-        self.inner.shutdown().await
+        let inner = &mut self.inner;
+        let _ = std::future::poll_fn(|cx| self.out.poll_drain(inner, cx)).await;
+        inner.shutdown().await
     }
 }
 
@@ -358,7 +358,7 @@ mod tests {
             seen,
             vec![b"/a%20b".to_vec().into(), b"/c%01d".to_vec().into()]
         );
-        assert_eq!(tap.passed(), 0);
+        assert!(!tap.passed());
     }
 
     #[test]

@@ -60,3 +60,30 @@ fn sigterm_answers_a_request_on_a_connection_accepted_before_the_stop() {
     assert_eq!(r.status, 200, "{}", sy.logs());
     assert_eq!(sy.wait_exit(Duration::from_secs(15)), Some(0), "{}", sy.logs());
 }
+
+#[test]
+fn a_retiring_instance_closes_its_idle_keepalive_connections_at_once() {
+    use std::io::{Read, Write};
+    let backend = TestBackend::start("a");
+    let mut sy = Switchyard::start(&config(&backend));
+    let mut idle = std::net::TcpStream::connect(sy.addr()).expect("connect");
+    write!(idle, "GET /one HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = idle.read(&mut buf).unwrap();
+    assert_eq!(raw_status(&buf[..n]), Some(200));
+
+    sy.signal(libc::SIGTERM);
+    assert!(listener_stopped(&sy), "{}", sy.logs());
+    let stopped = std::time::Instant::now();
+    // closed when the instance retires, not when it exits (after the 1 s
+    // linger and the 3 s grace period) or the 75 s keep-alive timeout ends
+    assert_eq!(idle.read(&mut buf).unwrap_or(0), 0, "data on an idle connection");
+    let waited = stopped.elapsed();
+    assert!(
+        waited < Duration::from_millis(800),
+        "idle connection closed {waited:?} after the listener stopped\n{}",
+        sy.logs()
+    );
+    assert_eq!(sy.wait_exit(Duration::from_secs(15)), Some(0), "{}", sy.logs());
+}
