@@ -15,9 +15,7 @@ fn abc(status: u16, delay_ms: u64) -> [TestBackend; 3] {
 /// A backend answering `status` with body `NAME STATUS` after `delay`.
 fn backend(name: &str, status: u16, delay_ms: u64) -> TestBackend {
     let b = TestBackend::start(name);
-    b.set_status(status);
-    b.set_body(format!("{name} {status}"));
-    b.set_delay(Duration::from_millis(delay_ms));
+    b.set_reply(Reply::new(status, format!("{name} {status}")).with_delay(Duration::from_millis(delay_ms)));
     b
 }
 
@@ -259,8 +257,7 @@ fn loser_within_the_bound_is_reused_beyond_it_is_cut() {
     let fast = backend("fast", 200, 0);
     let late = backend("late", 200, 30); // answers inside LOSER_GRACE (100 ms)
     let big = backend("big", 200, 0); // a body beyond LOSER_MAX_BODY (64 KiB)
-    big.set_body(body(7, 200_000));
-    big.set_delay(Duration::from_millis(20));
+    big.set_reply(Reply::new(200, body(7, 200_000)).with_delay(Duration::from_millis(20)));
     let sy = Switchyard::start(&(config(&urls(&[&fast, &late, &big]), "race: {}") + "admin: {listen: \"{admin}\"}\n"));
     for i in 0..3 {
         let r = get(sy.addr(), &format!("/b/{i}"), &[]);
