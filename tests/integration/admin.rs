@@ -755,7 +755,7 @@ fn admin_config_needs_a_token_off_loopback_and_a_set_token_env() {
         (format!("listen: \"{{admin}}\", token_env: {var}"), 1, &["admin.token_env", var]),
     ];
     for (body, want, needles) in cases {
-        let (code, out, err) = check_config(&minimal(&body));
+        let Output { code, stdout: out, stderr: err, .. } = check_config(&minimal(&body));
         assert_eq!(code, want, "{body}\nstdout: {out}\nstderr: {err}");
         assert!(want != 0 || out.contains("configuration ok"), "{body}: {out}");
         for n in needles {

@@ -6,13 +6,13 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use super::process::{exit_code, read_lossy, terminate_child, wait_child, SWITCHYARD_BIN};
+use super::process::{exit_code, read_lossy, spawn_logged, terminate_child, wait_child, SWITCHYARD_BIN};
 use super::{free_port, pid_alive, poll_until, send_signal, TempDir};
 
 pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -157,22 +157,9 @@ impl Switchyard {
     }
 
     fn spawn(&mut self, args: &[String], env: &[(String, String)]) {
-        let out = self.dir.join(&format!("{}.stdout", self.log_prefix));
-        let err = self.dir.join(&format!("{}.stderr", self.log_prefix));
         let mut cmd = Command::new(SWITCHYARD_BIN);
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&out).expect("create stdout log"))
-            .stderr(fs::File::create(&err).expect("create stderr log"));
-        if !env.iter().any(|(k, _)| k == "RUST_LOG") {
-            cmd.env("RUST_LOG", "info");
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {SWITCHYARD_BIN}: {e}"));
-        self.child = Some(child);
+        cmd.args(args).env("RUST_LOG", "info").envs(env.iter().cloned());
+        self.child = Some(spawn_logged(&mut cmd, self.dir.path(), &self.log_prefix));
     }
 
     fn wait_ready(&mut self, how: Ready) {
