@@ -8,12 +8,13 @@ use std::time::Duration;
 use crate::common::*;
 
 /// Runs `switchyard -t -c DIR/NAME` on `yaml` written verbatim (no
-/// placeholder expansion, so line numbers are exactly those of `yaml`).
-/// Returns the output and the path as passed on the command line.
+/// placeholder expansion) after a line 1 `listen:` unless `yaml` starts
+/// with its own. Returns the output and the path as passed on the command line.
 fn check(name: &str, yaml: &str) -> (Output, String) {
     let dir = TempDir::new();
     let path = dir.join(name);
-    std::fs::write(&path, yaml).expect("write config");
+    let listen = if yaml.starts_with("listen:") { "" } else { "listen: [{addr: \"127.0.0.1:18080\"}]\n" };
+    std::fs::write(&path, format!("{listen}{yaml}")).expect("write config");
     let out = check_config_file(&path);
     assert!(!out.stderr.contains("panicked") && !out.stderr.contains("RUST_BACKTRACE"), "panic on {name}: {out:?}");
     (out, path.display().to_string())
@@ -46,13 +47,12 @@ fn check_accepts_a_good_file() {
     assert_eq!(out.stdout.trim(), "configuration ok", "{out:?}");
 }
 
-/// Files `-t` rejects, each with what its stderr must name (`{path}` stands
-/// for the file's path as given, `{path}:N:` for line N of it).
+/// Files `-t` rejects (after the `listen:` line), each with what its stderr must
+/// name (`{path}` stands for the file's path as given, `{path}:N:` for line N of it).
 const REJECTED: &[(&str, &str, &[&str])] = &[
     (
         "typo.yaml",
-        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
-         routing: {default_pool: web}\n\
+        "routing: {default_pool: web}\n\
          pools:\n  \
          web:\n    \
          backends:\n      \
@@ -62,14 +62,13 @@ const REJECTED: &[(&str, &str, &[&str])] = &[
     ),
     (
         "top.yaml", // a top-level typo too
-        "listen: [{addr: \"127.0.0.1:18080\"}]\nrouteing: {default_pool: web}\n\
+        "routeing: {default_pool: web}\n\
          pools:\n  web: {backends: [{url: \"http://127.0.0.1:8001\"}]}\n",
         &["{path}:2:", "routeing"],
     ),
     (
         "url.yaml",
-        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
-         pools:\n  \
+        "pools:\n  \
          web:\n    \
          backends:\n      \
          - url: http://127.0.0.1:8001\n      \
@@ -78,15 +77,13 @@ const REJECTED: &[(&str, &str, &[&str])] = &[
     ),
     (
         "default.yaml",
-        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
-         routing: {default_pool: wbe}\n\
+        "routing: {default_pool: wbe}\n\
          pools:\n  web: {backends: [{url: \"http://127.0.0.1:8001\"}]}\n",
         &["{path}", "routing.default_pool", "wbe"],
     ),
     (
         "cycle.yaml",
-        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
-         pools:\n  \
+        "pools:\n  \
          a: {fallback: b, backends: [{url: \"http://127.0.0.1:8001\"}]}\n  \
          b: {fallback: c, backends: [{url: \"http://127.0.0.1:8002\"}]}\n  \
          c: {fallback: a, backends: [{url: \"http://127.0.0.1:8003\"}]}\n",
@@ -94,14 +91,12 @@ const REJECTED: &[(&str, &str, &[&str])] = &[
     ),
     (
         "fb.yaml", // an unknown fallback pool
-        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
-         pools:\n  a: {fallback: nowhere, backends: [{url: \"http://127.0.0.1:8001\"}]}\n",
+        "pools:\n  a: {fallback: nowhere, backends: [{url: \"http://127.0.0.1:8001\"}]}\n",
         &["{path}", "pools.a.fallback", "nowhere"],
     ),
     (
         "dup.yaml",
-        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
-         pools:\n  \
+        "pools:\n  \
          web:\n    \
          backends:\n      \
          - url: http://127.0.0.1:8001\n      \
@@ -123,8 +118,7 @@ fn check_rejects_bad_files_naming_path_line_and_key() {
 fn check_yaml_syntax_error_with_line() {
     let (out, path) = check(
         "syntax.yaml",
-        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
-         routing: {default_pool: web}\n\
+        "routing: {default_pool: web}\n\
          pools:\n  \
          web:\n    \
          backends: [{url: \"http://127.0.0.1:8001\"}\n  \
@@ -143,8 +137,7 @@ fn check_yaml_syntax_error_with_line() {
 fn check_reports_every_error_at_once() {
     let (out, path) = check(
         "many.yaml",
-        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
-         routing: {default_pool: nope}\n\
+        "routing: {default_pool: nope}\n\
          pools:\n  \
          web:\n    \
          fallback: legacy\n    \

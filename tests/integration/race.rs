@@ -4,7 +4,7 @@ use crate::common::test_body as body;
 use crate::common::web_pool_config as config;
 use crate::common::*;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 /// Backends `a`, `b`, `c` as [`backend`] makes them.
@@ -23,20 +23,17 @@ fn backend(name: &str, status: u16, delay_ms: u64) -> TestBackend {
 /// of the IPv4 socket `local` → `remote` in this network namespace; None
 /// when there is no such socket (closed, or reset away).
 fn tcp_state(local: SocketAddr, remote: SocketAddr) -> Option<u8> {
-    let parse = |s: &str| -> Option<SocketAddr> {
-        let (ip, port) = s.split_once(':')?;
-        let ip = u32::from_str_radix(ip, 16).ok()?;
-        let port = u16::from_str_radix(port, 16).ok()?;
-        // The kernel prints the address in host byte order of a network-order u32.
-        Some(SocketAddr::from((Ipv4Addr::from(ip.to_le_bytes()), port)))
+    // The kernel prints a network-order address as a host-order (little-endian) u32.
+    let hex = |a: SocketAddr| match a.ip() {
+        IpAddr::V4(ip) => format!("{:08X}:{:04X}", u32::from_le_bytes(ip.octets()), a.port()),
+        IpAddr::V6(_) => String::new(),
     };
     let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
-    table.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        (f.len() > 3 && parse(f[1]) == Some(local) && parse(f[2]) == Some(remote))
-            .then(|| u8::from_str_radix(f[3], 16).ok())
-            .flatten()
-    })
+    let row = table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 3 && f[1] == hex(local) && f[2] == hex(remote))?;
+    u8::from_str_radix(row[3], 16).ok()
 }
 
 const ESTABLISHED: u8 = 1;

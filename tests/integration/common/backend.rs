@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use super::client::{body_of, header_list, is_chunked, Body};
 use super::reply::{Handler, Mode, RecordedRequest, Reply};
-use super::{bind_fresh, lock, rt};
+use super::{bind_fresh, lock, poll_until, rt};
 
 struct Settings {
     default: Reply,
@@ -175,14 +175,12 @@ impl TestBackend {
         if lock(&self.shared.acceptor).is_some() {
             return;
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let listener = loop {
-            match std::net::TcpListener::bind(self.shared.addr) {
-                Ok(l) => break l,
-                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-                Err(e) => panic!("restart {}: cannot bind {}: {e}", self.shared.name, self.shared.addr),
-            }
-        };
+        let (addr, mut bound) = (self.shared.addr, None);
+        poll_until(Duration::from_secs(5), || {
+            bound = std::net::TcpListener::bind(addr).ok();
+            bound.is_some()
+        });
+        let listener = bound.unwrap_or_else(|| panic!("restart {}: cannot bind {addr}", self.shared.name));
         listener.set_nonblocking(true).expect("nonblocking listener");
         let _enter = rt().enter();
         spawn_acceptor(&self.shared, TcpListener::from_std(listener).expect("tokio listener"));

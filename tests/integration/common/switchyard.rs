@@ -74,16 +74,7 @@ impl SwitchyardBuilder {
             None => vec!["--port".to_string(), port.to_string()],
         };
         args.extend(self.args.iter().cloned());
-        let mut sy = Switchyard {
-            child: None,
-            dir,
-            addr,
-            admin_addr,
-            config,
-            port,
-            admin_port,
-            log_prefix: "switchyard".into(),
-        };
+        let mut sy = Switchyard { child: None, dir, addr, admin_addr, config, log_prefix: "switchyard".into() };
         sy.spawn(&args, &self.env);
         if self.ready != Ready::NoWait {
             sy.wait_ready(self.ready);
@@ -123,8 +114,6 @@ pub struct Switchyard {
     addr: SocketAddr,
     admin_addr: SocketAddr,
     config: PathBuf,
-    port: u16,
-    admin_port: u16,
     log_prefix: String,
 }
 
@@ -201,7 +190,7 @@ impl Switchyard {
 
     /// Rewrites the config file (same expansion, ports and dir).
     pub fn write_config(&self, yaml: &str) {
-        let text = expand_config(yaml, self.dir.path(), self.port, self.admin_port);
+        let text = expand_config(yaml, self.dir.path(), self.addr.port(), self.admin_addr.port());
         let tmp = self.dir.join("switchyard.yaml.tmp");
         fs::write(&tmp, text).expect("write config");
         fs::rename(&tmp, &self.config).expect("replace config");
