@@ -153,6 +153,8 @@ fn until_first_hits(
     panic!("{what}: backend {} never picked in 8 requests", all[0].name());
 }
 
+type Try<'a> = (&'a str, &'a str, &'a [u8], [usize; 2], u16, Option<&'a str>);
+
 #[test]
 fn what_is_retried_after_a_reset_a_read_timeout_or_a_503() {
     let (payload, big, small) = (body(7, 3000), body(1, 100 * 1024), body(2, 10 * 1024));
@@ -166,7 +168,7 @@ fn what_is_retried_after_a_reset_a_read_timeout_or_a_503() {
     ];
     // Per case: method, body, the requests it brings to (a, b), the status and
     // who answered (None: the proxy). 100 KiB is above retries.max_body (64 KiB).
-    let tries: [(&str, &str, &[u8], [usize; 2], u16, Option<&str>); 9] = [
+    let tries: [Try; 9] = [
         ("reset", "POST", &payload, [1, 0], 502, None),
         ("reset", "GET", b"", [1, 1], 200, Some("b")),
         ("reset", "PUT", &big, [1, 0], 502, None),
