@@ -413,8 +413,8 @@ type Trio = [TestBackend; 3];
 
 /// The file's pools: `web` = b1, b2; with `api` = b1 when `with_api`.
 fn trio_pools([b1, b2, _]: &Trio, with_api: bool) -> Vec<String> {
-    let api = with_api.then(|| pool("api", &[b1.url()], &[]));
-    [Some(pool("web", &[b1.url(), b2.url()], &[])), api].into_iter().flatten().collect()
+    let api = if with_api { pool("api", &[b1.url()], &[]) } else { String::new() };
+    vec![pool("web", &[b1.url(), b2.url()], &[]), api]
 }
 
 /// Adds b3, deletes b2, drains b1: only b3 serves `web` afterwards.
@@ -443,10 +443,7 @@ fn admin_changes_survive_sighup_and_post_reload() {
         assert!(sy.dir().join("state.json").exists(), "{how}: state file not written");
         // an edit that shows the reload happened: a new pool `api`
         sy.write_config(&admin_config_with(ADMIN, BY_APP, &trio_pools(&t, true)));
-        match how {
-            "SIGHUP" => sy.signal(libc::SIGHUP),
-            _ => _ = call(&sy, "POST", "/reload", "", 200),
-        }
+        reload(&sy, how);
         eventually!(10, who(&sy, Some("api")).as_deref() == Some("b1"), "{how}: the reload never happened");
         assert_changed(&sy, &t, &format!("after {how}"));
         if how == "POST /reload" {
@@ -481,22 +478,34 @@ fn admin_changes_survive_a_restart_with_the_same_state_file() {
 
 // === POST /reload ===
 
-/// Config with pool `web` (`web_extra` keys) and, given `api`, pool `api`, routed by App-Name.
-fn web_and_api(web: &TestBackend, web_extra: &[&str], api: Option<&TestBackend>) -> String {
-    let pools = [Some(pool("web", &[web.url()], web_extra)), api.map(|a| pool("api", &[a.url()], &[]))];
-    admin_config_with(ADMIN, BY_APP, &pools.into_iter().flatten().collect::<Vec<_>>())
+/// Config with pool `web` and, given `api`, pool `api` (both with `extra` keys), routed by App-Name.
+fn web_and_api(web: &TestBackend, extra: &[&str], api: Option<&TestBackend>) -> String {
+    let api = api.map(|a| pool("api", &[a.url()], extra)).unwrap_or_default();
+    admin_config_with(ADMIN, BY_APP, &[pool("web", &[web.url()], extra), api])
 }
 
+/// A reload by `how`: "SIGHUP", or "POST /reload" (answered 200).
+fn reload(sy: &Switchyard, how: &str) {
+    match how {
+        "SIGHUP" => sy.signal(libc::SIGHUP),
+        _ => _ = call(sy, "POST", "/reload", "", 200),
+    }
+}
+
+/// The new pool is health-checked: probed before it is routed to.
 #[test]
-fn post_reload_applies_a_valid_edit() {
-    let [web, api] = backends(["web", "api"]);
-    let sy = Switchyard::start_admin(&web_and_api(&web, &[], None));
-    assert_eq!(who(&sy, Some("api")).as_deref(), Some("web"));
-    sy.write_config(&web_and_api(&web, &[], Some(&api)));
-    call(&sy, "POST", "/reload", "", 200);
-    eventually!(5, who(&sy, Some("api")).as_deref() == Some("api"), "new pool never routed after POST /reload");
-    assert_eq!(who(&sy, Some("web")).as_deref(), Some("web"));
-    assert!(status(&sy)["pools"]["api"].is_object());
+fn sighup_and_post_reload_apply_a_valid_edit() {
+    let hc = "health_check: {type: http, path: /health, interval: 100ms, timeout: 300ms, rise: 1, fall: 1}";
+    for how in ["SIGHUP", "POST /reload"] {
+        let [web, api] = backends(["web", "api"]);
+        let sy = Switchyard::start_admin(&web_and_api(&web, &[hc], None));
+        assert_eq!(who(&sy, Some("api")).as_deref(), Some("web"), "{how}");
+        sy.write_config(&web_and_api(&web, &[hc], Some(&api)));
+        reload(&sy, how);
+        eventually!(10, who(&sy, Some("api")).as_deref() == Some("api"), "new pool never routed after {how}");
+        assert_eq!(who(&sy, Some("web")).as_deref(), Some("web"), "{how}");
+        assert!(status(&sy)["pools"]["api"].is_object(), "{how}");
+    }
 }
 
 #[test]

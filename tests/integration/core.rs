@@ -108,12 +108,8 @@ fn least_conn_keeps_requests_off_a_slow_backend() {
         clients.push(thread::spawn(move || try_get(addr, &format!("/lc/{i}"), &[]).map(|r| (r.status, served_by(&r)))));
         thread::sleep(Duration::from_millis(40)); // staggered arrivals: pacing, not a wait
     }
-    for c in clients {
-        match c.join().expect("client thread") {
-            Ok((200, _)) => {}
-            other => panic!("request failed: {other:?}"),
-        }
-    }
+    let answers: Vec<_> = clients.into_iter().map(|c| c.join().expect("client thread")).collect();
+    assert!(answers.iter().all(|a| matches!(a, Ok((200, _)))), "a request failed: {answers:?}");
     let (s, f) = (slow.app_count(), fast.app_count());
     assert_eq!(s + f, 20);
     assert!(s <= 4, "slow backend got {s} of 20 (fast {f})");
@@ -125,11 +121,7 @@ fn consistent_hash_by_client_ip_is_sticky() {
     let bs = backends(["h1", "h2", "h3"]);
     let sy = start_web(&bs.each_ref(), &["strategy: consistent", "hash_key: client_ip"]);
     // Every request comes from 127.0.0.1, on separate connections.
-    let mut seen = HashSet::new();
-    for _ in 0..15 {
-        let r = get(sy.addr(), "/x", &[]).expect_status(200);
-        seen.insert(served_by(&r));
-    }
+    let seen: HashSet<String> = (0..15).map(|_| served_by(&get(sy.addr(), "/x", &[]).expect_status(200))).collect();
     assert_eq!(seen.len(), 1, "one client went to {seen:?}");
 }
 
@@ -366,14 +358,8 @@ fn malformed_request_gets_4xx_and_proxy_keeps_serving() {
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
     ];
     for case in cases {
-        let raw = send_raw(sy.addr(), case);
-        let status = raw_status(&raw);
-        assert!(
-            status.is_some_and(|s| (400..500).contains(&s)),
-            "{:?} -> {:?}",
-            String::from_utf8_lossy(case),
-            String::from_utf8_lossy(&raw)
-        );
+        let (status, what) = raw_exchange(sy.addr(), case);
+        assert!(status.is_some_and(|s| (400..500).contains(&s)), "{what}");
     }
     assert_eq!(b.app_count(), 0, "a malformed request reached the backend");
     get(sy.addr(), "/after", &[]).expect_status(200);

@@ -145,14 +145,8 @@ fn echo_rejects_malformed_requests_with_400() {
         b"G\xc3\x28T / HTTP/1.1\r\n\r\n",
     ];
     for case in cases {
-        let raw = send_raw(e.addr(), case);
-        assert_eq!(
-            raw_status(&raw),
-            Some(400),
-            "{:?} -> {:?}",
-            String::from_utf8_lossy(case),
-            String::from_utf8_lossy(&raw)
-        );
+        let (status, what) = raw_exchange(e.addr(), case);
+        assert_eq!(status, Some(400), "{what}");
     }
     let mut huge = b"GET / HTTP/1.1\r\nX-Big: ".to_vec();
     huge.extend(std::iter::repeat_n(b'a', 100_000));

@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 
 const THREE_TRIES: &str = "retries: {attempts: 3}\npassive: {max_fails: 0}";
 
-fn counts(backends: &[&TestBackend]) -> Vec<usize> {
-    backends.iter().map(|b| b.app_count()).collect()
-}
-
-fn delta(before: &[usize], after: &[usize]) -> Vec<usize> {
-    after.iter().zip(before).map(|(a, b)| a - b).collect()
+/// What `f` returns, and the requests each of `bs` got while it ran.
+fn during<T>(bs: &[&TestBackend], f: impl FnOnce() -> T) -> (T, Vec<usize>) {
+    let before: Vec<usize> = bs.iter().map(|b| b.app_count()).collect();
+    let t = f();
+    (t, bs.iter().zip(before).map(|(b, n)| b.app_count() - n).collect())
 }
 
 // === Dead backends nobody has noticed yet ===
@@ -110,21 +109,18 @@ fn failed_request_makes_exactly_attempts_tries_on_distinct_backends() {
     let (refs, urls) = (bs.each_ref(), urls(&bs.each_ref()));
     let sy = Switchyard::start(&config(&urls, THREE_TRIES));
     for i in 0..3 {
-        let before = counts(&refs);
-        let r = get(sy.addr(), &format!("/try/{i}"), &[]);
+        let (r, d) = during(&refs, || get(sy.addr(), &format!("/try/{i}"), &[]));
         let v = proxy_error(&r, 502);
         assert_eq!(v["attempts"], 3, "{v}");
-        let d = delta(&before, &counts(&refs));
         assert_eq!(d.iter().sum::<usize>(), 3, "tries per backend {d:?}");
         assert!(d.iter().all(|n| *n <= 1), "a backend was tried twice: {d:?}");
     }
 
     // attempts: 1 means no retry at all.
     let sy = Switchyard::start(&config(&urls, "retries: {attempts: 1}\npassive: {max_fails: 0}"));
-    let before = counts(&refs);
-    let r = get(sy.addr(), "/once", &[]);
+    let (r, d) = during(&refs, || get(sy.addr(), "/once", &[]));
     assert_eq!(proxy_error(&r, 502)["attempts"], 1);
-    assert_eq!(delta(&before, &counts(&refs)).iter().sum::<usize>(), 1);
+    assert_eq!(d.iter().sum::<usize>(), 1);
 }
 
 // === What may be retried once the request was sent ===
@@ -141,9 +137,7 @@ fn until_first_hits(
 ) -> Response {
     let method = what.split(' ').next().unwrap_or(what);
     for i in 0..8 {
-        let before = counts(all);
-        let r = request(sy.addr(), method, &format!("/{method}/{i}"), &[], payload);
-        let d = delta(&before, &counts(all));
+        let (r, d) = during(all, || request(sy.addr(), method, &format!("/{method}/{i}"), &[], payload));
         if d[0] > 0 {
             assert_eq!(d, want, "{what}: requests to ({}, {})", all[0].name(), all[1].name());
             return r;
@@ -218,11 +212,9 @@ fn last_try_answering_503_is_passed_through() {
             &format!("retries: {{attempts: {attempts}, on: [connect_failure, http_503]}}"),
         ));
         for i in 0..2 {
-            let before = counts(&refs);
-            let r = get(sy.addr(), &format!("/all-busy/{i}"), &[]).expect_status(503);
+            let (r, d) = during(&refs, || get(sy.addr(), &format!("/all-busy/{i}"), &[]).expect_status(503));
             let from = r.header("x-backend").expect("a backend's 503, not the proxy's");
             assert_eq!(r.text(), format!("{from} says 503"), "attempts {attempts}");
-            let d = delta(&before, &counts(&refs));
             assert!(d.iter().sum::<usize>() == attempts && d.iter().all(|n| *n <= 1), "attempts {attempts}: {d:?}");
         }
     }
@@ -268,7 +260,7 @@ fn passive_ejection_keeps_failed_backend_out_for_fail_timeout() {
 #[test]
 fn passive_ejection_needs_max_fails_failures_within_fail_timeout() {
     // `a` closes after every answer, so every attempt on it is a fresh
-    // connection (see reset_on_reused_connection_counts_as_passive_failure
+    // connection (see reset_on_reused_connection_is_retried_fresh_and_then_counts
     // for pooled ones).
     let [a, b] = backends(["a", "b"]);
     a.set_reply(Reply { close: true, ..Reply::new(200, "a") });

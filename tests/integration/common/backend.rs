@@ -32,7 +32,6 @@ struct Shared {
     addr: SocketAddr,
     settings: Mutex<Settings>,
     next_conn: AtomicU64,
-    accepted: AtomicUsize,
     open: AtomicUsize,
     requests: Mutex<Vec<RecordedRequest>>,
     acceptor: Mutex<Option<JoinHandle<()>>>,
@@ -59,7 +58,6 @@ impl TestBackend {
             addr,
             settings: Mutex::new(Settings { default, healthy: true, handler: None }),
             next_conn: AtomicU64::new(1),
-            accepted: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
             requests: Mutex::new(Vec::new()),
             acceptor: Mutex::new(None),
@@ -149,7 +147,7 @@ impl TestBackend {
     }
 
     pub fn connections_accepted(&self) -> usize {
-        self.shared.accepted.load(SeqCst)
+        self.shared.next_conn.load(SeqCst) as usize - 1
     }
 
     /// Stops listening (connections are then refused) and closes every open
@@ -202,7 +200,6 @@ fn spawn_acceptor(shared: &Arc<Shared>, listener: TcpListener) {
                 continue;
             };
             let id = s.next_conn.fetch_add(1, SeqCst);
-            s.accepted.fetch_add(1, SeqCst);
             s.open.fetch_add(1, SeqCst);
             let mut conns = lock(&s.conns); // held until inserted: the task removes itself
             conns.insert(id, tokio::spawn(serve_conn(Arc::clone(&s), tcp, id, peer)));
