@@ -316,11 +316,7 @@ fn backends_requests_with_a_bad_url_pool_backend_or_json_are_refused() {
 #[test]
 fn post_backend_without_pool_uses_the_default_pool() {
     let [b1, api, extra] = backends(["b1", "api", "extra"]);
-    let sy = Switchyard::start_admin(&admin_config_with(
-        ADMIN,
-        BY_APP,
-        &[pool("api", &[api.url()], &[]), pool("web", &[b1.url()], &[])],
-    ));
+    let sy = Switchyard::start_admin(&web_and_api(&b1, &[], Some(&api)));
     expect_call(&sy, "POST", None, &extra.url(), "", 201);
     let st = status(&sy);
     let mut want = vec![b1.url(), extra.url()];

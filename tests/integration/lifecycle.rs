@@ -78,9 +78,7 @@ fn reload_keeps_the_health_of_unchanged_backends() {
 fn sigterm_finishes_in_flight_requests_and_exits_zero() {
     let slow = TestBackend::start("slow");
     slow.set_delay(Duration::from_millis(800));
-    let yaml = "server: { pid_file: \"{pid_file}\", upgrade_sock: \"{upgrade_sock}\", grace_period_seconds: 2, graceful_shutdown_timeout_seconds: 2 }\n"
-        .to_string()
-        + &proxy_config("{default_pool: web}", &[pool("web", &[slow.url()], &[])]);
+    let yaml = server_line(2, 2) + &web_pool_config(&[slow.url()], "");
     let mut sy = Switchyard::start(&yaml);
     let addr = sy.addr();
     let inflight = thread::spawn(move || try_get(addr, "/slow", &[]));
@@ -93,9 +91,8 @@ fn sigterm_finishes_in_flight_requests_and_exits_zero() {
 #[test]
 fn graceful_upgrade_under_load_drops_no_request() {
     let [a, b] = backends(["a", "b"]);
-    let yaml = "server: { pid_file: \"{pid_file}\", upgrade_sock: \"{upgrade_sock}\", grace_period_seconds: 1, graceful_shutdown_timeout_seconds: 1 }\n"
-        .to_string()
-        + &proxy_config("{default_pool: web}", &[pool("web", &[a.url(), b.url()], &["health_check: { type: tcp, interval: 200ms }"])]);
+    let yaml =
+        server_line(1, 1) + &web_pool_config(&[a.url(), b.url()], "health_check: { type: tcp, interval: 200ms }");
     let mut old = Switchyard::start(&yaml);
     let load = Load::start(old.addr(), 4);
     eventually!(5, load.ok() > 20);

@@ -83,27 +83,27 @@ impl SwitchyardBuilder {
     }
 }
 
-/// Expands the placeholders of [`Switchyard::start`]; prepends a `server:`
-/// line with private pid/socket paths when the YAML has none.
+/// A `server:` line with the `{pid_file}` and `{upgrade_sock}` placeholders
+/// and these grace period and graceful shutdown timeout seconds.
+pub fn server_line(grace: u32, shutdown: u32) -> String {
+    let paths = "pid_file: \"{pid_file}\", upgrade_sock: \"{upgrade_sock}\"";
+    format!("server: {{ {paths}, grace_period_seconds: {grace}, graceful_shutdown_timeout_seconds: {shutdown} }}\n")
+}
+
+/// Expands the placeholders of [`Switchyard::start`], after prepending a
+/// [`server_line`] without a grace period (tests stop switchyard with
+/// SIGTERM and should not wait 5 s) when no line starts with `server:`.
 pub fn expand_config(yaml: &str, dir: &Path, port: u16, admin_port: u16) -> String {
     let d = dir.display().to_string();
-    // no grace period: tests stop switchyard with SIGTERM and should not wait 5 s
-    let server = format!(
-        "server: {{ pid_file: \"{d}/sy.pid\", upgrade_sock: \"{d}/sy.sock\", grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }}"
-    );
-    let mut text = yaml
-        .replace("{listen}", &format!("127.0.0.1:{port}"))
+    let own_server = yaml.lines().any(|l| l.starts_with("server:"));
+    let yaml = if own_server { yaml.to_string() } else { server_line(0, 1) + yaml };
+    yaml.replace("{listen}", &format!("127.0.0.1:{port}"))
         .replace("{port}", &port.to_string())
         .replace("{admin}", &format!("127.0.0.1:{admin_port}"))
         .replace("{admin_port}", &admin_port.to_string())
         .replace("{pid_file}", &format!("{d}/sy.pid"))
         .replace("{upgrade_sock}", &format!("{d}/sy.sock"))
-        .replace("{server}", &server)
-        .replace("{dir}", &d);
-    if !text.lines().any(|l| l.starts_with("server:")) {
-        text = format!("{server}\n{text}");
-    }
-    text
+        .replace("{dir}", &d)
 }
 
 /// A running `switchyard` (and the upgraded instance named in its pid file),
@@ -120,9 +120,8 @@ pub struct Switchyard {
 impl Switchyard {
     /// `switchyard -c FILE` on `yaml`, waiting until it answers HTTP (15 s).
     /// Placeholders: `{listen}` (127.0.0.1:PORT), `{port}`, `{admin}`,
-    /// `{admin_port}`, `{dir}` (the temp dir), `{pid_file}`, `{upgrade_sock}`,
-    /// `{server}` (the `server:` line prepended when no line starts with
-    /// `server:`, so parallel tests never share a pid file or socket).
+    /// `{admin_port}`, `{dir}` (the temp dir), `{pid_file}`, `{upgrade_sock}`
+    /// (in the temp dir, so parallel tests never share a pid file or socket).
     pub fn start(yaml: &str) -> Switchyard {
         Switchyard::builder().config(yaml).start()
     }
