@@ -265,10 +265,10 @@ async fn answer(
         Mode::Hang => std::future::pending::<()>().await,
         mode => {
             if mode == Mode::Reset {
+                // Linger 0: hyper's close of the connection sends a RST, not a FIN.
                 // SAFETY: hyper holds the connection (and so `fd`) open until this answer ends.
                 let sock = unsafe { BorrowedFd::borrow_raw(fd) };
                 let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
-                // RST on close
             }
             return Err(io::Error::other(format!("{mode:?} mode")));
         }
