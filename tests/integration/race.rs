@@ -7,11 +7,6 @@ use crate::common::*;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-/// Backends `a`, `b`, `c` as [`backend`] makes them.
-fn abc(status: u16, delay_ms: u64) -> [TestBackend; 3] {
-    ["a", "b", "c"].map(|n| backend(n, status, delay_ms))
-}
-
 /// A backend answering `status` with body `NAME STATUS` after `delay`.
 fn backend(name: &str, status: u16, delay_ms: u64) -> TestBackend {
     let b = TestBackend::start(name);
@@ -126,7 +121,7 @@ fn race_post_body_arrives_byte_identical_at_every_backend() {
 fn bodies_above_race_max_body_go_to_one_backend() {
     // Answers take 200 ms so that every raced request reaches its backend
     // before the winner's answer cancels the others.
-    let bs = abc(200, 200);
+    let bs = ["a", "b", "c"].map(|n| backend(n, 200, 200));
     let sy = Switchyard::start(&config(&urls(&bs.each_ref()), "race: {max_body: 1KiB}"));
     let big = body(1, 4096);
     request(sy.addr(), "POST", "/big", &[], &big).expect_status(200);
@@ -143,7 +138,7 @@ fn bodies_above_race_max_body_go_to_one_backend() {
 
 #[test]
 fn hedged_requests_to_fast_backends_ask_only_one() {
-    let bs = abc(200, 0);
+    let bs = ["a", "b", "c"].map(|n| backend(n, 200, 0));
     let sy = Switchyard::start(&config(&urls(&bs.each_ref()), "race: {hedge_delay: 300ms}"));
     let mut client = Client::connect(sy.addr()).unwrap();
     for i in 0..9 {
@@ -228,7 +223,7 @@ fn losers(sy: &Switchyard, result: &str) -> f64 {
 #[test]
 fn losers_connections_go_back_to_the_pool() {
     // Three equal backends: every race has two losers that answer at once.
-    let bs = abc(200, 0);
+    let bs = ["a", "b", "c"].map(|n| backend(n, 200, 0));
     let sy = Switchyard::start(&(config(&urls(&bs.each_ref()), "race: {}") + "admin: {listen: \"{admin}\"}\n"));
     let n = 40;
     let mut client = Client::connect(sy.addr()).unwrap();

@@ -45,8 +45,7 @@ impl SwitchyardBuilder {
 
     /// Quick mode: `--backends LIST --port PORT` instead of a config file.
     pub fn backends(mut self, list: &str) -> Self {
-        self.args.push("--backends".into());
-        self.args.push(list.into());
+        self.args.extend(["--backends".into(), list.into()]);
         self
     }
 
