@@ -527,7 +527,7 @@ fn a_websocket_upgrade_through_a_caching_pool_is_tunnelled_not_cached() {
 #[test]
 fn a_miss_is_retried_on_another_backend_and_the_good_answer_stored() {
     let bad = TestBackend::start("bad");
-    bad.set_status(502);
+    bad.set_reply(Reply::new(502, "bad"));
     let good = TestBackend::start("good");
     serve(&good, "/r", &[("cache-control", "max-age=60")]);
     let mut y = config(

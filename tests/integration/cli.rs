@@ -8,26 +8,16 @@ use std::time::Duration;
 use crate::common::*;
 
 /// Runs `switchyard -t -c DIR/NAME` on `yaml` written verbatim (no
-/// placeholder expansion, so line numbers are exactly those of `yaml`).
-/// Returns the output and the path as passed on the command line.
+/// placeholder expansion) after a line 1 `listen:` unless `yaml` starts
+/// with its own. Returns the output and the path as passed on the command line.
 fn check(name: &str, yaml: &str) -> (Output, String) {
     let dir = TempDir::new();
     let path = dir.join(name);
-    std::fs::write(&path, yaml).expect("write config");
+    let listen = if yaml.starts_with("listen:") { "" } else { "listen: [{addr: \"127.0.0.1:18080\"}]\n" };
+    std::fs::write(&path, format!("{listen}{yaml}")).expect("write config");
     let out = check_config_file(&path);
     assert!(!out.stderr.contains("panicked") && !out.stderr.contains("RUST_BACKTRACE"), "panic on {name}: {out:?}");
     (out, path.display().to_string())
-}
-
-/// Asserts a failed run (a rejected config: exit 1): exit `code`, no panic,
-/// nothing claiming success, every one of `needles` in stderr.
-fn assert_fails(out: &Output, code: i32, needles: &[&str]) {
-    assert_eq!(out.code, code, "{out:?}");
-    assert!(!out.stderr.contains("panicked"), "{out:?}");
-    assert!(!out.stdout.contains("configuration ok"), "{out:?}");
-    for n in needles {
-        assert!(out.stderr.contains(n), "stderr lacks {n:?}:\n{}", out.stderr);
-    }
 }
 
 // === -t ===
@@ -57,13 +47,12 @@ fn check_accepts_a_good_file() {
     assert_eq!(out.stdout.trim(), "configuration ok", "{out:?}");
 }
 
-/// Files `-t` rejects, each with what its stderr must name (`{path}` stands
-/// for the file's path as given, `{path}:N:` for line N of it).
+/// Files `-t` rejects (after the `listen:` line), each with what its stderr must
+/// name (`{path}` stands for the file's path as given, `{path}:N:` for line N of it).
 const REJECTED: &[(&str, &str, &[&str])] = &[
     (
         "typo.yaml",
-        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
-         routing: {default_pool: web}\n\
+        "routing: {default_pool: web}\n\
          pools:\n  \
          web:\n    \
          backends:\n      \
@@ -73,14 +62,13 @@ const REJECTED: &[(&str, &str, &[&str])] = &[
     ),
     (
         "top.yaml", // a top-level typo too
-        "listen: [{addr: \"127.0.0.1:18080\"}]\nrouteing: {default_pool: web}\n\
+        "routeing: {default_pool: web}\n\
          pools:\n  web: {backends: [{url: \"http://127.0.0.1:8001\"}]}\n",
         &["{path}:2:", "routeing"],
     ),
     (
         "url.yaml",
-        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
-         pools:\n  \
+        "pools:\n  \
          web:\n    \
          backends:\n      \
          - url: http://127.0.0.1:8001\n      \
@@ -89,15 +77,13 @@ const REJECTED: &[(&str, &str, &[&str])] = &[
     ),
     (
         "default.yaml",
-        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
-         routing: {default_pool: wbe}\n\
+        "routing: {default_pool: wbe}\n\
          pools:\n  web: {backends: [{url: \"http://127.0.0.1:8001\"}]}\n",
         &["{path}", "routing.default_pool", "wbe"],
     ),
     (
         "cycle.yaml",
-        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
-         pools:\n  \
+        "pools:\n  \
          a: {fallback: b, backends: [{url: \"http://127.0.0.1:8001\"}]}\n  \
          b: {fallback: c, backends: [{url: \"http://127.0.0.1:8002\"}]}\n  \
          c: {fallback: a, backends: [{url: \"http://127.0.0.1:8003\"}]}\n",
@@ -105,14 +91,12 @@ const REJECTED: &[(&str, &str, &[&str])] = &[
     ),
     (
         "fb.yaml", // an unknown fallback pool
-        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
-         pools:\n  a: {fallback: nowhere, backends: [{url: \"http://127.0.0.1:8001\"}]}\n",
+        "pools:\n  a: {fallback: nowhere, backends: [{url: \"http://127.0.0.1:8001\"}]}\n",
         &["{path}", "pools.a.fallback", "nowhere"],
     ),
     (
         "dup.yaml",
-        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
-         pools:\n  \
+        "pools:\n  \
          web:\n    \
          backends:\n      \
          - url: http://127.0.0.1:8001\n      \
@@ -126,7 +110,7 @@ fn check_rejects_bad_files_naming_path_line_and_key() {
     for (name, yaml, needles) in REJECTED {
         let (out, path) = check(name, yaml);
         let needles: Vec<String> = needles.iter().map(|n| n.replace("{path}", &path)).collect();
-        assert_fails(&out, 1, &needles.iter().map(String::as_str).collect::<Vec<_>>());
+        out.assert_fails(1, &needles.iter().map(String::as_str).collect::<Vec<_>>());
     }
 }
 
@@ -134,8 +118,7 @@ fn check_rejects_bad_files_naming_path_line_and_key() {
 fn check_yaml_syntax_error_with_line() {
     let (out, path) = check(
         "syntax.yaml",
-        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
-         routing: {default_pool: web}\n\
+        "routing: {default_pool: web}\n\
          pools:\n  \
          web:\n    \
          backends: [{url: \"http://127.0.0.1:8001\"}\n  \
@@ -143,19 +126,15 @@ fn check_yaml_syntax_error_with_line() {
     );
     // The unclosed `[` is on line 5; the parser notices on line 5 or 6.
     assert_eq!(out.code, 1, "{out:?}");
-    assert!(
-        out.stderr.contains(&format!("{path}:5:")) || out.stderr.contains(&format!("{path}:6:")),
-        "no line for the syntax error:\n{}",
-        out.stderr
-    );
+    let lined = [5, 6].iter().any(|n| out.stderr.contains(&format!("{path}:{n}:")));
+    assert!(lined, "no line for the syntax error:\n{}", out.stderr);
 }
 
 #[test]
 fn check_reports_every_error_at_once() {
     let (out, path) = check(
         "many.yaml",
-        "listen: [{addr: \"127.0.0.1:18080\"}]\n\
-         routing: {default_pool: nope}\n\
+        "routing: {default_pool: nope}\n\
          pools:\n  \
          web:\n    \
          fallback: legacy\n    \
@@ -169,40 +148,36 @@ fn check_reports_every_error_at_once() {
          retries: {attempts: 0}\n    \
          backends: [{url: \"http://127.0.0.1:8002\"}]\n",
     );
-    assert_fails(
-        &out,
+    let (line8, line9) = (format!("{path}:8:"), format!("{path}:9:"));
+    out.assert_fails(
         1,
-        &[
-            &format!("{path}:8:"),
-            "duplicate",
-            &format!("{path}:9:"),
-            "ftp//bad",
-            "routing.default_pool",
-            "cycle",
-            "hash_key",
-            "attempts",
-        ],
+        &[&line8, "duplicate", &line9, "ftp//bad", "routing.default_pool", "cycle", "hash_key", "attempts"],
     );
     let error_lines = out.stderr.lines().filter(|l| l.starts_with(&path)).count();
     assert!(error_lines >= 6, "{error_lines} error lines:\n{}", out.stderr);
 }
 
+/// Refused before anything starts: exit 1, the problem named.
 #[test]
-fn check_missing_file_names_it() {
+fn missing_or_invalid_file_bad_flags_and_bad_quick_mode_lists_exit_1() {
     let dir = TempDir::new();
-    let path = dir.join("absent.yaml");
-    let out = check_config_file(&path);
-    assert_fails(&out, 1, &[&path.display().to_string()]);
-}
-
-#[test]
-fn invalid_config_at_start_exits_1() {
-    let dir = TempDir::new();
-    let path = dir.join("bad.yaml");
-    std::fs::write(&path, "listen: [{addr: \"127.0.0.1:18080\"}]\npools:\n  web: {backends: [{url: \"nope\"}]}\n")
+    let (absent, bad) = (dir.join("absent.yaml").display().to_string(), dir.join("bad.yaml"));
+    std::fs::write(&bad, "listen: [{addr: \"127.0.0.1:18080\"}]\npools:\n  web: {backends: [{url: \"nope\"}]}\n")
         .unwrap();
-    let out = run_switchyard(&["-c", &path.display().to_string()], &[]);
-    assert_fails(&out, 1, &[&path.display().to_string(), "pools.web.backends[0].url"]);
+    let bad = bad.display().to_string();
+    let cases: [(&[&str], &[&str]); 8] = [
+        (&["-t", "-c", &absent], &[&absent]),
+        (&["-c", &bad], &[&bad, "pools.web.backends[0].url"]), // at start, not only with -t
+        (&["--backends", "api-127.0.0.1:80", "--port", "18080"], &["127.0.0.1:80"]),
+        (&["--backends", "http://127.0.0.1:80", "--port", "0", "-t"], &["1..=65535"]), // clients need the port
+        (&["--bogus"], &[]),
+        (&["--port", "not-a-port"], &[]),
+        (&["-c"], &[]),
+        (&["-t", "--config"], &[]),
+    ];
+    for (args, needles) in cases {
+        run_switchyard(args).assert_fails(1, needles);
+    }
 }
 
 // === Quick mode ===
@@ -224,18 +199,6 @@ fn quick_mode_backends_flag_and_env() {
     }
 }
 
-#[test]
-fn quick_mode_bad_list_exits_1() {
-    let out = run_switchyard(&["--backends", "api-127.0.0.1:80", "--port", "18080"], &[]);
-    assert_fails(&out, 1, &["127.0.0.1:80"]);
-}
-
-#[test]
-fn quick_mode_port_0_is_refused() {
-    let out = run_switchyard(&["--backends", "http://127.0.0.1:80", "--port", "0", "-t"], &[]);
-    assert_fails(&out, 1, &["1..=65535"]);
-}
-
 // === Exit codes ===
 
 #[test]
@@ -254,15 +217,5 @@ fn port_in_use_exits_2() {
     // Quick mode on a port in use (0.0.0.0:PORT).
     let holder = TcpListener::bind("0.0.0.0:0").unwrap();
     let port = holder.local_addr().unwrap().port().to_string();
-    assert_fails(&run_switchyard(&["--backends", &b.url(), "--port", &port], &[]), 2, &[&port]);
-}
-
-#[test]
-fn bad_flag_exits_1() {
-    for args in [&["--bogus"][..], &["--port", "not-a-port"], &["-c"], &["-t", "--config"]] {
-        let out = run_switchyard(args, &[]);
-        assert_eq!(out.code, 1, "{args:?}: {out:?}");
-        assert!(!out.stderr.trim().is_empty(), "{args:?}: no message");
-        assert!(!out.stderr.contains("panicked"), "{args:?}: {out:?}");
-    }
+    run_switchyard(&["--backends", &b.url(), "--port", &port]).assert_fails(2, &[&port]);
 }

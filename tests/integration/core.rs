@@ -4,8 +4,6 @@
 //! upstream keep-alive and malformed requests. Real sockets, real process.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -77,40 +75,26 @@ fn routing_custom_header() {
 
 // === Strategies ===
 
+/// Per case: `n` requests, each backend's pool entry keys and the range of its share.
 #[test]
-fn round_robin_spreads_evenly() {
-    let bs = backends(["b1", "b2", "b3"]);
-    let sy = start_web(&bs.each_ref(), &["strategy: round_robin"]);
-    let counts = tally(&sy, 300, &[]);
-    for b in &bs {
-        let n = b.app_count();
-        assert!((95..=105).contains(&n), "{}: {n} of 300 ({counts:?})", b.name());
-        assert_eq!(counts.get(b.name()), Some(&n));
+fn round_robin_spreads_evenly_by_weight_and_never_to_a_disabled_backend() {
+    let cases = [
+        ("even", 300, vec![("", 95..=105), ("", 95..=105), ("", 95..=105)]),
+        ("weights", 400, vec![(", weight: 3", 270..=330), ("", 70..=130)]),
+        ("disabled", 60, vec![("", 20..=40), (", enabled: false", 0..=0), ("", 20..=40)]),
+    ];
+    for (what, n, shares) in cases {
+        let bs: Vec<TestBackend> = (0..shares.len()).map(|i| TestBackend::start(&format!("b{i}"))).collect();
+        let entries: Vec<String> = bs.iter().zip(&shares).map(|(b, (extra, _))| be(&b.url(), extra)).collect();
+        let sy = start_pools("{default_pool: web}", &[pool("web", &entries, &["strategy: round_robin"])]);
+        let counts = tally(&sy, n, &[]);
+        for (b, (_, share)) in bs.iter().zip(shares) {
+            let got = b.request_count();
+            assert!(share.contains(&got), "{what}: {} got {got} of {n} ({counts:?})", b.name());
+            assert_eq!(counts.get(b.name()).copied().unwrap_or(0), got, "{what}");
+        }
+        assert_eq!(bs.iter().map(|b| b.request_count()).sum::<usize>(), n, "{what}: {counts:?}");
     }
-}
-
-#[test]
-fn round_robin_respects_weights() {
-    let [heavy, light] = backends(["heavy", "light"]);
-    let sy = start_pools("{default_pool: web}", &[pool("web", &[be(&heavy.url(), ", weight: 3"), light.url()], &[])]);
-    let counts = tally(&sy, 400, &[]);
-    let (h, l) = (heavy.app_count(), light.app_count());
-    assert_eq!(h + l, 400, "{counts:?}");
-    assert!((270..=330).contains(&h), "heavy {h}, light {l}");
-    assert!((70..=130).contains(&l), "heavy {h}, light {l}");
-}
-
-#[test]
-fn disabled_backend_gets_no_traffic() {
-    let [on1, off, on2] = backends(["on1", "off", "on2"]);
-    let sy = start_pools(
-        "{default_pool: web}",
-        &[pool("web", &[on1.url(), be(&off.url(), ", enabled: false"), on2.url()], &[])],
-    );
-    let counts = tally(&sy, 60, &[]);
-    assert_eq!(off.request_count(), 0, "{counts:?}");
-    assert!(on1.app_count() >= 20, "{counts:?}");
-    assert!(on2.app_count() >= 20, "{counts:?}");
 }
 
 #[test]
@@ -124,12 +108,8 @@ fn least_conn_keeps_requests_off_a_slow_backend() {
         clients.push(thread::spawn(move || try_get(addr, &format!("/lc/{i}"), &[]).map(|r| (r.status, served_by(&r)))));
         thread::sleep(Duration::from_millis(40)); // staggered arrivals: pacing, not a wait
     }
-    for c in clients {
-        match c.join().expect("client thread") {
-            Ok((200, _)) => {}
-            other => panic!("request failed: {other:?}"),
-        }
-    }
+    let answers: Vec<_> = clients.into_iter().map(|c| c.join().expect("client thread")).collect();
+    assert!(answers.iter().all(|a| matches!(a, Ok((200, _)))), "a request failed: {answers:?}");
     let (s, f) = (slow.app_count(), fast.app_count());
     assert_eq!(s + f, 20);
     assert!(s <= 4, "slow backend got {s} of 20 (fast {f})");
@@ -141,11 +121,7 @@ fn consistent_hash_by_client_ip_is_sticky() {
     let bs = backends(["h1", "h2", "h3"]);
     let sy = start_web(&bs.each_ref(), &["strategy: consistent", "hash_key: client_ip"]);
     // Every request comes from 127.0.0.1, on separate connections.
-    let mut seen = HashSet::new();
-    for _ in 0..15 {
-        let r = get(sy.addr(), "/x", &[]).expect_status(200);
-        seen.insert(served_by(&r));
-    }
+    let seen: HashSet<String> = (0..15).map(|_| served_by(&get(sy.addr(), "/x", &[]).expect_status(200))).collect();
     assert_eq!(seen.len(), 1, "one client went to {seen:?}");
 }
 
@@ -202,83 +178,41 @@ fn tcp_health_check_takes_stopped_backend_out_and_back() {
     eventually!(5, served_again(&sy, &b1, before), "restarted backend never got traffic again");
 }
 
-/// Answers `/health` of a backend through a handler and logs every answer
-/// (time, status), so probes are counted by the answer they got.
-struct HealthSwitch {
-    healthy: Arc<AtomicBool>,
-    log: Arc<Mutex<Vec<(Instant, u16)>>>,
-}
-
-impl HealthSwitch {
-    fn install(b: &TestBackend) -> HealthSwitch {
-        let healthy = Arc::new(AtomicBool::new(true));
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (h, l) = (Arc::clone(&healthy), Arc::clone(&log));
-        b.set_handler(move |req| {
-            if req.path() != "/health" {
-                return None;
-            }
-            let status = if h.load(SeqCst) { 200 } else { 503 };
-            l.lock().unwrap().push((Instant::now(), status));
-            Some(Reply::new(status, "probe"))
-        });
-        HealthSwitch { healthy, log }
-    }
-
-    fn set(&self, healthy: bool) {
-        self.healthy.store(healthy, SeqCst);
-    }
-
-    /// Probes answered with `status` since `since`.
-    fn answered(&self, status: u16, since: Instant) -> usize {
-        self.log.lock().unwrap().iter().filter(|(t, s)| *s == status && *t >= since).count()
-    }
-
-    /// The log relative to `origin`, for failure messages.
-    fn dump(&self, origin: Instant) -> String {
-        let log = self.log.lock().unwrap();
-        let probes: Vec<String> =
-            log.iter().map(|(t, s)| format!("{:?}:{s}", t.saturating_duration_since(origin))).collect();
-        probes.join(" ")
-    }
+/// `b`'s `/health` probes since `since`, and every probe's time after `origin` (for messages).
+fn probes(b: &TestBackend, since: Instant, origin: Instant) -> (usize, String) {
+    let times: Vec<Instant> = b.requests().iter().filter(|r| r.path() == "/health").map(|r| r.at).collect();
+    let log: Vec<Duration> = times.iter().map(|t| t.saturating_duration_since(origin)).collect();
+    (times.iter().filter(|t| **t >= since).count(), format!("{log:?}"))
 }
 
 #[test]
 fn http_health_check_follows_fall_and_rise() {
     let origin = Instant::now();
     let [b1, b2] = backends(["b1", "b2"]);
-    let probes = HealthSwitch::install(&b1);
     let hc = "health_check: {type: http, path: /health, interval: 100ms, timeout: 1s, rise: 2, fall: 2}";
     let sy = start_web(&[&b1, &b2], &[NO_RETRIES, NO_EJECTION, hc]);
     let counts = tally(&sy, 10, &[]);
     assert_eq!(counts.len(), 2, "both in service at start: {counts:?}");
 
+    b1.set_healthy(false); // every probe from now on fails
     let t_down = Instant::now();
-    probes.set(false);
     eventually!(5, all_served_by(&sy, 6, "b2"), "unhealthy backend never taken out");
-    let failed_probes = probes.answered(503, t_down);
+    let (failed, log) = probes(&b1, t_down, origin);
     assert!(
-        failed_probes >= 2,
-        "out after {failed_probes} failed probe(s), fall is 2; probes (since start, \
-         set unhealthy at {:?}): {}",
-        t_down - origin,
-        probes.dump(origin)
+        failed >= 2,
+        "out after {failed} failed probe(s), fall is 2; probes at {log} (unhealthy at {:?})",
+        t_down - origin
     );
     let app_before = b1.app_count();
     let counts = tally(&sy, 20, &[]);
     assert_eq!(counts.get("b2"), Some(&20), "{counts:?}");
     assert_eq!(b1.app_count(), app_before);
 
+    b1.set_healthy(true);
     let t_up = Instant::now();
-    probes.set(true);
     eventually!(5, served_again(&sy, &b1, app_before), "healthy again backend never got traffic");
-    let good_probes = probes.answered(200, t_up);
-    assert!(
-        good_probes >= 2,
-        "back after {good_probes} good probe(s), rise is 2; probes (set healthy at {:?}): {}",
-        t_up - origin,
-        probes.dump(origin)
-    );
+    let (good, log) = probes(&b1, t_up, origin);
+    assert!(good >= 2, "back after {good} good probe(s), rise is 2; probes at {log} (healthy at {:?})", t_up - origin);
 }
 
 #[test]
@@ -424,14 +358,8 @@ fn malformed_request_gets_4xx_and_proxy_keeps_serving() {
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
     ];
     for case in cases {
-        let raw = send_raw(sy.addr(), case);
-        let status = raw_status(&raw);
-        assert!(
-            status.is_some_and(|s| (400..500).contains(&s)),
-            "{:?} -> {:?}",
-            String::from_utf8_lossy(case),
-            String::from_utf8_lossy(&raw)
-        );
+        let (status, what) = raw_exchange(sy.addr(), case);
+        assert!(status.is_some_and(|s| (400..500).contains(&s)), "{what}");
     }
     assert_eq!(b.app_count(), 0, "a malformed request reached the backend");
     get(sy.addr(), "/after", &[]).expect_status(200);

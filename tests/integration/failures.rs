@@ -10,12 +10,11 @@ use std::time::{Duration, Instant};
 
 const THREE_TRIES: &str = "retries: {attempts: 3}\npassive: {max_fails: 0}";
 
-fn counts(backends: &[&TestBackend]) -> Vec<usize> {
-    backends.iter().map(|b| b.app_count()).collect()
-}
-
-fn delta(before: &[usize], after: &[usize]) -> Vec<usize> {
-    after.iter().zip(before).map(|(a, b)| a - b).collect()
+/// What `f` returns, and the requests each of `bs` got while it ran.
+fn during<T>(bs: &[&TestBackend], f: impl FnOnce() -> T) -> (T, Vec<usize>) {
+    let before: Vec<usize> = bs.iter().map(|b| b.app_count()).collect();
+    let t = f();
+    (t, bs.iter().zip(before).map(|(b, n)| b.app_count() - n).collect())
 }
 
 // === Dead backends nobody has noticed yet ===
@@ -110,127 +109,93 @@ fn failed_request_makes_exactly_attempts_tries_on_distinct_backends() {
     let (refs, urls) = (bs.each_ref(), urls(&bs.each_ref()));
     let sy = Switchyard::start(&config(&urls, THREE_TRIES));
     for i in 0..3 {
-        let before = counts(&refs);
-        let r = get(sy.addr(), &format!("/try/{i}"), &[]);
+        let (r, d) = during(&refs, || get(sy.addr(), &format!("/try/{i}"), &[]));
         let v = proxy_error(&r, 502);
         assert_eq!(v["attempts"], 3, "{v}");
-        let d = delta(&before, &counts(&refs));
         assert_eq!(d.iter().sum::<usize>(), 3, "tries per backend {d:?}");
         assert!(d.iter().all(|n| *n <= 1), "a backend was tried twice: {d:?}");
     }
 
     // attempts: 1 means no retry at all.
     let sy = Switchyard::start(&config(&urls, "retries: {attempts: 1}\npassive: {max_fails: 0}"));
-    let before = counts(&refs);
-    let r = get(sy.addr(), "/once", &[]);
+    let (r, d) = during(&refs, || get(sy.addr(), "/once", &[]));
     assert_eq!(proxy_error(&r, 502)["attempts"], 1);
-    assert_eq!(delta(&before, &counts(&refs)).iter().sum::<usize>(), 1);
+    assert_eq!(d.iter().sum::<usize>(), 1);
 }
 
 // === What may be retried once the request was sent ===
 
-/// Sends `method` until `all[0]` is picked first (round robin alternates),
+/// Sends `what`'s method (its first word) until `all[0]` is picked first (round robin alternates),
 /// each earlier one a 200 from `all[1]` alone; asserts the requests that one
 /// brought to `all[0]` and `all[1]` (`[1, 0]`: not retried), returns its answer.
 fn until_first_hits(
     sy: &Switchyard,
     all: &[&TestBackend; 2],
-    method: &str,
+    what: &str,
     payload: &[u8],
     want: [usize; 2],
 ) -> Response {
+    let method = what.split(' ').next().unwrap_or(what);
     for i in 0..8 {
-        let before = counts(all);
-        let r = request(sy.addr(), method, &format!("/{method}/{i}"), &[], payload);
-        let d = delta(&before, &counts(all));
+        let (r, d) = during(all, || request(sy.addr(), method, &format!("/{method}/{i}"), &[], payload));
         if d[0] > 0 {
-            let what = format!("{method} of {} bytes", payload.len());
             assert_eq!(d, want, "{what}: requests to ({}, {})", all[0].name(), all[1].name());
             return r;
         }
-        assert_eq!((r.status, &d[..]), (200, &[0, 1][..]), "{method} #{i}: {:?}", r.text());
+        assert_eq!((r.status, &d[..]), (200, &[0, 1][..]), "{what} #{i}: {:?}", r.text());
     }
-    panic!("{method}: backend {} never picked in 8 requests", all[0].name());
+    panic!("{what}: backend {} never picked in 8 requests", all[0].name());
 }
 
-#[test]
-fn post_reset_after_send_is_not_retried_but_get_is() {
-    let [a, b] = backends(["a", "b"]);
-    a.set_mode(Mode::Reset);
-    let sy = Switchyard::start(&config(&[a.url(), b.url()], "passive: {max_fails: 0}"));
-    let all = [&a, &b];
-    let payload = body(7, 3000);
-
-    let r = until_first_hits(&sy, &all, "POST", &payload, [1, 0]);
-    let v = proxy_error(&r, 502);
-    assert_eq!(v["attempts"], 1, "{v}");
-    assert_eq!(a.last_app_request().unwrap().body, payload);
-
-    let r = until_first_hits(&sy, &all, "GET", b"", [1, 1]);
-    assert_eq!((r.status, r.header("x-backend")), (200, Some("b")), "{:?}", r.text());
-}
+type Try<'a> = (&'a str, &'a str, &'a [u8], [usize; 2], u16, Option<&'a str>);
 
 #[test]
-fn large_put_reset_is_not_retried_small_put_is_replayed_intact() {
-    let [a, b] = backends(["a", "b"]);
-    a.set_mode(Mode::Reset);
-    let sy = Switchyard::start(&config(&[a.url(), b.url()], "passive: {max_fails: 0}"));
-    let all = [&a, &b];
-
-    // 100 KiB is above retries.max_body (64 KiB): it cannot be replayed.
-    let big = body(1, 100 * 1024);
-    let r = until_first_hits(&sy, &all, "PUT", &big, [1, 0]);
-    proxy_error(&r, 502);
-    assert!(a.last_app_request().unwrap().body == big, "a got the whole body");
-
-    // 10 KiB is buffered: the retry on b carries the same bytes.
-    let small = body(2, 10 * 1024);
-    let r = until_first_hits(&sy, &all, "PUT", &small, [1, 1]);
-    assert_eq!((r.status, r.header("x-backend")), (200, Some("b")), "{:?}", r.text());
-    let replayed = b.last_app_request().unwrap();
-    assert_eq!(replayed.method, "PUT");
-    assert_eq!(replayed.body.len(), small.len());
-    assert!(replayed.body == small, "the replayed body differs");
-}
-
-#[test]
-fn get_is_retried_after_read_timeout_post_is_not() {
-    let [slow, b] = backends(["slow", "b"]);
-    slow.set_delay(Duration::from_secs(3));
-    let sy = Switchyard::start(&config(&[slow.url(), b.url()], "timeouts: {read: 300ms}\npassive: {max_fails: 0}"));
-    let all = [&slow, &b];
-    let r = until_first_hits(&sy, &all, "GET", b"", [1, 1]);
-    assert_eq!((r.status, r.header("x-backend")), (200, Some("b")));
-
-    let r = until_first_hits(&sy, &all, "POST", b"x", [1, 0]);
-    proxy_error(&r, 504);
-}
-
-// === Status-based retries (opt-in) ===
-
-#[test]
-fn http_503_retry_is_opt_in_and_idempotent_only() {
-    let [a, b] = backends(["a", "b"]);
-    a.set_reply(Reply::new(503, "a is busy"));
-    let all = [&a, &b];
-    let sy =
-        Switchyard::start(&config(&[a.url(), b.url()], "retries: {on: [connect_failure, reset, timeout, http_503]}"));
-
-    // GET: a's 503 is retried on b; every GET ends with b's 200.
-    let r = until_first_hits(&sy, &all, "GET", b"", [1, 1]);
-    assert_eq!((r.status, r.header("x-backend")), (200, Some("b")));
-
-    // POST: a's 503 goes to the client as it is.
-    let r = until_first_hits(&sy, &all, "POST", b"data", [1, 0]);
-    assert_eq!((r.status, r.header("x-backend")), (503, Some("a")));
-    assert_eq!(r.text(), "a is busy");
-    drop(sy);
-
-    // Without http_503 in `on`, a GET gets a's 503 too.
-    let sy = Switchyard::start(&config(&[a.url(), b.url()], ""));
-    let r = until_first_hits(&sy, &all, "GET", b"", [1, 0]);
-    assert_eq!((r.status, r.header("x-backend")), (503, Some("a")));
-    assert_eq!(r.text(), "a is busy");
+fn what_is_retried_after_a_reset_a_read_timeout_or_a_503() {
+    let (payload, big, small) = (body(7, 3000), body(1, 100 * 1024), body(2, 10 * 1024));
+    let (slow, busy) = (Reply::new(200, "a").with_delay(Duration::from_secs(3)), Reply::new(503, "a is busy"));
+    // How `a` fails, with the pool's keys. Status-based retries are opt-in.
+    let cases = [
+        ("reset", Reply::reset(), "passive: {max_fails: 0}"),
+        ("read timeout", slow, "timeouts: {read: 300ms}\npassive: {max_fails: 0}"),
+        ("503, opted in", busy.clone(), "retries: {on: [connect_failure, reset, timeout, http_503]}"),
+        ("503, not opted in", busy, ""),
+    ];
+    // Per case: method, body, the requests it brings to (a, b), the status and
+    // who answered (None: the proxy). 100 KiB is above retries.max_body (64 KiB).
+    let tries: [Try; 9] = [
+        ("reset", "POST", &payload, [1, 0], 502, None),
+        ("reset", "GET", b"", [1, 1], 200, Some("b")),
+        ("reset", "PUT", &big, [1, 0], 502, None),
+        ("reset", "PUT", &small, [1, 1], 200, Some("b")),
+        ("read timeout", "GET", b"", [1, 1], 200, Some("b")),
+        ("read timeout", "POST", b"x", [1, 0], 504, None),
+        ("503, opted in", "GET", b"", [1, 1], 200, Some("b")),
+        ("503, opted in", "POST", b"data", [1, 0], 503, Some("a")), // not idempotent
+        ("503, not opted in", "GET", b"", [1, 0], 503, Some("a")),
+    ];
+    for (case, reply, extra) in cases {
+        let [a, b] = backends(["a", "b"]);
+        a.set_reply(reply);
+        let sy = Switchyard::start(&config(&[a.url(), b.url()], extra));
+        for &(_, method, sent, want, status, from) in tries.iter().filter(|t| t.0 == case) {
+            let what = format!("{method} of {} bytes after a {case}", sent.len());
+            let r = until_first_hits(&sy, &[&a, &b], &what, sent, want);
+            match from {
+                None if status == 502 => assert_eq!(proxy_error(&r, status)["attempts"], 1, "{what}"),
+                None => _ = proxy_error(&r, status),
+                Some(from) => {
+                    assert_eq!((r.status, r.header("x-backend")), (status, Some(from)), "{what}: {:?}", r.text());
+                    assert_eq!(r.text(), if from == "a" { "a is busy" } else { "b" }, "{what}");
+                }
+            }
+            assert!(a.last_app_request().unwrap().body == sent, "{what}: a did not get the whole body");
+            if want[1] == 1 {
+                let replayed = b.last_app_request().unwrap();
+                let got = format!("{} of {} bytes", replayed.method, replayed.body.len());
+                assert!(replayed.method == method && replayed.body == sent, "{what}: replayed as {got} (or altered)");
+            }
+        }
+    }
 }
 
 #[test]
@@ -247,11 +212,9 @@ fn last_try_answering_503_is_passed_through() {
             &format!("retries: {{attempts: {attempts}, on: [connect_failure, http_503]}}"),
         ));
         for i in 0..2 {
-            let before = counts(&refs);
-            let r = get(sy.addr(), &format!("/all-busy/{i}"), &[]).expect_status(503);
+            let (r, d) = during(&refs, || get(sy.addr(), &format!("/all-busy/{i}"), &[]).expect_status(503));
             let from = r.header("x-backend").expect("a backend's 503, not the proxy's");
             assert_eq!(r.text(), format!("{from} says 503"), "attempts {attempts}");
-            let d = delta(&before, &counts(&refs));
             assert!(d.iter().sum::<usize>() == attempts && d.iter().all(|n| *n <= 1), "attempts {attempts}: {d:?}");
         }
     }
@@ -297,7 +260,7 @@ fn passive_ejection_keeps_failed_backend_out_for_fail_timeout() {
 #[test]
 fn passive_ejection_needs_max_fails_failures_within_fail_timeout() {
     // `a` closes after every answer, so every attempt on it is a fresh
-    // connection (see reset_on_reused_connection_counts_as_passive_failure
+    // connection (see reset_on_reused_connection_is_retried_fresh_and_then_counts
     // for pooled ones).
     let [a, b] = backends(["a", "b"]);
     a.set_reply(Reply { close: true, ..Reply::new(200, "a") });

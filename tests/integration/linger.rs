@@ -10,9 +10,7 @@ use std::time::Duration;
 
 /// One pool on `backend` with a grace period long enough to cover the linger.
 fn config(backend: &TestBackend) -> String {
-    "server: { pid_file: \"{pid_file}\", upgrade_sock: \"{upgrade_sock}\", grace_period_seconds: 3, graceful_shutdown_timeout_seconds: 1 }\n"
-        .to_string()
-        + &web_pool_config(&[backend.url()], "")
+    server_line(3, 1) + &web_pool_config(&[backend.url()], "")
 }
 
 /// Waits until `sy` logged that its proxy listener stopped accepting.

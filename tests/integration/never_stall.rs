@@ -144,7 +144,7 @@ fn error_log_to_a_stalled_stderr_pipe_never_blocks_requests() {
 #[test]
 fn corrupt_state_file_is_set_aside_and_an_upgrade_under_load_drops_nothing() {
     let [web, extra] = backends(["web", "extra"]);
-    let yaml = "server: { pid_file: \"{pid_file}\", upgrade_sock: \"{upgrade_sock}\", grace_period_seconds: 1, graceful_shutdown_timeout_seconds: 1 }\n".to_string()
+    let yaml = server_line(1, 1)
         + &web_pool_config(&[web.url()], "")
         + "admin: { listen: \"{admin}\", state_file: \"{dir}/state.json\" }\n";
     let mut old = Switchyard::start(&yaml);
@@ -268,8 +268,7 @@ fn upgrade_script_leaves_the_old_instance_serving_when_the_new_binary_dies() {
 #[test]
 fn upgrade_script_hands_over_to_a_working_new_binary() {
     let web = TestBackend::start("web");
-    let yaml = "server: { pid_file: \"{pid_file}\", upgrade_sock: \"{upgrade_sock}\", grace_period_seconds: 1, graceful_shutdown_timeout_seconds: 1 }\n".to_string()
-        + &web_pool_config(&[web.url()], "");
+    let yaml = server_line(1, 1) + &web_pool_config(&[web.url()], "");
     let mut sy = Switchyard::start(&yaml);
     let pid = sy.pid().expect("pid");
     fs::write(sy.pid_file(), format!("{pid}\n")).expect("pid file");

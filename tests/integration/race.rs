@@ -4,20 +4,13 @@ use crate::common::test_body as body;
 use crate::common::web_pool_config as config;
 use crate::common::*;
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
-
-/// Backends `a`, `b`, `c` as [`backend`] makes them.
-fn abc(status: u16, delay_ms: u64) -> [TestBackend; 3] {
-    ["a", "b", "c"].map(|n| backend(n, status, delay_ms))
-}
 
 /// A backend answering `status` with body `NAME STATUS` after `delay`.
 fn backend(name: &str, status: u16, delay_ms: u64) -> TestBackend {
     let b = TestBackend::start(name);
-    b.set_status(status);
-    b.set_body(format!("{name} {status}"));
-    b.set_delay(Duration::from_millis(delay_ms));
+    b.set_reply(Reply::new(status, format!("{name} {status}")).with_delay(Duration::from_millis(delay_ms)));
     b
 }
 
@@ -25,20 +18,17 @@ fn backend(name: &str, status: u16, delay_ms: u64) -> TestBackend {
 /// of the IPv4 socket `local` → `remote` in this network namespace; None
 /// when there is no such socket (closed, or reset away).
 fn tcp_state(local: SocketAddr, remote: SocketAddr) -> Option<u8> {
-    let parse = |s: &str| -> Option<SocketAddr> {
-        let (ip, port) = s.split_once(':')?;
-        let ip = u32::from_str_radix(ip, 16).ok()?;
-        let port = u16::from_str_radix(port, 16).ok()?;
-        // The kernel prints the address in host byte order of a network-order u32.
-        Some(SocketAddr::from((Ipv4Addr::from(ip.to_le_bytes()), port)))
+    // The kernel prints a network-order address as a host-order (little-endian) u32.
+    let hex = |a: SocketAddr| match a.ip() {
+        IpAddr::V4(ip) => format!("{:08X}:{:04X}", u32::from_le_bytes(ip.octets()), a.port()),
+        IpAddr::V6(_) => String::new(),
     };
     let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
-    table.lines().skip(1).find_map(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        (f.len() > 3 && parse(f[1]) == Some(local) && parse(f[2]) == Some(remote))
-            .then(|| u8::from_str_radix(f[3], 16).ok())
-            .flatten()
-    })
+    let row = table
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() > 3 && f[1] == hex(local) && f[2] == hex(remote))?;
+    u8::from_str_radix(row[3], 16).ok()
 }
 
 const ESTABLISHED: u8 = 1;
@@ -131,7 +121,7 @@ fn race_post_body_arrives_byte_identical_at_every_backend() {
 fn bodies_above_race_max_body_go_to_one_backend() {
     // Answers take 200 ms so that every raced request reaches its backend
     // before the winner's answer cancels the others.
-    let bs = abc(200, 200);
+    let bs = ["a", "b", "c"].map(|n| backend(n, 200, 200));
     let sy = Switchyard::start(&config(&urls(&bs.each_ref()), "race: {max_body: 1KiB}"));
     let big = body(1, 4096);
     request(sy.addr(), "POST", "/big", &[], &big).expect_status(200);
@@ -148,7 +138,7 @@ fn bodies_above_race_max_body_go_to_one_backend() {
 
 #[test]
 fn hedged_requests_to_fast_backends_ask_only_one() {
-    let bs = abc(200, 0);
+    let bs = ["a", "b", "c"].map(|n| backend(n, 200, 0));
     let sy = Switchyard::start(&config(&urls(&bs.each_ref()), "race: {hedge_delay: 300ms}"));
     let mut client = Client::connect(sy.addr()).unwrap();
     for i in 0..9 {
@@ -233,7 +223,7 @@ fn losers(sy: &Switchyard, result: &str) -> f64 {
 #[test]
 fn losers_connections_go_back_to_the_pool() {
     // Three equal backends: every race has two losers that answer at once.
-    let bs = abc(200, 0);
+    let bs = ["a", "b", "c"].map(|n| backend(n, 200, 0));
     let sy = Switchyard::start(&(config(&urls(&bs.each_ref()), "race: {}") + "admin: {listen: \"{admin}\"}\n"));
     let n = 40;
     let mut client = Client::connect(sy.addr()).unwrap();
@@ -259,8 +249,7 @@ fn loser_within_the_bound_is_reused_beyond_it_is_cut() {
     let fast = backend("fast", 200, 0);
     let late = backend("late", 200, 30); // answers inside LOSER_GRACE (100 ms)
     let big = backend("big", 200, 0); // a body beyond LOSER_MAX_BODY (64 KiB)
-    big.set_body(body(7, 200_000));
-    big.set_delay(Duration::from_millis(20));
+    big.set_reply(Reply::new(200, body(7, 200_000)).with_delay(Duration::from_millis(20)));
     let sy = Switchyard::start(&(config(&urls(&[&fast, &late, &big]), "race: {}") + "admin: {listen: \"{admin}\"}\n"));
     for i in 0..3 {
         let r = get(sy.addr(), &format!("/b/{i}"), &[]);

@@ -253,9 +253,7 @@ fn a_request_pipelined_behind_a_body_is_answered() {
 fn a_response_written_after_sigterm_says_connection_close() {
     let backend = TestBackend::start("slow");
     backend.set_delay(Duration::from_secs(1));
-    let yaml = "server: { pid_file: \"{pid_file}\", upgrade_sock: \"{upgrade_sock}\", grace_period_seconds: 3, graceful_shutdown_timeout_seconds: 2 }\n"
-        .to_string()
-        + &web_pool_config(&[backend.url()], "");
+    let yaml = server_line(3, 2) + &web_pool_config(&[backend.url()], "");
     let sy = Switchyard::start(&yaml);
     let mut conn = TcpStream::connect(sy.addr()).expect("connect");
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();

@@ -278,7 +278,7 @@ fn bad_certificate_files_are_config_errors_naming_the_file() {
     ];
     for (tls, named) in cases {
         let yaml = tls_config(free_port(), &tls, "http://127.0.0.1:9");
-        let (code, _out, err) = check_config(&yaml);
+        let Output { code, stderr: err, .. } = check_config(&yaml);
         assert_eq!(code, 1, "{tls}: {err}");
         assert!(err.contains(named), "{tls}: error does not name {named}: {err}");
         assert!(!err.contains("panicked"), "{err}");
@@ -469,11 +469,11 @@ fn unreadable_backend_ca_is_a_config_error_naming_the_file() {
     let dir = TempDir::new();
     let missing = dir.join("missing-ca.pem");
     let yaml = https_pool(&["https://localhost:9".to_string()], &format!("{{ca: \"{}\"}}", missing.display()));
-    let (code, _out, err) = check_config(&yaml);
+    let Output { code, stderr: err, .. } = check_config(&yaml);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("pools.web.tls.ca") && err.contains("missing-ca.pem"), "{err}");
     let plain = "listen: [{addr: \"{listen}\"}]\npools:\n  web:\n    backends: [{url: \"http://127.0.0.1:9\"}]\n    tls: {verify: false}\n";
-    let (code, _out, err) = check_config(plain);
+    let Output { code, stderr: err, .. } = check_config(plain);
     assert_eq!(code, 1, "tls on a plain pool: {err}");
 }
 

@@ -4,10 +4,9 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use http::Request;
@@ -15,13 +14,12 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
 use super::client::{body_of, header_list, is_chunked, Body};
 use super::reply::{Handler, Mode, RecordedRequest, Reply};
-use super::{bind_fresh, lock, rt};
+use super::{bind_fresh, lock, poll_until, rt};
 
 struct Settings {
     default: Reply,
@@ -34,7 +32,6 @@ struct Shared {
     addr: SocketAddr,
     settings: Mutex<Settings>,
     next_conn: AtomicU64,
-    accepted: AtomicUsize,
     open: AtomicUsize,
     requests: Mutex<Vec<RecordedRequest>>,
     acceptor: Mutex<Option<JoinHandle<()>>>,
@@ -44,7 +41,7 @@ struct Shared {
 /// An in-process HTTP/1.1 upstream. It answers, in this order: a
 /// [`set_handler`](Self::set_handler) handler's `Some(reply)`; `/health`
 /// (200 `ok`, or 503 after `set_healthy(false)`); the default reply (200,
-/// the name as body; `set_status`, `set_body`, `set_delay`, `set_mode`...).
+/// the name as body; `set_reply`, `set_delay`, `set_mode`).
 /// Every answer carries `x-backend: NAME`; every fully read request is
 /// recorded before its reply is carried out. Stopped on drop.
 pub struct TestBackend {
@@ -61,7 +58,6 @@ impl TestBackend {
             addr,
             settings: Mutex::new(Settings { default, healthy: true, handler: None }),
             next_conn: AtomicU64::new(1),
-            accepted: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
             requests: Mutex::new(Vec::new()),
             acceptor: Mutex::new(None),
@@ -87,15 +83,6 @@ impl TestBackend {
 
     fn with_settings(&self, f: impl FnOnce(&mut Settings)) {
         f(&mut lock(&self.shared.settings));
-    }
-
-    pub fn set_status(&self, status: u16) {
-        self.with_settings(|s| s.default.status = status);
-    }
-
-    pub fn set_body(&self, body: impl Into<Vec<u8>>) {
-        let body = body.into();
-        self.with_settings(|s| s.default.body = body);
     }
 
     pub fn set_delay(&self, delay: Duration) {
@@ -160,7 +147,7 @@ impl TestBackend {
     }
 
     pub fn connections_accepted(&self) -> usize {
-        self.shared.accepted.load(SeqCst)
+        self.shared.next_conn.load(SeqCst) as usize - 1
     }
 
     /// Stops listening (connections are then refused) and closes every open
@@ -186,14 +173,12 @@ impl TestBackend {
         if lock(&self.shared.acceptor).is_some() {
             return;
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let listener = loop {
-            match std::net::TcpListener::bind(self.shared.addr) {
-                Ok(l) => break l,
-                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
-                Err(e) => panic!("restart {}: cannot bind {}: {e}", self.shared.name, self.shared.addr),
-            }
-        };
+        let (addr, mut bound) = (self.shared.addr, None);
+        poll_until(Duration::from_secs(5), || {
+            bound = std::net::TcpListener::bind(addr).ok();
+            bound.is_some()
+        });
+        let listener = bound.unwrap_or_else(|| panic!("restart {}: cannot bind {addr}", self.shared.name));
         listener.set_nonblocking(true).expect("nonblocking listener");
         let _enter = rt().enter();
         spawn_acceptor(&self.shared, TcpListener::from_std(listener).expect("tokio listener"));
@@ -215,7 +200,6 @@ fn spawn_acceptor(shared: &Arc<Shared>, listener: TcpListener) {
                 continue;
             };
             let id = s.next_conn.fetch_add(1, SeqCst);
-            s.accepted.fetch_add(1, SeqCst);
             s.open.fetch_add(1, SeqCst);
             let mut conns = lock(&s.conns); // held until inserted: the task removes itself
             conns.insert(id, tokio::spawn(serve_conn(Arc::clone(&s), tcp, id, peer)));
@@ -238,45 +222,9 @@ impl Drop for ConnGuard {
 async fn serve_conn(s: Arc<Shared>, tcp: TcpStream, id: u64, peer: SocketAddr) {
     let _guard = ConnGuard(Arc::clone(&s), id);
     let _ = tcp.set_nodelay(true);
-    let reset = Arc::new(AtomicBool::new(false));
-    let io = TokioIo::new(ConnIo { tcp, reset: Arc::clone(&reset) });
-    let service = service_fn(move |req| answer(Arc::clone(&s), req, id, peer, Arc::clone(&reset)));
-    let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await;
-}
-
-/// The connection's socket; closed with a RST instead of a FIN once `reset` is set.
-struct ConnIo {
-    tcp: TcpStream,
-    reset: Arc<AtomicBool>,
-}
-
-impl Drop for ConnIo {
-    fn drop(&mut self) {
-        if self.reset.load(SeqCst) {
-            let _ = self.tcp.set_zero_linger();
-        }
-    }
-}
-
-impl AsyncRead for ConnIo {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for ConnIo {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.tcp).poll_write(cx, buf)
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.tcp).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.reset.load(SeqCst) {
-            return Poll::Ready(Ok(())); // no FIN before the RST
-        }
-        Pin::new(&mut self.tcp).poll_shutdown(cx)
-    }
+    let fd = tcp.as_raw_fd();
+    let service = service_fn(move |req| answer(Arc::clone(&s), req, id, peer, fd));
+    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service).await;
 }
 
 /// Records one request and carries out its reply; an `Err` makes hyper drop
@@ -286,7 +234,7 @@ async fn answer(
     req: Request<Incoming>,
     conn_id: u64,
     peer: SocketAddr,
-    reset: Arc<AtomicBool>,
+    fd: RawFd,
 ) -> io::Result<http::Response<Body>> {
     let (head, body) = req.into_parts();
     let body = body.collect().await.map_err(io::Error::other)?.to_bytes().to_vec();
@@ -299,6 +247,7 @@ async fn answer(
         chunked: is_chunked(&head.headers),
         conn_id,
         peer,
+        at: Instant::now(),
     };
     lock(&s.requests).push(req.clone());
     let (handler, healthy, default) = {
@@ -315,7 +264,12 @@ async fn answer(
         Mode::Respond => {}
         Mode::Hang => std::future::pending::<()>().await,
         mode => {
-            reset.store(mode == Mode::Reset, SeqCst);
+            if mode == Mode::Reset {
+                // Linger 0: hyper's close of the connection sends a RST, not a FIN.
+                // SAFETY: hyper holds the connection (and so `fd`) open until this answer ends.
+                let sock = unsafe { BorrowedFd::borrow_raw(fd) };
+                let _ = socket2::SockRef::from(&sock).set_linger(Some(Duration::ZERO));
+            }
             return Err(io::Error::other(format!("{mode:?} mode")));
         }
     }

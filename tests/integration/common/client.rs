@@ -237,6 +237,13 @@ pub fn send_raw_timeout(addr: SocketAddr, bytes: &[u8], total: Duration) -> Vec<
     out
 }
 
+/// [`send_raw`]: the answer's status, and `"SENT" -> "ANSWER"` for messages.
+pub fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> (Option<u16>, String) {
+    let raw = send_raw(addr, bytes);
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (raw_status(&raw), format!("{:?} -> {:?}", text(bytes), text(&raw)))
+}
+
 /// Status code of the first response line in raw bytes (`HTTP/1.1 400 ...` → 400).
 pub fn raw_status(raw: &[u8]) -> Option<u16> {
     let text = String::from_utf8_lossy(raw);

@@ -155,10 +155,8 @@ pub fn proxy_config(routing: &str, pools: &[String]) -> String {
 pub fn pool(name: &str, backends: &[String], extra: &[&str]) -> String {
     let mut s = format!("  {name}:\n    backends:\n");
     for b in backends {
-        match b.starts_with('{') {
-            true => s.push_str(&format!("      - {b}\n")),
-            false => s.push_str(&format!("      - {{url: \"{b}\"}}\n")),
-        }
+        let entry = if b.starts_with('{') { b.clone() } else { be(b, "") };
+        s.push_str(&format!("      - {entry}\n"));
     }
     if !extra.iter().any(|e| e.starts_with("health_check:")) {
         s.push_str(&format!("    {NO_HC}\n"));

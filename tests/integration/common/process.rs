@@ -40,55 +40,68 @@ pub(crate) fn read_lossy(path: &Path) -> String {
     fs::read(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
 }
 
+/// Spawns `cmd` in `dir`, stdin from /dev/null, output into `dir/NAME.stdout` and `.stderr`.
+pub(crate) fn spawn_logged(cmd: &mut Command, dir: &Path, name: &str) -> Child {
+    let file = |ext: &str| fs::File::create(dir.join(format!("{name}.{ext}"))).expect("create log file");
+    cmd.current_dir(dir).stdin(Stdio::null()).stdout(file("stdout")).stderr(file("stderr"));
+    cmd.spawn().unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.get_program()))
+}
+
 /// Output of a finished process (`code`: 128 + signal when killed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
+    pub args: Vec<String>,
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
 }
 
-fn run_to_end(bin: &str, args: &[&str], env: &[(&str, &str)], cwd: &Path) -> Output {
-    let out = cwd.join("run.stdout");
-    let err = cwd.join("run.stderr");
-    let mut cmd = Command::new(bin);
-    cmd.args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(fs::File::create(&out).expect("create stdout file"))
-        .stderr(fs::File::create(&err).expect("create stderr file"));
-    for (k, v) in env {
-        cmd.env(k, v);
+impl Output {
+    /// Asserts a refusal: exit `code`, a message and no panic on stderr,
+    /// nothing claiming success, every one of `needles` in stderr.
+    #[track_caller]
+    pub fn assert_fails(&self, code: i32, needles: &[&str]) {
+        assert_eq!(self.code, code, "{self:?}");
+        assert!(!self.stderr.trim().is_empty() && !self.stderr.contains("panicked"), "{self:?}");
+        assert!(!self.stdout.contains("configuration ok"), "{self:?}");
+        for n in needles {
+            assert!(self.stderr.contains(n), "{:?}: stderr lacks {n:?}:\n{}", self.args, self.stderr);
+        }
     }
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {bin}: {e}"));
-    let Some(status) = wait_child(&mut child, Duration::from_secs(30)) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("{bin} {args:?} still running after 30 s\nstdout:\n{}\nstderr:\n{}", read_lossy(&out), read_lossy(&err));
-    };
-    Output { code: exit_code(status), stdout: read_lossy(&out), stderr: read_lossy(&err) }
 }
 
-/// `switchyard ARGS` run to completion (30 s bound) in a fresh temp dir.
-pub fn run_switchyard(args: &[&str], env: &[(&str, &str)]) -> Output {
+/// `bin ARGS` run to completion (30 s bound) in a fresh temp dir.
+fn run(bin: &str, args: &[&str]) -> Output {
     let dir = TempDir::new();
-    run_to_end(SWITCHYARD_BIN, args, env, dir.path())
+    let mut child = spawn_logged(Command::new(bin).args(args), dir.path(), "run");
+    let status = wait_child(&mut child, Duration::from_secs(30));
+    let (stdout, stderr) = (read_lossy(&dir.join("run.stdout")), read_lossy(&dir.join("run.stderr")));
+    let Some(status) = status else {
+        terminate_child(&mut child, Duration::ZERO);
+        panic!("{bin} {args:?} still running after 30 s\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    };
+    Output { args: args.iter().map(|a| a.to_string()).collect(), code: exit_code(status), stdout, stderr }
 }
 
-/// `switchyard -t -c FILE` on `yaml` (placeholders expanded as in
-/// [`Switchyard::start`]): `(exit code, stdout, stderr)`.
-pub fn check_config(yaml: &str) -> (i32, String, String) {
+pub fn run_switchyard(args: &[&str]) -> Output {
+    run(SWITCHYARD_BIN, args)
+}
+
+/// `switchyard-echo ARGS` run to completion, e.g. bad flags.
+pub fn run_echo(args: &[&str]) -> Output {
+    run(ECHO_BIN, args)
+}
+
+/// `switchyard -t -c FILE` on `yaml` (placeholders expanded as in [`Switchyard::start`]).
+pub fn check_config(yaml: &str) -> Output {
     let dir = TempDir::new();
     let file = dir.join("switchyard.yaml");
     fs::write(&file, expand_config(yaml, dir.path(), free_port(), free_port())).expect("write config");
-    let o = check_config_file(&file);
-    (o.code, o.stdout, o.stderr)
+    check_config_file(&file)
 }
 
 pub fn check_config_file(path: &Path) -> Output {
-    let dir = TempDir::new();
-    let p = path.display().to_string();
-    run_to_end(SWITCHYARD_BIN, &["-t", "-c", &p], &[], dir.path())
+    run_switchyard(&["-t", "-c", &path.display().to_string()])
 }
 
 pub struct EchoProcess {
@@ -114,9 +127,7 @@ impl EchoProcess {
     pub fn start_cmd(cmd: &mut Command) -> EchoProcess {
         let dir = TempDir::new();
         let (out, err) = (dir.join("echo.stdout"), dir.join("echo.stderr"));
-        let file = |p: &Path| fs::File::create(p).expect("create log file");
-        let spawned = cmd.stdin(Stdio::null()).stdout(file(&out)).stderr(file(&err)).spawn();
-        let mut child = spawned.unwrap_or_else(|e| panic!("spawn {ECHO_BIN}: {e}"));
+        let mut child = spawn_logged(cmd, dir.path(), "echo");
         let mut addr = None;
         poll_until(Duration::from_secs(10), || {
             let text = read_lossy(&out); // only a whole first line
@@ -153,10 +164,4 @@ impl Drop for EchoProcess {
             terminate_child(&mut c, Duration::from_secs(2));
         }
     }
-}
-
-/// `switchyard-echo ARGS` run to completion (30 s bound), e.g. bad flags.
-pub fn run_echo(args: &[&str]) -> Output {
-    let dir = TempDir::new();
-    run_to_end(ECHO_BIN, args, &[], dir.path())
 }

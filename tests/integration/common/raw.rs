@@ -2,7 +2,7 @@
 //! no client library sends), answers parsed by `httparse`; answer bodies
 //! must carry a `Content-Length`.
 
-use super::client::Response;
+use super::client::{find_header, Response};
 use super::CLIENT_TIMEOUT;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -54,11 +54,7 @@ impl RawConn {
                 self.buf.drain(..head_len);
                 continue;
             }
-            let len = fields
-                .iter()
-                .find(|(k, _)| k == "content-length")
-                .and_then(|(_, v)| v.parse::<usize>().ok())
-                .unwrap_or(0);
+            let len = find_header(&fields, "content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
             while self.buf.len() < head_len + len {
                 self.fill()?;
             }

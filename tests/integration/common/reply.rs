@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::client::find_header;
 
@@ -80,6 +80,8 @@ pub struct RecordedRequest {
     pub conn_id: u64,
     /// The proxy's upstream socket.
     pub peer: SocketAddr,
+    /// When it was fully read.
+    pub at: Instant,
 }
 
 impl RecordedRequest {

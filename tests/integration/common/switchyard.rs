@@ -6,13 +6,13 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use super::process::{exit_code, read_lossy, terminate_child, wait_child, SWITCHYARD_BIN};
+use super::process::{exit_code, read_lossy, spawn_logged, terminate_child, wait_child, SWITCHYARD_BIN};
 use super::{free_port, pid_alive, poll_until, send_signal, TempDir};
 
 pub const READY_TIMEOUT: Duration = Duration::from_secs(15);
@@ -45,8 +45,7 @@ impl SwitchyardBuilder {
 
     /// Quick mode: `--backends LIST --port PORT` instead of a config file.
     pub fn backends(mut self, list: &str) -> Self {
-        self.args.push("--backends".into());
-        self.args.push(list.into());
+        self.args.extend(["--backends".into(), list.into()]);
         self
     }
 
@@ -74,16 +73,7 @@ impl SwitchyardBuilder {
             None => vec!["--port".to_string(), port.to_string()],
         };
         args.extend(self.args.iter().cloned());
-        let mut sy = Switchyard {
-            child: None,
-            dir,
-            addr,
-            admin_addr,
-            config,
-            port,
-            admin_port,
-            log_prefix: "switchyard".into(),
-        };
+        let mut sy = Switchyard { child: None, dir, addr, admin_addr, config, log_prefix: "switchyard".into() };
         sy.spawn(&args, &self.env);
         if self.ready != Ready::NoWait {
             sy.wait_ready(self.ready);
@@ -92,27 +82,27 @@ impl SwitchyardBuilder {
     }
 }
 
-/// Expands the placeholders of [`Switchyard::start`]; prepends a `server:`
-/// line with private pid/socket paths when the YAML has none.
+/// A `server:` line with the `{pid_file}` and `{upgrade_sock}` placeholders
+/// and these grace period and graceful shutdown timeout seconds.
+pub fn server_line(grace: u32, shutdown: u32) -> String {
+    let paths = "pid_file: \"{pid_file}\", upgrade_sock: \"{upgrade_sock}\"";
+    format!("server: {{ {paths}, grace_period_seconds: {grace}, graceful_shutdown_timeout_seconds: {shutdown} }}\n")
+}
+
+/// Expands the placeholders of [`Switchyard::start`], after prepending a
+/// [`server_line`] without a grace period (tests stop switchyard with
+/// SIGTERM and should not wait 5 s) when no line starts with `server:`.
 pub fn expand_config(yaml: &str, dir: &Path, port: u16, admin_port: u16) -> String {
     let d = dir.display().to_string();
-    // no grace period: tests stop switchyard with SIGTERM and should not wait 5 s
-    let server = format!(
-        "server: {{ pid_file: \"{d}/sy.pid\", upgrade_sock: \"{d}/sy.sock\", grace_period_seconds: 0, graceful_shutdown_timeout_seconds: 1 }}"
-    );
-    let mut text = yaml
-        .replace("{listen}", &format!("127.0.0.1:{port}"))
+    let own_server = yaml.lines().any(|l| l.starts_with("server:"));
+    let yaml = if own_server { yaml.to_string() } else { server_line(0, 1) + yaml };
+    yaml.replace("{listen}", &format!("127.0.0.1:{port}"))
         .replace("{port}", &port.to_string())
         .replace("{admin}", &format!("127.0.0.1:{admin_port}"))
         .replace("{admin_port}", &admin_port.to_string())
         .replace("{pid_file}", &format!("{d}/sy.pid"))
         .replace("{upgrade_sock}", &format!("{d}/sy.sock"))
-        .replace("{server}", &server)
-        .replace("{dir}", &d);
-    if !text.lines().any(|l| l.starts_with("server:")) {
-        text = format!("{server}\n{text}");
-    }
-    text
+        .replace("{dir}", &d)
 }
 
 /// A running `switchyard` (and the upgraded instance named in its pid file),
@@ -123,17 +113,14 @@ pub struct Switchyard {
     addr: SocketAddr,
     admin_addr: SocketAddr,
     config: PathBuf,
-    port: u16,
-    admin_port: u16,
     log_prefix: String,
 }
 
 impl Switchyard {
     /// `switchyard -c FILE` on `yaml`, waiting until it answers HTTP (15 s).
     /// Placeholders: `{listen}` (127.0.0.1:PORT), `{port}`, `{admin}`,
-    /// `{admin_port}`, `{dir}` (the temp dir), `{pid_file}`, `{upgrade_sock}`,
-    /// `{server}` (the `server:` line prepended when no line starts with
-    /// `server:`, so parallel tests never share a pid file or socket).
+    /// `{admin_port}`, `{dir}` (the temp dir), `{pid_file}`, `{upgrade_sock}`
+    /// (in the temp dir, so parallel tests never share a pid file or socket).
     pub fn start(yaml: &str) -> Switchyard {
         Switchyard::builder().config(yaml).start()
     }
@@ -157,22 +144,9 @@ impl Switchyard {
     }
 
     fn spawn(&mut self, args: &[String], env: &[(String, String)]) {
-        let out = self.dir.join(&format!("{}.stdout", self.log_prefix));
-        let err = self.dir.join(&format!("{}.stderr", self.log_prefix));
         let mut cmd = Command::new(SWITCHYARD_BIN);
-        cmd.args(args)
-            .current_dir(self.dir.path())
-            .stdin(Stdio::null())
-            .stdout(fs::File::create(&out).expect("create stdout log"))
-            .stderr(fs::File::create(&err).expect("create stderr log"));
-        if !env.iter().any(|(k, _)| k == "RUST_LOG") {
-            cmd.env("RUST_LOG", "info");
-        }
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {SWITCHYARD_BIN}: {e}"));
-        self.child = Some(child);
+        cmd.args(args).env("RUST_LOG", "info").envs(env.iter().cloned());
+        self.child = Some(spawn_logged(&mut cmd, self.dir.path(), &self.log_prefix));
     }
 
     fn wait_ready(&mut self, how: Ready) {
@@ -214,7 +188,7 @@ impl Switchyard {
 
     /// Rewrites the config file (same expansion, ports and dir).
     pub fn write_config(&self, yaml: &str) {
-        let text = expand_config(yaml, self.dir.path(), self.port, self.admin_port);
+        let text = expand_config(yaml, self.dir.path(), self.addr.port(), self.admin_addr.port());
         let tmp = self.dir.join("switchyard.yaml.tmp");
         fs::write(&tmp, text).expect("write config");
         fs::rename(&tmp, &self.config).expect("replace config");
@@ -227,10 +201,7 @@ impl Switchyard {
     }
 
     pub fn is_running(&mut self) -> bool {
-        match self.child.as_mut() {
-            Some(c) => matches!(c.try_wait(), Ok(None)),
-            None => false,
-        }
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// The exit code (128 + signal) within `timeout`, or None.
