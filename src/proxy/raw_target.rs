@@ -264,6 +264,12 @@ impl AsyncWrite for TargetTap {
     }
 }
 
+impl Drop for TargetTap {
+    fn drop(&mut self) {
+        self.out.drain_now(&mut self.inner);
+    }
+}
+
 #[async_trait]
 impl Shutdown for TargetTap {
     async fn shutdown(&mut self) {

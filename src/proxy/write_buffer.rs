@@ -11,7 +11,7 @@
 
 use std::io;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use tokio::io::AsyncWrite;
 
 /// Bytes coalesced before they are written: pingora's own default.
@@ -81,6 +81,16 @@ impl WriteBuffer {
         Poll::Ready(Ok(()))
     }
 
+    /// Writes out what is buffered if that can be done without waiting,
+    /// for a connection being dropped: a response cut by a failure after
+    /// its head was sent still gets the bytes that came before the cut, as
+    /// pingora's own `l4::Stream` tries on drop.
+    pub fn drain_now<W: AsyncWrite + Unpin>(&mut self, out: &mut W) {
+        if !self.buf.is_empty() {
+            let _ = self.poll_drain(out, &mut Context::from_waker(Waker::noop()));
+        }
+    }
+
     /// Releases the memory of an empty buffer (a connection going idle);
     /// bytes not yet written are kept.
     pub fn release(&mut self) {
@@ -147,6 +157,15 @@ mod tests {
         assert_eq!(out.0[2].len(), CAPACITY - 1);
         poll_fn(|cx| b.poll_shutdown(&mut out, cx)).await.unwrap();
         assert_eq!(out.0[3], b"zz");
+    }
+
+    #[test]
+    fn drain_now_writes_what_is_buffered() {
+        let (mut b, mut out) = (WriteBuffer::default(), Calls::default());
+        b.buf.extend_from_slice(b"head and part of a body");
+        b.drain_now(&mut out);
+        assert_eq!(out.0, vec![b"head and part of a body".to_vec()]);
+        assert!(b.buf.is_empty());
     }
 
     #[test]

@@ -388,3 +388,35 @@ fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
     assert!(raw.ends_with("slow"), "{raw:?}");
     assert!(first_head(&raw).contains("connection: close"), "{raw}");
 }
+
+#[test]
+fn a_response_cut_by_the_backend_reaches_the_client_up_to_the_cut() {
+    // The backend promises 10 000 bytes, sends the head and 1 000 (in
+    // 100-byte writes, paced so that each is relayed on its own) and closes:
+    // the client gets all it sent, then the connection closes (nothing is
+    // kept back in the proxy's buffers).
+    let listener = bind_fresh();
+    let addr = listener.local_addr().expect("addr");
+    thread::spawn(move || {
+        for conn in listener.incoming().take(4) {
+            let Ok(mut conn) = conn else { return };
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && conn.read(&mut byte).is_ok_and(|n| n == 1) {
+                head.push(byte[0]);
+            }
+            let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10000\r\n\r\n");
+            for _ in 0..10 {
+                let _ = conn.write_all(&[b'x'; 100]);
+                thread::sleep(Duration::from_millis(2));
+            }
+            // pacing: the cut comes well after the last bytes were relayed
+            thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let sy = Switchyard::start(&web_pool_config(&[format!("http://{addr}")], ""));
+    let raw = exchange(sy.addr(), b"GET /cut HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    assert!(head.starts_with("HTTP/1.1 200"), "head {head:?}\n{}", sy.logs());
+    assert_eq!(body.len(), 1000, "body bytes relayed before the cut\n{}", sy.logs());
+}
