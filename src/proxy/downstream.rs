@@ -8,7 +8,8 @@
 //!   `Proxy-Connection`, `TE`, `Upgrade` (except on a 101) are removed
 //!   (RFC 9110 §7.6.1: hop-by-hop fields are never forwarded);
 //! - an HTTP/1.0 client never gets `Transfer-Encoding` (RFC 9112 §6.1): the
-//!   decoded body is delimited by the connection's close, as nginx does;
+//!   decoded body is delimited by the connection's close, as nginx does,
+//!   and the answer says `Connection: close`;
 //! - once a shutdown or an upgrade hand-off has begun, the response says
 //!   `Connection: close` and the connection is closed after it (RFC 9112
 //!   §9.6), so no client sends another request on a connection that is
@@ -68,10 +69,12 @@ pub fn clean_response(session: &mut Session, resp: &mut ResponseHeader) {
     if resp.status.is_informational() {
         return;
     }
-    if is_http10(session) {
+    if is_http10(session) && resp.headers.contains_key(TRANSFER_ENCODING) {
         // the body is then delimited by the close (pingora closes a
-        // connection whose answer has neither length nor chunking)
+        // connection whose answer has neither length nor chunking), which
+        // the client is told: it may have asked for keep-alive
         resp.remove_header(&TRANSFER_ENCODING);
+        session.set_keepalive(None);
     }
     if session.is_process_shutting_down() || crate::linger::retiring() {
         session.set_keepalive(None);

@@ -165,6 +165,11 @@ fn http10_client_gets_a_chunked_answer_decoded_and_close_delimited() {
     assert!(!head.contains("transfer-encoding"), "{raw}");
     let body = raw.split_once("\r\n\r\n").map_or("", |(_, b)| b);
     assert_eq!(body, "hello from a chunked backend\n", "{raw}");
+    // a keep-alive HTTP/1.0 client is told that the close ends the body
+    let raw = exchange(sy.addr(), b"GET /c HTTP/1.0\r\nHost: app.test\r\nConnection: keep-alive\r\n\r\n");
+    let head = first_head(&raw);
+    assert!(head.contains("connection: close") && !head.contains("keep-alive"), "{raw}");
+    assert!(raw.ends_with("\r\n\r\nhello from a chunked backend\n"), "{raw}");
     // an HTTP/1.1 client on the same pool still gets it chunked
     let raw = exchange(sy.addr(), b"GET /c HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n");
     assert!(first_head(&raw).contains("transfer-encoding: chunked"), "{raw}");
