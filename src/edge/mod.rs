@@ -12,6 +12,7 @@
 //! connection is wrapped in a [`TargetTap`]: the edge reports each head it
 //! reads to it, and pingora reads the rest (bodies) through it.
 
+mod carried;
 mod head;
 
 use crate::config::{ClientLimits, Listener};
@@ -103,34 +104,57 @@ impl ServerApp for EdgeApp {
         // whether pingora may hold bytes of a next request (see below)
         let mut may_hold_next = false;
         loop {
-            // A pipelined request (RFC 9112 §9.3.2) already read with the
-            // previous one is in the persisted settings: pingora parses it
-            // from there; its bytes arrived, so no deadline applies.
-            let pipelined =
-                may_hold_next && persisted.as_ref().is_some_and(carries_pipelined_request);
+            // Bytes of a next request that pingora read with the previous
+            // one (pipelining, RFC 9112 §9.3.2) are taken out of what it
+            // carries over and read as the start of the next head: the same
+            // checks and the same deadline as any other head.
+            let ahead = match persisted.as_ref() {
+                Some(p) if may_hold_next => carried::read_ahead(p),
+                _ => carried::Ahead::Nothing,
+            };
             let mut buf = BytesMut::new();
-            let mut extra = false;
-            if !pipelined {
-                // what a body left in the tap's line scanner and the
-                // write buffer are not kept while the connection waits idle
-                tap.going_idle();
-                let deadline = match first_deadline.take() {
-                    Some(deadline) => deadline,
-                    // a later one `header_timeout` after its first byte
-                    None if head::next_bytes(
-                        tap.raw(),
-                        &mut buf,
-                        limits.keepalive_timeout,
-                        &self.closing,
-                        shutdown,
-                    )
-                    .await =>
-                    {
-                        Instant::now() + limits.header_timeout
+            // the reuses left, when pingora's carried settings are replaced
+            let mut reuses = None;
+            let deadline = match ahead {
+                // pingora parses what it holds itself
+                carried::Ahead::Unreadable => None,
+                carried::Ahead::Bytes(bytes, left) => {
+                    (buf, reuses, persisted) = (bytes, Some(left), None);
+                    Some(Instant::now() + limits.header_timeout)
+                }
+                carried::Ahead::Nothing => {
+                    // what a body left in the tap's line scanner and the
+                    // write buffer are not kept while the connection waits
+                    tap.going_idle();
+                    match first_deadline.take() {
+                        Some(deadline) => Some(deadline),
+                        // a later head is due `header_timeout` after its first byte
+                        None if head::next_bytes(
+                            tap.raw(),
+                            &mut buf,
+                            limits.keepalive_timeout,
+                            &self.closing,
+                            shutdown,
+                        )
+                        .await =>
+                        {
+                            Some(Instant::now() + limits.header_timeout)
+                        }
+                        None => return None,
                     }
-                    None => return None,
-                };
+                }
+            };
+            let pipelined = deadline.is_none();
+            let mut extra = false;
+            if let Some(deadline) = deadline {
+                let carried = if reuses.is_some() { buf.len() } else { 0 };
                 match head::read_head(tap.raw(), &mut buf, limits, deadline).await {
+                    Head::Ready(len) if reuses.is_some() => {
+                        // the tap saw the carried bytes when pingora read
+                        // them: it goes on with what was read since
+                        tap.note_more(&buf[carried..]);
+                        extra = buf.len() > len;
+                    }
                     Head::Ready(len) => {
                         tap.note_head(head::request_line(&buf), &buf[len..]);
                         extra = buf.len() > len;
@@ -146,7 +170,8 @@ impl ServerApp for EdgeApp {
             }
             let head = (!pipelined).then_some(buf);
             let retiring = *shutdown.borrow();
-            let session = next_session(tap, persisted.take(), head, limits, retiring);
+            let carried = (persisted.take(), reuses);
+            let session = next_session(tap, carried, head, limits, retiring);
             let reused = self.proxy.process_new_http(session, shutdown).await?;
             let stream;
             (stream, persisted) = reused.consume();
@@ -154,8 +179,8 @@ impl ServerApp for EdgeApp {
             tap = stream.into_any().downcast::<TargetTap>().ok()?;
             // Bytes of a next request can only be what followed the head
             // in `buf`, or what pingora read itself (through the tap), or
-            // left from an earlier pipelined request; otherwise the
-            // persisted settings need no look.
+            // left from an earlier pipelined request it parsed; otherwise
+            // the persisted settings need no look.
             may_hold_next = pipelined || extra || tap.passed();
         }
     }
@@ -178,10 +203,11 @@ impl ServerApp for EdgeApp {
 /// first request the listener's keep-alive `limits`.
 ///
 /// A function of its own so that the session (680 bytes) is never part of
-/// the connection's future, which an idle connection holds.
+/// the connection's future, which an idle connection holds. `persisted`
+/// comes with the reuses left when pingora's settings were replaced.
 fn next_session(
     tap: Box<TargetTap>,
-    persisted: Option<HttpPersistentSettings>,
+    (persisted, reuses): (Option<HttpPersistentSettings>, Option<Option<u32>>),
     head: Option<BytesMut>,
     limits: &ClientLimits,
     retiring: bool,
@@ -193,8 +219,10 @@ fn next_session(
             // idle time is enforced by `read_head`; pingora only
             // needs to know that keep-alive is on
             session.set_keepalive(Some(limits.keepalive_timeout.as_secs().max(1)));
-            // pingora counts reuses: n requests = n - 1 reuses
-            session.set_keepalive_reuses_remaining(Some(limits.keepalive_requests - 1));
+            // pingora counts reuses: n requests = n - 1 reuses; those left
+            // when its carried settings were replaced (see `carried`)
+            let left = reuses.unwrap_or(Some(limits.keepalive_requests - 1));
+            session.set_keepalive_reuses_remaining(left);
         }
     }
     if retiring {
@@ -204,51 +232,6 @@ fn next_session(
         session.set_pipelined_prefix(head);
     }
     session
-}
-
-/// Whether `settings` carry bytes of a next request that arrived with the
-/// previous one. pingora 0.9.1 keeps them in a private field of
-/// `HttpPersistentSettings` (applied by `apply_to_session`) with no getter;
-/// its `Debug` form is the one public view of it. The form is scanned as it
-/// is written, with no allocation, and the scan stops at that field, before
-/// any buffered bytes would be formatted. The pipelining test of
-/// `tests/integration/relay.rs` fails if the form ever changes.
-fn carries_pipelined_request(settings: &HttpPersistentSettings) -> bool {
-    let mut probe = PrefixProbe::default();
-    // the probe ends the formatting with an error once it has its answer
-    let _ = std::fmt::write(&mut probe, format_args!("{settings:?}"));
-    probe.found == Some(true)
-}
-
-/// A `fmt::Write` sink that looks for `pipelined_prefix: Some(` in what is
-/// written to it and aborts the formatting as soon as it knows.
-#[derive(Default)]
-struct PrefixProbe {
-    /// Matched so far of [`PrefixProbe::FIELD`] (pieces may split it).
-    matched: usize,
-    /// Whether the field holds `Some`, once the field was seen.
-    found: Option<bool>,
-}
-
-impl PrefixProbe {
-    const FIELD: &'static [u8] = b"pipelined_prefix: ";
-}
-
-impl std::fmt::Write for PrefixProbe {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        for &b in s.as_bytes() {
-            if self.matched == Self::FIELD.len() {
-                self.found = Some(b == b'S');
-                return Err(std::fmt::Error);
-            }
-            self.matched = if b == Self::FIELD[self.matched] {
-                self.matched + 1
-            } else {
-                usize::from(b == Self::FIELD[0])
-            };
-        }
-        Ok(())
-    }
 }
 
 /// Answers `status` with the JSON error body on a connection whose request
@@ -294,35 +277,4 @@ async fn reject(mut stream: Stream, status: u16) {
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), linger).await;
     pingora_core::protocols::Shutdown::shutdown(&mut *stream).await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::fmt::Write;
-
-    fn probe(pieces: &[&str]) -> Option<bool> {
-        let mut p = PrefixProbe::default();
-        for piece in pieces {
-            if p.write_str(piece).is_err() {
-                break;
-            }
-        }
-        p.found
-    }
-
-    #[test]
-    fn the_prefix_field_is_found_across_pieces() {
-        assert_eq!(
-            probe(&["X { pipelined_prefix: Some(b\"GET\") }"]),
-            Some(true)
-        );
-        assert_eq!(probe(&["X { pipelined_prefix: None, y: 1 }"]), Some(false));
-        assert_eq!(
-            probe(&["X { pipe", "lined_prefix", ": ", "Some", "(..)"]),
-            Some(true)
-        );
-        assert_eq!(probe(&["X { ppipelined_prefix: Some(1) }"]), Some(true));
-        assert_eq!(probe(&["X { keepalive_timeout: Some(60) }"]), None);
-    }
 }

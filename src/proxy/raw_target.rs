@@ -130,6 +130,15 @@ impl TargetTap {
         self.passed = false;
     }
 
+    /// Takes note of `more` bytes of a head the tap has seen the start of
+    /// (read ahead by pingora, through the tap), read past the tap since:
+    /// they are scanned as if read through it. Resets
+    /// [`TargetTap::passed`].
+    pub fn note_more(&mut self, more: &[u8]) {
+        self.scan(more);
+        self.passed = false;
+    }
+
     /// Before the connection waits idle for a next request that the edge
     /// reads itself (and notes with [`TargetTap::note_head`]): forgets the
     /// partial line a body may have left (up to 8 KiB) and releases the

@@ -131,6 +131,30 @@ fn slowloris_is_dropped_within_header_timeout_while_others_are_served() {
 }
 
 #[test]
+fn a_head_begun_with_the_previous_request_is_due_within_header_timeout() {
+    // One byte of the next request in the same packet as the previous one
+    // (pingora reads it ahead, as pipelining): the rest of that head is due
+    // `header_timeout` later, not after pingora's 75 s keep-alive read.
+    let b = TestBackend::start("b1");
+    let sy = Switchyard::start(&limited_listener(&b.url(), "header_timeout: 1s"));
+    let mut c = TcpStream::connect(sy.addr()).unwrap();
+    c.write_all(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nG").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let start = Instant::now();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = c.read(&mut buf) {
+        got.extend_from_slice(&buf[..n]);
+    }
+    let waited = start.elapsed();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("HTTP/1.1 408"), "the unfinished head is answered 408: {text}");
+    assert!(waited < Duration::from_secs(4), "closed after {waited:?}");
+    assert_eq!(b.path_count("/1"), 1);
+}
+
+#[test]
 fn oversized_head_is_answered_431_and_the_next_connection_served() {
     let b = TestBackend::start("b1");
     let sy = Switchyard::start(&limited_listener(&b.url(), "max_header_size: 4KiB"));
