@@ -10,12 +10,13 @@
 //! (curl: "Empty reply from server"). Under a continuous stream of new
 //! connections that happened about once per upgrade or two.
 //!
-//! The edge ([`crate::edge::EdgeApp`]) does the cleanup itself: it closes
-//! the connections waiting idle between requests at once, and runs
-//! pingora's cleanup only [`ACCEPT_LINGER`] later (at most the grace
-//! period). A request that arrives meanwhile on a connection the instance
-//! already holds (a first one, or one under way) is served, with
-//! `Connection: close` since the instance is shutting down. Nothing is
+//! The edge ([`crate::edge::EdgeApp`]) does the cleanup itself: for
+//! [`ACCEPT_LINGER`] (at most the grace period) a request that arrives on a
+//! connection the instance already holds (a first one, or the next one on
+//! an idle keep-alive connection whose last answer may have said
+//! keep-alive an instant before the instance began to retire) is served,
+//! with `Connection: close` since the instance is shutting down; then the
+//! idle connections are closed and pingora's own cleanup runs. Nothing is
 //! accepted during the linger: new connections go to the new instance
 //! (upgrade) or are refused (stop).
 

@@ -10,11 +10,11 @@
 use crate::config::ClientLimits;
 use bytes::BytesMut;
 use pingora_core::protocols::Stream;
-use pingora_core::server::ShutdownWatch;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, ReadBuf};
@@ -176,20 +176,20 @@ pub async fn read_head(
 
 /// Waits up to `idle` for the first bytes of a keep-alive connection's next
 /// request and appends them to `buf`: false when the client closed, the
-/// wait timed out or the instance retires (`shutdown` set; the waiters are
-/// woken through `closing`). The connection holds no read buffer meanwhile,
+/// wait timed out or the retiring instance closes its idle connections
+/// (`closed` set; the waiters are woken through `closing`). The connection holds no read buffer meanwhile,
 /// and the wait is a plain future of 200 bytes: an idle connection holds it.
 pub fn next_bytes<'a>(
     stream: &'a mut Stream,
     buf: &'a mut BytesMut,
     idle: Duration,
     closing: &'a Notify,
-    shutdown: &'a ShutdownWatch,
+    closed: &'a AtomicBool,
 ) -> NextBytes<'a> {
     NextBytes {
         stream,
         buf,
-        shutdown,
+        closed,
         closing: closing.notified(),
         timer: tokio::time::sleep(idle),
     }
@@ -200,7 +200,7 @@ pin_project_lite::pin_project! {
     pub struct NextBytes<'a> {
         stream: &'a mut Stream,
         buf: &'a mut BytesMut,
-        shutdown: &'a ShutdownWatch,
+        closed: &'a AtomicBool,
         #[pin]
         closing: Notified<'a>,
         #[pin]
@@ -218,7 +218,7 @@ impl Future for NextBytes<'_> {
         }
         // `closing` is registered by its poll before the flag is read, so a
         // wake-up after the flag was set is not lost
-        let retiring = this.closing.poll(cx).is_ready() || *this.shutdown.borrow();
+        let retiring = this.closing.poll(cx).is_ready() || this.closed.load(Ordering::Acquire);
         if retiring || this.timer.poll(cx).is_ready() {
             return Poll::Ready(false);
         }

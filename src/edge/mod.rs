@@ -27,6 +27,7 @@ use pingora_core::protocols::{Stream, ALPN};
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -38,8 +39,9 @@ pub use head::Head;
 pub struct EdgeApp {
     proxy: Arc<HttpProxy<Proxy>>,
     listeners: Vec<(SocketAddr, ClientLimits)>,
-    /// Wakes the connections waiting idle for a next request when the
-    /// instance retires.
+    /// Set, and the connections waiting idle for a next request woken, when
+    /// a retiring instance closes its idle connections (after the linger).
+    idle_closed: AtomicBool,
     closing: Notify,
     /// How long a retiring instance still reads requests on the
     /// connections it holds (see [`crate::linger`]).
@@ -61,6 +63,7 @@ impl EdgeApp {
         EdgeApp {
             proxy: Arc::new(proxy),
             listeners,
+            idle_closed: AtomicBool::new(false),
             closing: Notify::new(),
             linger: linger::ACCEPT_LINGER.min(grace),
         }
@@ -134,7 +137,7 @@ impl ServerApp for EdgeApp {
                             &mut buf,
                             limits.keepalive_timeout,
                             &self.closing,
-                            shutdown,
+                            &self.idle_closed,
                         )
                         .await =>
                         {
@@ -185,13 +188,16 @@ impl ServerApp for EdgeApp {
         }
     }
 
-    /// Retiring: idle connections are closed now, then (after the linger,
-    /// see [`crate::linger`]) pingora's own cleanup closes the connections
-    /// still waiting inside the proxy.
+    /// Retiring (see [`crate::linger`]): every answer from now on says
+    /// `Connection: close`; for the linger, a request on a connection the
+    /// instance holds (idle keep-alive ones included: their last answer may
+    /// have said keep-alive an instant before) is still served; then the
+    /// idle connections are closed, and pingora's own cleanup runs.
     async fn cleanup(&self) {
         linger::retire();
-        self.closing.notify_waiters();
         tokio::time::sleep(self.linger).await;
+        self.idle_closed.store(true, Ordering::Release);
+        self.closing.notify_waiters();
         self.proxy.http_cleanup().await
     }
 }

@@ -60,26 +60,43 @@ fn sigterm_answers_a_request_on_a_connection_accepted_before_the_stop() {
 }
 
 #[test]
-fn a_retiring_instance_closes_its_idle_keepalive_connections_at_once() {
+fn idle_keepalive_connections_are_served_during_the_linger_then_closed() {
     use std::io::{Read, Write};
     let backend = TestBackend::start("a");
     let mut sy = Switchyard::start(&config(&backend));
-    let mut idle = std::net::TcpStream::connect(sy.addr()).expect("connect");
-    write!(idle, "GET /one HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    idle.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let mut buf = vec![0u8; 64 * 1024];
-    let n = idle.read(&mut buf).unwrap();
-    assert_eq!(raw_status(&buf[..n]), Some(200));
+    // two keep-alive connections, each idle after one request
+    let mut idle: Vec<std::net::TcpStream> = (0..2)
+        .map(|i| {
+            let mut c = std::net::TcpStream::connect(sy.addr()).expect("connect");
+            write!(c, "GET /one{i} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            let n = c.read(&mut buf).unwrap();
+            assert_eq!(raw_status(&buf[..n]), Some(200));
+            c
+        })
+        .collect();
 
     sy.signal(libc::SIGTERM);
     assert!(listener_stopped(&sy), "{}", sy.logs());
     let stopped = std::time::Instant::now();
-    // closed when the instance retires, not when it exits (after the 1 s
-    // linger and the 3 s grace period) or the 75 s keep-alive timeout ends
-    assert_eq!(idle.read(&mut buf).unwrap_or(0), 0, "data on an idle connection");
+    // told keep-alive before the stop: its next request is still answered,
+    // and told that the connection closes
+    write!(idle[0], "GET /two HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(n @ 1..) = idle[0].read(&mut buf) {
+        got.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(text.starts_with("http/1.1 200") && text.contains("connection: close"), "{text}\n{}", sy.logs());
+    assert_eq!(backend.path_count("/two"), 1);
+    // the other stays idle: closed at the linger's end (1 s), not when the
+    // process exits (after the 3 s grace period) or the 75 s keep-alive ends
+    assert_eq!(idle[1].read(&mut buf).unwrap_or(0), 0, "data on an idle connection");
     let waited = stopped.elapsed();
     assert!(
-        waited < Duration::from_millis(800),
+        waited < Duration::from_millis(2500),
         "idle connection closed {waited:?} after the listener stopped\n{}",
         sy.logs()
     );
