@@ -32,7 +32,11 @@ pub enum Ahead {
 
 /// What `settings` carry of the next request (see the module doc).
 pub fn read_ahead(settings: &HttpPersistentSettings) -> Ahead {
-    let mut reader = Reader::default();
+    let mut reader = Reader {
+        // the fields before the prefix, in one allocation
+        head: String::with_capacity(160),
+        ..Reader::default()
+    };
     // the reader ends the formatting with an error once it has the field
     let _ = fmt::write(&mut reader, format_args!("{settings:?}"));
     if reader.nothing {
@@ -212,29 +216,19 @@ mod tests {
         assert_eq!((r.mode, r.prefix), (Mode::Nothing, None));
     }
 
-    #[test]
-    fn pingora_settings_are_read() {
-        let mut settings = HttpPersistentSettings::for_session(
-            &pingora_core::protocols::http::ServerSession::new_http1(Box::new(tokio_test_stream())),
-        );
+    #[tokio::test]
+    async fn pingora_settings_are_read() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().expect("pair");
+        a.set_nonblocking(true).expect("nonblocking");
+        let stream: pingora_core::protocols::l4::stream::Stream =
+            tokio::net::UnixStream::from_std(a).expect("tokio").into();
+        let session = pingora_core::protocols::http::ServerSession::new_http1(Box::new(stream));
+        let mut settings = HttpPersistentSettings::for_session(&session);
         assert!(matches!(read_ahead(&settings), Ahead::Nothing));
         settings.set_pipelined_prefix(BytesMut::from(&b"GET / HTTP/1.1\r\nX: \xff\r\n"[..]));
         let Ahead::Bytes(prefix, _) = read_ahead(&settings) else {
             panic!("not read: {settings:?}")
         };
         assert_eq!(&prefix[..], b"GET / HTTP/1.1\r\nX: \xff\r\n");
-    }
-
-    fn tokio_test_stream() -> pingora_core::protocols::l4::stream::Stream {
-        let (a, _b) = std::os::unix::net::UnixStream::pair().expect("pair");
-        a.set_nonblocking(true).expect("nonblocking");
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .expect("rt");
-        let _guard = rt.enter();
-        let s = tokio::net::UnixStream::from_std(a).expect("tokio");
-        std::mem::forget(rt);
-        s.into()
     }
 }

@@ -150,12 +150,12 @@ impl ServerApp for EdgeApp {
             let pipelined = deadline.is_none();
             let mut extra = false;
             if let Some(deadline) = deadline {
-                let carried = if reuses.is_some() { buf.len() } else { 0 };
+                let taken = if reuses.is_some() { buf.len() } else { 0 };
                 match head::read_head(tap.raw(), &mut buf, limits, deadline).await {
                     Head::Ready(len) if reuses.is_some() => {
                         // the tap saw the carried bytes when pingora read
                         // them: it goes on with what was read since
-                        tap.note_more(&buf[carried..]);
+                        tap.note_more(&buf[taken..]);
                         extra = buf.len() > len;
                     }
                     Head::Ready(len) => {
@@ -173,8 +173,7 @@ impl ServerApp for EdgeApp {
             }
             let head = (!pipelined).then_some(buf);
             let retiring = *shutdown.borrow();
-            let carried = (persisted.take(), reuses);
-            let session = next_session(tap, carried, head, limits, retiring);
+            let session = next_session(tap, (persisted.take(), reuses), head, limits, retiring);
             let reused = self.proxy.process_new_http(session, shutdown).await?;
             let stream;
             (stream, persisted) = reused.consume();
