@@ -173,10 +173,11 @@ TARGET_LABEL = {
     "nginx": "nginx (1 worker, keepalive 64)",
     "haproxy": "HAProxy (nbthread 1, http-reuse always)",
     "pingora": "pingora floor (examples/pingora_floor.rs, 1 thread)",
+    "pingora_spec": "pingora floor --spec-work (+ forwarding fields, peer timeouts)",
     "switchyard": "switchyard (threads: 1)",
     "switchyard_nocache": "switchyard, pool without cache (same object proxied)",
 }
-TARGET_ORDER = ["direct", "nginx", "haproxy", "pingora", "switchyard_nocache", "switchyard", "switchyard_nows"]
+TARGET_ORDER = ["direct", "nginx", "haproxy", "pingora", "pingora_spec", "switchyard_nocache", "switchyard", "switchyard_nows"]
 # the threads scenario: 2 threads/workers per proxy, proxy unpinned
 THREADS_LABEL = {
     "nginx": "nginx (worker_processes 2)",
@@ -186,6 +187,7 @@ THREADS_LABEL = {
 }
 # how the ratio lines name the targets switchyard is compared with
 RATIO_NAME = {"haproxy": "HAProxy", "nginx": "nginx", "pingora": "pingora-floor",
+              "pingora_spec": "pingora-floor-spec-work",
               "switchyard_nocache": "switchyard-uncached"}
 SCEN_TITLE = {
     "rr": "rr — round robin over 3 backends, 3-byte body (headline)",
@@ -357,7 +359,7 @@ def report(args):
         tg = out["scenarios"][sc]["targets"]
         lines = []
         if "switchyard" in tg:
-            for other in ("haproxy", "nginx", "pingora", "switchyard_nocache"):
+            for other in ("haproxy", "nginx", "pingora", "pingora_spec", "switchyard_nocache"):
                 if other not in tg:
                     continue
                 for key, label in (("cpu_us_per_req", "CPU µs/req"), ("rps", "req/s")):

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # tests/bench/instructions.sh — user-space instructions per request, counted
-# by callgrind: switchyard against the pingora floor on the same backends.
+# by callgrind: switchyard against the pingora floor on the same backends, and
+# against the floor with --spec-work (the part of switchyard's work that runs
+# inside pingora's own code: the forwarding fields and the peer timeouts).
 #
 # Unlike CPU time, an instruction count does not depend on what else the
 # machine is doing, so two builds (or two proxies) can be compared to a
@@ -88,8 +90,11 @@ count() {
 }
 
 pf=$(count floor "$PF" "$LISTEN" "${BE[@]}")
+ps=$(count floor-spec "$PF" --spec-work "$LISTEN" "${BE[@]}")
 sy=$(count switchyard "$SY" -c "$W/sy.yaml")
 ratio=$(python3 -c "print(f'{$sy / $pf:.2f}')")
+ratio_spec=$(python3 -c "print(f'{$sy / $ps:.2f}')")
+spec_share=$(python3 -c "print(f'{100 * ($ps - $pf) / ($sy - $pf):.0f}' if $sy > $pf else '-')")
 cat <<EOF
 ## instructions — user-space instructions per request (callgrind), rr over 3 nginx backends
 
@@ -98,7 +103,8 @@ $N keep-alive requests (\`h2load --h1 -c 8\`) after 2 000 not counted; one worke
 | target | instructions per request |
 |---|---:|
 | pingora floor | $pf |
+| pingora floor \`--spec-work\` (+ the SPEC's forwarding fields and switchyard's peer timeouts, through pingora's API) | $ps |
 | switchyard | $sy |
 
-switchyard/pingora-floor instructions per request: **${ratio}×**
+switchyard/pingora-floor instructions per request: **${ratio}×**; switchyard/pingora-floor-spec-work: **${ratio_spec}×** (the forwarding fields and peer timeouts are ${spec_share} % of the difference to the floor)
 EOF

@@ -7,6 +7,7 @@ when it was sent (correcting coordinated omission: a stalled proxy shows up
 as latency, not as fewer requests). Subcommands:
 
   haproxy-max RAW              the median rr req/s of HAProxy in this run (or nothing)
+  max RAW TARGET               the same for any target
   record --oha FILE ...        one run: oha's JSON + CPU ticks -> a line of RATE_RAW
   report RATE_RAW              the Markdown section (also used by bench.py report)
 """
@@ -34,13 +35,23 @@ def fmt(v, nd=2):
     return "–" if v is None else f"{v:.{nd}f}"
 
 
-def haproxy_max(raw):
-    """Median req/s of HAProxy in the rr scenario of this run, or None."""
+def rr_max(raw, target="haproxy"):
+    """Median req/s of `target` in the rr scenario of this run, or None."""
     if not os.path.exists(raw):
         return None
     with open(raw) as f:
         runs = [json.loads(l) for l in f if l.strip()]
-    return med([r.get("rps") for r in runs if r.get("scenario") == "rr" and r.get("target") == "haproxy"])
+    return med([r.get("rps") for r in runs if r.get("scenario") == "rr" and r.get("target") == target])
+
+
+# levels: "50" and "80" are % of HAProxy's maximum; "own50" is 50 % of each
+# target's own maximum (the same relative load for every proxy)
+def level_key(level):
+    return (1, int(level[3:])) if str(level).startswith("own") else (0, int(level))
+
+
+def level_label(level):
+    return f"{level[3:]} % of own max" if str(level).startswith("own") else f"{level} %"
 
 
 def parse_oha(text):
@@ -80,7 +91,7 @@ def record(a):
               "cpu_us_per_req": dt * 1e6 / done if done else None})
     with open(a.raw, "a") as f:
         f.write(json.dumps(r) + "\n")
-    print(f"    rate {a.level:>3}% {a.target:10s} round {a.round}: {fmt(r['rps'], 0)}/{a.rate} req/s  "
+    print(f"    rate {level_label(a.level)} {a.target:10s} round {a.round}: {fmt(r['rps'], 0)}/{a.rate} req/s  "
           f"p50 {fmt(r['p50_ms'])} p99 {fmt(r['p99_ms'])} p99.9 {fmt(r['p999_ms'])} ms  "
           f"{fmt(r['cpu_us_per_req'], 1)} µs/req  errors {r['errors']} non-2xx {r['non2xx']}", flush=True)
 
@@ -94,14 +105,16 @@ def report(raw):
     if not runs:
         return [], {}
     md = ["## rate — open loop at a fixed rate (`oha -q RATE --latency-correction -c 64`), "
-          "50 % and 80 % of HAProxy's rr req/s in this run", "",
+          "50 % and 80 % of HAProxy's rr req/s in this run, and 50 % of each proxy's own", "",
           "Latency counted from when each request was due (coordinated omission corrected): "
-          "a proxy that falls behind shows it in p99/p99.9, not as fewer requests.", "",
+          "a proxy that falls behind shows it in p99/p99.9, not as fewer requests. "
+          "\"50 % of own max\" asks each proxy for half of its own rr req/s of this run: "
+          "the same relative load for all, so the tail there shows scheduling, not throughput.", "",
           "| load | target | rate req/s | achieved req/s | p50 ms | p99 ms | p99.9 ms | max ms | CPU µs/req | non-2xx | errors |",
           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     out, ratio_lines = {}, []
-    for level in sorted({r["level_pct"] for r in runs}):
-        lv = [r for r in runs if r["level_pct"] == level]
+    for level in sorted({str(r["level_pct"]) for r in runs}, key=level_key):
+        lv = [r for r in runs if str(r["level_pct"]) == level]
         out[str(level)] = {}
         for t in [t for t in TARGET_ORDER if any(r["target"] == t for r in lv)]:
             rs = [r for r in lv if r["target"] == t]
@@ -110,7 +123,7 @@ def report(raw):
             s["non2xx"] = sum(r["non2xx"] for r in rs)
             s["errors"] = sum(r["errors"] for r in rs)
             out[str(level)][t] = s
-            md.append(f"| {level} % | {TARGET_LABEL.get(t, t)} | {fmt(s['rate'], 0)} | {fmt(s['rps'], 0)} | "
+            md.append(f"| {level_label(level)} | {TARGET_LABEL.get(t, t)} | {fmt(s['rate'], 0)} | {fmt(s['rps'], 0)} | "
                       f"{fmt(s['p50_ms'])} | {fmt(s['p99_ms'])} | {fmt(s['p999_ms'])} | {fmt(s['max_ms'])} | "
                       f"{fmt(s['cpu_us_per_req'], 1)} | {s['non2xx']} | {s['errors']} |")
         sy = out[str(level)].get("switchyard")
@@ -123,7 +136,7 @@ def report(raw):
                     out[str(level)].setdefault("ratios", {})[f"switchyard/{other} {k}"] = r
                     ratios.append(f"switchyard/{name} {label}: **{r:.2f}×**")
         if ratios:
-            ratio_lines.append(f"Ratios at {level} %: " + "; ".join(ratios) + ".")
+            ratio_lines.append(f"Ratios at {level_label(level)}: " + "; ".join(ratios) + ".")
     for line in ratio_lines:
         md += ["", line]
     md.append("")
@@ -134,15 +147,16 @@ def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("haproxy-max"); p.add_argument("raw")
+    p = sub.add_parser("max"); p.add_argument("raw"); p.add_argument("target")
     p = sub.add_parser("record")
-    for x in ("raw", "oha", "target"):
+    for x in ("raw", "oha", "target", "level"):
         p.add_argument("--" + x, required=True)
-    for x in ("level", "rate", "round", "ticks-before", "ticks-after"):
+    for x in ("rate", "round", "ticks-before", "ticks-after"):
         p.add_argument("--" + x, type=int, required=True)
     p = sub.add_parser("report"); p.add_argument("raw")
     a = ap.parse_args()
-    if a.cmd == "haproxy-max":
-        m = haproxy_max(a.raw)
+    if a.cmd in ("haproxy-max", "max"):
+        m = rr_max(a.raw, getattr(a, "target", "haproxy"))
         if m:
             print(int(m))
     elif a.cmd == "record":

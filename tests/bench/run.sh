@@ -17,7 +17,8 @@
 #                    https: HTTP/1.1 keep-alive over TLS (wrk); https_new: a new TLS
 #                    connection (full handshake) per request (wrk, Connection: close);
 #                    h2: HTTP/2 over TLS (h2load -c64 -m1); same certificate everywhere
-#                    rate: open loop at 50 % and 80 % of HAProxy's rr req/s (oha -q RATE
+#                    rate: open loop at 50 % and 80 % of HAProxy's rr req/s and at 50 % of each
+#                    proxy's own (oha -q RATE
 #                    --latency-correction; oha is installed with cargo when missing);
 #                    threads: 2 threads/workers per proxy, proxy unpinned (wrk as rr)
 #   IDLE_CONNS [10000], IDLE_HOLD [5]   idle scenario: connections held open, seconds held
@@ -27,8 +28,9 @@
 #   PINGORA_FLOOR_BIN  use this pingora_floor binary for target pingora
 #                    [target/release/examples/pingora_floor]; missing = target skipped with a note
 #   RESULTS_NAME [latest]  results file name under tests/bench/results/
-#   TARGETS          only these targets (direct nginx haproxy pingora switchyard), e.g. for an A/B
-#                    (pingora = the pingora floor: rr, 1k, 64k and idle only)
+#   TARGETS          only these targets (direct nginx haproxy pingora pingora_spec switchyard), e.g. for an A/B
+#                    (pingora = the pingora floor: rr, 1k, 64k and idle only; pingora_spec = the
+#                    floor with --spec-work, switchyard's forwarding fields and peer timeouts: rr only)
 #   KEEP_TMP [0]     1 = keep the temp dir (configs, logs, raw wrk output)
 #   PORT_BASE [19001]  first port tried (below 32000) for the backends and proxies (two runs at once need
 #                    different bases)
@@ -80,7 +82,7 @@ for s in $SCENARIOS; do
     case $s in rr|least_conn|1k|64k|race|idle|https|https_new|h2|cache|rate|threads|instructions) ;; *) die "unknown scenario '$s' (rr least_conn 1k 64k race idle https https_new h2 cache rate threads instructions)";; esac
 done
 for t in ${TARGETS:-}; do
-    case $t in direct|nginx|haproxy|pingora|switchyard|switchyard_nocache) ;; *) die "unknown target '$t' (direct nginx haproxy pingora switchyard switchyard_nocache)";; esac
+    case $t in direct|nginx|haproxy|pingora|pingora_spec|switchyard|switchyard_nocache) ;; *) die "unknown target '$t' (direct nginx haproxy pingora pingora_spec switchyard switchyard_nocache)";; esac
 done
 
 # ------------------------------------------------------------------ tools
@@ -461,11 +463,12 @@ start_proxy() {
             PROXY_PORT=$SY_PORT; PROXY_LOG="$WORK/switchyard/stderr.log"; : >>"$PROXY_LOG"
             taskset -c "$PROXY_CPUS" "$SY_BIN" -c "$f" >>"$PROXY_LOG" 2>&1 &
             ;;
-        pingora)   # the pingora floor: round robin only, no config file
-            [ "$strat" = rr ] || die "target pingora only does round robin (asked: $strat)"
-            mkdir -p "$WORK/pingora"
-            PROXY_PORT=$PF_PORT; PROXY_LOG="$WORK/pingora/stderr.log"; : >>"$PROXY_LOG"
-            taskset -c "$PROXY_CPUS" "$PF_BIN" "127.0.0.1:$PF_PORT" \
+        pingora|pingora_spec)   # the pingora floor: round robin only, no config file
+            [ "$strat" = rr ] || die "target $t only does round robin (asked: $strat)"
+            local spec=(); [ "$t" = pingora_spec ] && spec=(--spec-work)
+            mkdir -p "$WORK/$t"
+            PROXY_PORT=$PF_PORT; PROXY_LOG="$WORK/$t/stderr.log"; : >>"$PROXY_LOG"
+            taskset -c "$PROXY_CPUS" "$PF_BIN" "${spec[@]}" "127.0.0.1:$PF_PORT" \
                 "127.0.0.1:${BE_PORTS[0]}" "127.0.0.1:${BE_PORTS[1]}" "127.0.0.1:${BE_PORTS[2]}" >>"$PROXY_LOG" 2>&1 &
             ;;
         *) die "unknown target $t" ;;
@@ -476,7 +479,7 @@ start_proxy() {
 stop_proxy() {
     local t=$1 pid=$2
     case $t in
-        switchyard|switchyard_nocache|switchyard_nows|pingora) stop_pid "$pid" INT ;;   # pingora fast shutdown (SIGTERM waits for the grace period)
+        switchyard|switchyard_nocache|switchyard_nows|pingora|pingora_spec) stop_pid "$pid" INT ;;   # pingora fast shutdown (SIGTERM waits for the grace period)
         *) stop_pid "$pid" TERM ;;
     esac
 }
@@ -697,7 +700,8 @@ run_threads() {
 
 # ------------------------------------------------------------------ rate: open loop
 # run_rate: oha at a fixed rate, 50 % and 80 % of HAProxy's rr req/s in this
-# run (measured now when the rr scenario did not run), latency corrected for
+# run (measured now when the rr scenario did not run), then 50 % of each
+# proxy's own rr req/s (skipped for a proxy without one), latency corrected for
 # coordinated omission; nginx, HAProxy, the pingora floor and switchyard
 RATE_RAW="$WORK/rate.jsonl"; : >"$RATE_RAW"
 OPENLOOP_PY="$HERE/openloop.py"
@@ -726,6 +730,20 @@ run_rate() {
                 wait_quiet "rate/$t $level% round $((r + 1))"
                 rate_once "$t" "$level" "$rate" $((r + 1))
             done
+        done
+    done
+    # the same relative load for every proxy: half of its own rr maximum
+    local own
+    for ((r = 0; r < ROUNDS; r++)); do
+        for ((k = 0; k < n; k++)); do
+            t=${targets[$(((k + r) % n))]}
+            own=$(python3 "$OPENLOOP_PY" max "$RAW" "$t")
+            if [ -z "$own" ]; then
+                [ "$r" = 0 ] && note "rate/$t 50 % of own max: skipped, no rr figure for $t in this run"
+                continue
+            fi
+            wait_quiet "rate/$t 50% of own max round $((r + 1))"
+            rate_once "$t" own50 $((own * 50 / 100)) $((r + 1))
         done
     done
 }
@@ -757,6 +775,7 @@ for sc in $SCENARIOS; do
     case $sc in
         rr|1k|64k)
             targets=(direct nginx haproxy pingora switchyard)
+            [ "$sc" = rr ] && targets=(direct nginx haproxy pingora pingora_spec switchyard)
             [ "$PF_OK" = 0 ] && targets=(direct nginx haproxy switchyard) ;;
         least_conn|https|https_new|h2) targets=(nginx haproxy switchyard) ;;
         race)
