@@ -178,20 +178,29 @@ pub async fn read_head(
 /// request and appends them to `buf`: false when the client closed, the
 /// wait timed out or the retiring instance closes its idle connections
 /// (`closed` set; the waiters are woken through `closing`). The connection holds no read buffer meanwhile,
-/// and the wait is a plain future of 200 bytes: an idle connection holds it.
+/// and the wait is a plain future of about 100 bytes: an idle connection holds it.
+///
+/// `timer` is the connection's own, kept from one wait to the next: moving
+/// a registered tokio timer to a later deadline only stores the new
+/// deadline (the timer wheel re-files it when the old one comes), where a
+/// new timer per wait was inserted into the wheel and removed again for
+/// every request.
 pub fn next_bytes<'a>(
     stream: &'a mut Stream,
     buf: &'a mut BytesMut,
     idle: Duration,
+    timer: Pin<&'a mut Sleep>,
     closing: &'a Notify,
     closed: &'a AtomicBool,
 ) -> NextBytes<'a> {
+    let mut timer = timer;
+    timer.as_mut().reset(tokio::time::Instant::now() + idle);
     NextBytes {
         stream,
         buf,
         closed,
         closing: closing.notified(),
-        timer: tokio::time::sleep(idle),
+        timer,
     }
 }
 
@@ -203,8 +212,7 @@ pin_project_lite::pin_project! {
         closed: &'a AtomicBool,
         #[pin]
         closing: Notified<'a>,
-        #[pin]
-        timer: Sleep,
+        timer: Pin<&'a mut Sleep>,
     }
 }
 
@@ -219,7 +227,7 @@ impl Future for NextBytes<'_> {
         // `closing` is registered by its poll before the flag is read, so a
         // wake-up after the flag was set is not lost
         let retiring = this.closing.poll(cx).is_ready() || this.closed.load(Ordering::Acquire);
-        if retiring || this.timer.poll(cx).is_ready() {
+        if retiring || this.timer.as_mut().poll(cx).is_ready() {
             return Poll::Ready(false);
         }
         Poll::Pending

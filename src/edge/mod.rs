@@ -102,6 +102,8 @@ impl ServerApp for EdgeApp {
         let limits = self.limits_for(&stream);
         // the first head is due `header_timeout` after the accept
         let mut first_deadline = Some(Instant::now() + limits.header_timeout);
+        // the keep-alive wait's timer, reset for each wait (see head::next_bytes)
+        let mut idle_timer = std::pin::pin!(tokio::time::sleep(limits.keepalive_timeout));
         let mut tap = TargetTap::new(stream);
         let mut persisted: Option<HttpPersistentSettings> = None;
         // whether pingora may hold bytes of a next request (see below)
@@ -136,6 +138,7 @@ impl ServerApp for EdgeApp {
                             tap.raw(),
                             &mut buf,
                             limits.keepalive_timeout,
+                            idle_timer.as_mut(),
                             &self.closing,
                             &self.idle_closed,
                         )

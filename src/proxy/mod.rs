@@ -182,9 +182,10 @@ impl ProxyHttp for Proxy {
                 "request was not routed",
             ));
         };
-        let remaining = ctx.deadline.map_or(Duration::MAX, |d| {
-            d.saturating_duration_since(Instant::now())
-        });
+        let now = Instant::now();
+        let remaining = ctx
+            .deadline
+            .map_or(Duration::MAX, |d| d.saturating_duration_since(now));
         if remaining.is_zero() {
             ctx.last_timeout = true;
             return Err(Error::explain(
@@ -221,9 +222,9 @@ impl ProxyHttp for Proxy {
         ctx.tries += 1;
         if !ctx.budget_deposited {
             ctx.budget_deposited = true;
-            attempt_pool.stats.budget.deposit();
+            attempt_pool.stats.budget.deposit_at(now);
         }
-        ctx.attempt_started = Some(Instant::now());
+        ctx.attempt_started = Some(now);
         if ctx.tries > 1 {
             ctx.retries += 1;
             pool.stats

@@ -213,26 +213,39 @@ fn request_target_over_the_limit_is_answered_414_and_the_next_connection_served(
 #[test]
 fn keepalive_connections_end_after_the_request_limit_and_the_idle_timeout() {
     let b = TestBackend::start("b1");
-    let sy = Switchyard::start(&limited_listener(&b.url(), "keepalive_requests: 2, keepalive_timeout: 1s"));
+    let sy = Switchyard::start(&limited_listener(&b.url(), "keepalive_requests: 3, keepalive_timeout: 1s"));
     let mut c = Client::connect(sy.addr()).unwrap();
-    assert_eq!(c.get("/1", &[]).unwrap().status, 200);
-    let second = c.get("/2", &[]).unwrap();
-    assert_eq!(second.status, 200);
-    assert_eq!(second.header("connection"), Some("close"), "{:?}", second.headers);
+    for path in ["/1", "/2"] {
+        let r = c.get(path, &[]).unwrap();
+        assert_eq!(r.status, 200);
+        assert_ne!(r.header("connection"), Some("close"), "{:?}", r.headers);
+    }
+    let third = c.get("/3", &[]).unwrap();
+    assert_eq!(third.status, 200);
+    assert_eq!(third.header("connection"), Some("close"), "{:?}", third.headers);
 
+    // the idle timeout counts from the last answer, not from the first
+    // wait of the connection: a second request 0.7 s into the first wait,
+    // then the close about 1 s after its answer
     let mut idle = TcpStream::connect(sy.addr()).unwrap();
-    write!(idle, "GET /3 HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
     idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut buf = vec![0u8; 64 * 1024];
-    let n = idle.read(&mut buf).unwrap();
-    assert!(raw_status(&buf[..n]) == Some(200));
-    let start = Instant::now();
+    let mut answered = Instant::now();
+    for (i, path) in ["/a", "/b"].into_iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(700)); // pacing: inside the first wait
+        }
+        write!(idle, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let n = idle.read(&mut buf).unwrap();
+        assert_eq!(raw_status(&buf[..n]), Some(200), "{path}: {:?}", String::from_utf8_lossy(&buf[..n]));
+        answered = Instant::now();
+    }
     let eof = idle.read(&mut buf).unwrap();
     assert_eq!(eof, 0, "connection not closed");
-    let waited = start.elapsed();
+    let waited = answered.elapsed();
     assert!(
-        waited >= Duration::from_millis(500) && waited < Duration::from_millis(3000),
-        "idle connection closed after {waited:?}"
+        waited >= Duration::from_millis(700) && waited < Duration::from_millis(3000),
+        "idle connection closed {waited:?} after its last answer"
     );
 }
 
