@@ -199,7 +199,7 @@ pub async fn fetch(
                     if let Some(st) = state_of(&b) {
                         st.record_attempt(AttemptResult::Ok);
                     }
-                    crate::proxy::observe_latency(pool, &b, took);
+                    crate::proxy::observe_latency(pool, &b, took, Instant::now());
                     if policy.is_terminal(resp.status.as_u16()) {
                         break Some((b, peer, slot, up, resp));
                     }

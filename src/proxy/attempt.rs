@@ -12,7 +12,7 @@ use crate::retry;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorSource, ErrorType};
 use pingora_proxy::Session;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The bytes a consistent-hash pool hashes for this request.
 pub(super) fn hash_key(pool: &Pool, session: &Session) -> Vec<u8> {
@@ -143,7 +143,8 @@ impl Proxy {
         record(ctx, AttemptResult::Ok);
         if let (Some(started), Some(b)) = (ctx.attempt_started, ctx.backend.as_ref()) {
             if let Some(p) = &ctx.attempt_pool {
-                observe_latency(p, b, started.elapsed());
+                let now = Instant::now();
+                observe_latency(p, b, now.saturating_duration_since(started), now);
             }
         }
         ctx.served = ctx.backend.as_ref().and_then(|b| state_of(b).cloned());
@@ -206,9 +207,14 @@ impl Proxy {
 
 /// Feeds a response-head latency to the backend's peak-EWMA and, for an
 /// adaptively hedged pool, to the pool's latency window.
-pub(crate) fn observe_latency(pool: &Pool, b: &pingora_load_balancing::Backend, took: Duration) {
+pub(crate) fn observe_latency(
+    pool: &Pool,
+    b: &pingora_load_balancing::Backend,
+    took: Duration,
+    now: Instant,
+) {
     if let Some(s) = state_of(b) {
-        s.latency.observe(took);
+        s.latency.observe_at(took, now);
     }
     if pool
         .config

@@ -358,9 +358,10 @@ impl ProxyHttp for Proxy {
             return;
         };
         if let Some(started) = ctx.started {
-            pool.stats.duration.observe(started.elapsed());
+            let took = started.elapsed();
+            pool.stats.duration.observe(took);
             if let Some(s) = &ctx.served {
-                s.recent.record_response(started.elapsed(), code);
+                s.recent.record_response(took, code);
             }
         }
         match &ctx.served {
