@@ -17,8 +17,9 @@ import json
 import os
 import statistics
 
-TARGET_ORDER = ["nginx", "haproxy", "pingora", "switchyard"]
+TARGET_ORDER = ["direct", "nginx", "haproxy", "pingora", "switchyard"]
 TARGET_LABEL = {
+    "direct": "direct to one backend (no proxy: the method's own tail)",
     "nginx": "nginx (1 worker)",
     "haproxy": "HAProxy (nbthread 1)",
     "pingora": "pingora floor (1 thread)",
@@ -109,7 +110,10 @@ def report(raw):
           "Latency counted from when each request was due (coordinated omission corrected): "
           "a proxy that falls behind shows it in p99/p99.9, not as fewer requests. "
           "\"50 % of own max\" asks each proxy for half of its own rr req/s of this run: "
-          "the same relative load for all, so the tail there shows scheduling, not throughput.", "",
+          "the same relative load for all, so the tail there shows scheduling, not throughput. "
+          "*direct* sends the same rate to one backend without a proxy: oha and the backends share "
+          "core 1, so that row is what the method itself adds to every proxy's figures "
+          "(its \"own max\" is the backend's rr req/s direct).", "",
           "| load | target | rate req/s | achieved req/s | p50 ms | p99 ms | p99.9 ms | max ms | CPU µs/req | non-2xx | errors |",
           "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     out, ratio_lines = {}, []

@@ -702,12 +702,13 @@ run_threads() {
 # run_rate: oha at a fixed rate, 50 % and 80 % of HAProxy's rr req/s in this
 # run (measured now when the rr scenario did not run), then 50 % of each
 # proxy's own rr req/s (skipped for a proxy without one), latency corrected for
-# coordinated omission; nginx, HAProxy, the pingora floor and switchyard
+# coordinated omission; nginx, HAProxy, the pingora floor and switchyard, and
+# `direct` (oha to one backend, no proxy: the method's own tail at that rate)
 RATE_RAW="$WORK/rate.jsonl"; : >"$RATE_RAW"
 OPENLOOP_PY="$HERE/openloop.py"
 run_rate() {
-    local max level rate targets=(nginx haproxy pingora switchyard) keep=() n r k t
-    [ "$PF_OK" = 0 ] && targets=(nginx haproxy switchyard)
+    local max level rate targets=(direct nginx haproxy pingora switchyard) keep=() n r k t
+    [ "$PF_OK" = 0 ] && targets=(direct nginx haproxy switchyard)
     if [ -n "${TARGETS:-}" ]; then
         for t in "${targets[@]}"; do [[ " $TARGETS " == *" $t "* ]] && keep+=("$t"); done
         targets=("${keep[@]}")
@@ -751,10 +752,17 @@ run_rate() {
 # rate_once TARGET LEVEL RATE ROUND
 rate_once() {
     local t=$1 level=$2 rate=$3 rnd=$4 tb ta out="$WORK/wrk/rate$2-$1-r$4.json"
-    start_proxy "$t" rr
+    if [ "$t" = direct ]; then
+        # one backend, no proxy: the tail of oha and a backend sharing core 1
+        PROXY_PID=${BE_PIDS[0]}; PROXY_PORT=${BE_PORTS[0]}
+    else
+        start_proxy "$t" rr
+    fi
     local url="http://127.0.0.1:$PROXY_PORT/"
     if ! wait_http "$url"; then
-        note "rate/$t $level% round $rnd: did not answer 200; run skipped"; stop_proxy "$t" "$PROXY_PID"; return 0
+        note "rate/$t $level% round $rnd: did not answer 200; run skipped"
+        [ "$t" != direct ] && stop_proxy "$t" "$PROXY_PID"
+        return 0
     fi
     timeout $((WARMUP + 30)) taskset -c "$LOAD_CPU" wrk -t1 -c$CONNS -d"${WARMUP}s" "$url" >/dev/null 2>&1 || true
     read -r tb _ < <(python3 "$BENCH_PY" stat "$PROXY_PID")
@@ -764,7 +772,8 @@ rate_once() {
     python3 "$OPENLOOP_PY" record --raw "$RATE_RAW" --oha "$out" --target "$t" --level "$level" --rate "$rate" \
         --round "$rnd" --ticks-before "$tb" --ticks-after "$ta" >&2
     alive "$PROXY_PID" || note "rate/$t $level% round $rnd: $t had exited before the end of the run"
-    stop_proxy "$t" "$PROXY_PID"
+    [ "$t" != direct ] && stop_proxy "$t" "$PROXY_PID"
+    return 0
 }
 
 # ------------------------------------------------------------------ main
