@@ -227,9 +227,14 @@ fn next_session(
             // idle time is enforced by `read_head`; pingora only
             // needs to know that keep-alive is on
             session.set_keepalive(Some(limits.keepalive_timeout.as_secs().max(1)));
-            // pingora counts reuses: n requests = n - 1 reuses; those left
-            // when its carried settings were replaced (see `carried`)
-            let left = reuses.unwrap_or(Some(limits.keepalive_requests - 1));
+            // pingora counts reuses: n requests = n - 1 reuses. When its
+            // carried settings were replaced (see `carried`), this request
+            // is one more reuse of those left, as pingora's
+            // `apply_to_session` would count it.
+            let left = match reuses {
+                Some(left) => left.map(|n| n.saturating_sub(1)),
+                None => Some(limits.keepalive_requests - 1),
+            };
             session.set_keepalive_reuses_remaining(left);
         }
     }

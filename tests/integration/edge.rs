@@ -223,6 +223,12 @@ fn keepalive_connections_end_after_the_request_limit_and_the_idle_timeout() {
     let third = c.get("/3", &[]).unwrap();
     assert_eq!(third.status, 200);
     assert_eq!(third.header("connection"), Some("close"), "{:?}", third.headers);
+    // pipelined requests count against the limit too: three answers of five
+    let raw = send_raw(sy.addr(), "GET /p HTTP/1.1\r\nHost: x\r\n\r\n".repeat(5).as_bytes());
+    let text = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    assert_eq!(text.matches("http/1.1 200").count(), 3, "{text}");
+    assert_eq!(text.matches("connection: close").count(), 1, "{text}");
+    assert_eq!(b.app_count(), 6, "requests forwarded past the limit");
 
     // the idle timeout counts from the last answer, not from the first
     // wait of the connection: a second request 0.7 s into the first wait,
