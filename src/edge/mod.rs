@@ -132,7 +132,24 @@ impl ServerApp for EdgeApp {
                     // write buffer are not kept while the connection waits
                     tap.going_idle();
                     match first_deadline.take() {
-                        Some(deadline) => Some(deadline),
+                        // the first bytes are awaited like a keep-alive
+                        // connection's next request, so that a retiring
+                        // instance closes a connection that has sent
+                        // nothing at the end of its linger too
+                        Some(deadline)
+                            if head::next_bytes(
+                                tap.raw(),
+                                &mut buf,
+                                deadline.saturating_duration_since(Instant::now()),
+                                idle_timer.as_mut(),
+                                &self.closing,
+                                &self.idle_closed,
+                            )
+                            .await =>
+                        {
+                            Some(deadline)
+                        }
+                        Some(_) => return None,
                         // a later head is due `header_timeout` after its first byte
                         None if head::next_bytes(
                             tap.raw(),
