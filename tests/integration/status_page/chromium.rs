@@ -37,6 +37,8 @@ pub fn launch(url: &str, width: u32, height: u32, profile: &Path) -> (Process, B
         &format!("--window-size={width},{height}"),
         url,
     ]);
+    // its own temporary files (org.chromium.Chromium.*) go with the profile
+    cmd.env("TMPDIR", profile);
     let mut process = Process::spawn(cmd, "chromium");
     // "DevTools listening on ws://127.0.0.1:PORT/devtools/browser/ID"
     let addr = listening_addr(&mut process, "DevTools listening on ws://");

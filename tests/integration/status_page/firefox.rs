@@ -44,7 +44,9 @@ pub fn launch(url: &str, width: u32, height: u32, profile: &Path) -> (Process, B
     cmd.args(["--headless", "--no-remote", "--remote-debugging-port=0", "--profile"])
         .arg(profile)
         .arg("about:blank")
-        .env("MOZ_CRASHREPORTER_DISABLE", "1");
+        .env("MOZ_CRASHREPORTER_DISABLE", "1")
+        // its own temporary files go with the profile
+        .env("TMPDIR", profile);
     let mut process = Process::spawn(cmd, "firefox");
     let addr = listening_addr(&mut process, "WebDriver BiDi listening on ws://");
     let stream = TcpStream::connect(addr).expect("BiDi connect");
