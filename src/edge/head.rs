@@ -174,8 +174,9 @@ pub async fn read_head(
     }
 }
 
-/// Waits up to `idle` for the first bytes of a keep-alive connection's next
-/// request and appends them to `buf`: false when the client closed, the
+/// Waits up to `idle` for the first bytes of a connection's next request
+/// (its first one, or the next on a keep-alive connection) and appends them
+/// to `buf`: false when the client closed, the
 /// wait timed out or the retiring instance closes its idle connections
 /// (`closed` set; the waiters are woken through `closing`). The connection holds no read buffer meanwhile,
 /// and the wait is a plain future of about 100 bytes: an idle connection holds it.
@@ -189,11 +190,10 @@ pub fn next_bytes<'a>(
     stream: &'a mut Stream,
     buf: &'a mut BytesMut,
     idle: Duration,
-    timer: Pin<&'a mut Sleep>,
+    mut timer: Pin<&'a mut Sleep>,
     closing: &'a Notify,
     closed: &'a AtomicBool,
 ) -> NextBytes<'a> {
-    let mut timer = timer;
     timer.as_mut().reset(tokio::time::Instant::now() + idle);
     NextBytes {
         stream,

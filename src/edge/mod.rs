@@ -131,40 +131,30 @@ impl ServerApp for EdgeApp {
                     // what a body left in the tap's line scanner and the
                     // write buffer are not kept while the connection waits
                     tap.going_idle();
-                    match first_deadline.take() {
-                        // the first bytes are awaited like a keep-alive
-                        // connection's next request, so that a retiring
-                        // instance closes a connection that has sent
-                        // nothing at the end of its linger too
-                        Some(deadline)
-                            if head::next_bytes(
-                                tap.raw(),
-                                &mut buf,
-                                deadline.saturating_duration_since(Instant::now()),
-                                idle_timer.as_mut(),
-                                &self.closing,
-                                &self.idle_closed,
-                            )
-                            .await =>
-                        {
-                            Some(deadline)
-                        }
-                        Some(_) => return None,
-                        // a later head is due `header_timeout` after its first byte
-                        None if head::next_bytes(
-                            tap.raw(),
-                            &mut buf,
-                            limits.keepalive_timeout,
-                            idle_timer.as_mut(),
-                            &self.closing,
-                            &self.idle_closed,
-                        )
-                        .await =>
-                        {
-                            Some(Instant::now() + limits.header_timeout)
-                        }
-                        None => return None,
+                    // The first bytes are awaited like a keep-alive
+                    // connection's next request (so a retiring instance
+                    // closes a connection that has sent nothing at the end
+                    // of its linger too): a first head up to its deadline,
+                    // counted from the accept; a later one up to the idle
+                    // timeout, and it is due `header_timeout` after its
+                    // first byte.
+                    let first = first_deadline.take();
+                    let wait = first.map_or(limits.keepalive_timeout, |d| {
+                        d.saturating_duration_since(Instant::now())
+                    });
+                    let arrived = head::next_bytes(
+                        tap.raw(),
+                        &mut buf,
+                        wait,
+                        idle_timer.as_mut(),
+                        &self.closing,
+                        &self.idle_closed,
+                    )
+                    .await;
+                    if !arrived {
+                        return None;
                     }
+                    Some(first.unwrap_or_else(|| Instant::now() + limits.header_timeout))
                 }
             };
             let pipelined = deadline.is_none();
@@ -241,7 +231,7 @@ fn next_session(
     match persisted {
         Some(p) => p.apply_to_session(&mut session),
         None => {
-            // idle time is enforced by `read_head`; pingora only
+            // idle time is enforced by `head::next_bytes`; pingora only
             // needs to know that keep-alive is on
             session.set_keepalive(Some(limits.keepalive_timeout.as_secs().max(1)));
             // pingora counts reuses: n requests = n - 1 reuses. When its

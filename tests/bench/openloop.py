@@ -6,8 +6,7 @@ the proxy's pace, and measures each request from when it was due, not from
 when it was sent (correcting coordinated omission: a stalled proxy shows up
 as latency, not as fewer requests). Subcommands:
 
-  haproxy-max RAW              the median rr req/s of HAProxy in this run (or nothing)
-  max RAW TARGET               the same for any target
+  max RAW TARGET               the median rr req/s of TARGET in this run (or nothing)
   record --oha FILE ...        one run: oha's JSON + CPU ticks -> a line of RATE_RAW
   report RATE_RAW              the Markdown section (also used by bench.py report)
 """
@@ -36,7 +35,7 @@ def fmt(v, nd=2):
     return "–" if v is None else f"{v:.{nd}f}"
 
 
-def rr_max(raw, target="haproxy"):
+def rr_max(raw, target):
     """Median req/s of `target` in the rr scenario of this run, or None."""
     if not os.path.exists(raw):
         return None
@@ -150,7 +149,6 @@ def report(raw):
 def main():
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("haproxy-max"); p.add_argument("raw")
     p = sub.add_parser("max"); p.add_argument("raw"); p.add_argument("target")
     p = sub.add_parser("record")
     for x in ("raw", "oha", "target", "level"):
@@ -159,8 +157,8 @@ def main():
         p.add_argument("--" + x, type=int, required=True)
     p = sub.add_parser("report"); p.add_argument("raw")
     a = ap.parse_args()
-    if a.cmd in ("haproxy-max", "max"):
-        m = rr_max(a.raw, getattr(a, "target", "haproxy"))
+    if a.cmd == "max":
+        m = rr_max(a.raw, a.target)
         if m:
             print(int(m))
     elif a.cmd == "record":

@@ -714,11 +714,11 @@ run_rate() {
         targets=("${keep[@]}")
         [ ${#targets[@]} -gt 0 ] || return 0
     fi
-    max=$(python3 "$OPENLOOP_PY" haproxy-max "$RAW")
+    max=$(python3 "$OPENLOOP_PY" max "$RAW" haproxy)
     if [ -z "$max" ]; then
         log "rate: no rr figure for HAProxy in this run; measuring its maximum now"
         run_target rr haproxy 1
-        max=$(python3 "$OPENLOOP_PY" haproxy-max "$RAW")
+        max=$(python3 "$OPENLOOP_PY" max "$RAW" haproxy)
     fi
     [ -n "$max" ] || { note "rate: skipped, no maximum req/s for HAProxy"; return 0; }
     log "scenario rate: ${targets[*]} at 50 % and 80 % of HAProxy's $max req/s, $ROUNDS round(s) of ${DURATION}s"
