@@ -14,7 +14,7 @@ use crate::request::RequestCtx;
 /// must sit in the `#[async_trait]` block itself.)
 macro_rules! cache_phases {
     () => {
-        fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        fn request_cache_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<()> {
             crate::cache::http::enable(session, ctx);
             Ok(())
         }
@@ -22,7 +22,7 @@ macro_rules! cache_phases {
         fn cache_key_callback(
             &self,
             session: &Session,
-            ctx: &mut RequestCtx,
+            ctx: &mut Self::CTX,
         ) -> Result<pingora_cache::CacheKey> {
             Ok(crate::cache::http::key(session, ctx))
         }
@@ -31,7 +31,7 @@ macro_rules! cache_phases {
             &self,
             session: &Session,
             resp: &ResponseHeader,
-            ctx: &mut RequestCtx,
+            ctx: &mut Self::CTX,
         ) -> Result<pingora_cache::RespCacheable> {
             Ok(crate::cache::http::decide(session, resp, ctx))
         }
@@ -39,7 +39,7 @@ macro_rules! cache_phases {
         fn cache_vary_filter(
             &self,
             meta: &pingora_cache::CacheMeta,
-            _ctx: &mut RequestCtx,
+            _ctx: &mut Self::CTX,
             req: &RequestHeader,
         ) -> Option<pingora_cache::key::HashBinary> {
             crate::cache::http::variance(meta, req)
@@ -48,7 +48,7 @@ macro_rules! cache_phases {
         fn should_serve_stale(
             &self,
             _session: &mut Session,
-            _ctx: &mut RequestCtx,
+            _ctx: &mut Self::CTX,
             error: Option<&Error>,
         ) -> bool {
             crate::cache::http::serve_stale(error)

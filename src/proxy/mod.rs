@@ -77,22 +77,27 @@ use attempt::{hash_key, write_access_log};
 
 #[async_trait]
 impl ProxyHttp for Proxy {
-    type CTX = RequestCtx;
+    /// Boxed: pingora moves the context through its per-request future
+    /// (about three copies of it in the future that every request boxes),
+    /// so a pointer there costs less than the 432-byte context.
+    type CTX = Box<RequestCtx>;
 
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+    fn new_ctx(&self) -> Box<RequestCtx> {
+        Box::default()
     }
 
     async fn early_request_filter(
         &self,
         session: &mut Session,
-        _ctx: &mut RequestCtx,
+        _ctx: &mut Self::CTX,
     ) -> Result<()> {
         downstream::prepare_session(session);
         Ok(())
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    /// The answers made here (errors, a race) are boxed futures: inline,
+    /// they would make the future every request allocates several KiB.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Self::CTX) -> Result<bool> {
         if session.get_keepalive() == Some(0) {
             session.set_keepalive(Some(CLIENT_KEEPALIVE_SECS));
         }
@@ -106,7 +111,7 @@ impl ProxyHttp for Proxy {
         };
         if let Err((code, why)) = refused {
             ctx.table = Some(table);
-            errors::respond(session, code, why, "", None).await;
+            Box::pin(errors::respond(session, code, why, "", None)).await;
             return Ok(true);
         }
         hygiene::normalise(
@@ -122,7 +127,14 @@ impl ProxyHttp for Proxy {
                 .trim()
                 .to_string();
             ctx.table = Some(table);
-            errors::respond(session, 404, errors::message_for(404), &asked, None).await;
+            Box::pin(errors::respond(
+                session,
+                404,
+                errors::message_for(404),
+                &asked,
+                None,
+            ))
+            .await;
             return Ok(true);
         };
         let declared = session
@@ -144,7 +156,15 @@ impl ProxyHttp for Proxy {
         if let Some(secs) = self.limiters.refuse(&pool.config, session) {
             let retry_after = [("retry-after", secs.to_string())];
             let msg = errors::message_for(429);
-            errors::respond_with(session, 429, msg, pool.name(), None, &retry_after).await;
+            Box::pin(errors::respond_with(
+                session,
+                429,
+                msg,
+                pool.name(),
+                None,
+                &retry_after,
+            ))
+            .await;
             ctx.pool = Some(pool);
             return Ok(true);
         }
@@ -152,7 +172,14 @@ impl ProxyHttp for Proxy {
         if let Some(serving) = serving {
             if let Some(race) = &serving.config.race {
                 if !cached && race::eligible(session, race) {
-                    race::run(session, ctx, &serving, race, &self.race_connector).await?;
+                    Box::pin(race::run(
+                        session,
+                        ctx,
+                        &serving,
+                        race,
+                        &self.race_connector,
+                    ))
+                    .await?;
                     return Ok(true);
                 }
             }
@@ -165,16 +192,25 @@ impl ProxyHttp for Proxy {
     async fn proxy_upstream_filter(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<bool> {
-        // a racing caching pool races its misses ([`crate::cache::fill`])
-        crate::cache::fill::race_miss(session, ctx, &self.race_connector).await
+        // a racing caching pool races its misses ([`crate::cache::fill`]);
+        // boxed, as that future is large and most requests do not cache
+        if ctx.cache.is_none() {
+            return Ok(true);
+        }
+        Box::pin(crate::cache::fill::race_miss(
+            session,
+            ctx,
+            &self.race_connector,
+        ))
+        .await
     }
 
     async fn upstream_peer(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<Box<HttpPeer>> {
         let (Some(table), Some(pool)) = (ctx.table.clone(), ctx.pool.clone()) else {
             return Err(Error::explain(
@@ -248,7 +284,7 @@ impl ProxyHttp for Proxy {
         &self,
         session: &mut Session,
         upstream_request: &mut RequestHeader,
-        _ctx: &mut RequestCtx,
+        _ctx: &mut Self::CTX,
     ) -> Result<()> {
         downstream::prepare_proxied(session);
         forward::add_forwarding_headers(session, upstream_request)
@@ -259,7 +295,7 @@ impl ProxyHttp for Proxy {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         if let (Some(b), Some(pool)) = (body.as_ref(), ctx.pool.as_ref()) {
             ctx.body_bytes += b.len() as u64;
@@ -274,7 +310,7 @@ impl ProxyHttp for Proxy {
         &self,
         session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         crate::cache::http::note_not_modified(session, upstream_response, ctx);
         let code = upstream_response.status.as_u16();
@@ -300,7 +336,7 @@ impl ProxyHttp for Proxy {
         &self,
         session: &mut Session,
         upstream_response: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> Result<()> {
         crate::cache::http::annotate(session, upstream_response, ctx);
         downstream::clean_response(session, upstream_response);
@@ -311,7 +347,7 @@ impl ProxyHttp for Proxy {
         &self,
         session: &mut Session,
         peer: &HttpPeer,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
         mut e: Box<Error>,
     ) -> Box<Error> {
         let cause = failure::connect_cause(&e);
@@ -331,7 +367,7 @@ impl ProxyHttp for Proxy {
         peer: &HttpPeer,
         session: &mut Session,
         e: Box<Error>,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
         client_reused: bool,
     ) -> Box<Error> {
         self.proxy_error(peer, session, e, ctx, client_reused)
@@ -341,12 +377,12 @@ impl ProxyHttp for Proxy {
         &self,
         session: &mut Session,
         e: &Error,
-        ctx: &mut RequestCtx,
+        ctx: &mut Self::CTX,
     ) -> FailToProxy {
         errors::fail_to_proxy(session, e, ctx).await
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
         let code = session.response_written().map_or(0, |r| r.status.as_u16());
         crate::cache::http::count(ctx);
         if let Some(log) = ctx.table.as_ref().and_then(|t| t.access_log.as_ref()) {
@@ -374,7 +410,7 @@ impl ProxyHttp for Proxy {
     fn suppress_proxy_warn_log(
         &self,
         _session: &Session,
-        _ctx: &RequestCtx,
+        _ctx: &Self::CTX,
         _error: &Error,
         _context: pingora_proxy::ProxyWarnLogContext,
     ) -> bool {
@@ -383,7 +419,7 @@ impl ProxyHttp for Proxy {
         true
     }
 
-    fn suppress_error_log(&self, _session: &Session, ctx: &RequestCtx, error: &Error) -> bool {
+    fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, error: &Error) -> bool {
         // Answered with their status: "no usable backend" and friends, and
         // clients that went away mid-request. Logging each at error level
         // would flood the log during an outage or at every load-test end.
