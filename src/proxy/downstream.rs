@@ -10,6 +10,11 @@
 //! - an HTTP/1.0 client never gets `Transfer-Encoding` (RFC 9112 §6.1): the
 //!   decoded body is delimited by the connection's close, as nginx does,
 //!   and the answer says `Connection: close`;
+//! - a 1xx head (`100 Continue` to a client's `Expect: 100-continue`) does
+//!   not count as an answer written before the request body arrived, which
+//!   pingora would close the connection after: an upload that asks for a
+//!   `100 Continue` keeps its connection alive (RFC 9110 §10.1.1), as with
+//!   nginx and HAProxy;
 //! - once a shutdown or an upgrade hand-off has begun, the response says
 //!   `Connection: close` and the connection is closed after it (RFC 9112
 //!   §9.6), so no client sends another request on a connection that is
@@ -63,6 +68,11 @@ pub fn prepare_proxied(session: &mut Session) {
 /// Cleans an upstream response head for the client of `session`.
 pub fn clean_response(session: &mut Session, resp: &mut ResponseHeader) {
     let switching = resp.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    // pingora takes any head written before the request body is in as an
+    // early answer and closes the connection after the exchange; a 1xx
+    // (`100 Continue`, the very head that asks for the body) is not the
+    // answer, so only a final head is held to that rule
+    session.set_close_on_response_before_downstream_finish(!resp.status.is_informational());
     for name in &hop_by_hop_fields(resp, switching) {
         resp.remove_header(name);
     }
