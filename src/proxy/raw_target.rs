@@ -242,6 +242,13 @@ impl AsyncRead for TargetTap {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        // pingora reads here whenever it waits (see `write_buffer`): what it
+        // wrote goes out first, without waiting for the socket
+        if !this.out.is_empty() {
+            if let Poll::Ready(Ok(())) = this.out.poll_drain(&mut this.inner, cx) {
+                let _ = Pin::new(&mut this.inner).poll_flush(cx);
+            }
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(())) = polled {

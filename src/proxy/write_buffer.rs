@@ -8,6 +8,15 @@
 //! Client connections here have no L4 write buffer (`server::l4_buffers`):
 //! [`WriteBuffer`] coalesces the same way (one system call for a head and a
 //! small body), and its memory is released when the connection goes idle.
+//!
+//! Unlike pingora's, it does not hold bytes while the response waits for
+//! the backend: pingora reads the client connection whenever it waits (for
+//! a request body, or to notice the client leaving), and the client
+//! transport ([`super::raw_target::TargetTap`]) writes out what is buffered
+//! first. A head and the start of a body that the backend sends before the
+//! rest therefore reach the client at once, as with HAProxy and nginx;
+//! pingora's own buffer holds them until 1,460 bytes or the end of the
+//! body.
 
 use std::io;
 use std::pin::Pin;
@@ -79,6 +88,11 @@ impl WriteBuffer {
             self.buf.drain(..n);
         }
         Poll::Ready(Ok(()))
+    }
+
+    /// Whether no bytes wait to be written.
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
     }
 
     /// Writes out what is buffered if that can be done without waiting,

@@ -409,6 +409,57 @@ fn uploads_that_ask_for_100_continue_keep_their_connection() {
 }
 
 #[test]
+fn the_start_of_an_answer_is_not_held_back_while_the_backend_sends_the_rest() {
+    // The backend sends its head and the first 5 of 20 bytes, then waits
+    // until the client has them (told over `go`) before the rest. pingora's
+    // own write buffer would hold those bytes until 1,460 bytes or the end
+    // of the body: the client would see nothing.
+    let listener = bind_fresh();
+    let backend = format!("http://{}", listener.local_addr().unwrap());
+    let (go, wait) = std::sync::mpsc::channel::<()>();
+    thread::spawn(move || {
+        let Ok((mut conn, _)) = listener.accept() else { return };
+        let mut buf = [0u8; 4096];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match conn.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\nhello");
+        if wait.recv_timeout(Duration::from_secs(30)).is_ok() {
+            let _ = conn.write_all(b"world, fifteen!");
+        }
+        while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    let sy = Switchyard::start(&web_pool_config(&[backend], "health_check: {type: none}"));
+    let mut conn = TcpStream::connect(sy.addr()).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(b"GET /slow HTTP/1.1\r\nHost: app.test\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.ends_with(b"hello") {
+        match conn.read(&mut buf) {
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!(
+                "the head and the first bytes were held back ({other:?}); got {:?}\n{}",
+                String::from_utf8_lossy(&got),
+                sy.logs()
+            ),
+        }
+    }
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
+    go.send(()).unwrap();
+    while !got.ends_with(b"fifteen!") {
+        match conn.read(&mut buf) {
+            Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+            other => panic!("the rest of the body is missing ({other:?})\n{}", sy.logs()),
+        }
+    }
+}
+
+#[test]
 fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
     let backend = TestBackend::start("slow");
     backend.set_delay(Duration::from_millis(300));
