@@ -376,7 +376,22 @@ async fn relay(
         // the body is bounded by `timeouts.read` per read, never by the
         // request deadline (which ended with the head)
         up.set_read_timeout(Some(read));
-        while let Some(c) = up.read_response_body().await? {
+        // As pingora's own relay, the client is read while the backend is
+        // awaited: a client that leaves ends the relay, and the client
+        // transport writes out what it holds first (`proxy::write_buffer`),
+        // so the start of a body the backend sends slowly is not held back.
+        let mut watch_client = true;
+        loop {
+            let chunk = tokio::select! {
+                c = up.read_response_body() => c?,
+                r = session.downstream_session.read_body_or_idle(true), if watch_client => {
+                    // bytes of a next request were kept by pingora
+                    r?;
+                    watch_client = false;
+                    continue;
+                }
+            };
+            let Some(c) = chunk else { break };
             session.write_response_body(Some(c), false).await?;
         }
         session.write_response_body(None, true).await?;

@@ -410,10 +410,17 @@ fn uploads_that_ask_for_100_continue_keep_their_connection() {
 
 #[test]
 fn the_start_of_an_answer_is_not_held_back_while_the_backend_sends_the_rest() {
-    // The backend sends its head and the first 5 of 20 bytes, then waits
-    // until the client has them (told over `go`) before the rest. pingora's
-    // own write buffer would hold those bytes until 1,460 bytes or the end
-    // of the body: the client would see nothing.
+    // pingora's own write buffer would hold the head and the first bytes
+    // until 1,460 bytes or the end of the body: the client would see
+    // nothing. Through the normal proxy path and through a race.
+    for extra in ["health_check: {type: none}", "health_check: {type: none}\nrace: {}"] {
+        answer_start_arrives_alone(extra);
+    }
+}
+
+/// A backend (pool `web` with `extra`) sends its head and the first 5 of
+/// 20 bytes, then waits until the client has them before the rest.
+fn answer_start_arrives_alone(extra: &str) {
     let listener = bind_fresh();
     let backend = format!("http://{}", listener.local_addr().unwrap());
     let (go, wait) = std::sync::mpsc::channel::<()>();
@@ -433,7 +440,7 @@ fn the_start_of_an_answer_is_not_held_back_while_the_backend_sends_the_rest() {
         }
         while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
     });
-    let sy = Switchyard::start(&web_pool_config(&[backend], "health_check: {type: none}"));
+    let sy = Switchyard::start(&web_pool_config(&[backend], extra));
     let mut conn = TcpStream::connect(sy.addr()).expect("connect");
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     conn.write_all(b"GET /slow HTTP/1.1\r\nHost: app.test\r\n\r\n").unwrap();
@@ -443,7 +450,7 @@ fn the_start_of_an_answer_is_not_held_back_while_the_backend_sends_the_rest() {
         match conn.read(&mut buf) {
             Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
             other => panic!(
-                "the head and the first bytes were held back ({other:?}); got {:?}\n{}",
+                "{extra}: the head and the first bytes were held back ({other:?}); got {:?}\n{}",
                 String::from_utf8_lossy(&got),
                 sy.logs()
             ),
@@ -454,7 +461,7 @@ fn the_start_of_an_answer_is_not_held_back_while_the_backend_sends_the_rest() {
     while !got.ends_with(b"fifteen!") {
         match conn.read(&mut buf) {
             Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
-            other => panic!("the rest of the body is missing ({other:?})\n{}", sy.logs()),
+            other => panic!("{extra}: the rest of the body is missing ({other:?})\n{}", sy.logs()),
         }
     }
 }
