@@ -103,6 +103,28 @@ pub async fn run(
     .await
 }
 
+/// The next chunk of `up`'s response body (`None` at its end). As in
+/// pingora's own relay, the client is read while the backend is awaited
+/// (`watch_client`, until it sends bytes of a next request, which pingora
+/// keeps): a client that leaves ends the relay, and the client transport
+/// writes out what it holds first (`proxy::write_buffer`), so the start of
+/// a body the backend sends slowly is not held back.
+pub async fn next_chunk(
+    session: &mut Session,
+    up: &mut ClientSession,
+    watch_client: &mut bool,
+) -> Result<Option<bytes::Bytes>> {
+    loop {
+        tokio::select! {
+            c = up.read_response_body() => return c,
+            r = session.downstream_session.read_body_or_idle(true), if *watch_client => {
+                r?;
+                *watch_client = false;
+            }
+        }
+    }
+}
+
 /// The chosen answer of a race: its head has been read, its body not yet.
 /// The caller streams the body and gives `up` back to the connector.
 pub struct Won {
@@ -376,22 +398,8 @@ async fn relay(
         // the body is bounded by `timeouts.read` per read, never by the
         // request deadline (which ended with the head)
         up.set_read_timeout(Some(read));
-        // As pingora's own relay, the client is read while the backend is
-        // awaited: a client that leaves ends the relay, and the client
-        // transport writes out what it holds first (`proxy::write_buffer`),
-        // so the start of a body the backend sends slowly is not held back.
         let mut watch_client = true;
-        loop {
-            let chunk = tokio::select! {
-                c = up.read_response_body() => c?,
-                r = session.downstream_session.read_body_or_idle(true), if watch_client => {
-                    // bytes of a next request were kept by pingora
-                    r?;
-                    watch_client = false;
-                    continue;
-                }
-            };
-            let Some(c) = chunk else { break };
+        while let Some(c) = next_chunk(session, &mut up, &mut watch_client).await? {
             session.write_response_body(Some(c), false).await?;
         }
         session.write_response_body(None, true).await?;

@@ -82,7 +82,8 @@ pub async fn race_miss(
     if !eos {
         // the body is bounded by `timeouts.read` per read, as a race's
         up.set_read_timeout(Some(serving.config.timeouts.read));
-        while let Some(chunk) = up.read_response_body().await? {
+        let mut watch_client = true;
+        while let Some(chunk) = race::next_chunk(session, &mut up, &mut watch_client).await? {
             if filling {
                 filling = store(session, chunk.clone()).await;
             }

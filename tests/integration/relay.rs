@@ -413,14 +413,21 @@ fn the_start_of_an_answer_is_not_held_back_while_the_backend_sends_the_rest() {
     // pingora's own write buffer would hold the head and the first bytes
     // until 1,460 bytes or the end of the body: the client would see
     // nothing. Through the normal proxy path and through a race.
-    for extra in ["health_check: {type: none}", "health_check: {type: none}\nrace: {}"] {
-        answer_start_arrives_alone(extra);
+    let none = "health_check: {type: none}";
+    for (extra, top) in [
+        (none.to_string(), ""),
+        (format!("{none}\nrace: {{}}"), ""),
+        // a raced miss of a caching pool, stored while it is relayed
+        (format!("{none}\nrace: {{}}\ncache: {{}}"), "cache: {memory: 1MiB, max_object: 64KiB}\n"),
+    ] {
+        answer_start_arrives_alone(&extra, top);
     }
 }
 
-/// A backend (pool `web` with `extra`) sends its head and the first 5 of
-/// 20 bytes, then waits until the client has them before the rest.
-fn answer_start_arrives_alone(extra: &str) {
+/// A backend (pool `web` with `extra`, `top` added to the file) sends its
+/// head and the first 5 of 20 bytes (cacheable), then waits until the
+/// client has them before the rest.
+fn answer_start_arrives_alone(extra: &str, top: &str) {
     let listener = bind_fresh();
     let backend = format!("http://{}", listener.local_addr().unwrap());
     let (go, wait) = std::sync::mpsc::channel::<()>();
@@ -434,13 +441,13 @@ fn answer_start_arrives_alone(extra: &str) {
                 Ok(n) => head.extend_from_slice(&buf[..n]),
             }
         }
-        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 20\r\n\r\nhello");
+        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nCache-Control: max-age=60\r\nContent-Length: 20\r\n\r\nhello");
         if wait.recv_timeout(Duration::from_secs(30)).is_ok() {
             let _ = conn.write_all(b"world, fifteen!");
         }
         while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
     });
-    let sy = Switchyard::start(&web_pool_config(&[backend], extra));
+    let sy = Switchyard::start(&(web_pool_config(&[backend], extra) + top));
     let mut conn = TcpStream::connect(sy.addr()).expect("connect");
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     conn.write_all(b"GET /slow HTTP/1.1\r\nHost: app.test\r\n\r\n").unwrap();
