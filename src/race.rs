@@ -268,7 +268,7 @@ pub async fn fetch(
     let (outcome, chosen) = match (winner, fallback) {
         (Some(w), lost) => {
             // losers finish in the background: pooled or cut
-            losers::settle(set, lost, connector.clone(), pool.stats.clone());
+            losers::settle(set, lost, connector.clone(), pool.clone());
             ("won", w)
         }
         (None, Some(f)) if !timed_out => ("no_terminal", f),
@@ -298,15 +298,24 @@ pub async fn fetch(
 /// the backend's own failures count; local resource errors never do).
 fn attempt_failed(pool: &Pool, ctx: &mut RequestCtx, b: &Backend, e: &Error, took: Duration) {
     ctx.tried.push(socket_addr(b));
+    if backend_failed(pool, b, e, took) {
+        ctx.last_timeout = failure::is_timeout(e);
+    }
+}
+
+/// Counts the failure of a raced request against `b` (also a loser's that
+/// failed after the race was decided); false for a local resource error,
+/// which is never the backend's.
+fn backend_failed(pool: &Pool, b: &Backend, e: &Error, took: Duration) -> bool {
     if failure::is_local_resource_error(e) {
-        return;
+        return false;
     }
     if let Some(st) = state_of(b) {
         st.record_attempt(attempt_result(e));
         st.latency.observe_failure(took);
     }
     pool.record_failure(b);
-    ctx.last_timeout = failure::is_timeout(e);
+    true
 }
 
 /// The metrics label of a failed raced request.

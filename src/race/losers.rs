@@ -12,7 +12,8 @@
 //! connector (see [`connector`]) has a pool large enough to keep them.
 
 use super::{Chosen, Outcome};
-use crate::pool::PoolStats;
+use crate::counters::AttemptResult;
+use crate::pool::{state_of, Pool, PoolStats};
 use pingora_core::connectors::http::Connector;
 use pingora_core::protocols::http::client::HttpSession as ClientSession;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -54,40 +55,51 @@ pub fn connector(conf: &pingora_core::server::configuration::ServerConf) -> Conn
 
 /// Settles the losers of a decided race in the background: `running` are
 /// the attempts still in flight, `answered` the ones whose head arrived but
-/// lost. Counts `race_losers_reused` and `race_cancelled` in `stats`.
+/// lost. Counts `race_losers_reused` and `race_cancelled` in the stats of
+/// `pool`, and the attempts that end meanwhile in their backends' state
+/// (`upstream_attempts_total`, latency), as the race itself counts those
+/// that ended before its answer was chosen.
 pub(super) fn settle(
     running: JoinSet<Outcome>,
     answered: Option<Chosen>,
     connector: Arc<Connector>,
-    stats: Arc<PoolStats>,
+    pool: Arc<Pool>,
 ) {
     if running.is_empty() && answered.is_none() {
         return;
     }
     let deadline = Instant::now() + LOSER_GRACE;
-    tokio::spawn(settle_all(running, answered, connector, stats, deadline));
+    tokio::spawn(settle_all(running, answered, connector, pool, deadline));
 }
 
 async fn settle_all(
     mut running: JoinSet<Outcome>,
     answered: Option<Chosen>,
     connector: Arc<Connector>,
-    stats: Arc<PoolStats>,
+    pool: Arc<Pool>,
     deadline: Instant,
 ) {
+    let stats = &pool.stats;
     if let Some((_, peer, slot, up, resp)) = answered {
-        settle_one(&connector, &stats, &peer, up, &resp, deadline).await;
+        settle_one(&connector, stats, &peer, up, &resp, deadline).await;
         drop(slot);
     }
     loop {
         match tokio::time::timeout_at(deadline, running.join_next()).await {
             Ok(None) => return,
-            Ok(Some(Ok((_, peer, slot, Ok((up, resp)), _)))) => {
-                settle_one(&connector, &stats, &peer, up, &resp, deadline).await;
+            Ok(Some(Ok((b, peer, slot, Ok((up, resp)), took)))) => {
+                if let Some(st) = state_of(&b) {
+                    st.record_attempt(AttemptResult::Ok);
+                }
+                crate::proxy::observe_latency(&pool, &b, took, std::time::Instant::now());
+                settle_one(&connector, stats, &peer, up, &resp, deadline).await;
                 drop(slot);
             }
-            // a loser that failed on its own left nothing to reuse
-            Ok(Some(Ok((_, _, _, Err(_), _)))) => {}
+            // a loser that failed on its own left nothing to reuse; the
+            // failure is the backend's
+            Ok(Some(Ok((b, _, _, Err(e), took)))) => {
+                super::backend_failed(&pool, &b, &e, took);
+            }
             Ok(Some(Err(join))) => log::warn!("race task failed: {join}"),
             Err(_) => {
                 // still busy beyond the bound: cut (tasks aborted, their

@@ -260,6 +260,14 @@ fn loser_within_the_bound_is_reused_beyond_it_is_cut() {
     assert_eq!(losers(&sy, "cut"), 3.0, "{}", sy.logs());
     assert_eq!(late.connections_accepted(), 1, "late's connection was not reused");
     assert_eq!(big.connections_accepted(), 3, "big's connection was reused");
+    // every backend answered every race: the losers' answers, which came
+    // after the race was decided, are upstream attempts too
+    let text = get(sy.admin_addr(), "/metrics", &[]).text();
+    for b in [&fast, &late, &big] {
+        let ok = [("pool", "web"), ("backend", &b.addr().to_string()), ("result", "ok")];
+        let n = metric(&text, "switchyard_upstream_attempts_total", &ok);
+        assert_eq!(n, Some(3.0), "{} ok attempts\n{text}", b.name());
+    }
 }
 
 #[test]
