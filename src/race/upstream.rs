@@ -29,7 +29,11 @@ pub(super) async fn read_body(session: &mut Session, max: u64) -> Result<Bytes> 
         .get(http::header::EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
     {
+        // a 100 is not the answer: it must not turn keep-alive off as an
+        // answer written before the body would (see `proxy::downstream`)
+        session.set_close_on_response_before_downstream_finish(false);
         session.write_continue_response().await?;
+        session.set_close_on_response_before_downstream_finish(true);
     }
     let mut buf = BytesMut::new();
     while let Some(chunk) = session.read_request_body().await? {
