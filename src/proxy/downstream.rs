@@ -73,6 +73,13 @@ pub fn clean_response(session: &mut Session, resp: &mut ResponseHeader) {
     // (`100 Continue`, the very head that asks for the body) is not the
     // answer, so only a final head is held to that rule
     session.set_close_on_response_before_downstream_finish(!resp.status.is_informational());
+    if resp.status.as_u16() >= 400 && !session.is_body_done() {
+        // a refusal before the request body is in: what the client still
+        // sends is read (pingora goes on reading it) with the lingering
+        // bound, not the 60 s of a body being uploaded (nginx's
+        // `lingering_timeout`; the connection is closed after it)
+        session.set_read_timeout(Some(LINGERING_TIME));
+    }
     for name in &hop_by_hop_fields(resp, switching) {
         resp.remove_header(name);
     }
@@ -137,8 +144,17 @@ fn connection_tokens(resp: &ResponseHeader) -> impl Iterator<Item = &[u8]> {
 
 /// Drains what is left of the request body after the answer was written,
 /// for up to [`LINGERING_TIME`] (see the module doc).
-pub async fn linger(session: &mut Session) {
+/// Not when the request ended on the client's read timeout (`error`): the
+/// client was silent for that long already.
+pub async fn linger(session: &mut Session, error: Option<&pingora_core::Error>) {
     if session.response_written().is_none() || session.is_upgrade_req() || session.is_body_done() {
+        return;
+    }
+    let timed_out = |e: &pingora_core::Error| {
+        e.esource() == &pingora_core::ErrorSource::Downstream
+            && e.etype() == &pingora_core::ErrorType::ReadTimedout
+    };
+    if error.is_some_and(timed_out) {
         return;
     }
     let _ = tokio::time::timeout(LINGERING_TIME, session.drain_request_body()).await;

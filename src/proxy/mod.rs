@@ -382,7 +382,7 @@ impl ProxyHttp for Proxy {
         errors::fail_to_proxy(session, e, ctx).await
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Self::CTX) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Self::CTX) {
         let code = session.response_written().map_or(0, |r| r.status.as_u16());
         crate::cache::http::count(ctx);
         if let Some(log) = ctx.table.as_ref().and_then(|t| t.access_log.as_ref()) {
@@ -390,7 +390,7 @@ impl ProxyHttp for Proxy {
         }
         let Some(pool) = &ctx.pool else {
             self.metrics.unrouted.add(code);
-            downstream::linger(session).await;
+            downstream::linger(session, e).await;
             return;
         };
         if let Some(started) = ctx.started {
@@ -404,7 +404,7 @@ impl ProxyHttp for Proxy {
             Some(s) => s.codes.add(code),
             None => pool.stats.unserved.add(code),
         }
-        downstream::linger(session).await;
+        downstream::linger(session, e).await;
     }
 
     fn suppress_proxy_warn_log(
@@ -421,7 +421,8 @@ impl ProxyHttp for Proxy {
 
     fn suppress_error_log(&self, _session: &Session, ctx: &Self::CTX, error: &Error) -> bool {
         // Answered with their status: "no usable backend" and friends, and
-        // clients that went away mid-request. Logging each at error level
+        // clients that went away or went silent mid-request (their 408 is in
+        // the access log). Logging each at error level
         // would flood the log during an outage or at every load-test end.
         // Local resource errors are logged once per second where counted.
         ctx.local_error
@@ -429,7 +430,10 @@ impl ProxyHttp for Proxy {
             || (error.esource() == &ErrorSource::Downstream
                 && matches!(
                     error.etype(),
-                    ErrorType::ConnectionClosed | ErrorType::WriteError | ErrorType::ReadError
+                    ErrorType::ConnectionClosed
+                        | ErrorType::WriteError
+                        | ErrorType::ReadError
+                        | ErrorType::ReadTimedout
                 ))
     }
 }

@@ -25,7 +25,9 @@ pub async fn next_chunk(
         tokio::select! {
             c = up.read_response_body() => return c,
             r = session.downstream_session.read_body_or_idle(true), if *watch_client => {
-                r?;
+                // the client's, not a proxy error (not logged, see
+                // `suppress_error_log`)
+                r.map_err(|e| e.into_down())?;
                 *watch_client = false;
             }
         }

@@ -478,6 +478,58 @@ fn answer_start_arrives_alone(extra: &str, top: &str) {
 }
 
 #[test]
+fn a_client_silent_after_an_early_refusal_is_closed_after_the_lingering_time() {
+    // The backend refuses an upload from its head (413, then it reads and
+    // discards); the client has sent a part of its body, reads the answer
+    // and then sends nothing more. The connection is closed after the
+    // lingering time (5 s, once: not 5 more for draining what never
+    // comes), not after pingora's 60 s body read timeout.
+    let listener = bind_fresh();
+    let backend = format!("http://{}", listener.local_addr().unwrap());
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = conn.write_all(
+                    b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo big!\n",
+                );
+                while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let sy = Switchyard::start(&web_pool_config(&[backend], ""));
+    let mut conn = TcpStream::connect(sy.addr()).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+    conn.write_all(b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 1000000\r\n\r\n").unwrap();
+    conn.write_all(&[b'x'; 1000]).unwrap();
+    let started = Instant::now();
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = loop {
+        match conn.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) => break Err(e),
+        }
+    };
+    let took = started.elapsed();
+    let raw = String::from_utf8_lossy(&raw).to_string();
+    assert!(raw.starts_with("HTTP/1.1 413"), "{raw:?} ({end:?})\n{}", sy.logs());
+    let timed_out =
+        |e: &std::io::Error| matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut);
+    assert!(!end.as_ref().is_err_and(timed_out), "never closed: {end:?}\n{}", sy.logs());
+    assert!(took < Duration::from_millis(8500), "connection held {took:?} after the refusal\n{}", sy.logs());
+}
+
+#[test]
 fn a_client_that_half_closes_after_its_request_still_gets_the_answer() {
     let backend = TestBackend::start("slow");
     backend.set_delay(Duration::from_millis(300));
