@@ -292,8 +292,12 @@ fn ttl(session: &Session) -> i64 {
 /// and, after a successful unsafe request, invalidates its target and its
 /// `Location` / `Content-Location` (RFC 9111 §4.4).
 pub fn annotate(session: &Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) {
-    if ctx.cache.is_none() {
-        return; // not a caching pool: nothing to annotate, nothing allocated
+    let interim =
+        resp.status.is_informational() && resp.status != http::StatusCode::SWITCHING_PROTOCOLS;
+    if ctx.cache.is_none() || interim {
+        // not a caching pool: nothing to annotate, nothing allocated; an
+        // interim 1xx (`100 Continue`) is not the answer the field describes
+        return;
     }
     let pool = ctx.pool_name().to_string();
     let Some(c) = ctx.cache.as_mut() else { return };

@@ -658,3 +658,31 @@ fn a_raced_miss_over_max_object_is_relayed_whole_and_not_stored() {
         }
     }
 }
+
+#[test]
+fn a_100_continue_carries_no_cache_status() {
+    // The backend (hyper) sends `100 Continue` when it reads the body of a
+    // POST (a cache bypass); only the final answer says so.
+    let b = TestBackend::start("a");
+    let sy = proxy(&b, "", STORE);
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sv",
+            "--expect100-timeout",
+            "10",
+            "-H",
+            "Expect: 100-continue",
+            "--data-binary",
+            "body",
+            "-o",
+            "/dev/null",
+        ])
+        .arg(format!("http://{}/post", sy.addr()))
+        .output()
+        .expect("curl");
+    let trace = String::from_utf8_lossy(&out.stderr).to_ascii_lowercase();
+    let heads: Vec<&str> = trace.split("< http/1.1 ").skip(1).collect();
+    assert_eq!(heads.len(), 2, "a 100 and the answer expected:\n{trace}");
+    assert!(heads[0].starts_with("100") && !heads[0].contains("< cache-status"), "{trace}");
+    assert!(heads[1].starts_with("200") && heads[1].contains("< cache-status: switchyard; fwd=method"), "{trace}");
+}
