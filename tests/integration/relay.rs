@@ -313,10 +313,10 @@ fn weighted_round_robin_interleaves_instead_of_bursting() {
     assert_eq!(shape, "aaxaxaa".repeat(3), "{order}");
 }
 
-#[test]
-fn an_early_answer_to_an_upload_is_not_reset_away() {
-    // The backend refuses the upload as soon as it has read the head,
-    // then reads and discards the body as a careful server does.
+/// A backend (its URL) that refuses every upload as soon as it has read
+/// the head (413, `Connection: close`), then reads and discards the body
+/// as a careful server does.
+fn refusing_backend() -> String {
     let listener = bind_fresh();
     let backend = format!("http://{}", listener.local_addr().unwrap());
     thread::spawn(move || {
@@ -338,6 +338,12 @@ fn an_early_answer_to_an_upload_is_not_reset_away() {
             });
         }
     });
+    backend
+}
+
+#[test]
+fn an_early_answer_to_an_upload_is_not_reset_away() {
+    let backend = refusing_backend();
     // pool `web` is not the default: a request without App-Name gets the
     // proxy's own early 404
     let sy = Switchyard::start(&web_pool_config(&[backend], "").replace("routing: {default_pool: web}", "routing: {}"));
@@ -484,27 +490,7 @@ fn a_client_silent_after_an_early_refusal_is_closed_after_the_lingering_time() {
     // and then sends nothing more. The connection is closed after the
     // lingering time (5 s, once: not 5 more for draining what never
     // comes), not after pingora's 60 s body read timeout.
-    let listener = bind_fresh();
-    let backend = format!("http://{}", listener.local_addr().unwrap());
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            thread::spawn(move || {
-                let mut buf = vec![0u8; 65536];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match conn.read(&mut buf) {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let _ = conn.write_all(
-                    b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo big!\n",
-                );
-                while matches!(conn.read(&mut buf), Ok(n) if n > 0) {}
-            });
-        }
-    });
+    let backend = refusing_backend();
     let sy = Switchyard::start(&web_pool_config(&[backend], ""));
     let mut conn = TcpStream::connect(sy.addr()).expect("connect");
     conn.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
